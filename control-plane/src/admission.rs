@@ -1,0 +1,282 @@
+//! Handshake decisions and the router hooks (protocol.md §1.3–1.4, §6.2, §6.4).
+//!
+//! [`Hooks`] is the control plane's side of the router's narrow interface: it admits
+//! connections, mints reconnection tokens, takes frames addressed to the manager and
+//! cleans up after departed clients.
+
+use crate::events;
+use crate::manager::Manager;
+use crate::names::readable_id;
+use crate::tokens::now_secs;
+use crate::workspaces::WorkspaceInfo;
+use bytes::Bytes;
+use rhizo_protocol::handshake::AuthRequest;
+use rhizo_protocol::token::is_specialized;
+use rhizo_protocol::user::{Permission, ScopeInfo, UserInfo};
+use rhizo_protocol::value::{self, map};
+use rhizo_router::hooks::{BoxFuture, ConnRef};
+use rhizo_router::{Admission, ControlHooks, Refusal};
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long the duplicate-client check waits for the existing client's pong.
+const DUPLICATE_PING_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The router hooks, backed by the manager.
+#[derive(Debug)]
+pub struct Hooks(pub Arc<Manager>);
+
+fn auth_error(message: impl std::fmt::Display) -> Refusal {
+    Refusal {
+        message: format!("Authentication error: {message}"),
+        code: 1008,
+    }
+}
+
+fn setup_error(message: impl std::fmt::Display) -> Refusal {
+    Refusal {
+        message: format!("Failed to establish connection: {message}"),
+        code: 1001,
+    }
+}
+
+/// A new anonymous user (workspace-api.md §1.6): admin of its own workspace only.
+pub fn anonymous_user() -> UserInfo {
+    let id = format!("anonymouz-{}", readable_id());
+    let mut scope = ScopeInfo::default();
+    scope
+        .workspaces
+        .insert(format!("ws-user-{id}"), Permission::Admin);
+    UserInfo {
+        id,
+        roles: vec!["anonymous".into()],
+        is_anonymous: true,
+        scope,
+        email: None,
+        parent: None,
+        expires_at: Some((now_secs() + 600) as f64),
+        current_workspace: None,
+    }
+}
+
+// === impl Manager (admission) ===
+
+impl Manager {
+    /// Authenticates a handshake and resolves its workspace (protocol.md §1.3).
+    pub async fn admit(self: Arc<Self>, req: AuthRequest) -> Result<Admission, Refusal> {
+        let cid = req.client_id().to_owned();
+        let (mut user, ws, reconnecting) = if let Some(rt) = &req.reconnection_token {
+            let u = self.tokens.verify(rt).map_err(auth_error)?;
+            if is_specialized(&u.scope) {
+                return Err(auth_error(
+                    "Specialized tokens cannot be used for general workspace access",
+                ));
+            }
+            let wid = u
+                .scope
+                .current_workspace
+                .clone()
+                .ok_or_else(|| auth_error("Reconnection token has no workspace"))?;
+            if u.scope.client_id.as_deref() != Some(cid.as_str()) {
+                return Err(auth_error("Client id mismatch in the reconnection token"));
+            }
+            if req.workspace.as_ref().is_some_and(|w| *w != wid) {
+                return Err(auth_error(format!(
+                    "Workspace mismatch: the reconnection token is for {wid}"
+                )));
+            }
+            (u, wid, true)
+        } else if let Some(t) = &req.token {
+            let u = self.tokens.verify(t).map_err(auth_error)?;
+            if is_specialized(&u.scope) {
+                return Err(auth_error(
+                    "Specialized tokens cannot be used for general workspace access",
+                ));
+            }
+            if let Some(c) = &u.scope.client_id {
+                if *c != cid {
+                    return Err(auth_error(format!(
+                        "Client id mismatch: the token is restricted to client {c}"
+                    )));
+                }
+            }
+            let root = u.id == "root";
+            let wid = u.scope.current_workspace.clone().filter(|_| !root);
+            let mut ws = match (&req.workspace, &wid) {
+                (Some(w), Some(t)) if w != t => {
+                    return Err(auth_error(format!(
+                        "Token is not authorized for workspace {w}"
+                    )));
+                }
+                (Some(w), _) => w.clone(),
+                (None, Some(t)) => t.clone(),
+                (None, None) => u.personal_workspace(),
+            };
+            if ws == "public" && wid.as_deref() != Some("public") && !root {
+                ws = wid.clone().unwrap_or_else(|| u.personal_workspace());
+            }
+            (u, ws, false)
+        } else {
+            let u = anonymous_user();
+            let ws = req
+                .workspace
+                .clone()
+                .unwrap_or_else(|| u.personal_workspace());
+            (u, ws, false)
+        };
+
+        let personal = ws == user.personal_workspace()
+            || user
+                .parent
+                .as_deref()
+                .is_some_and(|p| ws == format!("ws-user-{p}"));
+        if self.workspaces.get(&ws).is_none() {
+            if ws == user.personal_workspace() {
+                let info = WorkspaceInfo::new(
+                    &ws,
+                    &format!("Workspace for user {}", user.id),
+                    false,
+                    vec![user.id.clone()],
+                );
+                self.workspaces.get_or_create(info);
+            } else if personal && user.can(&ws, Permission::Read) {
+                // A child identity joining its parent's personal workspace after a restart.
+                let owner = ws.trim_start_matches("ws-user-").to_owned();
+                let info = WorkspaceInfo::new(
+                    &ws,
+                    &format!("Workspace for user {owner}"),
+                    false,
+                    vec![owner],
+                );
+                self.workspaces.get_or_create(info);
+            } else {
+                return Err(setup_error(format!(
+                    "Workspace {ws} does not exist or is not accessible"
+                )));
+            }
+        }
+        let owner = self.workspaces.owned_by(&ws, &user.id);
+        let permission = if owner {
+            Some(Permission::Admin)
+        } else {
+            user.permission(&ws)
+        };
+        let Some(permission) = permission else {
+            return Err(auth_error(format!("Permission denied for workspace {ws}")));
+        };
+        user.scope.workspaces.insert(ws.clone(), permission);
+        user.scope.current_workspace = Some(ws.clone());
+        user.scope.client_id = Some(cid.clone());
+        user.current_workspace = Some(ws.clone());
+
+        let addr = format!("{ws}/{cid}");
+        if !reconnecting {
+            if self.router.table().get(&ws, &cid).is_some() {
+                let alive = self
+                    .call_client(
+                        &addr,
+                        "services.built-in.ping",
+                        vec!["ping".into()],
+                        DUPLICATE_PING_TIMEOUT,
+                    )
+                    .await;
+                if alive.as_ref().ok().and_then(|v| v.as_str()) == Some("pong") {
+                    return Err(setup_error(format!(
+                        "Client already exists and is active: {addr}"
+                    )));
+                }
+            }
+            // A stale client of that id: its records go; the new connection supersedes it.
+            self.registry.remove_client(&ws, &cid);
+        }
+
+        let user_json = serde_json::to_value(&user).expect("user record serialises");
+        let user_bytes = Bytes::from(value::encode(&value::from_json(&user_json)));
+        let token = self.reconnection_token(&user, &ws, &cid, permission);
+        let c = &self.config;
+        let info = json!({
+            "type": "connection_info",
+            "hypha_version": c.version,
+            "public_base_url": c.public_base_url,
+            "local_base_url": c.local_base_url,
+            "manager_id": self.manager_id(),
+            "workspace": ws,
+            "client_id": cid,
+            "user": user_json,
+            "reconnection_token": token,
+            "reconnection_token_life_time": c.reconnection_token_life_time,
+        });
+        Ok(Admission {
+            workspace: ws,
+            client_id: cid,
+            user: user_bytes,
+            can_write: permission >= Permission::ReadWrite,
+            connection_info: info,
+            reconnecting,
+        })
+    }
+
+    /// A token that lets `user` reconnect as `ws/cid` (protocol.md §1.7, §6.2).
+    pub fn reconnection_token(
+        &self,
+        user: &UserInfo,
+        ws: &str,
+        cid: &str,
+        permission: Permission,
+    ) -> String {
+        let mut u = user.clone();
+        u.scope = ScopeInfo {
+            current_workspace: Some(ws.to_owned()),
+            client_id: Some(cid.to_owned()),
+            ..Default::default()
+        };
+        u.scope.workspaces.insert(ws.to_owned(), permission);
+        self.tokens
+            .sign(&u, self.config.reconnection_token_life_time)
+    }
+
+    /// A connection ended for good: fail calls waiting on it, purge its services, tell its
+    /// workspace, and drop the workspace if it was temporary and is now empty (§6.4).
+    pub fn client_gone(&self, ws: &str, cid: &str) {
+        let addr = format!("{ws}/{cid}");
+        self.fail_calls_to(&addr);
+        self.registry.remove_client(ws, cid);
+        events::emit(
+            &self.router,
+            ws,
+            "client_disconnected",
+            map([("id", cid.into()), ("workspace", ws.into())]),
+        );
+        if self.router.table().members(ws).is_empty() && self.workspaces.unload_if_temporary(ws) {
+            tracing::debug!(workspace = ws, "unloaded temporary workspace");
+        }
+    }
+}
+
+// === impl Hooks ===
+
+impl ControlHooks for Hooks {
+    fn admit(&self, req: AuthRequest) -> BoxFuture<'_, Result<Admission, Refusal>> {
+        Box::pin(self.0.clone().admit(req))
+    }
+
+    fn refresh_token(&self, conn: ConnRef<'_>) -> Option<String> {
+        let live = self.0.router.table().get(conn.ws, conn.cid)?;
+        let user = rmpv::decode::read_value(&mut &live.user[..]).ok()?;
+        let user: UserInfo = serde_json::from_value(value::to_json(&user)).ok()?;
+        let permission = user.permission(conn.ws)?;
+        Some(
+            self.0
+                .reconnection_token(&user, conn.ws, conn.cid, permission),
+        )
+    }
+
+    fn manager_frame(&self, frame: Bytes) {
+        self.0.handle_frame(frame);
+    }
+
+    fn disconnected(&self, conn: ConnRef<'_>) {
+        self.0.client_gone(conn.ws, conn.cid);
+    }
+}

@@ -1,0 +1,77 @@
+//! Workspace events sent by the server (protocol.md §6.3): single-map frames
+//! `{"type":<name>,"to":"*","data":<payload>}` delivered to the connections of the
+//! workspace that subscribed to `<name>`.
+
+use bytes::Bytes;
+use rhizo_protocol::value::{self, map};
+use rhizo_router::Router;
+use rmpv::Value;
+
+/// Every event name the server itself emits or clients may subscribe to without
+/// restriction (workspace-api.md §5.5).
+pub const SYSTEM_EVENTS: [&str; 12] = [
+    "service_added",
+    "service_removed",
+    "service_updated",
+    "client_connected",
+    "client_disconnected",
+    "client_updated",
+    "workspace_loaded",
+    "workspace_deleted",
+    "workspace_changed",
+    "workspace_ready",
+    "workspace_unloaded",
+    "workspace_status_changed",
+];
+
+/// Sends event `kind` with `data` to the subscribers in `ws`.
+pub fn emit(router: &Router, ws: &str, kind: &str, data: Value) {
+    let frame = value::encode(&map([
+        ("type", kind.into()),
+        ("to", "*".into()),
+        ("data", data),
+    ]));
+    router.broadcast_event(ws, kind, Bytes::from(frame));
+}
+
+/// Checks the names a client in `ws` wants to subscribe to: no names that point into
+/// another workspace (workspace-api.md §5.5). Errors: `ValueError: …`.
+pub fn check_subscription(ws: &str, name: &str) -> Result<(), String> {
+    if SYSTEM_EVENTS.contains(&name) {
+        return Ok(());
+    }
+    let foreign = |prefix: &str| prefix != ws;
+    if let Some((first, _)) = name.split_once('/') {
+        if foreign(first) {
+            return Err(format!(
+                "ValueError: Cannot subscribe to events of another workspace: {name}"
+            ));
+        }
+    } else if let Some((first, _)) = name.split_once(':') {
+        if first.starts_with("ws-") && foreign(first) {
+            return Err(format!(
+                "ValueError: Cannot subscribe to events of another workspace: {name}"
+            ));
+        }
+    } else if name.starts_with("ws-") && foreign(name) {
+        return Err(format!(
+            "ValueError: Cannot subscribe to events of another workspace: {name}"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subscription_names() {
+        assert!(check_subscription("ws-a", "client_disconnected").is_ok());
+        assert!(check_subscription("ws-a", "my-event").is_ok());
+        assert!(check_subscription("ws-a", "ws-a/x").is_ok());
+        assert!(check_subscription("ws-a", "ws-b/x").is_err());
+        assert!(check_subscription("ws-a", "ws-b").is_err());
+        assert!(check_subscription("ws-a", "ws-b:thing").is_err());
+    }
+}

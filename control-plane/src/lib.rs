@@ -1,0 +1,33 @@
+//! rhizo's control plane: everything with state or policy (DESIGN.md "Control plane").
+//!
+//! * [`manager`] — the manager peer at `*/<manager_id>`: the `built-in` and `default`
+//!   services (protocol.md §4, workspace-api.md §5).
+//! * [`admission`] — WebSocket handshake decisions (protocol.md §1.3) and the router hooks.
+//! * [`registry`] — service records. [`workspaces`] — workspace records.
+//! * [`tokens`] — JWTs in the reference format. [`events`] — workspace events (§6.3).
+//! * [`http`] — the axum routes beside `/ws`.
+//!
+//! The control plane reaches clients only through the router, like any peer.
+
+pub mod admission;
+pub mod config;
+pub mod events;
+pub mod http;
+pub mod manager;
+pub mod names;
+pub mod registry;
+pub mod tokens;
+pub mod workspaces;
+
+pub use config::ServerConfig;
+pub use manager::Manager;
+
+use rhizo_router::Router;
+use std::sync::Arc;
+
+/// Builds the control plane for `router`, installs its hooks, and returns the manager.
+pub fn start(config: ServerConfig, router: Router) -> Arc<Manager> {
+    let manager = Manager::new(config, router.clone());
+    router.set_hooks(Arc::new(admission::Hooks(manager.clone())));
+    manager
+}

@@ -1,0 +1,428 @@
+//! The manager peer at `*/<manager_id>` (protocol.md §4, workspace-api.md §3, §5).
+//!
+//! Frames addressed to the manager arrive already stamped by the router
+//! ([`Manager::handle_frame`]). Calls into `services.built-in.*` and `services.default.*`
+//! are dispatched on their own task; replies go back through the router. The manager also
+//! makes calls of its own (fetching a provider's service object for `get_service`, pinging
+//! clients) and waits for their replies, with heartbeats resetting the timeout (§3.4).
+
+mod cache;
+mod default;
+
+use crate::config::ServerConfig;
+use crate::names::random_string;
+use crate::registry::Registry;
+use crate::tokens::TokenService;
+use crate::workspaces::Workspaces;
+use bytes::Bytes;
+use dashmap::DashMap;
+use rhizo_protocol::message::{bind, encode_call, Call, Incoming, Message, Param, ReplyKind};
+use rhizo_protocol::user::{Permission, UserInfo};
+use rhizo_protocol::value::{self, map, method, RPromise};
+use rhizo_router::Router;
+use rmpv::Value;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{oneshot, Notify};
+
+/// The trusted context of a call: taken from the router-stamped header (§3.7).
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    /// Caller's workspace (`ws`).
+    pub ws: String,
+    /// Caller's `"<ws>/<cid>"` (`from`).
+    pub from: String,
+    /// Caller's client id.
+    pub cid: String,
+    /// Caller's user record.
+    pub user: UserInfo,
+}
+
+// === impl Ctx ===
+
+impl Ctx {
+    fn from_call(call: &Call) -> Self {
+        let user = serde_json::from_value(value::to_json(&call.user)).unwrap_or_else(|_| {
+            let mut u = UserInfo::root();
+            u.id = "unknown".into();
+            u.roles = vec!["anonymous".into()];
+            u.scope = Default::default();
+            u
+        });
+        let cid = call
+            .from
+            .split_once('/')
+            .map(|(_, c)| c)
+            .unwrap_or(&call.from)
+            .to_owned();
+        Ctx {
+            ws: call.ws.clone(),
+            from: call.from.clone(),
+            cid,
+            user,
+        }
+    }
+
+    /// Fails with the reference's `PermissionError` unless the caller has `needed` on `ws`.
+    pub fn require(&self, ws: &str, needed: Permission) -> Result<(), String> {
+        if self.user.can(ws, needed) {
+            Ok(())
+        } else {
+            Err(format!(
+                "PermissionError: Permission denied for workspace {ws}"
+            ))
+        }
+    }
+}
+
+struct PendingCall {
+    reply: oneshot::Sender<Result<Value, String>>,
+    heartbeat: Arc<Notify>,
+    target: String,
+}
+
+/// The manager peer and the state it serves from.
+pub struct Manager {
+    /// Settings.
+    pub config: ServerConfig,
+    /// The router, through which every frame leaves.
+    pub router: Router,
+    /// Service records.
+    pub registry: Registry,
+    /// Workspace records.
+    pub workspaces: Workspaces,
+    /// Token minting and verification.
+    pub tokens: TokenService,
+    manager_id: String,
+    addr: String,
+    pending: DashMap<String, PendingCall>,
+    cache: cache::MessageCache,
+    root_user: Value,
+}
+
+impl std::fmt::Debug for Manager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Manager")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Parameters of the `built-in` service's methods.
+const BUILT_IN: [(&str, &[Param]); 2] = [
+    ("get_service", &[("service_id", false)]),
+    ("ping", &[("msg", true)]),
+];
+
+// === impl Manager ===
+
+impl Manager {
+    /// A manager whose id is `manager-<server_id>`; the router must already use that id.
+    pub fn new(config: ServerConfig, router: Router) -> Arc<Self> {
+        let addr = router.manager_addr().to_owned();
+        let manager_id = addr.trim_start_matches("*/").to_owned();
+        let tokens = TokenService::new(
+            &config.jwt_secret,
+            config.claims.clone(),
+            config.root_token.clone(),
+        );
+        let root = serde_json::to_value(UserInfo::root()).expect("user record serialises");
+        Arc::new(Manager {
+            config,
+            router,
+            registry: Registry::default(),
+            workspaces: Workspaces::default(),
+            tokens,
+            manager_id,
+            addr,
+            pending: DashMap::new(),
+            cache: cache::MessageCache::default(),
+            root_user: value::from_json(&root),
+        })
+    }
+
+    /// The manager's client id, `manager-<server_id>`.
+    pub fn manager_id(&self) -> &str {
+        &self.manager_id
+    }
+
+    /// `"*/<manager_id>"`.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// Handles one stamped frame addressed to the manager. Never blocks: calls run on
+    /// their own task.
+    pub fn handle_frame(self: &Arc<Self>, frame: Bytes) {
+        match Message::decode(&frame) {
+            Ok(m) => self.handle_message(m),
+            Err(e) => tracing::debug!(error = %e, "undecodable frame for the manager"),
+        }
+    }
+
+    fn handle_message(self: &Arc<Self>, m: Message) {
+        match m.classify() {
+            Incoming::Call(call) => {
+                let me = self.clone();
+                tokio::spawn(async move { me.answer(call).await });
+            }
+            Incoming::Reply { session, kind } => self.complete(&session, kind),
+            Incoming::Other => {}
+        }
+    }
+
+    fn complete(&self, session: &str, kind: ReplyKind) {
+        match kind {
+            ReplyKind::Heartbeat => {
+                if let Some(p) = self.pending.get(session) {
+                    p.heartbeat.notify_one();
+                }
+            }
+            ReplyKind::Resolve(v) => {
+                if let Some((_, p)) = self.pending.remove(session) {
+                    let _ = p.reply.send(Ok(v));
+                }
+            }
+            ReplyKind::Reject(e) => {
+                if let Some((_, p)) = self.pending.remove(session) {
+                    let _ = p.reply.send(Err(e));
+                }
+            }
+        }
+    }
+
+    /// Runs a call and sends its reply; heartbeats the caller while the call runs longer
+    /// than its interval.
+    async fn answer(self: Arc<Self>, call: Call) {
+        let ctx = Ctx::from_call(&call);
+        let interval = match &call.promise {
+            rhizo_protocol::message::Promise::Compact { interval } => *interval,
+            rhizo_protocol::message::Promise::Explicit { interval, .. } => *interval,
+            rhizo_protocol::message::Promise::None => None,
+        };
+        let work = self.dispatch(&ctx, &call);
+        tokio::pin!(work);
+        let result = match interval.filter(|i| *i > 0.0) {
+            None => work.await,
+            Some(i) => {
+                let mut tick = tokio::time::interval(Duration::from_secs_f64(i));
+                tick.tick().await;
+                loop {
+                    tokio::select! {
+                        r = &mut work => break r,
+                        _ = tick.tick() => {
+                            if let Some((to, hb)) = call.heartbeat(&self.addr) {
+                                self.router.deliver(&to, Bytes::from(hb));
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        if let Err(e) = &result {
+            tracing::debug!(method = %call.method, caller = %ctx.from, error = %e, "manager call failed");
+        }
+        if let Some((to, frame)) = call.reply(&self.addr, result) {
+            self.router.deliver(&to, Bytes::from(frame));
+        }
+    }
+
+    async fn dispatch(self: &Arc<Self>, ctx: &Ctx, call: &Call) -> Result<Value, String> {
+        let m = call.method.as_str();
+        if let Some(name) = m.strip_prefix("services.built-in.message_cache.") {
+            return self.cache.call(self, ctx, name, call);
+        }
+        if let Some(name) = m.strip_prefix("services.built-in.") {
+            let params = BUILT_IN.iter().find(|(n, _)| *n == name).map(|(_, p)| *p);
+            let params = params.ok_or_else(|| format!("Method not found: {m}"))?;
+            let args = bind(name, params, call)?;
+            return match name {
+                "get_service" => match args[0].as_str() {
+                    Some("default") => Ok(self.default_service()),
+                    Some("built-in") => Ok(self.built_in_service()),
+                    other => Err(format!(
+                        "KeyError: Service not found: {}",
+                        other.unwrap_or_default()
+                    )),
+                },
+                _ => Ok("pong".into()),
+            };
+        }
+        if let Some(name) = m.strip_prefix("services.default.") {
+            return self.call_default(ctx, name, call).await;
+        }
+        Err(format!("Method not found: {m}"))
+    }
+
+    /// Calls `method` on client `to` (`"<ws>/<cid>"`) with a compact promise and waits for
+    /// the reply; every heartbeat restarts the `timeout`. The call carries `ws` = the
+    /// target's workspace and the root user, as the reference's manager does (§2.3).
+    ///
+    /// Errors: the callee's reject text, "Peer … is not connected", a timeout, or the peer
+    /// disconnecting meanwhile.
+    pub async fn call_client(
+        &self,
+        to: &str,
+        method: &str,
+        args: Vec<Value>,
+        timeout: Duration,
+    ) -> Result<Value, String> {
+        let session = format!("mgr{}", random_string(16));
+        let ws = to.split_once('/').map(|(w, _)| w).unwrap_or_default();
+        let frame = encode_call(
+            &self.addr,
+            to,
+            ws,
+            &self.root_user,
+            method,
+            &session,
+            args,
+            timeout.as_secs_f64(),
+        );
+        let (tx, mut rx) = oneshot::channel();
+        let heartbeat = Arc::new(Notify::new());
+        self.pending.insert(
+            session.clone(),
+            PendingCall {
+                reply: tx,
+                heartbeat: heartbeat.clone(),
+                target: to.to_owned(),
+            },
+        );
+        if !self.router.deliver(to, Bytes::from(frame)) {
+            self.pending.remove(&session);
+            return Err(format!("ConnectionError: Peer {to} is not connected"));
+        }
+        loop {
+            tokio::select! {
+                r = &mut rx => return r.unwrap_or_else(|_| Err(format!("ConnectionError: Client disconnected: {to}"))),
+                _ = heartbeat.notified() => continue,
+                _ = tokio::time::sleep(timeout) => {
+                    self.pending.remove(&session);
+                    return Err(format!("TimeoutError: Method call timed out: {method} on {to} ({}s)", timeout.as_secs_f64()));
+                }
+            }
+        }
+    }
+
+    /// A client left: fail the manager's calls waiting on it, drop its cached messages.
+    pub fn fail_calls_to(&self, addr: &str) {
+        let sessions: Vec<String> = self
+            .pending
+            .iter()
+            .filter(|p| p.target == addr)
+            .map(|p| p.key().clone())
+            .collect();
+        for s in sessions {
+            if let Some((_, p)) = self.pending.remove(&s) {
+                let _ = p
+                    .reply
+                    .send(Err(format!("ConnectionError: Client disconnected: {addr}")));
+            }
+        }
+        self.cache.drop_owner(addr);
+    }
+
+    fn encoded(&self, service: &str, name: &str, doc: &str) -> Value {
+        method(
+            &self.addr,
+            &format!("services.{service}.{name}"),
+            RPromise::Compact,
+            name,
+            doc,
+            &self.config.public_base_url,
+        )
+    }
+
+    /// Server information merged into the manager service's `config` (workspace-api.md §3).
+    fn server_info(&self) -> Vec<(&'static str, Value)> {
+        let c = &self.config;
+        vec![
+            ("server_id", c.server_id.as_str().into()),
+            ("hypha_version", c.version.as_str().into()),
+            ("public_base_url", c.public_base_url.as_str().into()),
+            ("local_base_url", c.local_base_url.as_str().into()),
+            ("auth0_client_id", Value::Nil),
+            ("auth0_domain", Value::Nil),
+            ("auth0_audience", c.claims.audience.as_str().into()),
+            ("auth0_issuer", c.claims.issuer.as_str().into()),
+            (
+                "login_service_url",
+                format!("{}/public/services/hypha-login", c.public_base_url).into(),
+            ),
+        ]
+    }
+
+    /// The `default` service object (§4.3).
+    pub fn default_service(&self) -> Value {
+        let mut config = vec![
+            (Value::from("require_context"), Value::Boolean(true)),
+            (Value::from("visibility"), Value::from("public")),
+        ];
+        config.extend(
+            self.server_info()
+                .into_iter()
+                .map(|(k, v)| (Value::from(k), v)),
+        );
+        let mut entries = vec![
+            (Value::from("id"), Value::from("default")),
+            (
+                Value::from("name"),
+                Value::from("Default workspace management service"),
+            ),
+            (
+                Value::from("description"),
+                Value::from("Services for managing workspace."),
+            ),
+            (Value::from("type"), Value::from("generic")),
+            (Value::from("config"), Value::Map(config)),
+        ];
+        for (name, _, doc) in default::METHODS {
+            entries.push((Value::from(*name), self.encoded("default", name, doc)));
+        }
+        Value::Map(entries)
+    }
+
+    /// The manager's `built-in` service object (§4.2).
+    pub fn built_in_service(&self) -> Value {
+        let cache = Value::Map(
+            ["create", "append", "set", "process", "remove"]
+                .iter()
+                .map(|n| {
+                    let m = method(
+                        &self.addr,
+                        &format!("services.built-in.message_cache.{n}"),
+                        RPromise::Compact,
+                        n,
+                        "",
+                        &self.config.public_base_url,
+                    );
+                    (Value::from(*n), m)
+                })
+                .collect(),
+        );
+        map([
+            ("id", "built-in".into()),
+            ("type", "built-in".into()),
+            ("name", "Built-in services".into()),
+            ("description", "".into()),
+            (
+                "config",
+                map([
+                    ("require_context", true.into()),
+                    ("visibility", "public".into()),
+                    ("api_version", 3.into()),
+                ]),
+            ),
+            (
+                "ping",
+                self.encoded("built-in", "ping", "Ping the manager."),
+            ),
+            (
+                "get_service",
+                self.encoded("built-in", "get_service", "Get a service of the manager."),
+            ),
+            ("message_cache", cache),
+        ])
+    }
+}

@@ -1,0 +1,344 @@
+//! The service registry: every registered service record, keyed by its full id and app id
+//! (protocol.md §4.5–4.7, workspace-api.md §2.1–2.4, §5.1).
+//!
+//! In-process and in-memory: records belong to live clients and are purged when they
+//! disconnect. A `std::sync::Mutex` guards the map; it is never held across an `.await`.
+
+use rhizo_protocol::value::{get, get_str};
+use rmpv::Value;
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+/// Visibility of a service (workspace-api.md §2.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Visibility {
+    /// Anyone may resolve, call and list it.
+    Public,
+    /// Anyone who knows the id may resolve and call it; listed only on request in its own
+    /// workspace.
+    Unlisted,
+    /// Only callers with read permission on its workspace, or from an authorized workspace.
+    Protected,
+}
+
+// === impl Visibility ===
+
+impl Visibility {
+    /// Parses `config.visibility`; anything unknown or absent is `protected`.
+    pub fn parse(s: Option<&str>) -> Self {
+        match s {
+            Some("public") => Visibility::Public,
+            Some("unlisted") => Visibility::Unlisted,
+            _ => Visibility::Protected,
+        }
+    }
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Visibility::Public => "public",
+            Visibility::Unlisted => "unlisted",
+            Visibility::Protected => "protected",
+        }
+    }
+}
+
+/// One registered service.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceRecord {
+    /// Workspace of the providing client.
+    pub ws: String,
+    /// Providing client id.
+    pub cid: String,
+    /// Service name (the part after `:`).
+    pub name: String,
+    /// App id, `*` when none.
+    pub app_id: String,
+    /// Parsed `config.visibility`.
+    pub visibility: Visibility,
+    /// `config.authorized_workspaces` (protected services only).
+    pub authorized: Vec<String>,
+    /// `type`, `generic` by default.
+    pub kind: String,
+    /// Whether `config.singleton` is set.
+    pub singleton: bool,
+    /// The stored record as sent to clients (`id`, `name`, `type`, `description`, `docs`,
+    /// `app_id`, `config`, `service_schema`).
+    pub record: Value,
+}
+
+// === impl ServiceRecord ===
+
+impl ServiceRecord {
+    /// Builds a record from the map a client registered; `id` must already be the full
+    /// `"<ws>/<cid>:<name>"`.
+    pub fn from_value(record: Value) -> Result<Self, String> {
+        let id = get_str(&record, "id")
+            .ok_or("ValueError: service id is required")?
+            .to_owned();
+        let (addr, name) = id
+            .split_once(':')
+            .ok_or("ValueError: service id must contain ':'")?;
+        let (ws, cid) = addr
+            .split_once('/')
+            .ok_or("ValueError: service id must contain '/'")?;
+        let config = get(&record, "config").cloned().unwrap_or(Value::Nil);
+        let authorized = get(&config, "authorized_workspaces")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|w| w.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(ServiceRecord {
+            ws: ws.to_owned(),
+            cid: cid.to_owned(),
+            name: name.to_owned(),
+            app_id: get_str(&record, "app_id").unwrap_or("*").to_owned(),
+            visibility: Visibility::parse(get_str(&config, "visibility")),
+            authorized,
+            kind: get_str(&record, "type").unwrap_or("generic").to_owned(),
+            singleton: get(&config, "singleton")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+            record,
+        })
+    }
+
+    /// `"<ws>/<cid>:<name>"`.
+    pub fn id(&self) -> String {
+        format!("{}/{}:{}", self.ws, self.cid, self.name)
+    }
+
+    /// Registry key: `"<ws>/<cid>:<name>@<app_id>"`.
+    pub fn key(&self) -> String {
+        format!("{}@{}", self.id(), self.app_id)
+    }
+
+    /// Whether this is a client's `built-in` service (its presence marks the client live).
+    pub fn is_built_in(&self) -> bool {
+        self.name == "built-in"
+    }
+}
+
+/// A lookup pattern: `None` or `"*"` parts match anything; other parts may hold `*`
+/// wildcards.
+#[derive(Debug, Clone, Default)]
+pub struct Pattern<'a> {
+    /// Workspace pattern.
+    pub ws: Option<&'a str>,
+    /// Client id pattern.
+    pub cid: Option<&'a str>,
+    /// Service name pattern.
+    pub name: Option<&'a str>,
+    /// App id pattern.
+    pub app_id: Option<&'a str>,
+    /// Type pattern.
+    pub kind: Option<&'a str>,
+}
+
+/// Glob match with `*` as the only wildcard.
+pub fn glob(pattern: &str, text: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == text;
+    }
+    let mut rest = text;
+    for (i, part) in parts.iter().enumerate() {
+        if i == 0 {
+            match rest.strip_prefix(part) {
+                Some(r) => rest = r,
+                None => return false,
+            }
+        } else if i == parts.len() - 1 {
+            return rest.ends_with(part);
+        } else if let Some(pos) = rest.find(part) {
+            rest = &rest[pos + part.len()..];
+        } else {
+            return false;
+        }
+    }
+    true
+}
+
+fn matches(p: Option<&str>, v: &str) -> bool {
+    p.is_none_or(|p| glob(p, v))
+}
+
+// === impl Pattern ===
+
+impl Pattern<'_> {
+    fn accepts(&self, r: &ServiceRecord) -> bool {
+        matches(self.ws, &r.ws)
+            && matches(self.cid, &r.cid)
+            && matches(self.name, &r.name)
+            && matches(self.app_id, &r.app_id)
+            && matches(self.kind, &r.kind)
+    }
+}
+
+/// All registered services of this server.
+#[derive(Debug, Default)]
+pub struct Registry {
+    services: Mutex<BTreeMap<String, ServiceRecord>>,
+}
+
+/// What [`Registry::insert`] did.
+#[derive(Debug)]
+pub enum Inserted {
+    /// A new record.
+    New,
+    /// Replaced records with the same full id (any app id).
+    Replaced(Vec<ServiceRecord>),
+}
+
+// === impl Registry ===
+
+impl Registry {
+    /// Stores `record`, replacing any record with the same full id. Enforces the singleton
+    /// rule (workspace-api.md §2.4).
+    pub fn insert(&self, record: ServiceRecord) -> Result<Inserted, String> {
+        let mut map = self.services.lock().expect("registry lock");
+        let id = record.id();
+        let same_name = map
+            .values()
+            .filter(|r| r.ws == record.ws && r.name == record.name && r.id() != id);
+        for other in same_name {
+            if other.singleton || record.singleton {
+                return Err(format!(
+                    "ValueError: A singleton service with the name '{}' already exists in workspace {}",
+                    record.name, record.ws
+                ));
+            }
+        }
+        let old: Vec<String> = map
+            .iter()
+            .filter(|(_, r)| r.id() == id)
+            .map(|(k, _)| k.clone())
+            .collect();
+        let replaced: Vec<ServiceRecord> = old.iter().filter_map(|k| map.remove(k)).collect();
+        map.insert(record.key(), record);
+        Ok(if replaced.is_empty() {
+            Inserted::New
+        } else {
+            Inserted::Replaced(replaced)
+        })
+    }
+
+    /// Removes the records with full id `id` (any app id).
+    pub fn remove_id(&self, id: &str) -> Vec<ServiceRecord> {
+        let mut map = self.services.lock().expect("registry lock");
+        let keys: Vec<String> = map
+            .iter()
+            .filter(|(_, r)| r.id() == id)
+            .map(|(k, _)| k.clone())
+            .collect();
+        keys.iter().filter_map(|k| map.remove(k)).collect()
+    }
+
+    /// Removes every record of client `ws/cid`.
+    pub fn remove_client(&self, ws: &str, cid: &str) -> Vec<ServiceRecord> {
+        let mut map = self.services.lock().expect("registry lock");
+        let keys: Vec<String> = map
+            .iter()
+            .filter(|(_, r)| r.ws == ws && r.cid == cid)
+            .map(|(k, _)| k.clone())
+            .collect();
+        keys.iter().filter_map(|k| map.remove(k)).collect()
+    }
+
+    /// Records matching `pattern`, in key order.
+    pub fn find(&self, pattern: &Pattern<'_>) -> Vec<ServiceRecord> {
+        let map = self.services.lock().expect("registry lock");
+        map.values()
+            .filter(|r| pattern.accepts(r))
+            .cloned()
+            .collect()
+    }
+
+    /// Client ids of `ws` that have a `built-in` service (the live clients, §4.5), with the
+    /// built-in record.
+    pub fn clients(&self, ws: &str) -> Vec<ServiceRecord> {
+        self.find(&Pattern {
+            ws: Some(ws),
+            name: Some("built-in"),
+            ..Default::default()
+        })
+    }
+
+    /// Number of records.
+    pub fn len(&self) -> usize {
+        self.services.lock().expect("registry lock").len()
+    }
+
+    /// True if no service is registered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rhizo_protocol::value::map;
+
+    fn rec(id: &str, vis: &str, singleton: bool) -> ServiceRecord {
+        ServiceRecord::from_value(map([
+            ("id", id.into()),
+            (
+                "config",
+                map([("visibility", vis.into()), ("singleton", singleton.into())]),
+            ),
+        ]))
+        .unwrap()
+    }
+
+    #[test]
+    fn glob_patterns() {
+        assert!(glob("*", "x"));
+        assert!(glob("a*c", "abbc"));
+        assert!(glob("ws-*", "ws-1"));
+        assert!(!glob("ws-*", "w"));
+        assert!(glob("*:svc", "c:svc"));
+        assert!(!glob("abc", "abcd"));
+    }
+
+    #[test]
+    fn insert_replace_and_purge() {
+        let r = Registry::default();
+        assert!(matches!(
+            r.insert(rec("w/c:s", "public", false)).unwrap(),
+            Inserted::New
+        ));
+        assert!(
+            matches!(r.insert(rec("w/c:s", "protected", false)).unwrap(), Inserted::Replaced(v) if v.len() == 1)
+        );
+        r.insert(rec("w/c:built-in", "public", false)).unwrap();
+        r.insert(rec("w/d:s", "public", false)).unwrap();
+        assert_eq!(
+            r.find(&Pattern {
+                ws: Some("w"),
+                name: Some("s"),
+                ..Default::default()
+            })
+            .len(),
+            2
+        );
+        assert_eq!(r.clients("w").len(), 1);
+        assert_eq!(r.remove_client("w", "c").len(), 2);
+        assert_eq!(r.len(), 1);
+    }
+
+    #[test]
+    fn singleton_is_unique_by_name() {
+        let r = Registry::default();
+        r.insert(rec("w/c:s", "public", true)).unwrap();
+        assert!(r
+            .insert(rec("w/d:s", "public", false))
+            .unwrap_err()
+            .contains("singleton"));
+        // Re-registering the same id is allowed.
+        r.insert(rec("w/c:s", "public", true)).unwrap();
+    }
+}

@@ -1,0 +1,120 @@
+//! Minting and verifying HS256 JWTs in the reference claim format (protocol.md §8,
+//! workspace-api.md §1.4–1.5), and the root token.
+
+use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use rhizo_protocol::token::ClaimFormat;
+use rhizo_protocol::user::UserInfo;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Why a token was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    /// Signature, issuer, audience or shape is wrong.
+    #[error("Invalid token: {0}")]
+    Invalid(String),
+    /// `exp` is in the past.
+    #[error("The token has expired. Please log in again to obtain a new token.")]
+    Expired,
+}
+
+/// Seconds since the epoch.
+pub fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Signs and verifies tokens with one shared secret.
+pub struct TokenService {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    format: ClaimFormat,
+    root_token: Option<String>,
+}
+
+impl std::fmt::Debug for TokenService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenService")
+            .field("format", &self.format)
+            .finish_non_exhaustive()
+    }
+}
+
+// === impl TokenService ===
+
+impl TokenService {
+    /// A service signing with `secret`; `root_token` (opaque string) maps to the root user.
+    pub fn new(secret: &str, format: ClaimFormat, root_token: Option<String>) -> Self {
+        TokenService {
+            encoding: EncodingKey::from_secret(secret.as_bytes()),
+            decoding: DecodingKey::from_secret(secret.as_bytes()),
+            format,
+            root_token: root_token.filter(|t| !t.is_empty()),
+        }
+    }
+
+    /// A JWT for `user`, valid `expires_in` seconds.
+    pub fn sign(&self, user: &UserInfo, expires_in: u64) -> String {
+        let claims = self.format.claims(user, now_secs(), expires_in);
+        encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .expect("HS256 signing cannot fail")
+    }
+
+    /// Verifies a token: the root token (exact match, whitespace trimmed) or a JWT signed
+    /// with our secret, issuer and audience.
+    pub fn verify(&self, token: &str) -> Result<UserInfo, TokenError> {
+        let token = token.trim();
+        if let Some(root) = &self.root_token {
+            if token == root {
+                return Ok(UserInfo::root());
+            }
+        }
+        let mut v = Validation::new(Algorithm::HS256);
+        v.set_audience(&[&self.format.audience]);
+        v.set_issuer(&[&self.format.issuer]);
+        v.leeway = 0;
+        let data =
+            decode::<serde_json::Value>(token, &self.decoding, &v).map_err(|e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
+                _ => TokenError::Invalid(e.to_string()),
+            })?;
+        self.format.user(&data.claims).map_err(TokenError::Invalid)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rhizo_protocol::token::parse_scope;
+
+    #[test]
+    fn sign_verify_and_refuse() {
+        let t = TokenService::new("s3cret", ClaimFormat::default(), Some("r".repeat(40)));
+        let mut u = UserInfo::root();
+        u.id = "u1".into();
+        u.roles = vec![];
+        u.scope = parse_scope("ws:ws-a#rw wid:ws-a");
+        let tok = t.sign(&u, 60);
+        let back = t.verify(&tok).unwrap();
+        assert_eq!(back.id, "u1");
+        assert_eq!(back.scope.current_workspace.as_deref(), Some("ws-a"));
+        let other = TokenService::new("other", ClaimFormat::default(), None);
+        assert!(matches!(other.verify(&tok), Err(TokenError::Invalid(_))));
+        assert!(matches!(t.verify("not-a-jwt"), Err(TokenError::Invalid(_))));
+        assert_eq!(t.verify(&"r".repeat(40)).unwrap().id, "root");
+    }
+
+    #[test]
+    fn expired_tokens_are_refused() {
+        let t = TokenService::new("s", ClaimFormat::default(), None);
+        let claims = ClaimFormat::default().claims(&UserInfo::root(), now_secs() - 100, 10);
+        let tok = encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(b"s"),
+        )
+        .unwrap();
+        assert_eq!(t.verify(&tok), Err(TokenError::Expired));
+    }
+}

@@ -1,0 +1,100 @@
+//! Workspaces known to this server (workspace-api.md §2.5, §4). In memory for now:
+//! `public` and `ws-user-root` exist from start; users' own workspaces are created on
+//! connect and, unless persistent, removed when their last client leaves.
+
+use dashmap::DashMap;
+use serde::{Deserialize, Serialize};
+
+/// A workspace record (subset of the reference's `WorkspaceInfo`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkspaceInfo {
+    /// `"workspace"`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Workspace id.
+    pub id: String,
+    /// Display name (defaults to the id).
+    pub name: String,
+    /// Free text.
+    pub description: String,
+    /// Whether it survives its last client.
+    pub persistent: bool,
+    /// User ids (or e-mails) that own it.
+    pub owners: Vec<String>,
+    /// Whether clients may only read.
+    pub read_only: bool,
+}
+
+// === impl WorkspaceInfo ===
+
+impl WorkspaceInfo {
+    /// A workspace record.
+    pub fn new(id: &str, description: &str, persistent: bool, owners: Vec<String>) -> Self {
+        WorkspaceInfo {
+            kind: "workspace".into(),
+            id: id.into(),
+            name: id.into(),
+            description: description.into(),
+            persistent,
+            owners,
+            read_only: false,
+        }
+    }
+}
+
+/// The workspace table.
+#[derive(Debug)]
+pub struct Workspaces {
+    map: DashMap<String, WorkspaceInfo>,
+}
+
+impl Default for Workspaces {
+    fn default() -> Self {
+        let map = DashMap::new();
+        let mut public =
+            WorkspaceInfo::new("public", "Public workspace", true, vec!["root".into()]);
+        public.read_only = true;
+        map.insert("public".into(), public);
+        map.insert(
+            "ws-user-root".into(),
+            WorkspaceInfo::new("ws-user-root", "Root workspace", true, vec!["root".into()]),
+        );
+        map.insert(
+            "ws-anonymous".into(),
+            WorkspaceInfo::new(
+                "ws-anonymous",
+                "Anonymous Workspace",
+                true,
+                vec!["root".into()],
+            ),
+        );
+        Workspaces { map }
+    }
+}
+
+// === impl Workspaces ===
+
+impl Workspaces {
+    /// The record of `id`.
+    pub fn get(&self, id: &str) -> Option<WorkspaceInfo> {
+        self.map.get(id).map(|w| w.clone())
+    }
+
+    /// Creates `info` unless a workspace with its id exists; returns the stored record.
+    pub fn get_or_create(&self, info: WorkspaceInfo) -> WorkspaceInfo {
+        self.map.entry(info.id.clone()).or_insert(info).clone()
+    }
+
+    /// Removes a non-persistent workspace (called when its last client left).
+    pub fn unload_if_temporary(&self, id: &str) -> bool {
+        self.map.remove_if(id, |_, w| !w.persistent).is_some()
+    }
+
+    /// Whether `user_id` owns `id` (listed owner, or its personal workspace).
+    pub fn owned_by(&self, id: &str, user_id: &str) -> bool {
+        id == format!("ws-user-{user_id}")
+            || self
+                .get(id)
+                .is_some_and(|w| w.owners.iter().any(|o| o == user_id))
+    }
+}

@@ -1,0 +1,64 @@
+//! The narrow interface through which the router reaches the control plane (DESIGN.md
+//! "Router … never imports the control plane"). The control plane implements
+//! [`ControlHooks`]; the router calls it for admission, token refresh, frames addressed to
+//! the manager and disconnects.
+
+use bytes::Bytes;
+use rhizo_protocol::handshake::AuthRequest;
+use std::future::Future;
+use std::pin::Pin;
+
+/// A boxed future, for the one async hook.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What the control plane decided for an accepted handshake.
+#[derive(Debug, Clone)]
+pub struct Admission {
+    /// Resolved workspace.
+    pub workspace: String,
+    /// The client id (as requested).
+    pub client_id: String,
+    /// The user record, msgpack-encoded, stamped into every header the client sends.
+    pub user: Bytes,
+    /// Whether the client may broadcast into its workspace.
+    pub can_write: bool,
+    /// The `connection_info` JSON object to send (protocol.md §1.4).
+    pub connection_info: serde_json::Value,
+    /// Whether this is a reconnection (the duplicate-client check was skipped).
+    pub reconnecting: bool,
+}
+
+/// A refused handshake: the message for the `{"type":"error"}` frame and the close code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// Message, in the reference's wording ("Authentication error: …").
+    pub message: String,
+    /// WebSocket close code (1008 auth/policy, 1001 setup failure).
+    pub code: u16,
+}
+
+/// Identity of a live connection, given to hooks.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnRef<'a> {
+    /// Router-unique connection id.
+    pub id: u64,
+    /// Workspace.
+    pub ws: &'a str,
+    /// Client id.
+    pub cid: &'a str,
+}
+
+/// Callbacks from the router into the control plane.
+pub trait ControlHooks: Send + Sync + 'static {
+    /// Authenticates a handshake and resolves the workspace (protocol.md §1.3).
+    fn admit(&self, req: AuthRequest) -> BoxFuture<'_, Result<Admission, Refusal>>;
+
+    /// A fresh reconnection token for `conn` (protocol.md §6.2), or `None` on failure.
+    fn refresh_token(&self, conn: ConnRef<'_>) -> Option<String>;
+
+    /// A stamped frame addressed to `*/<manager_id>`. Must not block.
+    fn manager_frame(&self, frame: Bytes);
+
+    /// `conn` ended and was not superseded: purge its services, tell its workspace.
+    fn disconnected(&self, conn: ConnRef<'_>);
+}

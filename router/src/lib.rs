@@ -1,0 +1,78 @@
+//! rhizo's data plane: owns client connections and forwards their frames.
+//!
+//! For every binary frame it decodes only the msgpack header, stamps the trusted fields and
+//! hands the frame to the destination's bounded egress queue; the payload travels as a
+//! `Bytes` slice of the frame it arrived in (DESIGN.md "Router"). Everything with state or
+//! policy lives in the control plane, reached through [`hooks::ControlHooks`].
+//!
+//! * [`ws`] — the WebSocket transport at `/ws` and the handshake (protocol.md §1, §6).
+//! * [`route`] — the routing pipeline (protocol.md §2).
+//! * [`table`] — the sharded client table.
+//! * [`egress`] — per-connection bounded queues and the slow-consumer policy.
+//! * [`close`] — close reasons.
+
+pub mod close;
+pub mod egress;
+pub mod hooks;
+pub mod route;
+pub mod table;
+pub mod ws;
+
+pub use close::CloseReason;
+pub use hooks::{Admission, ControlHooks, Refusal};
+pub use route::{RouteError, Router};
+
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+/// Router tunables. Defaults are the reference's where one exists.
+#[derive(Debug, Clone)]
+pub struct RouterConfig {
+    /// Largest accepted WebSocket message, bytes (reference/uvicorn: 16 MiB). Larger
+    /// frames close the connection with 1009.
+    pub max_frame_bytes: usize,
+    /// Egress queue limit per connection, bytes. Size it to a few large frames: clients
+    /// chunk calls at 256 KiB, but a single event or reply may be up to `max_frame_bytes`.
+    pub egress_limit_bytes: usize,
+    /// How long an egress queue may stay full before the connection is closed.
+    pub slow_consumer_grace: Duration,
+    /// Time allowed for the first (auth) frame (reference: 5 s).
+    pub auth_timeout: Duration,
+    /// Close a connection after this long without any frame (reference: 600 s).
+    pub idle_timeout: Duration,
+    /// Frames a writer sends per batch before flushing.
+    pub write_batch: usize,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        RouterConfig {
+            max_frame_bytes: 16 * 1024 * 1024,
+            egress_limit_bytes: 64 * 1024 * 1024,
+            slow_consumer_grace: Duration::from_secs(10),
+            auth_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(600),
+            write_batch: 64,
+        }
+    }
+}
+
+/// Load and traffic counters, sampled by the control plane (all monotonic except
+/// `connections`).
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Binary frames received from clients.
+    pub frames_in: AtomicU64,
+    /// Bytes of binary frames received from clients.
+    pub bytes_in: AtomicU64,
+    /// Frames queued to clients.
+    pub frames_out: AtomicU64,
+    /// Frames refused back to their sender (malformed, unroutable, slow target, denied).
+    pub rejected: AtomicU64,
+    /// Frames dropped because a target's queue was full or closed.
+    pub dropped: AtomicU64,
+    /// Connections closed as slow consumers.
+    pub slow_consumer_closes: AtomicU64,
+    /// Connections currently open (after the handshake).
+    pub connections: AtomicU64,
+}

@@ -1,0 +1,307 @@
+//! The routing pipeline (protocol.md §2.3–2.7): decode the header only, normalise `to`,
+//! stamp the trusted fields, deliver to one connection, the manager or the subscribers of a
+//! workspace, and answer undeliverable calls with a reject the caller understands.
+
+use crate::close::CloseReason;
+use crate::egress::{Outbound, PushError};
+use crate::hooks::ControlHooks;
+use crate::table::{ClientTable, Conn};
+use crate::{Counters, RouterConfig};
+use bytes::Bytes;
+use dashmap::DashMap;
+use rhizo_protocol::frame::{rewrite_header, HeaderView, Stamp};
+use rhizo_protocol::handshake;
+use rhizo_protocol::message::encode_frame;
+use rhizo_protocol::value;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+/// How long a departed client's address is remembered for fast rejects (protocol.md §2.6).
+const RECENTLY_GONE: Duration = Duration::from_secs(120);
+
+/// Why a frame from a client was not delivered. Every variant is reported to the sender:
+/// as a `<session>.reject` when the frame carries a session, otherwise as an
+/// `{"type":"error"}` text frame.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    /// The frame could not be decoded.
+    #[error("Malformed frame: {0}")]
+    Frame(#[from] rhizo_protocol::FrameError),
+    /// The header has no `to`.
+    #[error("Malformed frame: the header has no `to` field")]
+    NoTarget,
+    /// The target is not connected.
+    #[error("Peer {0} is not connected")]
+    NotConnected(String),
+    /// The target's egress queue is full.
+    #[error("Peer {0} is not reading its messages fast enough; message rejected")]
+    SlowPeer(String),
+    /// A read-only connection tried to broadcast.
+    #[error("Permission denied: read-only clients cannot broadcast to workspace {0}")]
+    ReadOnlyBroadcast(String),
+    /// Broadcast into another workspace.
+    #[error("Permission denied: cannot broadcast to workspace {0} from workspace {1}")]
+    ForeignBroadcast(String, String),
+}
+
+/// The router: client table, manager address and the control-plane hooks. Cheap to clone.
+#[derive(Clone)]
+pub struct Router {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) table: ClientTable,
+    pub(crate) manager_addr: String,
+    pub(crate) hooks: OnceLock<Arc<dyn ControlHooks>>,
+    pub(crate) recently_gone: DashMap<String, Instant>,
+    pub(crate) config: RouterConfig,
+    pub(crate) counters: Counters,
+    pub(crate) next_id: std::sync::atomic::AtomicU64,
+    pub(crate) shutdown: tokio::sync::watch::Sender<bool>,
+}
+
+// === impl Router ===
+
+impl Router {
+    /// A router whose manager peer is `*/<manager_id>`.
+    pub fn new(manager_id: &str, config: RouterConfig) -> Self {
+        let (shutdown, _) = tokio::sync::watch::channel(false);
+        Router {
+            inner: Arc::new(Inner {
+                table: ClientTable::default(),
+                manager_addr: format!("*/{manager_id}"),
+                hooks: OnceLock::new(),
+                recently_gone: DashMap::new(),
+                config,
+                counters: Counters::default(),
+                next_id: std::sync::atomic::AtomicU64::new(1),
+                shutdown,
+            }),
+        }
+    }
+
+    /// Installs the control plane. Must be called once before serving.
+    pub fn set_hooks(&self, hooks: Arc<dyn ControlHooks>) {
+        let _ = self.inner.hooks.set(hooks);
+    }
+
+    pub(crate) fn hooks(&self) -> &Arc<dyn ControlHooks> {
+        self.inner
+            .hooks
+            .get()
+            .expect("router hooks installed before serving")
+    }
+
+    /// `"*/<manager_id>"`.
+    pub fn manager_addr(&self) -> &str {
+        &self.inner.manager_addr
+    }
+
+    /// The live client table.
+    pub fn table(&self) -> &ClientTable {
+        &self.inner.table
+    }
+
+    /// Load and traffic counters.
+    pub fn counters(&self) -> &Counters {
+        &self.inner.counters
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &RouterConfig {
+        &self.inner.config
+    }
+
+    /// Tells every connection to close with `CloseReason::Shutdown`.
+    pub fn shutdown(&self) {
+        let _ = self.inner.shutdown.send(true);
+        for c in self.inner.table.all() {
+            c.egress.close(CloseReason::Shutdown);
+        }
+    }
+
+    pub(crate) fn shutdown_signal(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.inner.shutdown.subscribe()
+    }
+
+    /// Routes one binary frame received from `conn` (protocol.md §2.3).
+    ///
+    /// Errors are already reported to the sender when this returns; the value is for
+    /// counting and tests.
+    pub fn route_from(&self, conn: &Arc<Conn>, frame: Bytes) -> Result<(), RouteError> {
+        let c = &self.inner.counters;
+        c.frames_in.fetch_add(1, Relaxed);
+        c.bytes_in.fetch_add(frame.len() as u64, Relaxed);
+        let result = self.route_inner(conn, &frame);
+        if let Err(err) = &result {
+            c.rejected.fetch_add(1, Relaxed);
+            let session = HeaderView::parse(&frame)
+                .ok()
+                .and_then(|v| v.session(&frame).map(str::to_owned));
+            let target = HeaderView::parse(&frame)
+                .ok()
+                .and_then(|v| v.to(&frame).map(|t| self.normalise(conn, t)))
+                .unwrap_or_else(|| self.inner.manager_addr.clone());
+            match session {
+                Some(s) => self.reject_to(conn, &target, &s, &err.to_string()),
+                None => {
+                    let _ = conn
+                        .egress
+                        .push(Outbound::Text(handshake::error(&err.to_string())));
+                }
+            }
+        }
+        result
+    }
+
+    fn normalise(&self, conn: &Conn, to: &str) -> String {
+        if to == "*" {
+            format!("{}/*", conn.ws)
+        } else if !to.contains('/') {
+            format!("{}/{to}", conn.ws)
+        } else {
+            to.to_owned()
+        }
+    }
+
+    fn route_inner(&self, conn: &Arc<Conn>, frame: &Bytes) -> Result<(), RouteError> {
+        let view = HeaderView::parse(frame)?;
+        let raw_to = view.to(frame).ok_or(RouteError::NoTarget)?;
+        let to = self.normalise(conn, raw_to);
+        let stamp = Stamp {
+            from: &conn.addr,
+            ws: &conn.ws,
+            user: &conn.user,
+        };
+        let head = Bytes::from(rewrite_header(frame, &view, &to, &stamp));
+        let body = frame.slice(view.header_len()..);
+        if to == self.inner.manager_addr {
+            let mut whole = Vec::with_capacity(head.len() + body.len());
+            whole.extend_from_slice(&head);
+            whole.extend_from_slice(&body);
+            self.hooks().manager_frame(Bytes::from(whole));
+            return Ok(());
+        }
+        let (ws, cid) = to.split_once('/').unwrap_or(("", &to));
+        if cid == "*" {
+            if ws != conn.ws {
+                return Err(RouteError::ForeignBroadcast(ws.to_owned(), conn.ws.clone()));
+            }
+            if !conn.can_write {
+                return Err(RouteError::ReadOnlyBroadcast(ws.to_owned()));
+            }
+            let kind = view.kind(frame).unwrap_or_default();
+            self.fan_out(ws, kind, &head, &body);
+            return Ok(());
+        }
+        if ws == "*" {
+            return Err(RouteError::NotConnected(to));
+        }
+        let target = self
+            .inner
+            .table
+            .get(ws, cid)
+            .ok_or_else(|| RouteError::NotConnected(to.clone()))?;
+        self.push(&target, Outbound::Frame { head, body })
+            .map_err(|_| RouteError::SlowPeer(to))
+    }
+
+    /// Queues `item` on `target`, applying the slow-consumer policy (see `egress`).
+    fn push(&self, target: &Arc<Conn>, item: Outbound) -> Result<(), PushError> {
+        match target.egress.push(item) {
+            Ok(()) => {
+                self.inner.counters.frames_out.fetch_add(1, Relaxed);
+                Ok(())
+            }
+            Err(PushError::CloseSlowConsumer) => {
+                self.inner
+                    .counters
+                    .slow_consumer_closes
+                    .fetch_add(1, Relaxed);
+                target.egress.close(CloseReason::SlowConsumer);
+                Err(PushError::CloseSlowConsumer)
+            }
+            Err(e) => {
+                self.inner.counters.dropped.fetch_add(1, Relaxed);
+                Err(e)
+            }
+        }
+    }
+
+    /// Sends `head`+`body` to every connection of `ws` subscribed to `kind`.
+    fn fan_out(&self, ws: &str, kind: &str, head: &Bytes, body: &Bytes) {
+        for m in self.inner.table.members(ws) {
+            if m.subscribed(kind) {
+                let _ = self.push(
+                    &m,
+                    Outbound::Frame {
+                        head: head.clone(),
+                        body: body.clone(),
+                    },
+                );
+            }
+        }
+    }
+
+    /// Sends the synthetic `<session>.reject` of protocol.md §2.6 to `conn`, as if from
+    /// `target`.
+    fn reject_to(&self, conn: &Arc<Conn>, target: &str, session: &str, message: &str) {
+        let header = value::map([
+            ("type", "method".into()),
+            ("from", target.into()),
+            ("to", conn.addr.as_str().into()),
+            ("method", format!("{session}.reject").into()),
+        ]);
+        let extra = value::map([("args", rmpv::Value::Array(vec![value::error(message)]))]);
+        let frame = encode_frame(&header, Some(&extra));
+        conn.egress.push_control(Outbound::Frame {
+            head: Bytes::from(frame),
+            body: Bytes::new(),
+        });
+    }
+
+    /// Delivers a frame built by the manager (already carrying `from: "*/<manager_id>"`) to
+    /// one client address. Returns false if the client is not connected or not accepting.
+    pub fn deliver(&self, to: &str, frame: Bytes) -> bool {
+        let Some(target) = self.inner.table.get_addr(to) else {
+            return false;
+        };
+        self.push(
+            &target,
+            Outbound::Frame {
+                head: frame,
+                body: Bytes::new(),
+            },
+        )
+        .is_ok()
+    }
+
+    /// Delivers a server event (a single-map frame) to the subscribers of `kind` in `ws`.
+    pub fn broadcast_event(&self, ws: &str, kind: &str, frame: Bytes) {
+        self.fan_out(ws, kind, &frame, &Bytes::new());
+    }
+
+    /// Whether `"<ws>/<cid>"` disconnected within the last two minutes.
+    pub fn recently_gone(&self, addr: &str) -> bool {
+        self.inner
+            .recently_gone
+            .get(addr)
+            .is_some_and(|t| t.elapsed() < RECENTLY_GONE)
+    }
+
+    pub(crate) fn mark_gone(&self, addr: &str) {
+        let now = Instant::now();
+        self.inner.recently_gone.insert(addr.to_owned(), now);
+        // Bound the cache: drop stale entries now and then.
+        if self.inner.recently_gone.len() > 10_000 {
+            self.inner
+                .recently_gone
+                .retain(|_, t| now.duration_since(*t) < RECENTLY_GONE);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,231 @@
+use super::*;
+use crate::egress::Egress;
+use crate::hooks::{Admission, BoxFuture, ConnRef, Refusal};
+use rhizo_protocol::handshake::AuthRequest;
+use rhizo_protocol::message::Message;
+use rmpv::Value;
+use std::sync::Mutex;
+use tokio::sync::mpsc::UnboundedReceiver;
+
+#[derive(Default)]
+struct FakeControl {
+    manager_frames: Mutex<Vec<Bytes>>,
+}
+
+impl ControlHooks for FakeControl {
+    fn admit(&self, _req: AuthRequest) -> BoxFuture<'_, Result<Admission, Refusal>> {
+        Box::pin(async {
+            Err(Refusal {
+                message: "no".into(),
+                code: 1008,
+            })
+        })
+    }
+    fn refresh_token(&self, _conn: ConnRef<'_>) -> Option<String> {
+        None
+    }
+    fn manager_frame(&self, frame: Bytes) {
+        self.manager_frames.lock().unwrap().push(frame);
+    }
+    fn disconnected(&self, _conn: ConnRef<'_>) {}
+}
+
+fn setup() -> (Router, Arc<FakeControl>) {
+    let r = Router::new(
+        "manager-t",
+        RouterConfig {
+            egress_limit_bytes: 4096,
+            ..Default::default()
+        },
+    );
+    let hooks = Arc::new(FakeControl::default());
+    r.set_hooks(hooks.clone());
+    (r, hooks)
+}
+
+fn connect(
+    r: &Router,
+    id: u64,
+    ws: &str,
+    cid: &str,
+    can_write: bool,
+) -> (Arc<Conn>, UnboundedReceiver<Outbound>) {
+    let (e, rx) = Egress::new(
+        r.config().egress_limit_bytes,
+        r.config().slow_consumer_grace,
+    );
+    let user = Bytes::from(value::encode(&value::map([("id", cid.into())])));
+    let c = Arc::new(Conn::new(id, ws, cid, user, can_write, e));
+    r.table().insert(c.clone());
+    (c, rx)
+}
+
+fn frame(pairs: Vec<(&str, Value)>, extra: Option<Value>) -> Bytes {
+    let header = Value::Map(pairs.into_iter().map(|(k, v)| (k.into(), v)).collect());
+    Bytes::from(encode_frame(&header, extra.as_ref()))
+}
+
+fn recv_frame(rx: &mut UnboundedReceiver<Outbound>) -> Message {
+    match rx.try_recv().expect("a frame was queued") {
+        Outbound::Frame { head, body } => {
+            let mut all = head.to_vec();
+            all.extend_from_slice(&body);
+            Message::decode(&all).unwrap()
+        }
+        other => panic!("expected a frame, got {other:?}"),
+    }
+}
+
+#[test]
+fn relative_target_is_stamped_and_payload_kept() {
+    let (r, _) = setup();
+    let (a, _arx) = connect(&r, 1, "w", "a", true);
+    let (_b, mut brx) = connect(&r, 2, "w", "b", true);
+    let payload = value::map([("args", Value::Array(vec![Value::Binary(vec![7; 1000])]))]);
+    let f = frame(
+        vec![
+            ("type", "method".into()),
+            ("to", "b".into()),
+            ("from", "evil/x".into()),
+            ("ws", "evil".into()),
+        ],
+        Some(payload.clone()),
+    );
+    r.route_from(&a, f.clone()).unwrap();
+    match brx.try_recv().unwrap() {
+        Outbound::Frame { body, .. } => {
+            let view = HeaderView::parse(&f).unwrap();
+            assert_eq!(
+                body,
+                f.slice(view.header_len()..),
+                "payload is the original slice"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    r.route_from(&a, f).unwrap();
+    let m = recv_frame(&mut brx);
+    assert_eq!(value::get_str(&m.header, "from"), Some("w/a"));
+    assert_eq!(value::get_str(&m.header, "ws"), Some("w"));
+    assert_eq!(value::get_str(&m.header, "to"), Some("w/b"));
+    assert_eq!(
+        value::get_str(value::get(&m.header, "user").unwrap(), "id"),
+        Some("a")
+    );
+}
+
+#[test]
+fn unknown_target_with_session_gets_a_reject() {
+    let (r, _) = setup();
+    let (a, mut arx) = connect(&r, 1, "w", "a", true);
+    let f = frame(
+        vec![
+            ("type", "method".into()),
+            ("to", "other/gone".into()),
+            ("session", "s9".into()),
+        ],
+        None,
+    );
+    assert_eq!(
+        r.route_from(&a, f),
+        Err(RouteError::NotConnected("other/gone".into()))
+    );
+    let m = recv_frame(&mut arx);
+    assert_eq!(value::get_str(&m.merged, "method"), Some("s9.reject"));
+    assert_eq!(value::get_str(&m.merged, "from"), Some("other/gone"));
+    let err = &value::get(&m.merged, "args").unwrap().as_array().unwrap()[0];
+    assert_eq!(
+        value::get_str(err, "_rvalue"),
+        Some("Peer other/gone is not connected")
+    );
+}
+
+#[test]
+fn malformed_frames_get_an_error_text() {
+    let (r, _) = setup();
+    let (a, mut arx) = connect(&r, 1, "w", "a", true);
+    assert!(matches!(
+        r.route_from(&a, Bytes::from_static(b"\xc1garbage")),
+        Err(RouteError::Frame(_))
+    ));
+    assert!(matches!(arx.try_recv().unwrap(), Outbound::Text(t) if t.contains("Malformed frame")));
+    let no_to = frame(vec![("type", "method".into())], None);
+    assert_eq!(r.route_from(&a, no_to), Err(RouteError::NoTarget));
+    assert!(matches!(arx.try_recv().unwrap(), Outbound::Text(t) if t.contains("no `to`")));
+}
+
+#[test]
+fn manager_frames_go_to_the_control_plane() {
+    let (r, hooks) = setup();
+    let (a, _arx) = connect(&r, 1, "w", "a", true);
+    let f = frame(
+        vec![("type", "method".into()), ("to", "*/manager-t".into())],
+        Some(value::map([("args", Value::Array(vec![]))])),
+    );
+    r.route_from(&a, f).unwrap();
+    let got = hooks.manager_frames.lock().unwrap().pop().unwrap();
+    let m = Message::decode(&got).unwrap();
+    assert_eq!(value::get_str(&m.header, "from"), Some("w/a"));
+    assert!(value::get(&m.merged, "args").is_some());
+}
+
+#[test]
+fn broadcast_reaches_subscribers_only_and_respects_permissions() {
+    let (r, _) = setup();
+    let (a, _arx) = connect(&r, 1, "w", "a", true);
+    let (b, mut brx) = connect(&r, 2, "w", "b", true);
+    let (_c, mut crx) = connect(&r, 3, "w", "c", true);
+    let (ro, mut rorx) = connect(&r, 4, "w", "ro", false);
+    b.subscribe(["ev".to_owned()]);
+    r.route_from(
+        &a,
+        frame(vec![("type", "ev".into()), ("to", "*".into())], None),
+    )
+    .unwrap();
+    assert_eq!(
+        value::get_str(&recv_frame(&mut brx).header, "from"),
+        Some("w/a")
+    );
+    assert!(crx.try_recv().is_err());
+    assert!(matches!(
+        r.route_from(
+            &ro,
+            frame(vec![("type", "ev".into()), ("to", "*".into())], None)
+        ),
+        Err(RouteError::ReadOnlyBroadcast(_))
+    ));
+    assert!(matches!(rorx.try_recv().unwrap(), Outbound::Text(_)));
+    assert!(matches!(
+        r.route_from(
+            &a,
+            frame(vec![("type", "ev".into()), ("to", "x/*".into())], None)
+        ),
+        Err(RouteError::ForeignBroadcast(_, _))
+    ));
+}
+
+#[test]
+fn full_queue_rejects_calls_at_once() {
+    let (r, _) = setup();
+    let (a, mut arx) = connect(&r, 1, "w", "a", true);
+    let (_b, _brx) = connect(&r, 2, "w", "b", true);
+    let big = value::map([("args", Value::Array(vec![Value::Binary(vec![0; 3000])]))]);
+    let call = || {
+        frame(
+            vec![
+                ("type", "method".into()),
+                ("to", "b".into()),
+                ("session", "s1".into()),
+            ],
+            Some(big.clone()),
+        )
+    };
+    r.route_from(&a, call()).unwrap();
+    assert_eq!(
+        r.route_from(&a, call()),
+        Err(RouteError::SlowPeer("w/b".into()))
+    );
+    let m = recv_frame(&mut arx);
+    assert_eq!(value::get_str(&m.merged, "method"), Some("s1.reject"));
+    assert_eq!(r.counters().dropped.load(Relaxed), 1);
+}

@@ -1,0 +1,200 @@
+//! The client table: every live connection of this router, keyed by workspace and client
+//! id (DESIGN.md "Router"). Sharded `DashMap`s; no guard is ever held across an `.await`
+//! (callers clone the `Arc<Conn>` out and drop the guard before sending).
+
+use crate::egress::Egress;
+use bytes::Bytes;
+use dashmap::DashMap;
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+/// One live client connection.
+#[derive(Debug)]
+pub struct Conn {
+    /// Unique per router instance; tells a connection apart from its successor.
+    pub id: u64,
+    /// Workspace the connection is bound to.
+    pub ws: String,
+    /// Client id inside the workspace.
+    pub cid: String,
+    /// `"<ws>/<cid>"`.
+    pub addr: String,
+    /// The user record, msgpack-encoded once at connect and stamped into every header.
+    pub user: Bytes,
+    /// Whether the user may broadcast into its workspace (read-write or admin).
+    pub can_write: bool,
+    /// Event names this connection subscribed to (protocol.md §4.7, §6.3).
+    subscriptions: RwLock<HashSet<String>>,
+    /// Outgoing queue drained by the connection's writer task.
+    pub egress: Egress,
+    /// Set when a newer connection for the same address took over.
+    superseded: AtomicBool,
+}
+
+// === impl Conn ===
+
+impl Conn {
+    /// A connection record; `user` is the msgpack-encoded user record.
+    pub fn new(id: u64, ws: &str, cid: &str, user: Bytes, can_write: bool, egress: Egress) -> Self {
+        Conn {
+            id,
+            ws: ws.to_owned(),
+            cid: cid.to_owned(),
+            addr: format!("{ws}/{cid}"),
+            user,
+            can_write,
+            subscriptions: RwLock::new(HashSet::new()),
+            egress,
+            superseded: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether this connection wants events of type `kind`.
+    pub fn subscribed(&self, kind: &str) -> bool {
+        self.subscriptions
+            .read()
+            .map(|s| s.contains(kind))
+            .unwrap_or(false)
+    }
+
+    /// Adds event names to the subscription set.
+    pub fn subscribe<I: IntoIterator<Item = String>>(&self, names: I) {
+        if let Ok(mut s) = self.subscriptions.write() {
+            s.extend(names);
+        }
+    }
+
+    /// Removes event names from the subscription set.
+    pub fn unsubscribe<'a, I: IntoIterator<Item = &'a str>>(&self, names: I) {
+        if let Ok(mut s) = self.subscriptions.write() {
+            for n in names {
+                s.remove(n);
+            }
+        }
+    }
+
+    /// True once a newer connection for the same address replaced this one.
+    pub fn is_superseded(&self) -> bool {
+        self.superseded.load(Ordering::Acquire)
+    }
+}
+
+type Members = Arc<DashMap<String, Arc<Conn>>>;
+
+/// Live connections: workspace → client id → connection.
+#[derive(Debug, Default)]
+pub struct ClientTable {
+    workspaces: DashMap<String, Members>,
+}
+
+// === impl ClientTable ===
+
+impl ClientTable {
+    /// Inserts `conn`, returning the connection it supersedes (now marked superseded).
+    pub fn insert(&self, conn: Arc<Conn>) -> Option<Arc<Conn>> {
+        let members = self.workspaces.entry(conn.ws.clone()).or_default().clone();
+        let old = members.insert(conn.cid.clone(), conn);
+        if let Some(old) = &old {
+            old.superseded.store(true, Ordering::Release);
+        }
+        old
+    }
+
+    /// Removes the connection if it is still the registered one for its address.
+    /// Returns whether it was removed (false when superseded).
+    pub fn remove(&self, conn: &Conn) -> bool {
+        let Some(members) = self.workspaces.get(&conn.ws).map(|m| m.clone()) else {
+            return false;
+        };
+        let removed = members
+            .remove_if(&conn.cid, |_, c| c.id == conn.id)
+            .is_some();
+        if removed {
+            self.workspaces.remove_if(&conn.ws, |_, m| m.is_empty());
+        }
+        removed
+    }
+
+    /// The live connection at `ws`/`cid`.
+    pub fn get(&self, ws: &str, cid: &str) -> Option<Arc<Conn>> {
+        let members = self.workspaces.get(ws)?;
+        let conn = members.get(cid)?.clone();
+        Some(conn)
+    }
+
+    /// The live connection at `"<ws>/<cid>"`.
+    pub fn get_addr(&self, addr: &str) -> Option<Arc<Conn>> {
+        let (ws, cid) = addr.split_once('/')?;
+        self.get(ws, cid)
+    }
+
+    /// All connections of a workspace (a snapshot).
+    pub fn members(&self, ws: &str) -> Vec<Arc<Conn>> {
+        let Some(members) = self.workspaces.get(ws).map(|m| m.clone()) else {
+            return Vec::new();
+        };
+        members.iter().map(|e| e.value().clone()).collect()
+    }
+
+    /// Number of live connections.
+    pub fn len(&self) -> usize {
+        self.workspaces.iter().map(|m| m.len()).sum()
+    }
+
+    /// True if no connection is live.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every live connection (a snapshot).
+    pub fn all(&self) -> Vec<Arc<Conn>> {
+        let ws: Vec<Members> = self.workspaces.iter().map(|m| m.value().clone()).collect();
+        ws.iter()
+            .flat_map(|m| m.iter().map(|e| e.value().clone()).collect::<Vec<_>>())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn conn(id: u64, ws: &str, cid: &str) -> Arc<Conn> {
+        let (e, _rx) = Egress::new(1024, Duration::from_secs(1));
+        Arc::new(Conn::new(id, ws, cid, Bytes::new(), true, e))
+    }
+
+    #[test]
+    fn supersede_keeps_the_newer_connection() {
+        let t = ClientTable::default();
+        let a = conn(1, "w", "c");
+        let b = conn(2, "w", "c");
+        assert!(t.insert(a.clone()).is_none());
+        assert_eq!(t.insert(b.clone()).unwrap().id, 1);
+        assert!(a.is_superseded());
+        assert!(
+            !t.remove(&a),
+            "the old connection must not remove the new one"
+        );
+        assert_eq!(t.get_addr("w/c").unwrap().id, 2);
+        assert!(t.remove(&b));
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn members_and_subscriptions() {
+        let t = ClientTable::default();
+        let a = conn(1, "w", "a");
+        t.insert(a.clone());
+        t.insert(conn(2, "w", "b"));
+        t.insert(conn(3, "x", "a"));
+        assert_eq!(t.members("w").len(), 2);
+        assert_eq!(t.len(), 3);
+        a.subscribe(["ev".to_owned()]);
+        assert!(a.subscribed("ev"));
+        a.unsubscribe(["ev"]);
+        assert!(!a.subscribed("ev"));
+    }
+}

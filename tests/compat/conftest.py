@@ -1,0 +1,230 @@
+"""Fixtures for the hypha-rpc compatibility suite.
+
+Server under test:
+* ``HYPHA_SERVER_URL`` set  -> use that (already running) server, e.g. the reference
+  Python server started with ``bash /work/shared/peer/start-reference.sh 19527``.
+  Tests marked ``rhizo_only`` are skipped in that case.
+* otherwise -> start the rhizo binary (``RHIZO_BIN``, default ``<repo>/target/debug/rhizo``)
+  as ``<bin> serve --host 127.0.0.1 --port <free port>`` with a fixed ``HYPHA_JWT_SECRET``,
+  in a temporary working directory, and kill it at the end of the session.
+
+Every async test gets a hard time limit (default 30 s, ``@pytest.mark.timeout_s(n)`` to
+change it) so that a hang fails the test instead of blocking the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from hypha_rpc import connect_to_server
+
+from compat_helpers import unique_id
+
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_TEST_TIMEOUT = 30.0
+READINESS_TIMEOUT = 20.0
+TEST_JWT_SECRET = "rhizo-compat-test-secret-0123456789abcdef"
+EXTERNAL_URL = os.environ.get("HYPHA_SERVER_URL", "").strip().rstrip("/")
+
+
+# --------------------------------------------------------------------------- hooks
+
+
+def _with_timeout(fn, seconds: float, nodeid: str):
+    @functools.wraps(fn)
+    async def wrapper(*args, **kwargs):
+        try:
+            return await asyncio.wait_for(fn(*args, **kwargs), seconds)
+        except asyncio.TimeoutError as exc:
+            # Re-raise as a plain failure so it is not mistaken for a client timeout.
+            raise AssertionError(
+                f"{nodeid}: hard test timeout of {seconds:.0f}s exceeded (the server hung?)"
+            ) from exc
+
+    return wrapper
+
+
+def pytest_collection_modifyitems(config, items):
+    skip_rhizo_only = pytest.mark.skip(
+        reason="rhizo_only: the reference server has the flaw this test guards against"
+    )
+    for item in items:
+        if EXTERNAL_URL and item.get_closest_marker("rhizo_only"):
+            item.add_marker(skip_rhizo_only)
+        fn = getattr(item, "obj", None)
+        if fn is not None and inspect.iscoroutinefunction(fn):
+            marker = item.get_closest_marker("timeout_s")
+            seconds = float(marker.args[0]) if marker else DEFAULT_TEST_TIMEOUT
+            item.obj = _with_timeout(fn, seconds, item.nodeid)
+
+
+# --------------------------------------------------------------------------- server
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _tail(path: Path, n: int = 60) -> str:
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError as exc:
+        return f"<could not read {path}: {exc}>"
+    return "\n".join(lines[-n:])
+
+
+class _Server:
+    def __init__(self, url: str, process: subprocess.Popen | None, log_path: Path | None):
+        self.url = url
+        self.process = process
+        self.log_path = log_path
+
+
+@pytest.fixture(scope="session")
+def _server():
+    if EXTERNAL_URL:
+        yield _Server(EXTERNAL_URL, None, None)
+        return
+
+    binary = Path(os.environ.get("RHIZO_BIN") or REPO / "target" / "debug" / "rhizo")
+    if not binary.exists():
+        raise RuntimeError(
+            f"rhizo binary not found at {binary}; build it (cargo build) or set RHIZO_BIN, "
+            "or set HYPHA_SERVER_URL to test an already running server"
+        )
+    port = _free_port()
+    workdir = Path(tempfile.mkdtemp(prefix="rhizo-compat-"))
+    log_path = workdir / "server.log"
+    env = dict(os.environ)
+    env["HYPHA_JWT_SECRET"] = TEST_JWT_SECRET
+    env.setdefault("RUST_BACKTRACE", "1")
+    log_file = open(log_path, "wb")
+    process = subprocess.Popen(
+        [str(binary), "serve", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=workdir,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def _stop():
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=5)
+        log_file.close()
+
+    deadline = time.monotonic() + READINESS_TIMEOUT
+    ready = False
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            break
+        try:
+            if httpx.get(f"{url}/health/readiness", timeout=1.0).status_code == 200:
+                ready = True
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    if not ready:
+        code = process.poll()
+        _stop()
+        tail = _tail(log_path)
+        print(f"\n--- rhizo server log tail ({log_path}) ---\n{tail}\n---", file=sys.stderr)
+        raise RuntimeError(
+            f"rhizo server at {url} did not become ready within {READINESS_TIMEOUT:.0f}s "
+            f"(exit code {code}); log tail:\n{tail}"
+        )
+
+    yield _Server(url, process, log_path)
+
+    crashed = process.poll()
+    _stop()
+    if crashed is not None:
+        print(
+            f"\n--- rhizo server exited early with code {crashed}; log tail ({log_path}) ---\n"
+            f"{_tail(log_path)}\n---",
+            file=sys.stderr,
+        )
+
+
+@pytest.fixture(scope="session")
+def server_url(_server) -> str:
+    """Base URL of the server under test, e.g. ``http://127.0.0.1:40123``."""
+    return _server.url
+
+
+@pytest.fixture(scope="session")
+def server_process(_server):
+    """The rhizo subprocess (``subprocess.Popen``) or ``None`` for an external server."""
+    return _server.process
+
+
+@pytest.fixture(scope="session")
+def is_external(_server) -> bool:
+    return _server.process is None
+
+
+# --------------------------------------------------------------------------- clients
+
+
+@pytest.fixture
+async def connect(server_url):
+    """Factory: ``client = await connect(client_id=..., workspace=..., token=...)``.
+
+    Every client made through it is disconnected when the test ends (even on failure).
+    """
+    clients = []
+
+    async def _connect(**config):
+        cfg = {"server_url": server_url}
+        cfg.update(config)
+        client = await asyncio.wait_for(connect_to_server(cfg), 20)
+        clients.append(client)
+        return client
+
+    _connect.clients = clients
+    yield _connect
+
+    async def _close(client):
+        try:
+            await asyncio.wait_for(client.disconnect(), 10)
+        except BaseException:  # noqa: BLE001 - teardown must not mask the test result
+            pass
+
+    await asyncio.gather(*(_close(c) for c in reversed(clients)), return_exceptions=True)
+
+
+@pytest.fixture
+async def client(connect):
+    """One anonymous client (own fresh workspace)."""
+    return await connect()
+
+
+@pytest.fixture
+async def workspace_pair(connect):
+    """(owner, member): member joined owner's workspace with a read_write token."""
+    owner = await connect(client_id=unique_id("owner"))
+    token = await owner.generate_token({"permission": "read_write"})
+    member = await connect(
+        client_id=unique_id("member"), workspace=owner.config.workspace, token=token
+    )
+    return owner, member
