@@ -164,7 +164,7 @@ impl Manager {
         match m.classify() {
             Incoming::Call(call) => {
                 let me = self.clone();
-                tokio::spawn(async move { me.answer(call).await });
+                tokio::spawn(async move { me.answer(*call).await });
             }
             Incoming::Reply { session, kind } => self.complete(&session, kind),
             Incoming::Other => {}

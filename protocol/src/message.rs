@@ -82,7 +82,7 @@ pub enum ReplyKind {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Incoming {
     /// A call into `services.*` of the manager.
-    Call(Call),
+    Call(Box<Call>),
     /// A reply to an outgoing call; `session` is the manager's own session id.
     Reply {
         /// The session of the manager's outgoing call.
@@ -175,7 +175,7 @@ impl Message {
             },
             _ => Promise::None,
         };
-        Incoming::Call(Call {
+        Incoming::Call(Box::new(Call {
             method: method.to_owned(),
             from: get_str(header, "from").unwrap_or_default().to_owned(),
             ws: get_str(header, "ws").unwrap_or_default().to_owned(),
@@ -184,7 +184,7 @@ impl Message {
             args,
             kwargs,
             promise,
-        })
+        }))
     }
 }
 

@@ -336,8 +336,8 @@ impl Manager {
         };
         let (ws, rest) = id.split_once('/').expect("has /");
         let cid = rest.split_once(':').map(|(c, _)| c).unwrap_or_default();
-        let own = ws == ctx.ws && cid == ctx.cid;
-        if !own && !(ws == ctx.ws && ctx.user.can(ws, Permission::Admin)) {
+        let allowed = ws == ctx.ws && (cid == ctx.cid || ctx.user.can(ws, Permission::Admin));
+        if !allowed {
             return Err(format!("PermissionError: Permission denied: cannot unregister service {id} of another client"));
         }
         let removed = self.registry.remove_id(&id);
@@ -364,7 +364,7 @@ impl Manager {
         match r.visibility {
             Visibility::Public | Visibility::Unlisted => Some(false),
             Visibility::Protected if ctx.user.can(&r.ws, Permission::Read) => Some(false),
-            Visibility::Protected if r.authorized.iter().any(|w| *w == ctx.ws) => Some(true),
+            Visibility::Protected if r.authorized.contains(&ctx.ws) => Some(true),
             Visibility::Protected => None,
         }
     }

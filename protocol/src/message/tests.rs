@@ -16,7 +16,7 @@ fn call_frame(extra: Option<Value>) -> Vec<u8> {
 
 fn as_call(frame: &[u8]) -> Call {
     match Message::decode(frame).unwrap().classify() {
-        Incoming::Call(c) => c,
+        Incoming::Call(c) => *c,
         other => panic!("not a call: {other:?}"),
     }
 }

@@ -1,0 +1,318 @@
+//! Bad input loses nothing and gets a clear answer (issue: main job, item 7).
+
+mod common;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use rhizo_client::{Client, ClientError, ConnectOptions, Event};
+use rhizo_protocol::message::encode_frame;
+use rhizo_protocol::value::{self, get_str, map};
+use rhizo_router::RouterConfig;
+use rmpv::Value;
+use std::time::Duration;
+use tokio_tungstenite::tungstenite::Message as Ws;
+
+const T: Duration = Duration::from_secs(5);
+
+async fn next_text(c: &mut Client) -> serde_json::Value {
+    loop {
+        match tokio::time::timeout(T, c.next_event())
+            .await
+            .expect("an event in time")
+        {
+            Some(Event::Text(v)) => return v,
+            Some(_) => continue,
+            None => panic!("connection ended"),
+        }
+    }
+}
+
+async fn still_works(c: &Client) {
+    let echoed = c
+        .manager_call("echo", vec!["still here".into()])
+        .await
+        .unwrap();
+    assert_eq!(echoed.as_str(), Some("still here"));
+}
+
+#[tokio::test]
+async fn binary_frame_that_is_not_msgpack() {
+    let s = common::start().await;
+    let mut c = Client::connect(&s.url, ConnectOptions::default())
+        .await
+        .unwrap();
+    c.send_frame(Bytes::from_static(b"\xc1 this is not msgpack"))
+        .unwrap();
+    let e = next_text(&mut c).await;
+    assert_eq!(e["type"], "error");
+    assert!(
+        e["message"].as_str().unwrap().contains("Malformed frame"),
+        "{e}"
+    );
+    still_works(&c).await;
+}
+
+#[tokio::test]
+async fn header_that_is_not_a_map() {
+    let s = common::start().await;
+    let mut c = Client::connect(&s.url, ConnectOptions::default())
+        .await
+        .unwrap();
+    c.send_frame(Bytes::from(value::encode(&Value::Array(vec![1.into()]))))
+        .unwrap();
+    let e = next_text(&mut c).await;
+    assert!(
+        e["message"].as_str().unwrap().contains("not a msgpack map"),
+        "{e}"
+    );
+    still_works(&c).await;
+}
+
+#[tokio::test]
+async fn frame_without_to() {
+    let s = common::start().await;
+    let mut c = Client::connect(&s.url, ConnectOptions::default())
+        .await
+        .unwrap();
+    let f = encode_frame(
+        &map([("type", "method".into()), ("method", "x".into())]),
+        None,
+    );
+    c.send_frame(Bytes::from(f)).unwrap();
+    let e = next_text(&mut c).await;
+    assert!(e["message"].as_str().unwrap().contains("no `to`"), "{e}");
+    still_works(&c).await;
+}
+
+#[tokio::test]
+async fn forged_trusted_fields_are_overwritten() {
+    let s = common::start().await;
+    let a = Client::connect(
+        &s.url,
+        ConnectOptions {
+            client_id: Some("a".into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let token = a
+        .manager_call("generate_token", vec![Value::Nil])
+        .await
+        .unwrap();
+    let mut b = Client::connect(
+        &s.url,
+        ConnectOptions {
+            client_id: Some("b".into()),
+            workspace: Some(a.workspace().into()),
+            token: token.as_str().map(str::to_owned),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let f = encode_frame(
+        &map([
+            ("type", "custom".into()),
+            ("to", "b".into()),
+            ("from", "victim/admin".into()),
+            ("ws", "victim".into()),
+            ("user", map([("id", "root".into())])),
+        ]),
+        Some(&map([("data", 1.into())])),
+    );
+    a.send_frame(Bytes::from(f)).unwrap();
+    let m = loop {
+        match tokio::time::timeout(T, b.next_event())
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            Event::Frame(m) => break m,
+            _ => continue,
+        }
+    };
+    assert_eq!(
+        get_str(&m.header, "from"),
+        Some(format!("{}/a", a.workspace()).as_str())
+    );
+    assert_eq!(get_str(&m.header, "ws"), Some(a.workspace()));
+    let user = value::get(&m.header, "user").unwrap();
+    assert_ne!(get_str(user, "id"), Some("root"));
+    assert!(get_str(user, "id").unwrap().starts_with("anonymouz-"));
+}
+
+#[tokio::test]
+async fn oversized_frame_closes_with_a_reason() {
+    let s = common::start_with(RouterConfig {
+        max_frame_bytes: 64 * 1024,
+        ..Default::default()
+    })
+    .await;
+    let mut c = Client::connect(&s.url, ConnectOptions::default())
+        .await
+        .unwrap();
+    let big = encode_frame(
+        &map([("type", "x".into()), ("to", "*".into())]),
+        Some(&map([("d", Value::Binary(vec![0; 100_000]))])),
+    );
+    c.send_frame(Bytes::from(big)).unwrap();
+    let mut saw_error = false;
+    loop {
+        match tokio::time::timeout(T, c.next_event()).await.unwrap() {
+            Some(Event::Text(v)) => {
+                saw_error |= v["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("Frame too large")
+            }
+            Some(Event::Closed(reason)) => {
+                let (code, text) = reason.expect("a close frame");
+                assert_eq!(code, 1009);
+                assert!(text.contains("Frame too large"), "{text}");
+                break;
+            }
+            Some(_) => {}
+            None => panic!("closed without a close frame"),
+        }
+    }
+    assert!(saw_error, "an error text precedes the close");
+}
+
+#[tokio::test]
+async fn unknown_service_and_unknown_peer_fail_fast() {
+    let s = common::start().await;
+    let c = Client::connect(&s.url, ConnectOptions::default())
+        .await
+        .unwrap();
+    let err = c
+        .manager_call("get_service", vec!["no-such-service".into()])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, ClientError::Remote(m) if m.contains("Service not found")),
+        "{err}"
+    );
+    let started = std::time::Instant::now();
+    let err = c
+        .call(
+            "ws-nowhere/ghost",
+            "services.x.f",
+            vec![],
+            Duration::from_secs(20),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, ClientError::Remote(m) if m.contains("Peer ws-nowhere/ghost is not connected")),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "rejected at once, not by timeout"
+    );
+    let err = c.manager_call("no_such_method", vec![]).await.unwrap_err();
+    assert!(
+        matches!(&err, ClientError::Remote(m) if m.contains("Method not found")),
+        "{err}"
+    );
+}
+
+async fn raw_handshake(url: &str, first: Ws) -> (Option<serde_json::Value>, Option<u16>) {
+    let ws_url = format!("{}/ws", url.replace("http://", "ws://"));
+    let (mut ws, _) = tokio_tungstenite::connect_async(ws_url).await.unwrap();
+    ws.send(first).await.unwrap();
+    let (mut text, mut code) = (None, None);
+    while let Ok(Some(Ok(m))) = tokio::time::timeout(T, ws.next()).await {
+        match m {
+            Ws::Text(t) => text = serde_json::from_str(t.as_str()).ok(),
+            Ws::Close(f) => {
+                code = f.map(|f| u16::from(f.code));
+                break;
+            }
+            _ => {}
+        }
+    }
+    (text, code)
+}
+
+#[tokio::test]
+async fn malformed_handshake_json() {
+    let s = common::start().await;
+    let (text, code) = raw_handshake(&s.url, Ws::Text("{not json".into())).await;
+    assert_eq!(text.unwrap()["type"], "error");
+    assert_eq!(code, Some(1003));
+    let (text, code) = raw_handshake(&s.url, Ws::Text(r#"{"workspace": null}"#.into())).await;
+    assert!(text.unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .contains("client_id"));
+    assert_eq!(code, Some(1008));
+    let (text, code) = raw_handshake(&s.url, Ws::Binary(Bytes::from_static(b"\x80"))).await;
+    assert!(text.unwrap()["message"].as_str().unwrap().contains("JSON"));
+    assert_eq!(code, Some(1003));
+}
+
+#[tokio::test]
+async fn bad_token_is_refused_with_a_message() {
+    let s = common::start().await;
+    let err = Client::connect(
+        &s.url,
+        ConnectOptions {
+            token: Some("not-a-jwt".into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .err()
+    .expect("refused");
+    assert!(
+        matches!(&err, ClientError::Refused(m) if m.starts_with("Authentication error:")),
+        "{err}"
+    );
+    let (text, code) = raw_handshake(
+        &s.url,
+        Ws::Text(r#"{"client_id":"x","token":"eyJhbGciOiJIUzI1NiJ9.e30.bad"}"#.into()),
+    )
+    .await;
+    assert!(text.unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .contains("Authentication error"));
+    assert_eq!(code, Some(1008));
+}
+
+#[tokio::test]
+async fn duplicate_live_client_is_refused() {
+    let s = common::start().await;
+    let a = Client::connect(
+        &s.url,
+        ConnectOptions {
+            client_id: Some("dup".into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let token = a
+        .manager_call("generate_token", vec![Value::Nil])
+        .await
+        .unwrap();
+    let err = Client::connect(
+        &s.url,
+        ConnectOptions {
+            client_id: Some("dup".into()),
+            workspace: Some(a.workspace().into()),
+            token: token.as_str().map(str::to_owned),
+            ..Default::default()
+        },
+    )
+    .await
+    .err()
+    .expect("refused");
+    assert!(
+        matches!(&err, ClientError::Refused(m) if m.contains("Client already exists and is active")),
+        "{err}"
+    );
+    still_works(&a).await;
+}

@@ -1,0 +1,53 @@
+//! Shared set-up for the integration tests: an in-process server (router + control plane +
+//! HTTP) on an ephemeral loopback port.
+
+#![allow(dead_code)]
+
+use rhizo_control_plane::{Manager, ServerConfig};
+use rhizo_router::{Router, RouterConfig};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub struct TestServer {
+    pub url: String,
+    pub manager: Arc<Manager>,
+    pub router: Router,
+}
+
+/// Starts a server with `router_config` on 127.0.0.1:0.
+pub async fn start_with(router_config: RouterConfig) -> TestServer {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let router = Router::new("manager-test", router_config);
+    let config = ServerConfig {
+        server_id: "test".into(),
+        public_base_url: url.clone(),
+        local_base_url: url.clone(),
+        jwt_secret: "integration-test-secret".into(),
+        ..ServerConfig::default()
+    };
+    let manager = rhizo_control_plane::start(config, router.clone());
+    let app = rhizo_control_plane::http::app(manager.clone(), "/");
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    TestServer {
+        url,
+        manager,
+        router,
+    }
+}
+
+pub async fn start() -> TestServer {
+    start_with(RouterConfig::default()).await
+}
+
+/// Polls `check` every 20 ms until it holds or `within` passes.
+pub async fn eventually<F: FnMut() -> bool>(within: Duration, mut check: F) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    while tokio::time::Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    check()
+}
