@@ -316,3 +316,138 @@ async fn duplicate_live_client_is_refused() {
     );
     still_works(&a).await;
 }
+
+#[tokio::test]
+async fn slow_consumer_does_not_stall_senders_and_is_closed() {
+    let s = common::start_with(RouterConfig {
+        egress_limit_bytes: 256 * 1024,
+        slow_consumer_grace: Duration::from_millis(500),
+        ..Default::default()
+    })
+    .await;
+    let sender = Client::connect(
+        &s.url,
+        ConnectOptions {
+            client_id: Some("fast".into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let token = sender
+        .manager_call("generate_token", vec![Value::Nil])
+        .await
+        .unwrap();
+    // A raw socket that authenticates and then never reads.
+    let ws_url = format!("{}/ws", s.url.replace("http://", "ws://"));
+    let (mut stuck, _) = tokio_tungstenite::connect_async(ws_url).await.unwrap();
+    let auth = serde_json::json!({"client_id": "stuck", "workspace": sender.workspace(), "token": token.as_str()});
+    stuck.send(Ws::Text(auth.to_string().into())).await.unwrap();
+    assert!(
+        common::eventually(T, || s
+            .router
+            .table()
+            .get_addr(&format!("{}/stuck", sender.workspace()))
+            .is_some())
+        .await
+    );
+
+    let call = |i: usize| {
+        let header = map([
+            ("type", "method".into()),
+            ("to", "stuck".into()),
+            ("method", "services.x.f".into()),
+            ("session", format!("s{i}").into()),
+        ]);
+        Bytes::from(encode_frame(
+            &header,
+            Some(&map([(
+                "args",
+                Value::Array(vec![Value::Binary(vec![7; 64 * 1024])]),
+            )])),
+        ))
+    };
+    // 600 x 64 KiB: more than the socket buffers and the 256 KiB queue can hold.
+    for i in 0..600 {
+        sender.send_frame(call(i)).unwrap();
+    }
+    let dropped = || {
+        s.router
+            .counters()
+            .dropped
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    assert!(
+        common::eventually(T, || dropped() > 0).await,
+        "a full queue refuses frames instead of growing"
+    );
+    // The sender is not stalled: the manager answers it at once.
+    still_works(&sender).await;
+    // After the grace period the stuck connection is closed and cleaned up.
+    let addr = format!("{}/stuck", sender.workspace());
+    let mut i = 1000;
+    let closed = common::eventually(Duration::from_secs(10), || {
+        i += 1;
+        let _ = sender.send_frame(call(i));
+        s.router.table().get_addr(&addr).is_none()
+    })
+    .await;
+    assert!(closed, "slow consumer closed");
+    assert!(
+        s.router
+            .counters()
+            .slow_consumer_closes
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 1
+    );
+    still_works(&sender).await;
+}
+
+#[tokio::test]
+async fn ping_and_refresh_token_control_frames() {
+    let s = common::start().await;
+    let mut c = Client::connect(
+        &s.url,
+        ConnectOptions {
+            client_id: Some("ctl".into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    c.send_text(r#"{"type":"ping"}"#).unwrap();
+    assert_eq!(next_text(&mut c).await["type"], "pong");
+    c.send_text(r#"{"type":"refresh_token"}"#).unwrap();
+    let t = next_text(&mut c).await;
+    assert_eq!(t["type"], "reconnection_token");
+    let token = t["reconnection_token"].as_str().unwrap().to_owned();
+    let ws = c.workspace().to_owned();
+    drop(c);
+    let again = Client::connect(
+        &s.url,
+        ConnectOptions {
+            client_id: Some("ctl".into()),
+            reconnection_token: Some(token.clone()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(again.workspace(), ws);
+    // The token is bound to its client id.
+    let err = Client::connect(
+        &s.url,
+        ConnectOptions {
+            client_id: Some("other".into()),
+            reconnection_token: Some(token),
+            ..Default::default()
+        },
+    )
+    .await
+    .err()
+    .expect("refused");
+    assert!(
+        matches!(&err, ClientError::Refused(m) if m.contains("Client id mismatch")),
+        "{err}"
+    );
+}

@@ -78,6 +78,9 @@ pub struct Egress {
     full_since_ms: AtomicU64,
     /// Set once the connection is to be closed; the writer then skips the queue.
     closing: OnceLock<CloseReason>,
+    /// Wakes the connection's reader when a close is decided, so that a writer stuck on a
+    /// full socket cannot keep the connection alive.
+    close_signal: tokio::sync::Notify,
 }
 
 // === impl Egress ===
@@ -94,6 +97,7 @@ impl Egress {
             epoch: Instant::now(),
             full_since_ms: AtomicU64::new(0),
             closing: OnceLock::new(),
+            close_signal: tokio::sync::Notify::new(),
         };
         (e, rx)
     }
@@ -155,7 +159,16 @@ impl Egress {
     pub fn close(&self, reason: CloseReason) {
         if self.closing.set(reason.clone()).is_ok() {
             self.push_control(Outbound::Close(reason));
+            self.close_signal.notify_one();
         }
+    }
+
+    /// Completes once a close has been decided with [`Egress::close`]. Cancel-safe.
+    pub async fn close_decided(&self) {
+        if self.closing.get().is_some() {
+            return;
+        }
+        self.close_signal.notified().await;
     }
 
     /// The close decided with [`Egress::close`], if any.

@@ -175,6 +175,7 @@ impl Router {
                 m = tokio::time::timeout(idle, stream.next()) => m,
                 _ = shutdown.changed() => return Some(CloseReason::Shutdown),
                 _ = done.notified() => return None,
+                _ = conn.egress.close_decided() => return conn.egress.closing(),
             };
             match msg {
                 Err(_) => return Some(CloseReason::IdleTimeout(idle.as_secs())),

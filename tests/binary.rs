@@ -1,0 +1,131 @@
+//! The real `rhizo` binary: start-up, `--base-path`, SIGTERM, bad configuration.
+
+use rhizo_client::{Client, ConnectOptions};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn(extra: &[&str]) -> Server {
+    let dir = std::env::temp_dir().join(format!("rhizo-bin-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rhizo"))
+        .args(["serve", "--host", "127.0.0.1", "--port", "0"])
+        .args(extra)
+        .current_dir(&dir)
+        .env("HYPHA_JWT_SECRET", "binary-test-secret")
+        .env("RHIZO_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(2), "starts quickly");
+    let url = line
+        .trim()
+        .strip_prefix("rhizo listening on ")
+        .expect("listening line")
+        .to_owned();
+    Server { child, url }
+}
+
+/// A plain HTTP/1.0 GET; returns (status, body).
+fn http_get(url: &str, path: &str) -> (u16, String) {
+    let hostport = url.trim_start_matches("http://").split('/').next().unwrap();
+    let mut s = std::net::TcpStream::connect(hostport).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {hostport}\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let status = resp.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[tokio::test]
+async fn base_path_prefixes_every_route() {
+    let s = spawn(&["--base-path", "/hypha"]);
+    assert!(s.url.ends_with("/hypha"), "{}", s.url);
+    let (status, body) = http_get(&s.url, "/hypha/health/liveness");
+    assert_eq!(status, 200);
+    assert!(body.contains("OK"));
+    assert_eq!(http_get(&s.url, "/health/liveness").0, 404);
+    let (status, body) = http_get(&s.url, "/hypha/assets/config.json");
+    assert_eq!(status, 200);
+    let cfg: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(cfg["public_base_url"], s.url.as_str());
+    let c = Client::connect(&s.url, ConnectOptions::default())
+        .await
+        .unwrap();
+    assert!(c.workspace().starts_with("ws-user-anonymouz-"));
+    assert_eq!(c.info()["public_base_url"], s.url.as_str());
+}
+
+#[tokio::test]
+async fn sigterm_closes_clients_and_exits_cleanly() {
+    let mut s = spawn(&[]);
+    let mut c = Client::connect(&s.url, ConnectOptions::default())
+        .await
+        .unwrap();
+    let pid = s.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    // The client is told to go (1001, so hypha-rpc clients reconnect elsewhere).
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match c.next_event().await {
+                Some(rhizo_client::Event::Closed(r)) => return r,
+                Some(_) => continue,
+                None => return None,
+            }
+        }
+    })
+    .await
+    .expect("closed in time");
+    assert_eq!(closed.map(|(code, _)| code), Some(1001));
+    let deadline = Instant::now() + Duration::from_secs(8);
+    let status = loop {
+        if let Some(st) = s.child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "exited within the deadline");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn weak_root_token_is_a_usage_error() {
+    let out = Command::new(env!("CARGO_BIN_EXE_rhizo"))
+        .args([
+            "serve",
+            "--port",
+            "0",
+            "--root-token",
+            "admin-admin-admin-admin-admin-admin-1",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("root-token"));
+}
