@@ -209,7 +209,7 @@ impl Router {
     }
 
     /// Queues `item` on `target`, applying the slow-consumer policy (see `egress`).
-    fn push(&self, target: &Arc<Conn>, item: Outbound) -> Result<(), PushError> {
+    pub(crate) fn push(&self, target: &Arc<Conn>, item: Outbound) -> Result<(), PushError> {
         match target.egress.push(item) {
             Ok(()) => {
                 self.inner.counters.frames_out.fetch_add(1, Relaxed);
