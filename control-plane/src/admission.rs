@@ -156,12 +156,12 @@ impl Manager {
                 )));
             }
         }
-        let owner = self.workspaces.owned_by(&ws, &user.id);
-        let permission = if owner {
-            Some(Permission::Admin)
-        } else {
-            user.permission(&ws)
-        };
+        // Explicit grants win; listed ownership only fills in where the token grants nothing.
+        let permission = user.permission(&ws).or_else(|| {
+            self.workspaces
+                .owned_by(&ws, &user.id)
+                .then_some(Permission::Admin)
+        });
         let Some(permission) = permission else {
             return Err(auth_error(format!("Permission denied for workspace {ws}")));
         };
@@ -238,16 +238,23 @@ impl Manager {
 
     /// A connection ended for good: fail calls waiting on it, purge its services, tell its
     /// workspace, and drop the workspace if it was temporary and is now empty (§6.4).
-    pub fn client_gone(&self, ws: &str, cid: &str) {
+    ///
+    /// `foreign_callers` (clients in other workspaces that had sent it frames) get the
+    /// `client_disconnected` event too, so that their calls fail at once instead of timing
+    /// out (an improvement on the reference, which tells only the client's workspace).
+    pub fn client_gone(&self, ws: &str, cid: &str, foreign_callers: &[String]) {
         let addr = format!("{ws}/{cid}");
         self.fail_calls_to(&addr);
         self.registry.remove_client(ws, cid);
-        events::emit(
-            &self.router,
-            ws,
-            "client_disconnected",
-            map([("id", cid.into()), ("workspace", ws.into())]),
-        );
+        tracing::debug!(client = %addr, ?foreign_callers, "client gone");
+        let data = map([("id", cid.into()), ("workspace", ws.into())]);
+        let event = events::frame("client_disconnected", data);
+        self.router
+            .broadcast_event(ws, "client_disconnected", event.clone());
+        for caller in foreign_callers {
+            self.router
+                .deliver_event(caller, "client_disconnected", event.clone());
+        }
         if self.router.table().members(ws).is_empty() && self.workspaces.unload_if_temporary(ws) {
             tracing::debug!(workspace = ws, "unloaded temporary workspace");
         }
@@ -276,7 +283,7 @@ impl ControlHooks for Hooks {
         self.0.handle_frame(frame);
     }
 
-    fn disconnected(&self, conn: ConnRef<'_>) {
-        self.0.client_gone(conn.ws, conn.cid);
+    fn disconnected(&self, conn: ConnRef<'_>, foreign_callers: Vec<String>) {
+        self.0.client_gone(conn.ws, conn.cid, &foreign_callers);
     }
 }

@@ -24,14 +24,18 @@ pub const SYSTEM_EVENTS: [&str; 12] = [
     "workspace_status_changed",
 ];
 
-/// Sends event `kind` with `data` to the subscribers in `ws`.
-pub fn emit(router: &Router, ws: &str, kind: &str, data: Value) {
-    let frame = value::encode(&map([
+/// The event frame `{"type":kind,"to":"*","data":data}`.
+pub fn frame(kind: &str, data: Value) -> Bytes {
+    Bytes::from(value::encode(&map([
         ("type", kind.into()),
         ("to", "*".into()),
         ("data", data),
-    ]));
-    router.broadcast_event(ws, kind, Bytes::from(frame));
+    ])))
+}
+
+/// Sends event `kind` with `data` to the subscribers in `ws`.
+pub fn emit(router: &Router, ws: &str, kind: &str, data: Value) {
+    router.broadcast_event(ws, kind, frame(kind, data));
 }
 
 /// Checks the names a client in `ws` wants to subscribe to: no names that point into

@@ -89,14 +89,14 @@ pub struct UserInfo {
 // === impl UserInfo ===
 
 impl UserInfo {
-    /// The effective permission on `workspace`: the stronger of the grants for it and for
-    /// `*`, plus admin on the user's own `ws-user-<id>` (and the parent's).
+    /// The effective permission on `workspace` (workspace-api.md §1.3): admin on the user's
+    /// own `ws-user-<id>`; otherwise the stronger of the explicit grants for it and for `*`;
+    /// failing those, admin on the parent's personal workspace (child identities). An
+    /// explicit grant wins over the parent rule, so a read-only child token stays read-only.
     pub fn permission(&self, workspace: &str) -> Option<Permission> {
-        let own = workspace == format!("ws-user-{}", self.id)
-            || self
-                .parent
-                .as_deref()
-                .is_some_and(|p| workspace == format!("ws-user-{p}"));
+        if workspace == format!("ws-user-{}", self.id) {
+            return Some(Permission::Admin);
+        }
         let explicit = [
             self.scope.workspaces.get(workspace),
             self.scope.workspaces.get("*"),
@@ -105,10 +105,14 @@ impl UserInfo {
         .flatten()
         .max()
         .copied();
-        if own {
-            Some(Permission::Admin)
-        } else {
-            explicit
+        let parents = self
+            .parent
+            .as_deref()
+            .is_some_and(|p| workspace == format!("ws-user-{p}"));
+        match explicit {
+            Some(p) => Some(p),
+            None if parents => Some(Permission::Admin),
+            None => None,
         }
     }
 
@@ -168,6 +172,15 @@ mod tests {
         assert!(!v.can("ws-a", Permission::ReadWrite));
         assert!(!v.can("ws-b", Permission::Read));
         assert_eq!(v.permission("ws-user-u2"), Some(Permission::Admin));
+        let mut child = user("c1", &[("ws-user-p", Permission::Read)]);
+        child.parent = Some("p".into());
+        assert_eq!(
+            child.permission("ws-user-p"),
+            Some(Permission::Read),
+            "explicit grant wins"
+        );
+        child.scope.workspaces.clear();
+        assert_eq!(child.permission("ws-user-p"), Some(Permission::Admin));
     }
 
     #[test]

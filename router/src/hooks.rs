@@ -59,6 +59,7 @@ pub trait ControlHooks: Send + Sync + 'static {
     /// A stamped frame addressed to `*/<manager_id>`. Must not block.
     fn manager_frame(&self, frame: Bytes);
 
-    /// `conn` ended and was not superseded: purge its services, tell its workspace.
-    fn disconnected(&self, conn: ConnRef<'_>);
+    /// `conn` ended and was not superseded: purge its services, tell its workspace and
+    /// the `foreign_callers` (addresses in other workspaces that had sent it frames).
+    fn disconnected(&self, conn: ConnRef<'_>, foreign_callers: Vec<String>);
 }

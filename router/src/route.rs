@@ -147,9 +147,8 @@ impl Router {
             match session {
                 Some(s) => self.reject_to(conn, &target, &s, &err.to_string()),
                 None => {
-                    let _ = conn
-                        .egress
-                        .push(Outbound::Text(handshake::error(&err.to_string())));
+                    let text = handshake::error(&err.to_string());
+                    let _ = self.push(conn, Outbound::Text(text));
                 }
             }
         }
@@ -204,6 +203,9 @@ impl Router {
             .table
             .get(ws, cid)
             .ok_or_else(|| RouteError::NotConnected(to.clone()))?;
+        if target.ws != conn.ws {
+            conn.note_foreign_target(&target);
+        }
         self.push(&target, Outbound::Frame { head, body })
             .map_err(|_| RouteError::SlowPeer(to))
     }
@@ -256,10 +258,15 @@ impl Router {
         ]);
         let extra = value::map([("args", rmpv::Value::Array(vec![value::error(message)]))]);
         let frame = encode_frame(&header, Some(&extra));
-        conn.egress.push_control(Outbound::Frame {
-            head: Bytes::from(frame),
-            body: Bytes::new(),
-        });
+        // Bounded like any frame: a client that floods bad frames and never reads cannot
+        // grow its own queue without limit.
+        let _ = self.push(
+            conn,
+            Outbound::Frame {
+                head: Bytes::from(frame),
+                body: Bytes::new(),
+            },
+        );
     }
 
     /// Delivers a frame built by the manager (already carrying `from: "*/<manager_id>"`) to
@@ -281,6 +288,21 @@ impl Router {
     /// Delivers a server event (a single-map frame) to the subscribers of `kind` in `ws`.
     pub fn broadcast_event(&self, ws: &str, kind: &str, frame: Bytes) {
         self.fan_out(ws, kind, &frame, &Bytes::new());
+    }
+
+    /// Delivers a server event to one client address if it subscribed to `kind`.
+    pub fn deliver_event(&self, to: &str, kind: &str, frame: Bytes) {
+        if let Some(target) = self.inner.table.get_addr(to) {
+            if target.subscribed(kind) {
+                let _ = self.push(
+                    &target,
+                    Outbound::Frame {
+                        head: frame,
+                        body: Bytes::new(),
+                    },
+                );
+            }
+        }
     }
 
     /// Whether `"<ws>/<cid>"` disconnected within the last two minutes.

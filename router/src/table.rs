@@ -7,7 +7,7 @@ use bytes::Bytes;
 use dashmap::DashMap;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 /// One live client connection.
 #[derive(Debug)]
@@ -30,6 +30,14 @@ pub struct Conn {
     pub egress: Egress,
     /// Set when a newer connection for the same address took over.
     superseded: AtomicBool,
+    /// Addresses in other workspaces this connection has sent frames to; only its own
+    /// reader touches it, so the lock is uncontended. Lets each foreign target learn its
+    /// callers once instead of on every frame.
+    foreign_targets: Mutex<HashSet<String>>,
+    /// Connections in other workspaces that have sent frames to this one: they are told
+    /// when it disconnects, so their pending calls fail at once (protocol.md §6.3; the
+    /// reference tells only the departed client's own workspace).
+    foreign_callers: DashMap<String, ()>,
 }
 
 // === impl Conn ===
@@ -47,7 +55,29 @@ impl Conn {
             subscriptions: RwLock::new(HashSet::new()),
             egress,
             superseded: AtomicBool::new(false),
+            foreign_targets: Mutex::new(HashSet::new()),
+            foreign_callers: DashMap::new(),
         }
+    }
+
+    /// Records that this connection sent a frame to `target` in another workspace.
+    pub fn note_foreign_target(&self, target: &Conn) {
+        let first = self
+            .foreign_targets
+            .lock()
+            .map(|mut t| t.insert(target.addr.clone()))
+            .unwrap_or(false);
+        if first {
+            target.foreign_callers.insert(self.addr.clone(), ());
+        }
+    }
+
+    /// Addresses of the connections in other workspaces that have called this one.
+    pub fn foreign_callers(&self) -> Vec<String> {
+        self.foreign_callers
+            .iter()
+            .map(|e| e.key().clone())
+            .collect()
     }
 
     /// Whether this connection wants events of type `kind`.

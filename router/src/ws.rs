@@ -150,11 +150,12 @@ impl Router {
         if self.inner.table.remove(&conn) {
             self.mark_gone(&conn.addr);
             tracing::debug!(client = %conn.addr, "disconnected");
-            self.hooks().disconnected(ConnRef {
+            let r = ConnRef {
                 id: conn.id,
                 ws: &conn.ws,
                 cid: &conn.cid,
-            });
+            };
+            self.hooks().disconnected(r, conn.foreign_callers());
         }
     }
 
@@ -201,7 +202,7 @@ impl Router {
                     }
                     match handshake::control(text.as_str()) {
                         Control::Ping => {
-                            conn.egress.push_control(Outbound::Text(handshake::pong()))
+                            let _ = self.push(conn, Outbound::Text(handshake::pong()));
                         }
                         Control::RefreshToken => {
                             let r = ConnRef {
@@ -210,9 +211,8 @@ impl Router {
                                 cid: &conn.cid,
                             };
                             if let Some(token) = self.hooks().refresh_token(r) {
-                                conn.egress.push_control(Outbound::Text(
-                                    handshake::reconnection_token(&token),
-                                ));
+                                let text = handshake::reconnection_token(&token);
+                                let _ = self.push(conn, Outbound::Text(text));
                             }
                         }
                         Control::Other(_) | Control::Invalid => {}

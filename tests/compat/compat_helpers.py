@@ -28,15 +28,17 @@ async def expect_error(awaitable, timeout: float = 15.0) -> BaseException:
     return exc
 
 
-async def eventually(fn, timeout: float = 15.0, interval: float = 0.2):
+async def eventually(fn, timeout: float = 15.0, interval: float = 0.2, attempt_timeout: float = 5.0):
     """Call ``await fn()`` until it returns without raising; return its result.
 
-    Re-raises the last error once ``timeout`` seconds have passed.
+    Each attempt is limited to ``attempt_timeout`` seconds. Re-raises the last error once
+    ``timeout`` seconds have passed.
     """
     deadline = time.monotonic() + timeout
     while True:
         try:
-            return await asyncio.wait_for(fn(), max(0.5, deadline - time.monotonic()))
+            remaining = max(0.5, deadline - time.monotonic())
+            return await asyncio.wait_for(fn(), min(attempt_timeout, remaining))
         except Exception:  # noqa: BLE001
             if time.monotonic() >= deadline:
                 raise

@@ -3,7 +3,7 @@
 Server under test:
 * ``HYPHA_SERVER_URL`` set  -> use that (already running) server, e.g. the reference
   Python server started with ``bash /work/shared/peer/start-reference.sh 19527``.
-  Tests marked ``rhizo_only`` are skipped in that case.
+  Tests marked ``rhizo_only`` are skipped in that case (unless COMPAT_FORCE_RHIZO_ONLY=1).
 * otherwise -> start the rhizo binary (``RHIZO_BIN``, default ``<repo>/target/debug/rhizo``)
   as ``<bin> serve --host 127.0.0.1 --port <free port>`` with a fixed ``HYPHA_JWT_SECRET``,
   in a temporary working directory, and kill it at the end of the session.
@@ -18,6 +18,7 @@ import asyncio
 import functools
 import inspect
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -36,6 +37,9 @@ DEFAULT_TEST_TIMEOUT = 30.0
 READINESS_TIMEOUT = 20.0
 TEST_JWT_SECRET = "rhizo-compat-test-secret-0123456789abcdef"
 EXTERNAL_URL = os.environ.get("HYPHA_SERVER_URL", "").strip().rstrip("/")
+# COMPAT_FORCE_RHIZO_ONLY=1 runs rhizo_only tests against an external server too (used to
+# confirm that they do catch the reference's flaws).
+FORCE_RHIZO_ONLY = os.environ.get("COMPAT_FORCE_RHIZO_ONLY") == "1"
 
 
 # --------------------------------------------------------------------------- hooks
@@ -44,13 +48,17 @@ EXTERNAL_URL = os.environ.get("HYPHA_SERVER_URL", "").strip().rstrip("/")
 def _with_timeout(fn, seconds: float, nodeid: str):
     @functools.wraps(fn)
     async def wrapper(*args, **kwargs):
-        try:
-            return await asyncio.wait_for(fn(*args, **kwargs), seconds)
-        except asyncio.TimeoutError as exc:
-            # Re-raise as a plain failure so it is not mistaken for a client timeout.
+        # asyncio.wait (not wait_for) so that a TimeoutError raised *inside* the test,
+        # e.g. a hypha-rpc "Method call timed out", is reported as itself.
+        task = asyncio.ensure_future(fn(*args, **kwargs))
+        done, _ = await asyncio.wait({task}, timeout=seconds)
+        if not done:
+            task.cancel()  # runs the test's finally blocks
+            await asyncio.wait({task}, timeout=10)
             raise AssertionError(
                 f"{nodeid}: hard test timeout of {seconds:.0f}s exceeded (the server hung?)"
-            ) from exc
+            )
+        return task.result()
 
     return wrapper
 
@@ -60,7 +68,7 @@ def pytest_collection_modifyitems(config, items):
         reason="rhizo_only: the reference server has the flaw this test guards against"
     )
     for item in items:
-        if EXTERNAL_URL and item.get_closest_marker("rhizo_only"):
+        if EXTERNAL_URL and not FORCE_RHIZO_ONLY and item.get_closest_marker("rhizo_only"):
             item.add_marker(skip_rhizo_only)
         fn = getattr(item, "obj", None)
         if fn is not None and inspect.iscoroutinefunction(fn):
@@ -94,7 +102,7 @@ class _Server:
 
 
 @pytest.fixture(scope="session")
-def _server():
+def _server(request):
     if EXTERNAL_URL:
         yield _Server(EXTERNAL_URL, None, None)
         return
@@ -149,10 +157,12 @@ def _server():
         _stop()
         tail = _tail(log_path)
         print(f"\n--- rhizo server log tail ({log_path}) ---\n{tail}\n---", file=sys.stderr)
-        raise RuntimeError(
-            f"rhizo server at {url} did not become ready within {READINESS_TIMEOUT:.0f}s "
-            f"(exit code {code}); log tail:\n{tail}"
+        why = (
+            f"exited with code {code} before becoming ready"
+            if code is not None
+            else f"did not answer /health/readiness with 200 within {READINESS_TIMEOUT:.0f}s"
         )
+        raise RuntimeError(f"rhizo server at {url} {why}; log tail:\n{tail}")
 
     yield _Server(url, process, log_path)
 
@@ -164,6 +174,10 @@ def _server():
             f"{_tail(log_path)}\n---",
             file=sys.stderr,
         )
+    elif request.session.testsfailed == 0 and not os.environ.get("COMPAT_KEEP_SERVER_DIR"):
+        shutil.rmtree(workdir, ignore_errors=True)
+    else:
+        print(f"\nrhizo server log kept at {log_path}", file=sys.stderr)
 
 
 @pytest.fixture(scope="session")

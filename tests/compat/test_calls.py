@@ -70,19 +70,23 @@ async def test_callback_called_many_times(connect):
     assert sorted(calls) == list(range(10))
 
 
-async def test_provider_keeps_callback_for_later(connect):
+async def test_rintf_callback_object_outlives_the_call(connect):
+    # Plain callbacks are session-scoped (released when the call returns). An object
+    # marked `_rintf: True` becomes a temporary service on the consumer, so the provider
+    # may keep it and call it later (protocol.md §5.2).
     stored = {}
 
-    def keep(fn):
-        stored["fn"] = fn
+    def keep(obj):
+        stored["obj"] = obj
         return True
 
     async def fire(x):
-        return await stored["fn"](x)
+        return await stored["obj"].notify(x)
 
     _, _, svc = await _cross_workspace(connect, {"keep": keep, "fire": fire})
     got = []
-    assert await svc.keep(lambda x: got.append(x) or len(got)) is True
+    listener = {"_rintf": True, "notify": lambda x: got.append(x) or len(got)}
+    assert await svc.keep(listener) is True
     assert await svc.fire("a") == 1
     assert await svc.fire("b") == 2
     assert got == ["a", "b"]

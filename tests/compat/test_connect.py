@@ -138,3 +138,16 @@ async def test_duplicate_refusal_leaves_original_client_working(connect):
     other = await connect()
     svc = await other.get_service(f"{ws}/{first.config.client_id}:still-here")
     assert await svc.ping() == "ok"
+
+
+@pytest.mark.rhizo_only
+async def test_read_write_member_cannot_mint_admin_tokens(connect):
+    # The reference treats a child identity as an owner of its parent's workspace and lets
+    # a read_write member mint admin tokens (workspace-api.md §5.4). rhizo keeps the grant
+    # the member's token carries (docs/compat.md).
+    owner = await connect()
+    ws = owner.config.workspace
+    token = await owner.generate_token({"permission": "read_write"})
+    member = await connect(workspace=ws, token=token)
+    exc = await expect_error(member.generate_token({"permission": "admin"}))
+    assert "Only admin can generate token" in str(exc), str(exc)

@@ -161,3 +161,31 @@ async def test_cross_workspace_broadcast_not_delivered(connect):
     await asyncio.sleep(1.0)
     assert got.items == []
     assert await sender.echo("still connected") == "still connected"
+
+
+@pytest.mark.rhizo_only
+async def test_cross_workspace_pending_call_fails_fast(connect):
+    # The reference only tells the departed client's own workspace, so a caller in
+    # another workspace waits for its 30 s timeout. rhizo also sends client_disconnected
+    # to the callers in other workspaces that had sent frames to the departed client.
+    provider = await connect()
+
+    async def hang():
+        await asyncio.sleep(60)
+        return "never"
+
+    await provider.register_service(
+        {"id": "hang-pub", "config": {"visibility": "public"}, "hang": hang, "ok": lambda: "ok"}
+    )
+    caller = await connect()
+    assert caller.config.workspace != provider.config.workspace
+    svc = await caller.get_service(f"{provider.config.workspace}/{provider.config.client_id}:hang-pub")
+    assert await svc.ok() == "ok"
+    pending = asyncio.ensure_future(svc.hang())
+    await asyncio.sleep(0.5)
+    assert not pending.done()
+    t0 = time.monotonic()
+    await provider.disconnect()
+    exc = await expect_error(pending, timeout=8)
+    assert time.monotonic() - t0 < 8
+    assert "disconnected" in str(exc).lower(), repr(exc)

@@ -723,12 +723,11 @@ impl Manager {
     /// Mints a token for a child identity (workspace-api.md §5.4).
     fn generate_token(&self, ctx: &Ctx, config: &Value) -> Result<Value, String> {
         let target = get_str(config, "workspace").unwrap_or(&ctx.ws).to_owned();
-        let owner = self.workspaces.owned_by(&target, &ctx.user.id)
-            || ctx
-                .user
-                .parent
-                .as_deref()
-                .is_some_and(|p| self.workspaces.owned_by(&target, p));
+        // Ownership counts only for the owner itself and only where its token grants nothing
+        // explicit: a read or read-write child token cannot mint admin tokens through its
+        // parent (the reference upgrades owners to admin; docs/compat.md).
+        let owner = !ctx.user.scope.workspaces.contains_key(&target)
+            && self.workspaces.owned_by(&target, &ctx.user.id);
         match ctx.user.permission(&target) {
             Some(Permission::Admin) => {}
             _ if owner => {}

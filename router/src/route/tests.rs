@@ -27,7 +27,7 @@ impl ControlHooks for FakeControl {
     fn manager_frame(&self, frame: Bytes) {
         self.manager_frames.lock().unwrap().push(frame);
     }
-    fn disconnected(&self, _conn: ConnRef<'_>) {}
+    fn disconnected(&self, _conn: ConnRef<'_>, _foreign_callers: Vec<String>) {}
 }
 
 fn setup() -> (Router, Arc<FakeControl>) {
