@@ -451,3 +451,55 @@ async fn ping_and_refresh_token_control_frames() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn silent_handshake_and_idle_connections_are_closed() {
+    let s = common::start_with(RouterConfig {
+        auth_timeout: Duration::from_millis(200),
+        idle_timeout: Duration::from_millis(500),
+        ..Default::default()
+    })
+    .await;
+    // No auth frame at all.
+    let ws_url = format!("{}/ws", s.url.replace("http://", "ws://"));
+    let (mut ws, _) = tokio_tungstenite::connect_async(&ws_url).await.unwrap();
+    let mut got = (None, None);
+    while let Ok(Some(Ok(m))) = tokio::time::timeout(T, ws.next()).await {
+        match m {
+            Ws::Text(t) => got.0 = Some(t.to_string()),
+            Ws::Close(f) => {
+                got.1 = f.map(|f| u16::from(f.code));
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert!(got.0.unwrap().contains("Authentication payload timeout"));
+    assert_eq!(got.1, Some(1008));
+    // Authenticated, then silent.
+    let mut c = Client::connect(&s.url, ConnectOptions::default())
+        .await
+        .unwrap();
+    let mut idle_error = false;
+    loop {
+        match tokio::time::timeout(T, c.next_event())
+            .await
+            .expect("closed in time")
+        {
+            Some(Event::Text(v)) => {
+                idle_error |= v["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .starts_with("Idle timeout")
+            }
+            Some(Event::Closed(r)) => {
+                assert_eq!(r.map(|(code, _)| code), Some(1001));
+                break;
+            }
+            Some(_) => {}
+            None => panic!("no close frame"),
+        }
+    }
+    assert!(idle_error);
+    assert!(common::eventually(T, || s.router.table().is_empty()).await);
+}

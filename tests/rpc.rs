@@ -195,3 +195,60 @@ async fn token_member_joins_and_disconnect_is_announced() {
     let ws = owner.workspace().to_owned();
     assert!(common::eventually(T, || s.manager.registry.clients(&ws).len() == 1).await);
 }
+
+#[tokio::test]
+async fn services_cannot_be_registered_for_other_clients_or_workspaces() {
+    let s = common::start().await;
+    let a = Client::connect(
+        &s.url,
+        ConnectOptions {
+            client_id: Some("a".into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let other = Client::connect(&s.url, ConnectOptions::default())
+        .await
+        .unwrap();
+    for id in [
+        format!("{}/someone-else:svc", a.workspace()),
+        format!("{}/a:svc", other.workspace()),
+    ] {
+        let record = map([
+            ("id", id.as_str().into()),
+            ("config", map([("visibility", "public".into())])),
+        ]);
+        let err = a
+            .manager_call("register_service", vec![record])
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, ClientError::Remote(m) if m.starts_with("PermissionError")),
+            "{id}: {err}"
+        );
+    }
+    assert!(s
+        .manager
+        .registry
+        .find(&rhizo_control_plane::registry::Pattern {
+            name: Some("svc"),
+            ..Default::default()
+        })
+        .is_empty());
+    // Nor unregistered by another client.
+    a.register_service("mine", map([("visibility", "public".into())]), vec![])
+        .await
+        .unwrap();
+    let err = other
+        .manager_call(
+            "unregister_service",
+            vec![format!("{}/a:mine", a.workspace()).into()],
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, ClientError::Remote(m) if m.contains("Permission denied")),
+        "{err}"
+    );
+}

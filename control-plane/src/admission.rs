@@ -163,7 +163,9 @@ impl Manager {
                 .then_some(Permission::Admin)
         });
         let Some(permission) = permission else {
-            return Err(auth_error(format!("Permission denied for workspace {ws}")));
+            return Err(setup_error(format!(
+                "Permission denied for workspace: {ws}"
+            )));
         };
         user.scope.workspaces.insert(ws.clone(), permission);
         user.scope.current_workspace = Some(ws.clone());
