@@ -87,30 +87,8 @@ async fn frame_without_to() {
 #[tokio::test]
 async fn forged_trusted_fields_are_overwritten() {
     let s = common::start().await;
-    let a = Client::connect(
-        &s.url,
-        ConnectOptions {
-            client_id: Some("a".into()),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    let token = a
-        .manager_call("generate_token", vec![Value::Nil])
-        .await
-        .unwrap();
-    let mut b = Client::connect(
-        &s.url,
-        ConnectOptions {
-            client_id: Some("b".into()),
-            workspace: Some(a.workspace().into()),
-            token: token.as_str().map(str::to_owned),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let a = common::connect_as(&s.url, "a").await;
+    let mut b = common::join(&s.url, &a, "b").await.unwrap();
     let f = encode_frame(
         &map([
             ("type", "custom".into()),
@@ -285,31 +263,11 @@ async fn bad_token_is_refused_with_a_message() {
 #[tokio::test]
 async fn duplicate_live_client_is_refused() {
     let s = common::start().await;
-    let a = Client::connect(
-        &s.url,
-        ConnectOptions {
-            client_id: Some("dup".into()),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    let token = a
-        .manager_call("generate_token", vec![Value::Nil])
+    let a = common::connect_as(&s.url, "dup").await;
+    let err = common::join(&s.url, &a, "dup")
         .await
-        .unwrap();
-    let err = Client::connect(
-        &s.url,
-        ConnectOptions {
-            client_id: Some("dup".into()),
-            workspace: Some(a.workspace().into()),
-            token: token.as_str().map(str::to_owned),
-            ..Default::default()
-        },
-    )
-    .await
-    .err()
-    .expect("refused");
+        .err()
+        .expect("refused");
     assert!(
         matches!(&err, ClientError::Refused(m) if m.contains("Client already exists and is active")),
         "{err}"
@@ -325,15 +283,7 @@ async fn slow_consumer_does_not_stall_senders_and_is_closed() {
         ..Default::default()
     })
     .await;
-    let sender = Client::connect(
-        &s.url,
-        ConnectOptions {
-            client_id: Some("fast".into()),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let sender = common::connect_as(&s.url, "fast").await;
     let token = sender
         .manager_call("generate_token", vec![Value::Nil])
         .await
@@ -406,15 +356,7 @@ async fn slow_consumer_does_not_stall_senders_and_is_closed() {
 #[tokio::test]
 async fn ping_and_refresh_token_control_frames() {
     let s = common::start().await;
-    let mut c = Client::connect(
-        &s.url,
-        ConnectOptions {
-            client_id: Some("ctl".into()),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let mut c = common::connect_as(&s.url, "ctl").await;
     c.send_text(r#"{"type":"ping"}"#).unwrap();
     assert_eq!(next_text(&mut c).await["type"], "pong");
     c.send_text(r#"{"type":"refresh_token"}"#).unwrap();

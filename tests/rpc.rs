@@ -12,15 +12,7 @@ const T: Duration = Duration::from_secs(10);
 #[tokio::test]
 async fn register_get_and_call_across_workspaces() {
     let s = common::start().await;
-    let provider = Client::connect(
-        &s.url,
-        ConnectOptions {
-            client_id: Some("prov".into()),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let provider = common::connect_as(&s.url, "prov").await;
     let add = handler(|call| async move {
         let a = call.args.first().and_then(Value::as_i64).unwrap_or(0);
         let b = call.args.get(1).and_then(Value::as_i64).unwrap_or(0);
@@ -127,15 +119,7 @@ async fn keyword_arguments_bind_by_name() {
 #[tokio::test]
 async fn token_member_joins_and_disconnect_is_announced() {
     let s = common::start().await;
-    let mut owner = Client::connect(
-        &s.url,
-        ConnectOptions {
-            client_id: Some("owner".into()),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let mut owner = common::connect_as(&s.url, "owner").await;
     owner
         .manager_call(
             "subscribe",
@@ -199,15 +183,7 @@ async fn token_member_joins_and_disconnect_is_announced() {
 #[tokio::test]
 async fn services_cannot_be_registered_for_other_clients_or_workspaces() {
     let s = common::start().await;
-    let a = Client::connect(
-        &s.url,
-        ConnectOptions {
-            client_id: Some("a".into()),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let a = common::connect_as(&s.url, "a").await;
     let other = Client::connect(&s.url, ConnectOptions::default())
         .await
         .unwrap();

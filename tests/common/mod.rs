@@ -51,3 +51,29 @@ pub async fn eventually<F: FnMut() -> bool>(within: Duration, mut check: F) -> b
     }
     check()
 }
+
+/// Connects an anonymous client with client id `cid` (its own workspace).
+pub async fn connect_as(url: &str, cid: &str) -> rhizo_client::Client {
+    let opts = rhizo_client::ConnectOptions {
+        client_id: Some(cid.into()),
+        ..Default::default()
+    };
+    rhizo_client::Client::connect(url, opts).await.unwrap()
+}
+
+/// Connects client `cid` into `owner`'s workspace with a read-write token `owner` mints.
+pub async fn join(
+    url: &str,
+    owner: &rhizo_client::Client,
+    cid: &str,
+) -> Result<rhizo_client::Client, rhizo_client::ClientError> {
+    let config = rhizo_protocol::value::map([("permission", "read_write".into())]);
+    let token = owner.manager_call("generate_token", vec![config]).await?;
+    let opts = rhizo_client::ConnectOptions {
+        client_id: Some(cid.into()),
+        workspace: Some(owner.workspace().into()),
+        token: token.as_str().map(str::to_owned),
+        ..Default::default()
+    };
+    rhizo_client::Client::connect(url, opts).await
+}
