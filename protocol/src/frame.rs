@@ -8,7 +8,7 @@
 //! payload is never decoded: callers slice it off the arrival buffer with
 //! [`HeaderView::header_len`] (for `bytes::Bytes`, `frame.slice(view.header_len()..)`).
 
-use crate::msgpack::{read_map_len, read_str, skip, write_map_len, write_str};
+use crate::msgpack::{read_map_len, read_str, skip, write_map_len, write_str, write_str_parts};
 use crate::FrameError;
 
 /// A byte range inside the frame, `start..end`.
@@ -147,19 +147,36 @@ impl HeaderView {
 /// verbatim, then `from`, `to`, `ws` and `user` set from `stamp` and `to`.
 ///
 /// The result is the header segment only (`view.header_len()` bytes are replaced); append
-/// the untouched payload `frame[view.header_len()..]` after it. One allocation.
+/// the untouched payload `frame[view.header_len()..]` after it.
 pub fn rewrite_header(frame: &[u8], view: &HeaderView, to: &str, stamp: &Stamp<'_>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(rewritten_len(view, to.len(), stamp));
+    write_rewritten_header(&mut out, frame, view, &[to], stamp);
+    out
+}
+
+/// Upper bound of the rewritten header's length, bytes, for a `to` of `to_len` bytes.
+pub fn rewritten_len(view: &HeaderView, to_len: usize, stamp: &Stamp<'_>) -> usize {
+    view.header_len() + stamp.from.len() + to_len + stamp.ws.len() + stamp.user.len() + 40
+}
+
+/// Appends the rewritten header of `frame` to `out` (see [`rewrite_header`]); the new `to`
+/// is the concatenation of `to_parts`, so a relative target can be written as
+/// `[ws, "/", cid]` without building a string first. Allocates only if `out` lacks room.
+pub fn write_rewritten_header(
+    out: &mut Vec<u8>,
+    frame: &[u8],
+    view: &HeaderView,
+    to_parts: &[&str],
+    stamp: &Stamp<'_>,
+) {
     let kept = view.entries() - view.stamped as usize;
-    let mut out = Vec::with_capacity(
-        view.header_len() + stamp.from.len() + to.len() + stamp.ws.len() + stamp.user.len() + 32,
-    );
-    write_map_len(&mut out, kept + 4);
+    write_map_len(out, kept + 4);
+    let (_, first) = read_map_len(frame, 0).expect("parsed header");
     if view.stamped == 0 {
         // Fast path: copy all entries in one go.
-        let (_, first) = read_map_len(frame, 0).expect("parsed header");
         out.extend_from_slice(&frame[first..view.header_len()]);
     } else {
-        let (_, mut pos) = read_map_len(frame, 0).expect("parsed header");
+        let mut pos = first;
         for _ in 0..view.entries() {
             let (key, after_key) = read_str(frame, pos).expect("parsed header");
             let end = skip(frame, after_key).expect("parsed header");
@@ -170,15 +187,14 @@ pub fn rewrite_header(frame: &[u8], view: &HeaderView, to: &str, stamp: &Stamp<'
             pos = end;
         }
     }
-    write_str(&mut out, "from");
-    write_str(&mut out, stamp.from);
-    write_str(&mut out, "to");
-    write_str(&mut out, to);
-    write_str(&mut out, "ws");
-    write_str(&mut out, stamp.ws);
-    write_str(&mut out, "user");
+    write_str(out, "from");
+    write_str(out, stamp.from);
+    write_str(out, "to");
+    write_str_parts(out, to_parts);
+    write_str(out, "ws");
+    write_str(out, stamp.ws);
+    write_str(out, "user");
     out.extend_from_slice(stamp.user);
-    out
 }
 
 #[cfg(test)]

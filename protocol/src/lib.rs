@@ -23,7 +23,7 @@ pub mod token;
 pub mod user;
 pub mod value;
 
-pub use frame::{rewrite_header, HeaderView, Stamp};
+pub use frame::{rewrite_header, write_rewritten_header, HeaderView, Stamp};
 
 /// Why a binary frame could not be read.
 ///

@@ -199,7 +199,12 @@ pub fn read_str(buf: &[u8], pos: usize) -> Result<(Option<(usize, usize)>, usize
 
 /// Appends a msgpack string to `out`.
 pub fn write_str(out: &mut Vec<u8>, s: &str) {
-    let n = s.len();
+    write_str_parts(out, &[s]);
+}
+
+/// Appends the concatenation of `parts` to `out` as one msgpack string.
+pub fn write_str_parts(out: &mut Vec<u8>, parts: &[&str]) {
+    let n: usize = parts.iter().map(|p| p.len()).sum();
     if n < 32 {
         out.push(0xa0 | n as u8);
     } else if n < 256 {
@@ -212,7 +217,9 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
         out.push(0xdb);
         out.extend_from_slice(&(n as u32).to_be_bytes());
     }
-    out.extend_from_slice(s.as_bytes());
+    for p in parts {
+        out.extend_from_slice(p.as_bytes());
+    }
 }
 
 /// Appends a msgpack map marker for `n` entries to `out`.

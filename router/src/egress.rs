@@ -21,13 +21,8 @@ use tokio::sync::mpsc;
 /// One item for the writer task.
 #[derive(Debug)]
 pub enum Outbound {
-    /// A binary frame: the rewritten header and the untouched payload slice.
-    Frame {
-        /// Header segment.
-        head: Bytes,
-        /// Payload segment (may be empty).
-        body: Bytes,
-    },
+    /// A binary frame, ready to send (rewritten header followed by the payload).
+    Binary(Bytes),
     /// A JSON text frame (control channel).
     Text(String),
     /// Send the error text (if the reason wants it), close the socket and stop.
@@ -40,7 +35,7 @@ impl Outbound {
     /// Bytes this item counts against the queue limit.
     pub fn len(&self) -> usize {
         match self {
-            Outbound::Frame { head, body } => head.len() + body.len(),
+            Outbound::Binary(b) => b.len(),
             Outbound::Text(t) => t.len(),
             Outbound::Close(_) => 0,
         }
@@ -187,10 +182,7 @@ mod tests {
     use super::*;
 
     fn frame(n: usize) -> Outbound {
-        Outbound::Frame {
-            head: Bytes::from(vec![0; n]),
-            body: Bytes::new(),
-        }
+        Outbound::Binary(Bytes::from(vec![0; n]))
     }
 
     #[test]

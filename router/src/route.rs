@@ -9,7 +9,7 @@ use crate::table::{ClientTable, Conn};
 use crate::{Counters, RouterConfig};
 use bytes::Bytes;
 use dashmap::DashMap;
-use rhizo_protocol::frame::{rewrite_header, HeaderView, Stamp};
+use rhizo_protocol::frame::{rewritten_len, write_rewritten_header, HeaderView, Stamp};
 use rhizo_protocol::handshake;
 use rhizo_protocol::message::encode_frame;
 use rhizo_protocol::value;
@@ -168,22 +168,31 @@ impl Router {
     fn route_inner(&self, conn: &Arc<Conn>, frame: &Bytes) -> Result<(), RouteError> {
         let view = HeaderView::parse(frame)?;
         let raw_to = view.to(frame).ok_or(RouteError::NoTarget)?;
-        let to = self.normalise(conn, raw_to);
+        // Normalise without allocating: a relative target is `<own ws>/<raw_to>`.
+        let (ws, cid) = match raw_to.split_once('/') {
+            Some((w, c)) => (w, c),
+            None => (conn.ws.as_str(), raw_to),
+        };
         let stamp = Stamp {
             from: &conn.addr,
             ws: &conn.ws,
             user: &conn.user,
         };
-        let head = Bytes::from(rewrite_header(frame, &view, &to, &stamp));
-        let body = frame.slice(view.header_len()..);
-        if to == self.inner.manager_addr {
-            let mut whole = Vec::with_capacity(head.len() + body.len());
-            whole.extend_from_slice(&head);
-            whole.extend_from_slice(&body);
-            self.hooks().manager_frame(Bytes::from(whole));
-            return Ok(());
+        // The one allocation per forwarded frame: rewritten header plus payload, so the
+        // writer sends it as one WebSocket message without another copy.
+        let body = &frame[view.header_len()..];
+        let mut out =
+            Vec::with_capacity(rewritten_len(&view, ws.len() + 1 + cid.len(), &stamp) + body.len());
+        write_rewritten_header(&mut out, frame, &view, &[ws, "/", cid], &stamp);
+        out.extend_from_slice(body);
+        let out = Bytes::from(out);
+        if ws == "*" {
+            if cid == self.manager_id() {
+                self.hooks().manager_frame(out);
+                return Ok(());
+            }
+            return Err(RouteError::NotConnected(format!("{ws}/{cid}")));
         }
-        let (ws, cid) = to.split_once('/').unwrap_or(("", &to));
         if cid == "*" {
             if ws != conn.ws {
                 return Err(RouteError::ForeignBroadcast(ws.to_owned(), conn.ws.clone()));
@@ -192,22 +201,21 @@ impl Router {
                 return Err(RouteError::ReadOnlyBroadcast(ws.to_owned()));
             }
             let kind = view.kind(frame).unwrap_or_default();
-            self.fan_out(ws, kind, &head, &body);
+            self.fan_out(ws, kind, &out);
             return Ok(());
         }
-        if ws == "*" {
-            return Err(RouteError::NotConnected(to));
-        }
-        let target = self
-            .inner
-            .table
-            .get(ws, cid)
-            .ok_or_else(|| RouteError::NotConnected(to.clone()))?;
+        let Some(target) = self.inner.table.get(ws, cid) else {
+            return Err(RouteError::NotConnected(format!("{ws}/{cid}")));
+        };
         if target.ws != conn.ws {
             conn.note_foreign_target(&target);
         }
-        self.push(&target, Outbound::Frame { head, body })
-            .map_err(|_| RouteError::SlowPeer(to))
+        self.push(&target, Outbound::Binary(out))
+            .map_err(|_| RouteError::SlowPeer(format!("{ws}/{cid}")))
+    }
+
+    fn manager_id(&self) -> &str {
+        &self.inner.manager_addr[2..]
     }
 
     /// Queues `item` on `target`, applying the slow-consumer policy (see `egress`).
@@ -232,17 +240,12 @@ impl Router {
         }
     }
 
-    /// Sends `head`+`body` to every connection of `ws` subscribed to `kind`.
-    fn fan_out(&self, ws: &str, kind: &str, head: &Bytes, body: &Bytes) {
+    /// Sends `frame` to every connection of `ws` subscribed to `kind`; every receiver
+    /// shares the same buffer.
+    fn fan_out(&self, ws: &str, kind: &str, frame: &Bytes) {
         for m in self.inner.table.members(ws) {
             if m.subscribed(kind) {
-                let _ = self.push(
-                    &m,
-                    Outbound::Frame {
-                        head: head.clone(),
-                        body: body.clone(),
-                    },
-                );
+                let _ = self.push(&m, Outbound::Binary(frame.clone()));
             }
         }
     }
@@ -260,13 +263,7 @@ impl Router {
         let frame = encode_frame(&header, Some(&extra));
         // Bounded like any frame: a client that floods bad frames and never reads cannot
         // grow its own queue without limit.
-        let _ = self.push(
-            conn,
-            Outbound::Frame {
-                head: Bytes::from(frame),
-                body: Bytes::new(),
-            },
-        );
+        let _ = self.push(conn, Outbound::Binary(Bytes::from(frame)));
     }
 
     /// Delivers a frame built by the manager (already carrying `from: "*/<manager_id>"`) to
@@ -275,32 +272,19 @@ impl Router {
         let Some(target) = self.inner.table.get_addr(to) else {
             return false;
         };
-        self.push(
-            &target,
-            Outbound::Frame {
-                head: frame,
-                body: Bytes::new(),
-            },
-        )
-        .is_ok()
+        self.push(&target, Outbound::Binary(frame)).is_ok()
     }
 
     /// Delivers a server event (a single-map frame) to the subscribers of `kind` in `ws`.
     pub fn broadcast_event(&self, ws: &str, kind: &str, frame: Bytes) {
-        self.fan_out(ws, kind, &frame, &Bytes::new());
+        self.fan_out(ws, kind, &frame);
     }
 
     /// Delivers a server event to one client address if it subscribed to `kind`.
     pub fn deliver_event(&self, to: &str, kind: &str, frame: Bytes) {
         if let Some(target) = self.inner.table.get_addr(to) {
             if target.subscribed(kind) {
-                let _ = self.push(
-                    &target,
-                    Outbound::Frame {
-                        head: frame,
-                        body: Bytes::new(),
-                    },
-                );
+                let _ = self.push(&target, Outbound::Binary(frame));
             }
         }
     }

@@ -14,7 +14,6 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{RawQuery, State};
 use axum::response::Response;
 use axum::routing::get;
-use bytes::BytesMut;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use rhizo_protocol::handshake::{self, AuthRequest, Control, HandshakeError};
@@ -246,13 +245,7 @@ async fn write_loop(
         for item in buf.drain(..) {
             bytes += item.len();
             let msg = match item {
-                Outbound::Frame { head, body } if body.is_empty() => Message::Binary(head),
-                Outbound::Frame { head, body } => {
-                    let mut whole = BytesMut::with_capacity(head.len() + body.len());
-                    whole.extend_from_slice(&head);
-                    whole.extend_from_slice(&body);
-                    Message::Binary(whole.freeze())
-                }
+                Outbound::Binary(b) => Message::Binary(b),
                 Outbound::Text(t) => Message::Text(t.into()),
                 Outbound::Close(reason) => {
                     close(&mut sink, &reason).await;
