@@ -8,7 +8,10 @@
 //! payload is never decoded: callers slice it off the arrival buffer with
 //! [`HeaderView::header_len`] (for `bytes::Bytes`, `frame.slice(view.header_len()..)`).
 
-use crate::msgpack::{read_map_len, read_str, skip, write_map_len, write_str, write_str_parts};
+use crate::msgpack::{
+    map_marker_len, read_map_len, read_str, skip, str_len, write_map_len, write_str,
+    write_str_parts,
+};
 use crate::FrameError;
 
 /// A byte range inside the frame, `start..end`.
@@ -23,6 +26,10 @@ pub struct HeaderView {
     entries: u32,
     /// Entries whose key is one of the four stamped keys; they are dropped on rewrite.
     stamped: u32,
+    /// Bytes of the entries that are dropped on rewrite.
+    stamped_bytes: u32,
+    /// Bytes of the map marker at the start of the header.
+    marker_len: u8,
     to: Option<Span>,
     kind: Option<Span>,
     session: Option<Span>,
@@ -68,12 +75,15 @@ impl HeaderView {
             header_len: 0,
             entries: entries as u32,
             stamped: 0,
+            stamped_bytes: 0,
+            marker_len: pos as u8,
             to: None,
             kind: None,
             session: None,
             method: None,
         };
         for _ in 0..entries {
+            let entry_start = pos;
             let (key, after_key) = read_str(frame, pos)?;
             let (ka, kb) = key.ok_or(FrameError::Malformed("header key is not a string"))?;
             let key = &frame[ka..kb];
@@ -84,9 +94,7 @@ impl HeaderView {
                 b"method" => Some(&mut view.method),
                 _ => None,
             };
-            if STAMPED_KEYS.contains(&key) {
-                view.stamped += 1;
-            }
+            let stamped = STAMPED_KEYS.contains(&key);
             pos = match slot {
                 Some(slot) => {
                     let (val, after) = read_str(frame, after_key)?;
@@ -107,6 +115,10 @@ impl HeaderView {
                 }
                 None => skip(frame, after_key)?,
             };
+            if stamped {
+                view.stamped += 1;
+                view.stamped_bytes += (pos - entry_start) as u32;
+            }
         }
         view.header_len = pos as u32;
         Ok(view)
@@ -154,9 +166,21 @@ pub fn rewrite_header(frame: &[u8], view: &HeaderView, to: &str, stamp: &Stamp<'
     out
 }
 
-/// Upper bound of the rewritten header's length, bytes, for a `to` of `to_len` bytes.
+/// Exact length of the rewritten header, bytes, for a `to` of `to_len` bytes. Sizing the
+/// output buffer exactly lets `Bytes::from(Vec)` take it over without another allocation.
 pub fn rewritten_len(view: &HeaderView, to_len: usize, stamp: &Stamp<'_>) -> usize {
-    view.header_len() + stamp.from.len() + to_len + stamp.ws.len() + stamp.user.len() + 40
+    let kept = view.entries() - view.stamped as usize;
+    let entries_bytes = view.header_len() - view.marker_len as usize - view.stamped_bytes as usize;
+    map_marker_len(kept + 4)
+        + entries_bytes
+        + str_len(4)
+        + str_len(stamp.from.len())
+        + str_len(2)
+        + str_len(to_len)
+        + str_len(2)
+        + str_len(stamp.ws.len())
+        + str_len(4)
+        + stamp.user.len()
 }
 
 /// Appends the rewritten header of `frame` to `out` (see [`rewrite_header`]); the new `to`

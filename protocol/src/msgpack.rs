@@ -222,6 +222,25 @@ pub fn write_str_parts(out: &mut Vec<u8>, parts: &[&str]) {
     }
 }
 
+/// Encoded size of a msgpack string of `n` bytes.
+pub fn str_len(n: usize) -> usize {
+    n + match n {
+        0..=31 => 1,
+        32..=255 => 2,
+        256..=65535 => 3,
+        _ => 5,
+    }
+}
+
+/// Encoded size of a msgpack map marker for `n` entries.
+pub fn map_marker_len(n: usize) -> usize {
+    match n {
+        0..=15 => 1,
+        16..=65535 => 3,
+        _ => 5,
+    }
+}
+
 /// Appends a msgpack map marker for `n` entries to `out`.
 pub fn write_map_len(out: &mut Vec<u8>, n: usize) {
     if n < 16 {
@@ -298,6 +317,7 @@ mod tests {
             let s = "x".repeat(n);
             let mut out = Vec::new();
             write_str(&mut out, &s);
+            assert_eq!(out.len(), str_len(n));
             let (range, end) = read_str(&out, 0).unwrap();
             let (a, b) = range.unwrap();
             assert_eq!(&out[a..b], s.as_bytes());

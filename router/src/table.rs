@@ -65,7 +65,8 @@ impl Conn {
         let first = self
             .foreign_targets
             .lock()
-            .map(|mut t| t.insert(target.addr.clone()))
+            // `contains` first: no allocation on the per-frame path once the target is known.
+            .map(|mut t| !t.contains(&target.addr) && t.insert(target.addr.clone()))
             .unwrap_or(false);
         if first {
             target.foreign_callers.insert(self.addr.clone(), ());

@@ -152,6 +152,7 @@ proptest! {
         let u = user();
         let stamp = Stamp { from: "w/c", ws: "w", user: &u };
         let new_head = rewrite_header(&frame, &view, "w/x", &stamp);
+        prop_assert_eq!(new_head.len(), rewritten_len(&view, 3, &stamp), "exact length");
         let mut out = new_head.clone();
         out.extend_from_slice(&frame[view.header_len()..]);
         // The rewritten frame parses again, and its payload is the original payload.
