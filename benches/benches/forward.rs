@@ -8,7 +8,7 @@ use std::hint::black_box;
 fn forward(c: &mut Criterion) {
     let r = router();
     let (caller, _crx) = connect(&r, 1, "ws-user-anonymouz-a", "caller");
-    let (_provider, mut prx) = connect(&r, 2, "ws-user-anonymouz-b", "provider");
+    let (provider, mut prx) = connect(&r, 2, "ws-user-anonymouz-b", "provider");
     let mut group = c.benchmark_group("router/route_from");
     for size in [128usize, 4 << 10, 64 << 10] {
         let frame = call_frame("ws-user-anonymouz-b/provider", size);
@@ -16,7 +16,9 @@ fn forward(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::from_parameter(size), &frame, |b, frame| {
             b.iter(|| {
                 r.route_from(&caller, black_box(frame.clone())).unwrap();
-                black_box(prx.try_recv().unwrap())
+                let out = prx.try_recv().unwrap();
+                provider.egress.sent(out.len());
+                black_box(out)
             })
         });
     }
