@@ -37,7 +37,8 @@ pub struct Conn {
     /// Connections in other workspaces that have sent frames to this one: they are told
     /// when it disconnects, so their pending calls fail at once (protocol.md §6.3; the
     /// reference tells only the departed client's own workspace).
-    foreign_callers: DashMap<String, ()>,
+    /// A plain mutex: written once per new caller, read once at disconnect.
+    foreign_callers: Mutex<HashSet<String>>,
 }
 
 // === impl Conn ===
@@ -56,7 +57,7 @@ impl Conn {
             egress,
             superseded: AtomicBool::new(false),
             foreign_targets: Mutex::new(HashSet::new()),
-            foreign_callers: DashMap::new(),
+            foreign_callers: Mutex::new(HashSet::new()),
         }
     }
 
@@ -69,16 +70,18 @@ impl Conn {
             .map(|mut t| !t.contains(&target.addr) && t.insert(target.addr.clone()))
             .unwrap_or(false);
         if first {
-            target.foreign_callers.insert(self.addr.clone(), ());
+            if let Ok(mut callers) = target.foreign_callers.lock() {
+                callers.insert(self.addr.clone());
+            }
         }
     }
 
     /// Addresses of the connections in other workspaces that have called this one.
     pub fn foreign_callers(&self) -> Vec<String> {
         self.foreign_callers
-            .iter()
-            .map(|e| e.key().clone())
-            .collect()
+            .lock()
+            .map(|c| c.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Whether this connection wants events of type `kind`.

@@ -14,12 +14,11 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{RawQuery, State};
 use axum::response::Response;
 use axum::routing::get;
-use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use rhizo_protocol::handshake::{self, AuthRequest, Control, HandshakeError};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::mpsc;
 
 /// Query keys that mark a legacy (pre-0.20) client; such upgrades are refused (§1.1).
 const LEGACY_KEYS: [&str; 4] = ["client_id", "workspace", "token", "reconnection_token"];
@@ -128,22 +127,14 @@ impl Router {
         self.counters().connections.fetch_add(1, Relaxed);
         tracing::debug!(client = %conn.addr, reconnecting = admission.reconnecting, "connected");
 
-        let (sink, stream) = socket.split();
-        let done = Arc::new(Notify::new());
-        let writer = tokio::spawn(write_loop(
-            sink,
-            rx,
-            conn.clone(),
-            cfg.write_batch,
-            done.clone(),
-        ));
-        let reason = self.read_loop(stream, &conn, &done).await;
-        match reason {
-            Some(r) => {
-                conn.egress.close(r);
-                let _ = tokio::time::timeout(std::time::Duration::from_secs(2), writer).await;
+        let reason = self.drive(&mut socket, &conn, rx).await;
+        if let Some(r) = &reason {
+            // Best effort, bounded: a slow consumer's socket is full, so do not wait on it.
+            if *r != CloseReason::SlowConsumer {
+                let _ =
+                    tokio::time::timeout(std::time::Duration::from_secs(2), close(&mut socket, r))
+                        .await;
             }
-            None => writer.abort(),
         }
         self.counters().connections.fetch_sub(1, Relaxed);
         if self.inner.table.remove(&conn) {
@@ -158,113 +149,123 @@ impl Router {
         }
     }
 
-    /// Reads until the peer goes away (`None`) or the server decides to close (`Some`).
-    async fn read_loop(
+    /// Runs an admitted connection in one task: routes what the client sends and writes
+    /// what is queued for it, until the peer goes away (`None`) or the server decides to
+    /// close (`Some`). One task per connection means no lock between a reading and a
+    /// writing half; writes go out in batches of up to `write_batch` frames with one flush.
+    async fn drive(
         &self,
-        mut stream: SplitStream<WebSocket>,
+        socket: &mut WebSocket,
         conn: &Arc<Conn>,
-        done: &Notify,
+        mut rx: mpsc::UnboundedReceiver<Outbound>,
     ) -> Option<CloseReason> {
-        let idle = self.config().idle_timeout;
+        let cfg = self.config();
+        let idle = cfg.idle_timeout;
         let mut shutdown = self.shutdown_signal();
         if *shutdown.borrow() {
             return Some(CloseReason::Shutdown);
         }
+        // Idle check: cheap to keep up to date (an Instant per frame), checked by a ticker.
+        let mut last_seen = tokio::time::Instant::now();
+        let mut idle_check =
+            tokio::time::interval((idle / 4).max(std::time::Duration::from_millis(50)));
+        idle_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut batch = Vec::with_capacity(cfg.write_batch);
         loop {
-            let msg = tokio::select! {
-                m = tokio::time::timeout(idle, stream.next()) => m,
-                _ = shutdown.changed() => return Some(CloseReason::Shutdown),
-                _ = done.notified() => return None,
+            tokio::select! {
+                biased;
                 _ = conn.egress.close_decided() => return conn.egress.closing(),
-            };
-            match msg {
-                Err(_) => return Some(CloseReason::IdleTimeout(idle.as_secs())),
-                Ok(None) | Ok(Some(Ok(Message::Close(_)))) => return None,
-                Ok(Some(Err(e))) => {
-                    // tungstenite reports an oversized message as a capacity error.
-                    let text = e.to_string();
-                    if text.contains("Space limit exceeded")
-                        || text.contains("too long")
-                        || text.contains("too big")
-                    {
-                        return Some(CloseReason::FrameTooLarge(self.config().max_frame_bytes));
+                n = rx.recv_many(&mut batch, cfg.write_batch) => {
+                    if n == 0 {
+                        return None;
                     }
-                    tracing::debug!(client = %conn.addr, error = %text, "read error");
-                    return None;
-                }
-                Ok(Some(Ok(Message::Binary(frame)))) => {
-                    let _ = self.route_from(conn, frame);
-                }
-                Ok(Some(Ok(Message::Text(text)))) => {
-                    if text.len() > MAX_CONTROL_TEXT {
-                        continue;
+                    // A write can block on a full socket; a decided close cuts it short.
+                    tokio::select! {
+                        r = write_batch(socket, &mut batch, conn) => match r {
+                            Ok(None) => {}
+                            Ok(Some(reason)) => return Some(reason),
+                            Err(()) => return None,
+                        },
+                        _ = conn.egress.close_decided() => return conn.egress.closing(),
                     }
-                    match handshake::control(text.as_str()) {
-                        Control::Ping => {
-                            let _ = self.push(conn, Outbound::Text(handshake::pong()));
-                        }
-                        Control::RefreshToken => {
-                            let r = ConnRef {
-                                id: conn.id,
-                                ws: &conn.ws,
-                                cid: &conn.cid,
-                            };
-                            if let Some(token) = self.hooks().refresh_token(r) {
-                                let text = handshake::reconnection_token(&token);
-                                let _ = self.push(conn, Outbound::Text(text));
+                }
+                msg = socket.recv() => {
+                    last_seen = tokio::time::Instant::now();
+                    match msg {
+                        None | Some(Ok(Message::Close(_))) => return None,
+                        Some(Err(e)) => {
+                            // tungstenite reports an oversized message as a capacity error.
+                            let text = e.to_string();
+                            if text.contains("Space limit exceeded") || text.contains("too long") || text.contains("too big") {
+                                return Some(CloseReason::FrameTooLarge(cfg.max_frame_bytes));
                             }
+                            tracing::debug!(client = %conn.addr, error = %text, "read error");
+                            return None;
                         }
-                        Control::Other(_) | Control::Invalid => {}
+                        Some(Ok(Message::Binary(frame))) => {
+                            let _ = self.route_from(conn, frame);
+                        }
+                        Some(Ok(Message::Text(text))) => self.control_text(conn, text.as_str()),
+                        Some(Ok(_)) => {} // protocol pings are answered by the WebSocket layer
                     }
                 }
-                Ok(Some(Ok(_))) => {} // protocol pings are answered by the WebSocket layer
-            }
-        }
-    }
-}
-
-/// Drains the egress queue: up to `batch` items, fed without flushing, then one flush.
-async fn write_loop(
-    mut sink: SplitSink<WebSocket, Message>,
-    mut rx: mpsc::UnboundedReceiver<Outbound>,
-    conn: Arc<Conn>,
-    batch: usize,
-    done: Arc<Notify>,
-) {
-    let mut buf = Vec::with_capacity(batch);
-    'outer: loop {
-        if rx.recv_many(&mut buf, batch).await == 0 {
-            break;
-        }
-        // A decided close skips whatever is still queued (do not flush to a slow consumer).
-        if let Some(reason) = conn.egress.closing() {
-            close(&mut sink, &reason).await;
-            break;
-        }
-        let mut bytes = 0;
-        for item in buf.drain(..) {
-            bytes += item.len();
-            let msg = match item {
-                Outbound::Binary(b) => Message::Binary(b),
-                Outbound::Text(t) => Message::Text(t.into()),
-                Outbound::Close(reason) => {
-                    close(&mut sink, &reason).await;
-                    break 'outer;
+                _ = idle_check.tick() => {
+                    if last_seen.elapsed() >= idle {
+                        return Some(CloseReason::IdleTimeout(idle.as_secs()));
+                    }
                 }
-            };
-            if sink.feed(msg).await.is_err() {
-                break 'outer;
+                _ = shutdown.changed() => return Some(CloseReason::Shutdown),
             }
         }
-        if sink.flush().await.is_err() {
-            break;
-        }
-        conn.egress.sent(bytes);
     }
-    done.notify_one();
+
+    /// Answers a control text frame (§6.1–6.2); others and long ones are ignored.
+    fn control_text(&self, conn: &Arc<Conn>, text: &str) {
+        if text.len() > MAX_CONTROL_TEXT {
+            return;
+        }
+        match handshake::control(text) {
+            Control::Ping => {
+                let _ = self.push(conn, Outbound::Text(handshake::pong()));
+            }
+            Control::RefreshToken => {
+                let r = ConnRef {
+                    id: conn.id,
+                    ws: &conn.ws,
+                    cid: &conn.cid,
+                };
+                if let Some(token) = self.hooks().refresh_token(r) {
+                    let _ = self.push(conn, Outbound::Text(handshake::reconnection_token(&token)));
+                }
+            }
+            Control::Other(_) | Control::Invalid => {}
+        }
+    }
 }
 
-async fn close(sink: &mut SplitSink<WebSocket, Message>, reason: &CloseReason) {
+/// Writes a batch without flushing in between, then flushes once. `Ok(Some(reason))` when
+/// the batch held a close; `Err` when the socket failed.
+async fn write_batch(
+    socket: &mut WebSocket,
+    batch: &mut Vec<Outbound>,
+    conn: &Conn,
+) -> Result<Option<CloseReason>, ()> {
+    let mut bytes = 0;
+    for item in batch.drain(..) {
+        bytes += item.len();
+        let msg = match item {
+            Outbound::Binary(b) => Message::Binary(b),
+            Outbound::Text(t) => Message::Text(t.into()),
+            Outbound::Close(reason) => return Ok(Some(reason)),
+        };
+        socket.feed(msg).await.map_err(|_| ())?;
+    }
+    socket.flush().await.map_err(|_| ())?;
+    conn.egress.sent(bytes);
+    Ok(None)
+}
+
+async fn close(sink: &mut WebSocket, reason: &CloseReason) {
     tracing::debug!(reason = reason.label(), "closing connection");
     if reason.sends_error() {
         let _ = sink
