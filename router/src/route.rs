@@ -8,17 +8,12 @@ use crate::hooks::ControlHooks;
 use crate::table::{ClientTable, Conn};
 use crate::{Counters, RouterConfig};
 use bytes::Bytes;
-use dashmap::DashMap;
 use rhizo_protocol::frame::{rewritten_len, write_rewritten_header, HeaderView, Stamp};
 use rhizo_protocol::handshake;
 use rhizo_protocol::message::encode_frame;
 use rhizo_protocol::value;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
-
-/// How long a departed client's address is remembered for fast rejects (protocol.md §2.6).
-const RECENTLY_GONE: Duration = Duration::from_secs(120);
 
 /// Why a frame from a client was not delivered. Every variant is reported to the sender:
 /// as a `<session>.reject` when the frame carries a session, otherwise as an
@@ -55,7 +50,6 @@ pub(crate) struct Inner {
     pub(crate) table: ClientTable,
     pub(crate) manager_addr: String,
     pub(crate) hooks: OnceLock<Arc<dyn ControlHooks>>,
-    pub(crate) recently_gone: DashMap<String, Instant>,
     pub(crate) config: RouterConfig,
     pub(crate) counters: Counters,
     pub(crate) next_id: std::sync::atomic::AtomicU64,
@@ -73,7 +67,6 @@ impl Router {
                 table: ClientTable::default(),
                 manager_addr: format!("*/{manager_id}"),
                 hooks: OnceLock::new(),
-                recently_gone: DashMap::new(),
                 config,
                 counters: Counters::default(),
                 next_id: std::sync::atomic::AtomicU64::new(1),
@@ -286,25 +279,6 @@ impl Router {
             if target.subscribed(kind) {
                 let _ = self.push(&target, Outbound::Binary(frame));
             }
-        }
-    }
-
-    /// Whether `"<ws>/<cid>"` disconnected within the last two minutes.
-    pub fn recently_gone(&self, addr: &str) -> bool {
-        self.inner
-            .recently_gone
-            .get(addr)
-            .is_some_and(|t| t.elapsed() < RECENTLY_GONE)
-    }
-
-    pub(crate) fn mark_gone(&self, addr: &str) {
-        let now = Instant::now();
-        self.inner.recently_gone.insert(addr.to_owned(), now);
-        // Bound the cache: drop stale entries now and then.
-        if self.inner.recently_gone.len() > 10_000 {
-            self.inner
-                .recently_gone
-                .retain(|_, t| now.duration_since(*t) < RECENTLY_GONE);
         }
     }
 }

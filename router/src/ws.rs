@@ -138,7 +138,6 @@ impl Router {
         }
         self.counters().connections.fetch_sub(1, Relaxed);
         if self.inner.table.remove(&conn) {
-            self.mark_gone(&conn.addr);
             tracing::debug!(client = %conn.addr, "disconnected");
             let r = ConnRef {
                 id: conn.id,
