@@ -6,7 +6,13 @@
 //! and other peers ask for, and exposes every other frame ([`Client::next_event`]) and the
 //! raw socket ([`Client::send_frame`]) for tests and the load generator.
 //!
+//! For many frames per second through one socket, [`raw::RawConnection`] does the same
+//! handshake but leaves reading and writing to its owner, with allocation-free frame
+//! writers and header scanners (the load generator uses it).
+//!
 //! Not implemented: message_cache chunking of large calls, reconnection, encryption.
+
+pub mod raw;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
@@ -117,51 +123,14 @@ fn random_id() -> String {
 // === impl Client ===
 
 impl Client {
-    /// Opens `<server_url>/ws` (or a `ws://` URL as is), authenticates and waits for
-    /// `connection_info`.
+    /// Opens `<server_url>/ws` (or a `ws://` URL as is), authenticates, waits for
+    /// `connection_info` and registers the `built-in` service.
     ///
     /// Errors: [`ClientError::Refused`] with the server's message when it sends
     /// `{"type":"error"}`; [`ClientError::Ws`] for transport failures.
     pub async fn connect(server_url: &str, opts: ConnectOptions) -> Result<Client, ClientError> {
-        let (mut ws, _) = tokio_tungstenite::connect_async(ws_url(server_url)).await?;
-        let cid = opts.client_id.unwrap_or_else(random_id);
-        let auth = serde_json::json!({
-            "client_id": cid,
-            "workspace": opts.workspace,
-            "token": opts.token,
-            "reconnection_token": opts.reconnection_token,
-        });
-        ws.send(WsMessage::Text(auth.to_string().into())).await?;
-        let info = loop {
-            match ws.next().await {
-                Some(Ok(WsMessage::Text(t))) => {
-                    let v: serde_json::Value = serde_json::from_str(t.as_str())
-                        .map_err(|e| ClientError::Protocol(e.to_string()))?;
-                    match v["type"].as_str() {
-                        Some("connection_info") => break v,
-                        Some("error") => {
-                            return Err(ClientError::Refused(
-                                v["message"].as_str().unwrap_or_default().to_owned(),
-                            ))
-                        }
-                        _ => {
-                            return Err(ClientError::Protocol(format!(
-                                "unexpected first text frame: {v}"
-                            )))
-                        }
-                    }
-                }
-                Some(Ok(WsMessage::Binary(_))) => continue,
-                Some(Ok(WsMessage::Close(f))) => {
-                    return Err(ClientError::Refused(
-                        f.map(|f| f.reason.to_string()).unwrap_or_default(),
-                    ))
-                }
-                Some(Ok(_)) => continue,
-                Some(Err(e)) => return Err(e.into()),
-                None => return Err(ClientError::Closed),
-            }
-        };
+        let (ws, info) = raw::handshake(server_url, opts).await?;
+        let cid = info["client_id"].as_str().unwrap_or_default().to_owned();
         let (sink, stream) = ws.split();
         let (out, out_rx) = mpsc::unbounded_channel();
         let (ev_tx, events) = mpsc::unbounded_channel();
@@ -176,6 +145,10 @@ impl Client {
                 services: services.clone(),
                 events: ev_tx,
                 me: format!("{}/{}", info["workspace"].as_str().unwrap_or_default(), cid),
+                server: info["public_base_url"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
             },
         ));
         let client = Client {
@@ -400,6 +373,10 @@ struct ReaderState {
     services: Services,
     events: mpsc::UnboundedSender<Event>,
     me: String,
+    /// The server's `public_base_url`, the `_rserver` of the methods we describe: a peer
+    /// (the reference's manager included) that sees another server URL there re-encodes
+    /// the method as a proxy through itself instead of passing it on (protocol.md §4.3).
+    server: String,
 }
 
 async fn read_loop<S>(mut stream: S, st: ReaderState)
@@ -497,7 +474,7 @@ fn serve_call(st: &ReaderState, call: Call, m: Message) {
                             RPromise::Compact,
                             f,
                             "",
-                            "",
+                            &st.server,
                         );
                         value::set(&mut obj, f, m);
                     }
@@ -522,11 +499,20 @@ fn serve_call(st: &ReaderState, call: Call, m: Message) {
                 .get(svc)
                 .and_then(|s| {
                     let allowed = caller_ws == "*" || visible_to(&s.record, own_ws, caller_ws);
-                    allowed.then(|| s.functions.get(func).cloned()).flatten()
+                    let f = s.functions.get(func).cloned()?;
+                    Some(if allowed { Ok(f) } else { Err(()) })
                 });
             match handler {
                 None => reply(&call, Err(format!("Method not found: {}", call.method))),
-                Some(h) => {
+                Some(Err(())) => reply(
+                    &call,
+                    Err(format!(
+                        "PermissionError: Permission denied for protected method {}, \
+                         workspace mismatch: {caller_ws} != {own_ws}",
+                        call.method
+                    )),
+                ),
+                Some(Ok(h)) => {
                     tokio::spawn(async move {
                         let r = h(call.clone()).await;
                         reply(&call, r);
