@@ -5,6 +5,7 @@
 //! `HYPHA_<FLAG>` in the environment, as with the reference's `--from-env`.
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use clap::{Args, Parser, Subcommand};
 use rhizo_control_plane::{Manager, ServerConfig};
 use rhizo_protocol::token::ClaimFormat;
@@ -61,6 +62,9 @@ struct Serve {
     /// Largest accepted frame, bytes.
     #[arg(long, env = "RHIZO_MAX_FRAME_BYTES", default_value_t = 16 * 1024 * 1024)]
     max_frame_bytes: usize,
+    /// Per-connection read buffer, bytes (the memory floor of a connection).
+    #[arg(long, env = "RHIZO_READ_BUFFER_BYTES", default_value_t = 8 * 1024)]
+    read_buffer_bytes: usize,
     /// Per-connection egress queue limit, bytes.
     #[arg(long, env = "RHIZO_EGRESS_LIMIT_BYTES", default_value_t = 64 * 1024 * 1024)]
     egress_limit_bytes: usize,
@@ -162,6 +166,11 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {addr}"))?;
     let local = listener.local_addr()?;
+    // Small frames flow both ways on every socket: without TCP_NODELAY, Nagle plus delayed
+    // ACKs add milliseconds to calls.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let base = args.base_path.trim_end_matches('/').to_owned();
     let base = if base.is_empty() || base.starts_with('/') {
         base
@@ -183,6 +192,7 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
         RouterConfig {
             max_frame_bytes: args.max_frame_bytes,
             egress_limit_bytes: args.egress_limit_bytes,
+            read_buffer_bytes: args.read_buffer_bytes.max(1024),
             idle_timeout: Duration::from_secs(args.ws_idle_timeout.max(1)),
             ..RouterConfig::default()
         },

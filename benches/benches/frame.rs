@@ -15,7 +15,8 @@ fn decode_and_rewrite(c: &mut Criterion) {
         from: "ws-user-anonymouz-a/caller",
         ws: "ws-user-anonymouz-a",
         user: &user,
-    };
+    }
+    .encode();
     let mut group = c.benchmark_group("frame/decode+rewrite");
     for size in [128usize, 4 << 10, 64 << 10, 1 << 20] {
         let frame = call_frame("ws-user-anonymouz-b/provider", size);
@@ -26,7 +27,7 @@ fn decode_and_rewrite(c: &mut Criterion) {
                 let to = view.to(frame).unwrap();
                 let body = &frame[view.header_len()..];
                 let mut out =
-                    Vec::with_capacity(rewritten_len(&view, to.len(), &stamp) + body.len());
+                    Vec::with_capacity(rewritten_len(&view, to.len(), stamp.len()) + body.len());
                 write_rewritten_header(&mut out, frame, &view, &[to], &stamp);
                 out.extend_from_slice(body);
                 black_box(out)

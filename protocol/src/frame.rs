@@ -61,8 +61,8 @@ impl HeaderView {
     /// Decodes the first msgpack object of `frame`, which must be a map with string keys.
     ///
     /// Errors: [`FrameError::Empty`], [`FrameError::NotAMap`], [`FrameError::Truncated`],
-    /// [`FrameError::Malformed`] (non-string key, `to`/`type`/`session`/`method` not valid
-    /// UTF-8 strings, frame larger than 4 GiB).
+    /// [`FrameError::Malformed`] (non-string key, non-string `to`, frame larger than 4 GiB).
+    /// String fields are checked for UTF-8 when read, not here.
     pub fn parse(frame: &[u8]) -> Result<Self, FrameError> {
         if frame.is_empty() {
             return Err(FrameError::Empty);
@@ -99,12 +99,9 @@ impl HeaderView {
                 Some(slot) => {
                     let (val, after) = read_str(frame, after_key)?;
                     match val {
-                        Some((a, b)) => {
-                            if std::str::from_utf8(&frame[a..b]).is_err() {
-                                return Err(FrameError::Malformed("header string is not UTF-8"));
-                            }
-                            *slot = Some((a as u32, b as u32));
-                        }
+                        // UTF-8 is checked when a field is read, so fields the router
+                        // does not use cost nothing.
+                        Some((a, b)) => *slot = Some((a as u32, b as u32)),
                         None if key == b"to" => {
                             return Err(FrameError::Malformed("header `to` is not a string"))
                         }
@@ -134,9 +131,19 @@ impl HeaderView {
         self.entries as usize
     }
 
-    /// The raw `to` as the sender wrote it.
+    /// The raw `to` as the sender wrote it; `None` if absent or not UTF-8.
     pub fn to<'a>(&self, frame: &'a [u8]) -> Option<&'a str> {
         span_str(frame, self.to)
+    }
+
+    /// The raw `to`, telling an absent one (`Ok(None)`) from one that is not UTF-8.
+    pub fn target<'a>(&self, frame: &'a [u8]) -> Result<Option<&'a str>, FrameError> {
+        match self.to {
+            None => Ok(None),
+            Some((a, b)) => std::str::from_utf8(&frame[a as usize..b as usize])
+                .map(Some)
+                .map_err(|_| FrameError::Malformed("header `to` is not UTF-8")),
+        }
     }
 
     /// The message `type` (`"method"` for RPC calls, an event name otherwise).
@@ -155,43 +162,55 @@ impl HeaderView {
     }
 }
 
+// === impl Stamp ===
+
+impl Stamp<'_> {
+    /// The three stamped entries `"from": …, "ws": …, "user": …` as msgpack map entries.
+    /// A connection's stamp never changes, so the router encodes it once at connect and
+    /// appends the bytes to every header it rewrites.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.from.len() + self.ws.len() + self.user.len() + 24);
+        write_str(&mut out, "from");
+        write_str(&mut out, self.from);
+        write_str(&mut out, "ws");
+        write_str(&mut out, self.ws);
+        write_str(&mut out, "user");
+        out.extend_from_slice(self.user);
+        out
+    }
+}
+
 /// Builds the rewritten header of `frame`: every entry except `from`/`to`/`ws`/`user` copied
-/// verbatim, then `from`, `to`, `ws` and `user` set from `stamp` and `to`.
+/// verbatim, then `to` and the `from`, `ws` and `user` of `stamp`.
 ///
 /// The result is the header segment only (`view.header_len()` bytes are replaced); append
 /// the untouched payload `frame[view.header_len()..]` after it.
 pub fn rewrite_header(frame: &[u8], view: &HeaderView, to: &str, stamp: &Stamp<'_>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(rewritten_len(view, to.len(), stamp));
-    write_rewritten_header(&mut out, frame, view, &[to], stamp);
+    let stamp = stamp.encode();
+    let mut out = Vec::with_capacity(rewritten_len(view, to.len(), stamp.len()));
+    write_rewritten_header(&mut out, frame, view, &[to], &stamp);
     out
 }
 
-/// Exact length of the rewritten header, bytes, for a `to` of `to_len` bytes. Sizing the
-/// output buffer exactly lets `Bytes::from(Vec)` take it over without another allocation.
-pub fn rewritten_len(view: &HeaderView, to_len: usize, stamp: &Stamp<'_>) -> usize {
+/// Exact length of the rewritten header, bytes, for a `to` of `to_len` bytes and an encoded
+/// stamp ([`Stamp::encode`]) of `stamp_len` bytes. Sizing the output buffer exactly lets
+/// `Bytes::from(Vec)` take it over without another allocation.
+pub fn rewritten_len(view: &HeaderView, to_len: usize, stamp_len: usize) -> usize {
     let kept = view.entries() - view.stamped as usize;
     let entries_bytes = view.header_len() - view.marker_len as usize - view.stamped_bytes as usize;
-    map_marker_len(kept + 4)
-        + entries_bytes
-        + str_len(4)
-        + str_len(stamp.from.len())
-        + str_len(2)
-        + str_len(to_len)
-        + str_len(2)
-        + str_len(stamp.ws.len())
-        + str_len(4)
-        + stamp.user.len()
+    map_marker_len(kept + 4) + entries_bytes + str_len(2) + str_len(to_len) + stamp_len
 }
 
 /// Appends the rewritten header of `frame` to `out` (see [`rewrite_header`]); the new `to`
 /// is the concatenation of `to_parts`, so a relative target can be written as
-/// `[ws, "/", cid]` without building a string first. Allocates only if `out` lacks room.
+/// `[ws, "/", cid]` without building a string first, and `stamp` is the connection's
+/// encoded stamp ([`Stamp::encode`]). Allocates only if `out` lacks room.
 pub fn write_rewritten_header(
     out: &mut Vec<u8>,
     frame: &[u8],
     view: &HeaderView,
     to_parts: &[&str],
-    stamp: &Stamp<'_>,
+    stamp: &[u8],
 ) {
     let kept = view.entries() - view.stamped as usize;
     write_map_len(out, kept + 4);
@@ -211,14 +230,9 @@ pub fn write_rewritten_header(
             pos = end;
         }
     }
-    write_str(out, "from");
-    write_str(out, stamp.from);
     write_str(out, "to");
     write_str_parts(out, to_parts);
-    write_str(out, "ws");
-    write_str(out, stamp.ws);
-    write_str(out, "user");
-    out.extend_from_slice(stamp.user);
+    out.extend_from_slice(stamp);
 }
 
 #[cfg(test)]

@@ -99,16 +99,26 @@ impl Egress {
 
     /// Queues `item` unless that would take the queue over its limit. An item is always
     /// accepted into an empty queue, so one frame larger than the limit still goes out.
+    /// The clock is read only when the queue is full.
     pub fn push(&self, item: Outbound) -> Result<(), PushError> {
-        self.push_at(item, Instant::now())
+        self.push_with_clock(item, Instant::now)
     }
 
     /// [`Egress::push`] with the current time given (for tests).
     pub fn push_at(&self, item: Outbound, now: Instant) -> Result<(), PushError> {
+        self.push_with_clock(item, || now)
+    }
+
+    fn push_with_clock(
+        &self,
+        item: Outbound,
+        clock: impl FnOnce() -> Instant,
+    ) -> Result<(), PushError> {
         let len = item.len();
         let before = self.queued.fetch_add(len, Ordering::AcqRel);
         if before > 0 && before + len > self.limit {
             self.queued.fetch_sub(len, Ordering::AcqRel);
+            let now = clock();
             let now_ms = now.saturating_duration_since(self.epoch).as_millis() as u64 + 1;
             let since = match self.full_since_ms.compare_exchange(
                 0,

@@ -42,6 +42,11 @@ pub struct RouterConfig {
     pub idle_timeout: Duration,
     /// Frames a writer sends per batch before flushing.
     pub write_batch: usize,
+    /// Per-connection read buffer, bytes: allocated for every connection and the most one
+    /// socket read takes. Small keeps idle connections cheap (tungstenite's default of
+    /// 128 KiB costs ~150 KiB RSS per connection); large frames still arrive whole, in
+    /// more reads.
+    pub read_buffer_bytes: usize,
 }
 
 impl Default for RouterConfig {
@@ -53,6 +58,7 @@ impl Default for RouterConfig {
             auth_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(600),
             write_batch: 64,
+            read_buffer_bytes: 8 * 1024,
         }
     }
 }

@@ -8,7 +8,7 @@ use crate::hooks::ControlHooks;
 use crate::table::{ClientTable, Conn};
 use crate::{Counters, RouterConfig};
 use bytes::Bytes;
-use rhizo_protocol::frame::{rewritten_len, write_rewritten_header, HeaderView, Stamp};
+use rhizo_protocol::frame::{rewritten_len, write_rewritten_header, HeaderView};
 use rhizo_protocol::handshake;
 use rhizo_protocol::message::encode_frame;
 use rhizo_protocol::value;
@@ -160,23 +160,20 @@ impl Router {
 
     fn route_inner(&self, conn: &Arc<Conn>, frame: &Bytes) -> Result<(), RouteError> {
         let view = HeaderView::parse(frame)?;
-        let raw_to = view.to(frame).ok_or(RouteError::NoTarget)?;
+        let raw_to = view.target(frame)?.ok_or(RouteError::NoTarget)?;
         // Normalise without allocating: a relative target is `<own ws>/<raw_to>`.
         let (ws, cid) = match raw_to.split_once('/') {
             Some((w, c)) => (w, c),
             None => (conn.ws.as_str(), raw_to),
         };
-        let stamp = Stamp {
-            from: &conn.addr,
-            ws: &conn.ws,
-            user: &conn.user,
-        };
+        let stamp = &conn.stamp[..];
         // The one allocation per forwarded frame: rewritten header plus payload, so the
         // writer sends it as one WebSocket message without another copy.
         let body = &frame[view.header_len()..];
-        let mut out =
-            Vec::with_capacity(rewritten_len(&view, ws.len() + 1 + cid.len(), &stamp) + body.len());
-        write_rewritten_header(&mut out, frame, &view, &[ws, "/", cid], &stamp);
+        let mut out = Vec::with_capacity(
+            rewritten_len(&view, ws.len() + 1 + cid.len(), stamp.len()) + body.len(),
+        );
+        write_rewritten_header(&mut out, frame, &view, &[ws, "/", cid], stamp);
         out.extend_from_slice(body);
         let out = Bytes::from(out);
         if ws == "*" {

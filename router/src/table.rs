@@ -5,6 +5,7 @@
 use crate::egress::Egress;
 use bytes::Bytes;
 use dashmap::DashMap;
+use rhizo_protocol::frame::Stamp;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -20,8 +21,11 @@ pub struct Conn {
     pub cid: String,
     /// `"<ws>/<cid>"`.
     pub addr: String,
-    /// The user record, msgpack-encoded once at connect and stamped into every header.
+    /// The user record, msgpack-encoded once at connect.
     pub user: Bytes,
+    /// `from`, `ws` and `user` as encoded map entries, appended to every header this
+    /// connection sends (`rhizo_protocol::frame::Stamp::encode`).
+    pub stamp: Bytes,
     /// Whether the user may broadcast into its workspace (read-write or admin).
     pub can_write: bool,
     /// Event names this connection subscribed to (protocol.md §4.7, §6.3).
@@ -34,6 +38,9 @@ pub struct Conn {
     /// reader touches it, so the lock is uncontended. Lets each foreign target learn its
     /// callers once instead of on every frame.
     foreign_targets: Mutex<HashSet<String>>,
+    /// Id of the last foreign target noted: a caller usually talks to the same provider,
+    /// so the common case skips the lock and the set.
+    last_foreign_target: std::sync::atomic::AtomicU64,
     /// Connections in other workspaces that have sent frames to this one: they are told
     /// when it disconnects, so their pending calls fail at once (protocol.md §6.3; the
     /// reference tells only the departed client's own workspace).
@@ -46,23 +53,35 @@ pub struct Conn {
 impl Conn {
     /// A connection record; `user` is the msgpack-encoded user record.
     pub fn new(id: u64, ws: &str, cid: &str, user: Bytes, can_write: bool, egress: Egress) -> Self {
+        let addr = format!("{ws}/{cid}");
+        let stamp = Stamp {
+            from: &addr,
+            ws,
+            user: &user,
+        }
+        .encode();
         Conn {
             id,
             ws: ws.to_owned(),
             cid: cid.to_owned(),
-            addr: format!("{ws}/{cid}"),
+            stamp: Bytes::from(stamp),
+            addr,
             user,
             can_write,
             subscriptions: RwLock::new(HashSet::new()),
             egress,
             superseded: AtomicBool::new(false),
             foreign_targets: Mutex::new(HashSet::new()),
+            last_foreign_target: std::sync::atomic::AtomicU64::new(0),
             foreign_callers: Mutex::new(HashSet::new()),
         }
     }
 
     /// Records that this connection sent a frame to `target` in another workspace.
     pub fn note_foreign_target(&self, target: &Conn) {
+        if self.last_foreign_target.swap(target.id, Ordering::Relaxed) == target.id {
+            return;
+        }
         let first = self
             .foreign_targets
             .lock()
@@ -114,12 +133,16 @@ impl Conn {
     }
 }
 
-type Members = Arc<DashMap<String, Arc<Conn>>>;
+/// Hasher of the client tables: randomly seeded (client ids come from clients) and much
+/// cheaper than SipHash on the per-frame lookup.
+type Hasher = foldhash::fast::RandomState;
+
+type Members = Arc<DashMap<String, Arc<Conn>, Hasher>>;
 
 /// Live connections: workspace → client id → connection.
 #[derive(Debug, Default)]
 pub struct ClientTable {
-    workspaces: DashMap<String, Members>,
+    workspaces: DashMap<String, Members, Hasher>,
 }
 
 // === impl ClientTable ===

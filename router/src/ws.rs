@@ -45,6 +45,7 @@ async fn upgrade(
     let max = router.config().max_frame_bytes;
     ws.max_message_size(max)
         .max_frame_size(max)
+        .read_buffer_size(router.config().read_buffer_bytes)
         .on_upgrade(move |socket| async move { router.serve_socket(socket, legacy).await })
 }
 
@@ -164,16 +165,22 @@ impl Router {
         if *shutdown.borrow() {
             return Some(CloseReason::Shutdown);
         }
-        // Idle check: cheap to keep up to date (an Instant per frame), checked by a ticker.
-        let mut last_seen = tokio::time::Instant::now();
-        let mut idle_check =
-            tokio::time::interval((idle / 4).max(std::time::Duration::from_millis(50)));
+        // The futures that end the connection are made once, not per frame.
+        let stop = shutdown.changed();
+        tokio::pin!(stop);
+        let close = conn.egress.close_decided();
+        tokio::pin!(close);
+        // Idle check without reading the clock per frame: a frame sets `seen`; each tick
+        // without one adds a period of quiet. Closes after `idle` to `idle + period`.
+        let period = (idle / 4).max(std::time::Duration::from_millis(50));
+        let mut idle_check = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         idle_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let (mut seen, mut quiet) = (false, std::time::Duration::ZERO);
         let mut batch = Vec::with_capacity(cfg.write_batch);
         loop {
             tokio::select! {
                 biased;
-                _ = conn.egress.close_decided() => return conn.egress.closing(),
+                _ = &mut close => return conn.egress.closing(),
                 n = rx.recv_many(&mut batch, cfg.write_batch) => {
                     if n == 0 {
                         return None;
@@ -185,11 +192,11 @@ impl Router {
                             Ok(Some(reason)) => return Some(reason),
                             Err(()) => return None,
                         },
-                        _ = conn.egress.close_decided() => return conn.egress.closing(),
+                        _ = &mut close => return conn.egress.closing(),
                     }
                 }
                 msg = socket.recv() => {
-                    last_seen = tokio::time::Instant::now();
+                    seen = true;
                     match msg {
                         None | Some(Ok(Message::Close(_))) => return None,
                         Some(Err(e)) => {
@@ -209,11 +216,12 @@ impl Router {
                     }
                 }
                 _ = idle_check.tick() => {
-                    if last_seen.elapsed() >= idle {
+                    quiet = if std::mem::take(&mut seen) { std::time::Duration::ZERO } else { quiet + period };
+                    if quiet >= idle {
                         return Some(CloseReason::IdleTimeout(idle.as_secs()));
                     }
                 }
-                _ = shutdown.changed() => return Some(CloseReason::Shutdown),
+                _ = &mut stop => return Some(CloseReason::Shutdown),
             }
         }
     }

@@ -18,6 +18,9 @@ pub struct TestServer {
 pub async fn start_with(router_config: RouterConfig) -> TestServer {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let router = Router::new("manager-test", router_config);
     let config = ServerConfig {
         server_id: "test".into(),

@@ -90,6 +90,14 @@ fn malformed_headers_are_refused() {
         Err(FrameError::Malformed(_))
     ));
     assert!(HeaderView::parse(b"not msgpack at all").is_err());
+    // A `to` that is not UTF-8 parses but cannot be read as a target.
+    let bad_to = [0x81, 0xa2, b't', b'o', 0xa2, 0xff, 0xfe];
+    let view = HeaderView::parse(&bad_to).unwrap();
+    assert!(matches!(
+        view.target(&bad_to),
+        Err(FrameError::Malformed(_))
+    ));
+    assert_eq!(view.to(&bad_to), None);
 }
 
 #[test]
@@ -152,7 +160,7 @@ proptest! {
         let u = user();
         let stamp = Stamp { from: "w/c", ws: "w", user: &u };
         let new_head = rewrite_header(&frame, &view, "w/x", &stamp);
-        prop_assert_eq!(new_head.len(), rewritten_len(&view, 3, &stamp), "exact length");
+        prop_assert_eq!(new_head.len(), rewritten_len(&view, 3, stamp.encode().len()), "exact length");
         let mut out = new_head.clone();
         out.extend_from_slice(&frame[view.header_len()..]);
         // The rewritten frame parses again, and its payload is the original payload.
