@@ -40,6 +40,16 @@ pub enum RouteError {
     ForeignBroadcast(String, String),
 }
 
+/// A connection's memory of its last unicast target: the raw `to` it wrote, the
+/// connection it resolved to, and the table generation at that time. Any connect or
+/// disconnect bumps the generation and so invalidates every cache (STYLE.md practice 14).
+#[derive(Debug, Default)]
+pub struct RouteCache {
+    generation: u64,
+    to: Vec<u8>,
+    target: Option<Arc<Conn>>,
+}
+
 /// The router: client table, manager address and the control-plane hooks. Cheap to clone.
 #[derive(Clone)]
 pub struct Router {
@@ -124,10 +134,21 @@ impl Router {
     /// Errors are already reported to the sender when this returns; the value is for
     /// counting and tests.
     pub fn route_from(&self, conn: &Arc<Conn>, frame: Bytes) -> Result<(), RouteError> {
+        self.route_from_cached(conn, frame, &mut RouteCache::default())
+    }
+
+    /// [`Router::route_from`] with the sending connection's [`RouteCache`], which spares the
+    /// table lookup while the sender keeps talking to the same peer.
+    pub fn route_from_cached(
+        &self,
+        conn: &Arc<Conn>,
+        frame: Bytes,
+        cache: &mut RouteCache,
+    ) -> Result<(), RouteError> {
         let c = &self.inner.counters;
         c.frames_in.fetch_add(1, Relaxed);
         c.bytes_in.fetch_add(frame.len() as u64, Relaxed);
-        let result = self.route_inner(conn, &frame);
+        let result = self.route_inner(conn, &frame, cache);
         if let Err(err) = &result {
             c.rejected.fetch_add(1, Relaxed);
             let session = HeaderView::parse(&frame)
@@ -158,7 +179,12 @@ impl Router {
         }
     }
 
-    fn route_inner(&self, conn: &Arc<Conn>, frame: &Bytes) -> Result<(), RouteError> {
+    fn route_inner(
+        &self,
+        conn: &Arc<Conn>,
+        frame: &Bytes,
+        cache: &mut RouteCache,
+    ) -> Result<(), RouteError> {
         let view = HeaderView::parse(frame)?;
         let raw_to = view.target(frame)?.ok_or(RouteError::NoTarget)?;
         // Normalise without allocating: a relative target is `<own ws>/<raw_to>`.
@@ -194,13 +220,23 @@ impl Router {
             self.fan_out(ws, kind, &out);
             return Ok(());
         }
-        let Some(target) = self.inner.table.get(ws, cid) else {
-            return Err(RouteError::NotConnected(format!("{ws}/{cid}")));
+        let generation = self.inner.table.generation();
+        let target = match &cache.target {
+            Some(t) if cache.generation == generation && cache.to == raw_to.as_bytes() => t,
+            _ => {
+                let Some(t) = self.inner.table.get(ws, cid) else {
+                    return Err(RouteError::NotConnected(format!("{ws}/{cid}")));
+                };
+                cache.generation = generation;
+                cache.to.clear();
+                cache.to.extend_from_slice(raw_to.as_bytes());
+                cache.target.insert(t)
+            }
         };
         if target.ws != conn.ws {
-            conn.note_foreign_target(&target);
+            conn.note_foreign_target(target);
         }
-        self.push(&target, Outbound::Binary(out))
+        self.push(target, Outbound::Binary(out))
             .map_err(|_| RouteError::SlowPeer(format!("{ws}/{cid}")))
     }
 

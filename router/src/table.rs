@@ -143,6 +143,8 @@ type Members = Arc<DashMap<String, Arc<Conn>, Hasher>>;
 #[derive(Debug, Default)]
 pub struct ClientTable {
     workspaces: DashMap<String, Members, Hasher>,
+    /// Bumped by every insert and removal; route caches compare it.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 // === impl ClientTable ===
@@ -152,6 +154,7 @@ impl ClientTable {
     pub fn insert(&self, conn: Arc<Conn>) -> Option<Arc<Conn>> {
         let members = self.workspaces.entry(conn.ws.clone()).or_default().clone();
         let old = members.insert(conn.cid.clone(), conn);
+        self.generation.fetch_add(1, Ordering::Release);
         if let Some(old) = &old {
             old.superseded.store(true, Ordering::Release);
         }
@@ -168,9 +171,15 @@ impl ClientTable {
             .remove_if(&conn.cid, |_, c| c.id == conn.id)
             .is_some();
         if removed {
+            self.generation.fetch_add(1, Ordering::Release);
             self.workspaces.remove_if(&conn.ws, |_, m| m.is_empty());
         }
         removed
+    }
+
+    /// Changes whenever a connection is added or removed.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// The live connection at `ws`/`cid`.

@@ -177,13 +177,18 @@ impl Router {
         idle_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let (mut seen, mut quiet) = (false, std::time::Duration::ZERO);
         let mut batch = Vec::with_capacity(cfg.write_batch);
+        let mut route_cache = crate::route::RouteCache::default();
         loop {
             tokio::select! {
                 biased;
-                _ = &mut close => return conn.egress.closing(),
+                // A decided close also queues a Close item, so it wakes this branch; the
+                // batch is then skipped, not flushed to a slow consumer.
                 n = rx.recv_many(&mut batch, cfg.write_batch) => {
                     if n == 0 {
                         return None;
+                    }
+                    if let Some(reason) = conn.egress.closing() {
+                        return Some(reason);
                     }
                     // A write can block on a full socket; a decided close cuts it short.
                     tokio::select! {
@@ -209,7 +214,7 @@ impl Router {
                             return None;
                         }
                         Some(Ok(Message::Binary(frame))) => {
-                            let _ = self.route_from(conn, frame);
+                            let _ = self.route_from_cached(conn, frame, &mut route_cache);
                         }
                         Some(Ok(Message::Text(text))) => self.control_text(conn, text.as_str()),
                         Some(Ok(_)) => {} // protocol pings are answered by the WebSocket layer

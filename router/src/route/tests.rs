@@ -226,3 +226,24 @@ fn full_queue_rejects_calls_at_once() {
     assert_eq!(value::get_str(&m.merged, "method"), Some("s1.reject"));
     assert_eq!(r.counters().dropped.load(Relaxed), 1);
 }
+
+#[test]
+fn route_cache_follows_reconnects() {
+    let (r, _) = setup();
+    let (a, _arx) = connect(&r, 1, "w", "a", true);
+    let (b1, mut b1rx) = connect(&r, 2, "x", "b", true);
+    let mut cache = RouteCache::default();
+    let f = || frame(vec![("type", "method".into()), ("to", "x/b".into())], None);
+    r.route_from_cached(&a, f(), &mut cache).unwrap();
+    r.route_from_cached(&a, f(), &mut cache).unwrap();
+    assert!(b1rx.try_recv().is_ok() && b1rx.try_recv().is_ok());
+    // b reconnects: the newer connection supersedes the cached one.
+    let (b2, mut b2rx) = connect(&r, 3, "x", "b", true);
+    r.route_from_cached(&a, f(), &mut cache).unwrap();
+    assert!(b2rx.try_recv().is_ok(), "routed to the new connection");
+    assert!(b1rx.try_recv().is_err());
+    // b leaves: the cache does not keep a dead target alive.
+    assert!(r.table().remove(&b2));
+    assert_eq!(r.route_from_cached(&a, f(), &mut cache), Err(RouteError::NotConnected("x/b".into())));
+    drop(b1);
+}
