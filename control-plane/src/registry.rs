@@ -178,6 +178,29 @@ impl Pattern<'_> {
     }
 }
 
+/// The records whose key starts with `prefix` (keys are `ws/cid:name@app`).
+fn with_prefix<'a>(
+    map: &'a BTreeMap<String, ServiceRecord>,
+    prefix: &'a str,
+) -> impl Iterator<Item = (&'a String, &'a ServiceRecord)> + 'a {
+    map.range::<str, _>((
+        std::ops::Bound::Included(prefix),
+        std::ops::Bound::Unbounded,
+    ))
+    .take_while(move |(k, _)| k.starts_with(prefix))
+}
+
+/// `p` if it is a literal (no `*` wildcard).
+fn literal(p: Option<&str>) -> Option<&str> {
+    p.filter(|p| !p.contains('*'))
+}
+
+/// Removes and returns the records whose key starts with `prefix`.
+fn remove_prefix(map: &mut BTreeMap<String, ServiceRecord>, prefix: &str) -> Vec<ServiceRecord> {
+    let keys: Vec<String> = with_prefix(map, prefix).map(|(k, _)| k.clone()).collect();
+    keys.iter().filter_map(|k| map.remove(k)).collect()
+}
+
 /// All registered services of this server.
 #[derive(Debug, Default)]
 pub struct Registry {
@@ -197,14 +220,14 @@ pub enum Inserted {
 
 impl Registry {
     /// Stores `record`, replacing any record with the same full id. Enforces the singleton
-    /// rule (workspace-api.md §2.4).
+    /// rule (workspace-api.md §2.4). Cost: the workspace's records, not the whole registry.
     pub fn insert(&self, record: ServiceRecord) -> Result<Inserted, String> {
         let mut map = self.services.lock().expect("registry lock");
         let id = record.id();
-        let same_name = map
-            .values()
-            .filter(|r| r.ws == record.ws && r.name == record.name && r.id() != id);
-        for other in same_name {
+        let ws_prefix = format!("{}/", record.ws);
+        let same_name = with_prefix(&map, &ws_prefix)
+            .filter(|(_, r)| r.name == record.name && r.cid != record.cid);
+        for (_, other) in same_name {
             if other.singleton || record.singleton {
                 return Err(format!(
                     "ValueError: A singleton service with the name '{}' already exists in workspace {}",
@@ -212,12 +235,7 @@ impl Registry {
                 ));
             }
         }
-        let old: Vec<String> = map
-            .iter()
-            .filter(|(_, r)| r.id() == id)
-            .map(|(k, _)| k.clone())
-            .collect();
-        let replaced: Vec<ServiceRecord> = old.iter().filter_map(|k| map.remove(k)).collect();
+        let replaced = remove_prefix(&mut map, &format!("{id}@"));
         map.insert(record.key(), record);
         Ok(if replaced.is_empty() {
             Inserted::New
@@ -229,31 +247,27 @@ impl Registry {
     /// Removes the records with full id `id` (any app id).
     pub fn remove_id(&self, id: &str) -> Vec<ServiceRecord> {
         let mut map = self.services.lock().expect("registry lock");
-        let keys: Vec<String> = map
-            .iter()
-            .filter(|(_, r)| r.id() == id)
-            .map(|(k, _)| k.clone())
-            .collect();
-        keys.iter().filter_map(|k| map.remove(k)).collect()
+        remove_prefix(&mut map, &format!("{id}@"))
     }
 
     /// Removes every record of client `ws/cid`.
     pub fn remove_client(&self, ws: &str, cid: &str) -> Vec<ServiceRecord> {
         let mut map = self.services.lock().expect("registry lock");
-        let keys: Vec<String> = map
-            .iter()
-            .filter(|(_, r)| r.ws == ws && r.cid == cid)
-            .map(|(k, _)| k.clone())
-            .collect();
-        keys.iter().filter_map(|k| map.remove(k)).collect()
+        remove_prefix(&mut map, &format!("{ws}/{cid}:"))
     }
 
-    /// Records matching `pattern`, in key order.
+    /// Records matching `pattern`, in key order. A literal workspace (and client id)
+    /// narrows the scan to that key range.
     pub fn find(&self, pattern: &Pattern<'_>) -> Vec<ServiceRecord> {
         let map = self.services.lock().expect("registry lock");
-        map.values()
-            .filter(|r| pattern.accepts(r))
-            .cloned()
+        let prefix = match (literal(pattern.ws), literal(pattern.cid)) {
+            (Some(ws), Some(cid)) => format!("{ws}/{cid}:"),
+            (Some(ws), None) => format!("{ws}/"),
+            _ => String::new(),
+        };
+        with_prefix(&map, &prefix)
+            .filter(|(_, r)| pattern.accepts(r))
+            .map(|(_, r)| r.clone())
             .collect()
     }
 
@@ -328,6 +342,35 @@ mod tests {
         assert_eq!(r.clients("w").len(), 1);
         assert_eq!(r.remove_client("w", "c").len(), 2);
         assert_eq!(r.len(), 1);
+    }
+
+    #[test]
+    fn prefix_lookups_do_not_mix_similar_ids() {
+        let r = Registry::default();
+        for id in ["ws-1/c:s", "ws-10/c:s", "ws-1/c2:s", "ws-1/c:s2"] {
+            r.insert(rec(id, "public", false)).unwrap();
+        }
+        let in_ws1 = r.find(&Pattern {
+            ws: Some("ws-1"),
+            ..Default::default()
+        });
+        assert_eq!(in_ws1.len(), 3);
+        let of_c = r.find(&Pattern {
+            ws: Some("ws-1"),
+            cid: Some("c"),
+            ..Default::default()
+        });
+        let mut ids: Vec<String> = of_c.iter().map(|x| x.id()).collect();
+        ids.sort();
+        assert_eq!(ids, vec!["ws-1/c:s", "ws-1/c:s2"]);
+        assert_eq!(r.remove_id("ws-1/c:s").len(), 1);
+        assert_eq!(r.remove_client("ws-1", "c").len(), 1);
+        assert_eq!(r.len(), 2);
+        let wild = r.find(&Pattern {
+            ws: Some("ws-1*"),
+            ..Default::default()
+        });
+        assert_eq!(wild.len(), 2);
     }
 
     #[test]

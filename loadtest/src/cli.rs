@@ -281,6 +281,11 @@ pub struct FanoutArgs {
     /// Time a message may take to reach every subscriber.
     #[arg(long, default_value = "10s", value_parser = duration_arg)]
     pub timeout: Duration,
+    /// Extra subscribers that subscribe and then never read their socket (slow
+    /// consumers); the report shows the healthy subscribers' latency beside them and,
+    /// with `--server-pid`, how far server memory grew.
+    #[arg(long, default_value_t = 0)]
+    pub stuck: usize,
 }
 
 /// Mixed flags.
@@ -425,6 +430,7 @@ impl FanoutArgs {
             messages: self.messages,
             payload: self.payload as usize,
             timeout: self.timeout,
+            stuck: self.stuck,
         }
     }
 }

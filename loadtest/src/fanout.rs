@@ -43,6 +43,8 @@ pub struct FanoutConfig {
     pub payload: usize,
     /// Time a message may take to reach every subscriber before it counts as lost.
     pub timeout: Duration,
+    /// Extra subscribers that never read (slow consumers); not counted as deliveries.
+    pub stuck: usize,
 }
 
 impl Default for FanoutConfig {
@@ -54,6 +56,7 @@ impl Default for FanoutConfig {
             messages: None,
             payload: 64,
             timeout: crate::DEFAULT_TIMEOUT,
+            stuck: 0,
         }
     }
 }
@@ -257,6 +260,17 @@ pub async fn run(
     })
     .await;
     let subs: Vec<RawConnection> = subs.into_iter().collect::<Result<_, _>>()?;
+    // Slow consumers: subscribed like the others, then never read. Held until the end.
+    let mut stuck = Vec::with_capacity(cfg.stuck);
+    for i in 0..cfg.stuck {
+        let mut c = connect_one(&url, format!("lt-fan-{tag}-stuck{i}"), &join, None, false)
+            .await
+            .map_err(|(k, e)| anyhow::anyhow!("stuck subscriber {i}: {k}: {e}"))?;
+        c.manager_call("subscribe", vec![vec![rmpv::Value::from(EVENT)].into()])
+            .await
+            .map_err(|e| anyhow::anyhow!("stuck subscriber {i}: subscribe: {e}"))?;
+        stuck.push(c.into_parts());
+    }
 
     let tracker = Arc::new(Tracker::new(cfg.subscribers, total, live.clone()));
     let per_delivery = Arc::new(Mutex::new(Latency::new()));
@@ -337,6 +351,8 @@ pub async fn run(
     r.detail("deliveries_per_s", delivered as f64 / r.duration_s);
     r.detail("delivery_latency", deliveries.summary());
     r.detail("payload_bytes", cfg.payload);
+    r.detail("stuck_subscribers", cfg.stuck);
+    drop(stuck);
     Ok(r)
 }
 

@@ -244,6 +244,9 @@ fn route_cache_follows_reconnects() {
     assert!(b1rx.try_recv().is_err());
     // b leaves: the cache does not keep a dead target alive.
     assert!(r.table().remove(&b2));
-    assert_eq!(r.route_from_cached(&a, f(), &mut cache), Err(RouteError::NotConnected("x/b".into())));
+    assert_eq!(
+        r.route_from_cached(&a, f(), &mut cache),
+        Err(RouteError::NotConnected("x/b".into()))
+    );
     drop(b1);
 }
