@@ -48,6 +48,19 @@ pub struct RouteCache {
     generation: u64,
     to: Vec<u8>,
     target: Option<Arc<Conn>>,
+    /// A one-off cache (for [`Router::route_from`]) that is never filled.
+    disabled: bool,
+}
+
+// === impl RouteCache ===
+
+impl RouteCache {
+    fn disabled() -> Self {
+        RouteCache {
+            disabled: true,
+            ..Default::default()
+        }
+    }
 }
 
 /// The router: client table, manager address and the control-plane hooks. Cheap to clone.
@@ -134,7 +147,7 @@ impl Router {
     /// Errors are already reported to the sender when this returns; the value is for
     /// counting and tests.
     pub fn route_from(&self, conn: &Arc<Conn>, frame: Bytes) -> Result<(), RouteError> {
-        self.route_from_cached(conn, frame, &mut RouteCache::default())
+        self.route_from_cached(conn, frame, &mut RouteCache::disabled())
     }
 
     /// [`Router::route_from`] with the sending connection's [`RouteCache`], which spares the
@@ -221,16 +234,22 @@ impl Router {
             return Ok(());
         }
         let generation = self.inner.table.generation();
+        let looked_up;
         let target = match &cache.target {
             Some(t) if cache.generation == generation && cache.to == raw_to.as_bytes() => t,
             _ => {
                 let Some(t) = self.inner.table.get(ws, cid) else {
                     return Err(RouteError::NotConnected(format!("{ws}/{cid}")));
                 };
-                cache.generation = generation;
-                cache.to.clear();
-                cache.to.extend_from_slice(raw_to.as_bytes());
-                cache.target.insert(t)
+                if cache.disabled {
+                    looked_up = t;
+                    &looked_up
+                } else {
+                    cache.generation = generation;
+                    cache.to.clear();
+                    cache.to.extend_from_slice(raw_to.as_bytes());
+                    cache.target.insert(t)
+                }
             }
         };
         if target.ws != conn.ws {
