@@ -229,11 +229,18 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
     });
     shutdown_signal().await;
     tracing::info!("shutting down");
-    router.shutdown();
+    // Stop accepting, tell every connection to close (1001, so clients reconnect
+    // elsewhere), and wait for them under a hard deadline: upgraded WebSocket connections
+    // are not tracked by the HTTP server's graceful shutdown.
     let _ = stop_tx.send(());
-    // Upgraded WebSocket connections are closed by the router; give them a moment, then
-    // stop regardless.
-    match tokio::time::timeout(Duration::from_secs(5), server).await {
+    router.shutdown();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while router.counters().connections.load(std::sync::atomic::Ordering::Acquire) > 0
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    match tokio::time::timeout_at(deadline, server).await {
         Ok(r) => r??,
         Err(_) => tracing::warn!("connections did not drain within 5 s; exiting"),
     }

@@ -220,7 +220,7 @@ impl Client {
         &self,
         to: &str,
         method: &str,
-        mut args: Vec<Value>,
+        args: Vec<Value>,
         kwargs: Option<Value>,
         timeout: Duration,
     ) -> Result<Value, ClientError> {
@@ -234,25 +234,7 @@ impl Client {
             .lock()
             .expect("pending lock")
             .insert(session.clone(), tx);
-        let header = map([
-            ("type", "method".into()),
-            ("to", to.into()),
-            ("method", method.into()),
-            ("session", session.as_str().into()),
-        ]);
-        let with_kwargs = kwargs.is_some();
-        if let Some(kw) = kwargs {
-            args.push(kw);
-        }
-        let mut extra = map([
-            ("args", Value::Array(args)),
-            ("promise", "*".into()),
-            ("t", Value::F64(timeout.as_secs_f64() / 2.0)),
-        ]);
-        if with_kwargs {
-            value::set(&mut extra, "with_kwargs", true.into());
-        }
-        self.send_frame(Bytes::from(encode_frame(&header, Some(&extra))))?;
+        self.send_frame(call_frame(to, method, &session, args, kwargs, timeout))?;
         let result = tokio::time::timeout(timeout, rx).await;
         self.pending.lock().expect("pending lock").remove(&session);
         match result {
@@ -536,6 +518,37 @@ fn visible_to(record: &Value, own_ws: &str, caller_ws: &str) -> bool {
         .and_then(|c| value::get(c, "authorized_workspaces"))
         .and_then(Value::as_array)
         .is_some_and(|a| a.iter().any(|w| w.as_str() == Some(caller_ws)))
+}
+
+/// A call frame with a compact promise (`promise: "*"`, `t` = half the timeout, §3.4);
+/// `kwargs`, if any, goes last in `args` with `with_kwargs: true` (§3.5).
+pub(crate) fn call_frame(
+    to: &str,
+    method: &str,
+    session: &str,
+    mut args: Vec<Value>,
+    kwargs: Option<Value>,
+    timeout: Duration,
+) -> Bytes {
+    let header = map([
+        ("type", "method".into()),
+        ("to", to.into()),
+        ("method", method.into()),
+        ("session", session.into()),
+    ]);
+    let with_kwargs = kwargs.is_some();
+    if let Some(kw) = kwargs {
+        args.push(kw);
+    }
+    let mut extra = map([
+        ("args", Value::Array(args)),
+        ("promise", "*".into()),
+        ("t", Value::F64(timeout.as_secs_f64() / 2.0)),
+    ]);
+    if with_kwargs {
+        value::set(&mut extra, "with_kwargs", true.into());
+    }
+    Bytes::from(encode_frame(&header, Some(&extra)))
 }
 
 /// Wraps an async closure as a [`Handler`].

@@ -16,7 +16,7 @@
 use crate::{random_id, ws_url, ClientError, ConnectOptions};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use rhizo_protocol::message::{encode_frame, Incoming, Message, ReplyKind};
+use rhizo_protocol::message::{Incoming, Message, ReplyKind};
 use rhizo_protocol::msgpack::{read_map_len, read_str, skip, write_map_len, write_str};
 use rhizo_protocol::value::{self, get_str, map, method, RPromise};
 use rhizo_protocol::FrameError;
@@ -274,31 +274,13 @@ impl RawConnection {
         &mut self,
         to: &str,
         method: &str,
-        mut args: Vec<Value>,
+        args: Vec<Value>,
         kwargs: Option<Value>,
         timeout: Duration,
     ) -> Result<Value, ClientError> {
         let session = format!("r{}x{}", self.next_session, self.session_tag);
         self.next_session += 1;
-        let header = map([
-            ("type", "method".into()),
-            ("to", to.into()),
-            ("method", method.into()),
-            ("session", session.as_str().into()),
-        ]);
-        let with_kwargs = kwargs.is_some();
-        if let Some(kw) = kwargs {
-            args.push(kw);
-        }
-        let mut extra = map([
-            ("args", Value::Array(args)),
-            ("promise", "*".into()),
-            ("t", Value::F64(timeout.as_secs_f64() / 2.0)),
-        ]);
-        if with_kwargs {
-            value::set(&mut extra, "with_kwargs", true.into());
-        }
-        let frame = Bytes::from(encode_frame(&header, Some(&extra)));
+        let frame = crate::call_frame(to, method, &session, args, kwargs, timeout);
         self.ws.send(WsMessage::Binary(frame)).await?;
         let deadline = tokio::time::Instant::now() + timeout;
         loop {

@@ -1,4 +1,5 @@
 use super::*;
+use rhizo_protocol::message::encode_frame;
 use rhizo_protocol::message::{Incoming, Message, Promise};
 use rhizo_protocol::HeaderView;
 
