@@ -235,7 +235,11 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
     let _ = stop_tx.send(());
     router.shutdown();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while router.counters().connections.load(std::sync::atomic::Ordering::Acquire) > 0
+    while router
+        .counters()
+        .connections
+        .load(std::sync::atomic::Ordering::Acquire)
+        > 0
         && tokio::time::Instant::now() < deadline
     {
         tokio::time::sleep(Duration::from_millis(20)).await;
