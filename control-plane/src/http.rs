@@ -13,6 +13,10 @@ use serde_json::json;
 use std::sync::Arc;
 use tower_http::cors::CorsLayer;
 
+mod apps;
+mod metrics;
+mod services;
+
 /// The whole HTTP app: `/ws` (from the router) plus the control-plane routes, served under
 /// `base_path` (`"/"` or e.g. `"/hypha"`).
 pub fn app(manager: Arc<Manager>, base_path: &str) -> axum::Router {
@@ -20,9 +24,17 @@ pub fn app(manager: Arc<Manager>, base_path: &str) -> axum::Router {
     let inner = axum::Router::new()
         .merge(health())
         .merge(assets())
-        .with_state(manager)
+        .merge(metrics::routes())
+        .merge(services::routes())
+        .merge(apps::routes())
+        .with_state(manager.clone())
         .merge(ws)
-        .layer(CorsLayer::permissive());
+        .merge(rhizo_router::http_stream::routes(manager.router.clone()))
+        .layer(axum::middleware::from_fn_with_state(
+            manager,
+            metrics::count_requests,
+        ))
+        .layer(CorsLayer::very_permissive());
     let base = base_path.trim_end_matches('/');
     if base.is_empty() {
         inner

@@ -8,6 +8,7 @@
 
 mod cache;
 mod default;
+mod http_api;
 
 use crate::config::ServerConfig;
 use crate::names::random_string;
@@ -98,7 +99,22 @@ pub struct Manager {
     pending: DashMap<String, PendingCall>,
     cache: cache::MessageCache,
     root_user: Value,
+    /// HTTP requests served, by route template and status (for `/metrics`).
+    pub http_requests: DashMap<(String, u16), u64>,
+    /// Callbacks the manager handed out (method path → owner allowed to call it, handler).
+    callbacks: DashMap<String, (String, Callback)>,
 }
+
+/// A callback the manager hands to a client as an encoded method (`<session>.<name>` on
+/// `*/<manager_id>`), e.g. the ASGI `receive`/`send` of an HTTP request.
+pub type Callback = Arc<
+    dyn Fn(
+            Call,
+        )
+            -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Value, String>> + Send>>
+        + Send
+        + Sync,
+>;
 
 impl std::fmt::Debug for Manager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -137,6 +153,8 @@ impl Manager {
             addr,
             pending: DashMap::new(),
             cache: cache::MessageCache::default(),
+            http_requests: DashMap::new(),
+            callbacks: DashMap::new(),
             root_user: value::from_json(&root),
         })
     }
@@ -251,6 +269,15 @@ impl Manager {
         if let Some(name) = m.strip_prefix("services.default.") {
             return self.call_default(ctx, name, call).await;
         }
+        let callback = self.callbacks.get(m).map(|c| c.value().clone());
+        if let Some((owner, f)) = callback {
+            // Only the peer the callback was handed to may call it (like session
+            // callbacks in hypha-rpc, §3.7).
+            if owner != ctx.from {
+                return Err(format!("PermissionError: {} may not call {m}", ctx.from));
+            }
+            return f(call.clone()).await;
+        }
         Err(format!("Method not found: {m}"))
     }
 
@@ -267,16 +294,33 @@ impl Manager {
         args: Vec<Value>,
         timeout: Duration,
     ) -> Result<Value, String> {
-        let session = format!("mgr{}", random_string(16));
         let ws = to.split_once('/').map(|(w, _)| w).unwrap_or_default();
+        self.call_client_as(to, method, args, None, (ws, &self.root_user), timeout)
+            .await
+    }
+
+    /// [`Manager::call_client`] on behalf of a caller: the callee sees `caller.0` as the
+    /// calling workspace and `caller.1` (an encoded user record) as the user, so its
+    /// visibility checks and `context` apply to that caller (HTTP calls, §8.2).
+    pub async fn call_client_as(
+        &self,
+        to: &str,
+        method: &str,
+        args: Vec<Value>,
+        kwargs: Option<Value>,
+        caller: (&str, &Value),
+        timeout: Duration,
+    ) -> Result<Value, String> {
+        let session = format!("mgr{}", random_string(16));
         let frame = encode_call(
             &self.addr,
             to,
-            ws,
-            &self.root_user,
+            caller.0,
+            caller.1,
             method,
             &session,
             args,
+            kwargs,
             timeout.as_secs_f64(),
         );
         let (tx, mut rx) = oneshot::channel();
@@ -305,6 +349,28 @@ impl Manager {
         }
     }
 
+    /// Hands out a callback: returns the encoded method (`_rpromise: "*"`) that `owner`
+    /// (`"<ws>/<cid>"`) may call as `<session>.<name>` on the manager, until
+    /// [`Manager::drop_callbacks`] removes the session.
+    pub fn callback(&self, session: &str, name: &str, owner: &str, f: Callback) -> Value {
+        let path = format!("{session}.{name}");
+        self.callbacks.insert(path.clone(), (owner.to_owned(), f));
+        method(
+            &self.addr,
+            &path,
+            RPromise::Compact,
+            name,
+            "",
+            &self.config.public_base_url,
+        )
+    }
+
+    /// Removes every callback of `session`.
+    pub fn drop_callbacks(&self, session: &str) {
+        let prefix = format!("{session}.");
+        self.callbacks.retain(|k, _| !k.starts_with(&prefix));
+    }
+
     /// A client left: fail the manager's calls waiting on it, drop its cached messages.
     pub fn fail_calls_to(&self, addr: &str) {
         let sessions: Vec<String> = self
@@ -321,6 +387,7 @@ impl Manager {
             }
         }
         self.cache.drop_owner(addr);
+        self.callbacks.retain(|_, (owner, _)| owner != addr);
     }
 
     fn encoded(&self, service: &str, name: &str, doc: &str) -> Value {

@@ -281,6 +281,16 @@ impl Registry {
         })
     }
 
+    /// Number of records per workspace.
+    pub fn counts_by_workspace(&self) -> BTreeMap<String, usize> {
+        let map = self.services.lock().expect("registry lock");
+        let mut counts = BTreeMap::new();
+        for r in map.values() {
+            *counts.entry(r.ws.clone()).or_insert(0) += 1;
+        }
+        counts
+    }
+
     /// Number of records.
     pub fn len(&self) -> usize {
         self.services.lock().expect("registry lock").len()

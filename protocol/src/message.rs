@@ -137,15 +137,18 @@ impl Message {
             };
             let first_arg = get(m, "args").and_then(|a| a.as_array()?.first().cloned());
             let kind = match name {
-                "resolve" => ReplyKind::Resolve(first_arg.unwrap_or(Value::Nil)),
-                "reject" => ReplyKind::Reject(error_text(first_arg.as_ref())),
-                "heartbeat" => ReplyKind::Heartbeat,
-                _ => return Incoming::Other,
+                "resolve" => Some(ReplyKind::Resolve(first_arg.unwrap_or(Value::Nil))),
+                "reject" => Some(ReplyKind::Reject(error_text(first_arg.as_ref()))),
+                "heartbeat" => Some(ReplyKind::Heartbeat),
+                // Any other `<session>.<name>` is a call of a callback we handed out.
+                _ => None,
             };
-            return Incoming::Reply {
-                session: session.to_owned(),
-                kind,
-            };
+            if let Some(kind) = kind {
+                return Incoming::Reply {
+                    session: session.to_owned(),
+                    kind,
+                };
+            }
         }
         let header = &self.header;
         let mut args = get(m, "args")
@@ -290,7 +293,8 @@ impl Call {
 /// Builds a call frame from the manager: compact promise with `t = timeout / 2` seconds
 /// (mandatory for Python callees, §3.4).
 ///
-/// `ws` is the target's workspace and `user` the encoded identity the manager acts as.
+/// `ws` and `user` are what the callee sees as the caller's workspace and identity;
+/// `kwargs`, if given, is appended to `args` with `with_kwargs: true` (§3.5).
 #[allow(clippy::too_many_arguments)]
 pub fn encode_call(
     manager: &str,
@@ -299,7 +303,8 @@ pub fn encode_call(
     user: &Value,
     method: &str,
     session: &str,
-    args: Vec<Value>,
+    mut args: Vec<Value>,
+    kwargs: Option<Value>,
     timeout_secs: f64,
 ) -> Vec<u8> {
     let header = value::map([
@@ -311,11 +316,18 @@ pub fn encode_call(
         ("method", method.into()),
         ("session", session.into()),
     ]);
-    let extra = value::map([
+    let with_kwargs = kwargs.is_some();
+    if let Some(kw) = kwargs {
+        args.push(kw);
+    }
+    let mut extra = value::map([
         ("args", Value::Array(args)),
         ("promise", "*".into()),
         ("t", Value::F64(timeout_secs / 2.0)),
     ]);
+    if with_kwargs {
+        value::set(&mut extra, "with_kwargs", true.into());
+    }
     encode_frame(&header, Some(&extra))
 }
 

@@ -6,6 +6,7 @@
 //! policy lives in the control plane, reached through [`hooks::ControlHooks`].
 //!
 //! * [`ws`] — the WebSocket transport at `/ws` and the handshake (protocol.md §1, §6).
+//! * [`http_stream`] — the HTTP streaming transport at `/rpc` (protocol.md §7).
 //! * [`route`] — the routing pipeline (protocol.md §2).
 //! * [`table`] — the sharded client table.
 //! * [`egress`] — per-connection bounded queues and the slow-consumer policy.
@@ -14,6 +15,7 @@
 pub mod close;
 pub mod egress;
 pub mod hooks;
+pub mod http_stream;
 pub mod route;
 pub mod table;
 pub mod ws;
@@ -47,6 +49,9 @@ pub struct RouterConfig {
     /// 128 KiB costs ~150 KiB RSS per connection); large frames still arrive whole, in
     /// more reads.
     pub read_buffer_bytes: usize,
+    /// Interval of the `{"type":"ping"}` keepalive records on HTTP streams (protocol.md
+    /// §7.1: at most 15 s, below the Python client's 30 s read timeout).
+    pub stream_keepalive: Duration,
 }
 
 impl Default for RouterConfig {
@@ -59,6 +64,7 @@ impl Default for RouterConfig {
             idle_timeout: Duration::from_secs(600),
             write_batch: 64,
             read_buffer_bytes: 8 * 1024,
+            stream_keepalive: http_stream::KEEPALIVE_INTERVAL,
         }
     }
 }
@@ -73,6 +79,8 @@ pub struct Counters {
     pub bytes_in: AtomicU64,
     /// Frames queued to clients.
     pub frames_out: AtomicU64,
+    /// Bytes of the frames queued to clients.
+    pub bytes_out: AtomicU64,
     /// Frames refused back to their sender (malformed, unroutable, slow target, denied).
     pub rejected: AtomicU64,
     /// Frames dropped because a target's queue was full or closed.

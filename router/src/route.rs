@@ -265,9 +265,11 @@ impl Router {
 
     /// Queues `item` on `target`, applying the slow-consumer policy (see `egress`).
     pub(crate) fn push(&self, target: &Arc<Conn>, item: Outbound) -> Result<(), PushError> {
+        let len = item.len() as u64;
         match target.egress.push(item) {
             Ok(()) => {
                 self.inner.counters.frames_out.fetch_add(1, Relaxed);
+                self.inner.counters.bytes_out.fetch_add(len, Relaxed);
                 Ok(())
             }
             Err(PushError::CloseSlowConsumer) => {

@@ -10,6 +10,20 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+/// How a connection reaches its client.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Transport {
+    /// A WebSocket at `/ws`.
+    #[default]
+    WebSocket,
+    /// An HTTP stream opened with `GET /rpc` (protocol.md §7); `token` is the bearer token
+    /// it was opened with, which every `POST /rpc` for it must repeat.
+    HttpStream {
+        /// The opening request's token (`None` for an anonymous stream).
+        token: Option<String>,
+    },
+}
+
 /// One live client connection.
 #[derive(Debug)]
 pub struct Conn {
@@ -28,6 +42,8 @@ pub struct Conn {
     pub stamp: Bytes,
     /// Whether the user may broadcast into its workspace (read-write or admin).
     pub can_write: bool,
+    /// The transport carrying the connection.
+    pub transport: Transport,
     /// Event names this connection subscribed to (protocol.md §4.7, §6.3).
     subscriptions: RwLock<HashSet<String>>,
     /// Outgoing queue drained by the connection's writer task.
@@ -68,6 +84,7 @@ impl Conn {
             addr,
             user,
             can_write,
+            transport: Transport::WebSocket,
             subscriptions: RwLock::new(HashSet::new()),
             egress,
             superseded: AtomicBool::new(false),
@@ -75,6 +92,12 @@ impl Conn {
             last_foreign_target: std::sync::atomic::AtomicU64::new(0),
             foreign_callers: Mutex::new(HashSet::new()),
         }
+    }
+
+    /// The same connection record carried by `transport`.
+    pub fn with_transport(mut self, transport: Transport) -> Self {
+        self.transport = transport;
+        self
     }
 
     /// Records that this connection sent a frame to `target` in another workspace.

@@ -448,7 +448,7 @@ impl Manager {
         Ok(visible.into_iter().nth(pick).expect("index in range"))
     }
 
-    fn get_service_info(
+    pub(super) fn get_service_info(
         &self,
         ctx: &Ctx,
         service_id: &Value,
@@ -466,7 +466,7 @@ impl Manager {
         Ok(self.presented(&r, hide))
     }
 
-    async fn get_service(
+    pub(super) async fn get_service(
         &self,
         ctx: &Ctx,
         service_id: &Value,
@@ -539,7 +539,7 @@ impl Manager {
         Ok(svc)
     }
 
-    fn list_services(
+    pub(super) fn list_services(
         &self,
         ctx: &Ctx,
         query: &Value,

@@ -1,0 +1,158 @@
+//! `GET /metrics` in the Prometheus text format (issue: HTTP, item 4): connections, frames
+//! and bytes in/out, queue depths, rejected/dropped frames, per-workspace clients and
+//! services, HTTP requests by route and status.
+
+use crate::manager::Manager;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+pub(super) fn routes() -> axum::Router<Arc<Manager>> {
+    axum::Router::new().route("/metrics", get(metrics))
+}
+
+/// Counts every HTTP request by its route template (never the raw path, so the label
+/// set stays small) and response status.
+pub(super) async fn count_requests(
+    State(m): State<Arc<Manager>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let response = next.run(req).await;
+    *m.http_requests
+        .entry((route, response.status().as_u16()))
+        .or_insert(0) += 1;
+    response
+}
+
+fn escape(label: &str) -> String {
+    label
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+async fn metrics(State(m): State<Arc<Manager>>) -> impl IntoResponse {
+    let c = m.router.counters();
+    let mut out = String::with_capacity(4096);
+    let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
+    };
+    metric(
+        "rhizo_connections",
+        "gauge",
+        "Open client connections.",
+        c.connections.load(Relaxed),
+    );
+    metric(
+        "rhizo_frames_in_total",
+        "counter",
+        "Binary frames received from clients.",
+        c.frames_in.load(Relaxed),
+    );
+    metric(
+        "rhizo_bytes_in_total",
+        "counter",
+        "Bytes of binary frames received from clients.",
+        c.bytes_in.load(Relaxed),
+    );
+    metric(
+        "rhizo_frames_out_total",
+        "counter",
+        "Frames queued to clients.",
+        c.frames_out.load(Relaxed),
+    );
+    metric(
+        "rhizo_bytes_out_total",
+        "counter",
+        "Bytes of frames queued to clients.",
+        c.bytes_out.load(Relaxed),
+    );
+    metric(
+        "rhizo_frames_rejected_total",
+        "counter",
+        "Frames refused back to their sender (malformed, unroutable, slow target, denied).",
+        c.rejected.load(Relaxed),
+    );
+    metric(
+        "rhizo_frames_dropped_total",
+        "counter",
+        "Frames dropped because a target queue was full or closed.",
+        c.dropped.load(Relaxed),
+    );
+    metric(
+        "rhizo_slow_consumer_closes_total",
+        "counter",
+        "Connections closed because their queue stayed full.",
+        c.slow_consumer_closes.load(Relaxed),
+    );
+    let conns = m.router.table().all();
+    let queued: Vec<usize> = conns.iter().map(|c| c.egress.queued()).collect();
+    metric(
+        "rhizo_egress_queued_bytes",
+        "gauge",
+        "Bytes waiting in all connections' egress queues.",
+        queued.iter().sum::<usize>() as u64,
+    );
+    metric(
+        "rhizo_egress_queued_bytes_max",
+        "gauge",
+        "Bytes waiting in the fullest egress queue.",
+        queued.iter().copied().max().unwrap_or(0) as u64,
+    );
+    let mut clients: BTreeMap<&str, u64> = BTreeMap::new();
+    for conn in &conns {
+        *clients.entry(conn.ws.as_str()).or_insert(0) += 1;
+    }
+    let _ = writeln!(out, "# HELP rhizo_workspace_clients Connected clients per workspace.\n# TYPE rhizo_workspace_clients gauge");
+    for (ws, n) in &clients {
+        let _ = writeln!(
+            out,
+            "rhizo_workspace_clients{{workspace=\"{}\"}} {n}",
+            escape(ws)
+        );
+    }
+    let _ = writeln!(out, "# HELP rhizo_workspace_services Registered services per workspace.\n# TYPE rhizo_workspace_services gauge");
+    for (ws, n) in m.registry.counts_by_workspace() {
+        let _ = writeln!(
+            out,
+            "rhizo_workspace_services{{workspace=\"{}\"}} {n}",
+            escape(&ws)
+        );
+    }
+    let _ = writeln!(out, "# HELP rhizo_http_requests_total HTTP requests by route and status.\n# TYPE rhizo_http_requests_total counter");
+    let mut http: Vec<((String, u16), u64)> = m
+        .http_requests
+        .iter()
+        .map(|e| (e.key().clone(), *e.value()))
+        .collect();
+    http.sort();
+    for ((route, status), n) in http {
+        let _ = writeln!(
+            out,
+            "rhizo_http_requests_total{{route=\"{}\",status=\"{status}\"}} {n}",
+            escape(&route)
+        );
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    )
+}

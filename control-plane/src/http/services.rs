@@ -1,0 +1,321 @@
+//! Calling services over plain HTTP (workspace-api.md §8.1–8.3):
+//! `GET /{ws}/services/` lists, `GET /{ws}/services/{id}` describes, and
+//! `GET|POST /{ws}/services/{id}/{function}` calls a function with the query parameters or
+//! the JSON / msgpack body as keyword arguments. The caller is identified by
+//! `Authorization: Bearer`, the `access_token` cookie or `?token=`; anonymous callers act
+//! as `anonymouz-http` from `ws-anonymous`.
+
+use super::{anonymous_http_user, request_token};
+use crate::manager::{Ctx, Manager};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
+use rhizo_protocol::value;
+use rmpv::Value;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Query names the route itself uses; never passed on as arguments.
+const RESERVED: [&str; 5] = ["workspace", "service_id", "function_key", "_mode", "token"];
+
+pub(super) fn routes() -> axum::Router<Arc<Manager>> {
+    axum::Router::new()
+        .route(
+            "/{ws}/services",
+            get(|| async { Redirect::temporary("services/") }),
+        )
+        .route("/{ws}/services/", get(list))
+        .route("/{ws}/services/{service_id}", get(info))
+        .route(
+            "/{ws}/services/{service_id}/{*function_key}",
+            get(call_get).post(call_post),
+        )
+        .layer(DefaultBodyLimit::max(16 * 1024 * 1024))
+}
+
+/// An error answer: `{"success": false, "detail": …}` with the status of §8.3.
+pub(super) struct HttpError(StatusCode, String);
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        (
+            self.0,
+            axum::Json(serde_json::json!({"success": false, "detail": self.1})),
+        )
+            .into_response()
+    }
+}
+
+/// Maps an error message from the manager or a callee to an HTTP status (§8.3).
+pub(super) fn status_of(message: &str) -> StatusCode {
+    let lower = message.to_lowercase();
+    if message.contains("TimeoutError") || message.contains("Method call timed out") {
+        StatusCode::GATEWAY_TIMEOUT
+    } else if message.contains("PermissionError") || lower.contains("permission denied") {
+        StatusCode::FORBIDDEN
+    } else if message.contains("KeyError") || lower.contains("not found") {
+        StatusCode::NOT_FOUND
+    } else if ["TypeError", "ValueError", "AssertionError"].iter().any(|e| message.contains(e))
+        // Python callees report bad arguments without the exception class.
+        || ["unexpected keyword argument", "required positional argument", "positional arguments but"]
+            .iter()
+            .any(|e| message.contains(e))
+    {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::INTERNAL_SERVER_ERROR
+    }
+}
+
+fn failed(message: String) -> HttpError {
+    HttpError(status_of(&message), message)
+}
+
+/// The caller's context for a request to workspace `ws`.
+pub(super) fn caller(
+    m: &Manager,
+    headers: &HeaderMap,
+    query: &BTreeMap<String, String>,
+    ws: &str,
+) -> Result<Ctx, HttpError> {
+    let token = request_token(headers).or_else(|| query.get("token").cloned());
+    let user = match token {
+        None => anonymous_http_user(),
+        Some(t) => m
+            .tokens
+            .verify(&t)
+            .map_err(|e| HttpError(StatusCode::UNAUTHORIZED, e.to_string()))?,
+    };
+    Ok(m.http_ctx(user, ws))
+}
+
+fn wants_msgpack(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .eq_ignore_ascii_case("application/msgpack")
+        })
+}
+
+/// The result as JSON, or msgpack when the request was msgpack (§8.2).
+fn encode(result: &Value, msgpack: bool) -> Response {
+    if msgpack {
+        (
+            [(header::CONTENT_TYPE, "application/msgpack")],
+            value::encode(result),
+        )
+            .into_response()
+    } else {
+        axum::Json(value::to_json(result)).into_response()
+    }
+}
+
+async fn list(
+    State(m): State<Arc<Manager>>,
+    Path(ws): Path<String>,
+    Query(q): Query<BTreeMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, HttpError> {
+    let ctx = caller(&m, &headers, &q, &ws)?;
+    // The listing maps permission errors to 403 and everything else to 404 (§8.3).
+    let list = m.http_list_services(&ctx, &ws).map_err(|e| {
+        let status = if status_of(&e) == StatusCode::FORBIDDEN {
+            StatusCode::FORBIDDEN
+        } else {
+            StatusCode::NOT_FOUND
+        };
+        HttpError(status, e)
+    })?;
+    Ok(encode(&list, false))
+}
+
+async fn info(
+    State(m): State<Arc<Manager>>,
+    Path((ws, service_id)): Path<(String, String)>,
+    Query(q): Query<BTreeMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, HttpError> {
+    let ctx = caller(&m, &headers, &q, &ws)?;
+    let info = m
+        .http_service_info(&ctx, &ws, &service_id, q.get("_mode").map(String::as_str))
+        .map_err(|e| {
+            let status = if status_of(&e) == StatusCode::FORBIDDEN {
+                StatusCode::FORBIDDEN
+            } else {
+                StatusCode::NOT_FOUND
+            };
+            HttpError(status, e)
+        })?;
+    Ok(encode(&info, false))
+}
+
+/// A query value as the reference reads it: integers and floats as numbers, `{…}` as
+/// JSON, anything else as a string.
+fn query_value(v: &str) -> Value {
+    if let Ok(i) = v.parse::<i64>() {
+        return Value::from(i);
+    }
+    if let Ok(f) = v.parse::<f64>() {
+        if f.is_finite() {
+            return Value::F64(f);
+        }
+    }
+    if v.starts_with('{') {
+        if let Ok(j) = serde_json::from_str::<serde_json::Value>(v) {
+            return value::from_json(&j);
+        }
+    }
+    Value::from(v)
+}
+
+async fn call_get(
+    State(m): State<Arc<Manager>>,
+    Path((ws, service_id, function_key)): Path<(String, String, String)>,
+    Query(q): Query<BTreeMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, HttpError> {
+    let ctx = caller(&m, &headers, &q, &ws)?;
+    let kwargs = Value::Map(
+        q.iter()
+            .filter(|(k, _)| !RESERVED.contains(&k.as_str()))
+            .map(|(k, v)| (Value::from(k.as_str()), query_value(v)))
+            .collect(),
+    );
+    let r = m
+        .http_call(
+            &ctx,
+            &ws,
+            &service_id,
+            &function_key,
+            kwargs,
+            q.get("_mode").map(String::as_str),
+        )
+        .await
+        .map_err(failed)?;
+    Ok(encode(&r, wants_msgpack(&headers)))
+}
+
+/// Keyword arguments from a POST body: an object as is, an array as `"0"`, `"1"`, …, a
+/// scalar as `"0"` (§8.2); reserved names removed.
+fn body_kwargs(body: Value) -> Value {
+    let entries = match body {
+        Value::Nil => Vec::new(),
+        Value::Map(m) => m
+            .into_iter()
+            .filter(|(k, _)| !k.as_str().is_some_and(|k| RESERVED.contains(&k)))
+            .collect(),
+        Value::Array(a) => a
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| (Value::from(i.to_string()), v))
+            .collect(),
+        other => vec![(Value::from("0"), other)],
+    };
+    Value::Map(entries)
+}
+
+async fn call_post(
+    State(m): State<Arc<Manager>>,
+    Path((ws, service_id, function_key)): Path<(String, String, String)>,
+    Query(q): Query<BTreeMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, HttpError> {
+    let ctx = caller(&m, &headers, &q, &ws)?;
+    let msgpack = wants_msgpack(&headers);
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
+    let mime = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let decoded = if body.is_empty() {
+        Value::Nil
+    } else if msgpack {
+        rmpv::decode::read_value(&mut &body[..]).map_err(|e| {
+            HttpError(
+                StatusCode::BAD_REQUEST,
+                format!("Invalid msgpack body: {e}"),
+            )
+        })?
+    } else if mime == "application/json" || mime.is_empty() {
+        let j: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|e| HttpError(StatusCode::BAD_REQUEST, format!("Invalid JSON body: {e}")))?;
+        value::from_json(&j)
+    } else {
+        return Err(HttpError(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!(
+                "Invalid content-type: {content_type}; use application/json or application/msgpack"
+            ),
+        ));
+    };
+    let r = m
+        .http_call(
+            &ctx,
+            &ws,
+            &service_id,
+            &function_key,
+            body_kwargs(decoded),
+            q.get("_mode").map(String::as_str),
+        )
+        .await
+        .map_err(failed)?;
+    Ok(encode(&r, msgpack))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_follow_the_reference_mapping() {
+        assert_eq!(
+            status_of("PermissionError: Permission denied for workspace x"),
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(
+            status_of("KeyError: Service not found: x"),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            status_of("TypeError: f() got an unexpected keyword argument 'z'"),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            status_of("TimeoutError: Method call timed out: f"),
+            StatusCode::GATEWAY_TIMEOUT
+        );
+        assert_eq!(
+            status_of("RuntimeError: boom"),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+        assert_eq!(
+            status_of("add() got an unexpected keyword argument 'z'"),
+            StatusCode::BAD_REQUEST
+        );
+    }
+
+    #[test]
+    fn query_and_body_arguments() {
+        assert_eq!(query_value("2"), Value::from(2));
+        assert_eq!(query_value("2.5"), Value::F64(2.5));
+        assert_eq!(query_value("abc"), Value::from("abc"));
+        assert_eq!(value::get_str(&query_value(r#"{"a":"b"}"#), "a"), Some("b"));
+        let kw = body_kwargs(Value::Array(vec![1.into(), 2.into()]));
+        assert_eq!(value::get(&kw, "1"), Some(&Value::from(2)));
+        let kw = body_kwargs(value::map([("a", 1.into()), ("_mode", "x".into())]));
+        assert_eq!(kw.as_map().unwrap().len(), 1);
+    }
+}

@@ -1,0 +1,177 @@
+//! What the HTTP routes ask of the manager (workspace-api.md §8.2): list, describe and call
+//! services on behalf of an HTTP caller, with the same visibility rules as RPC callers.
+
+use super::{Ctx, Manager};
+use crate::names::random_string;
+use rhizo_protocol::message::{Call, Promise};
+use rhizo_protocol::user::UserInfo;
+use rhizo_protocol::value::{self, get, get_str, map};
+use rmpv::Value;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long an HTTP call waits for the service function (the hypha-rpc default).
+pub const HTTP_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+// === impl Manager (HTTP) ===
+
+impl Manager {
+    /// The context an HTTP caller acts in: the token's workspace when it names one, the
+    /// URL workspace when the caller may read it (or it is `public`), `ws-anonymous` for
+    /// anonymous callers, else the caller's own workspace.
+    pub fn http_ctx(&self, user: UserInfo, url_ws: &str) -> Ctx {
+        let ws = match user.scope.current_workspace.as_deref() {
+            Some(w) if w != "*" && user.id != "root" => w.to_owned(),
+            _ if user.is_anonymous => "ws-anonymous".to_owned(),
+            _ if url_ws == "public" || user.can(url_ws, rhizo_protocol::user::Permission::Read) => {
+                url_ws.to_owned()
+            }
+            _ => user.personal_workspace(),
+        };
+        let cid = format!("http-{}", random_string(12));
+        Ctx {
+            from: format!("{ws}/{cid}"),
+            ws,
+            cid,
+            user,
+        }
+    }
+
+    /// Services of `ws` visible to the caller, ids as `client:service` (§8.1).
+    pub fn http_list_services(&self, ctx: &Ctx, ws: &str) -> Result<Value, String> {
+        let list = self.list_services(ctx, &Value::from(ws), false)?;
+        let Value::Array(items) = list else {
+            return Ok(list);
+        };
+        let items = items
+            .into_iter()
+            .map(|mut r| {
+                if let Some(id) = get_str(&r, "id")
+                    .and_then(|i| i.split_once('/'))
+                    .map(|(_, rest)| rest.to_owned())
+                {
+                    value::set(&mut r, "id", id.into());
+                }
+                r
+            })
+            .collect();
+        Ok(Value::Array(items))
+    }
+
+    /// The stored record of `service_id` (relative to `ws`), if the caller may see it.
+    pub fn http_service_info(
+        &self,
+        ctx: &Ctx,
+        ws: &str,
+        service_id: &str,
+        mode: Option<&str>,
+    ) -> Result<Value, String> {
+        let config = mode
+            .map(|m| map([("mode", m.into())]))
+            .unwrap_or(Value::Nil);
+        self.get_service_info(ctx, &Value::from(absolute_id(ws, service_id)), &config)
+    }
+
+    /// Calls `function_key` (dotted for nested members) of `service_id` (relative to `ws`;
+    /// `ws` itself means the workspace manager) with keyword arguments `kwargs`. A member
+    /// that is not a function is returned as its value.
+    ///
+    /// Errors: resolution and permission errors, `KeyError: <key> not found.`, the
+    /// callee's error, or a timeout (`TimeoutError: Method call timed out: …`).
+    pub async fn http_call(
+        self: &Arc<Self>,
+        ctx: &Ctx,
+        ws: &str,
+        service_id: &str,
+        function_key: &str,
+        kwargs: Value,
+        mode: Option<&str>,
+    ) -> Result<Value, String> {
+        if service_id == "ws" {
+            let call = Call {
+                method: format!("services.default.{function_key}"),
+                from: ctx.from.clone(),
+                ws: ctx.ws.clone(),
+                user: user_value(&ctx.user),
+                session: None,
+                args: Vec::new(),
+                kwargs: kwargs.as_map().cloned().unwrap_or_default(),
+                promise: Promise::None,
+            };
+            return self.call_default(ctx, function_key, &call).await;
+        }
+        let config = mode
+            .map(|m| map([("mode", m.into())]))
+            .unwrap_or(Value::Nil);
+        let svc = self
+            .get_service(ctx, &Value::from(absolute_id(ws, service_id)), &config)
+            .await?;
+        let mut member = &svc;
+        for key in function_key.split('.').filter(|k| !k.is_empty()) {
+            member =
+                get(member, key).ok_or_else(|| format!("KeyError: {function_key} not found."))?;
+        }
+        if get_str(member, "_rtype") != Some("method") {
+            return Ok(member.clone());
+        }
+        let target = get_str(member, "_rtarget").ok_or("ValueError: method without a target")?;
+        let method = get_str(member, "_rmethod").ok_or("ValueError: method without a path")?;
+        let user = user_value(&ctx.user);
+        self.call_client_as(
+            target,
+            method,
+            Vec::new(),
+            Some(kwargs),
+            (&ctx.ws, &user),
+            HTTP_CALL_TIMEOUT,
+        )
+        .await
+    }
+}
+
+// === impl Manager (HTTP apps) ===
+
+impl Manager {
+    /// The live service object of `service_id` (relative to `ws`) for an HTTP caller.
+    pub async fn http_service_object(
+        &self,
+        ctx: &Ctx,
+        ws: &str,
+        service_id: &str,
+        mode: Option<&str>,
+    ) -> Result<Value, String> {
+        let config = mode
+            .map(|m| map([("mode", m.into())]))
+            .unwrap_or(Value::Nil);
+        self.get_service(ctx, &Value::from(absolute_id(ws, service_id)), &config)
+            .await
+    }
+
+    /// Calls an encoded method `member` of a service object with positional `args` on
+    /// behalf of the HTTP caller `ctx`.
+    pub async fn http_invoke(
+        &self,
+        ctx: &Ctx,
+        member: &Value,
+        args: Vec<Value>,
+        timeout: Duration,
+    ) -> Result<Value, String> {
+        let target = get_str(member, "_rtarget").ok_or("ValueError: method without a target")?;
+        let method = get_str(member, "_rmethod").ok_or("ValueError: method without a path")?;
+        let user = user_value(&ctx.user);
+        self.call_client_as(target, method, args, None, (&ctx.ws, &user), timeout)
+            .await
+    }
+}
+
+fn absolute_id(ws: &str, service_id: &str) -> String {
+    if service_id.contains('/') {
+        service_id.to_owned()
+    } else {
+        format!("{ws}/{service_id}")
+    }
+}
+
+fn user_value(user: &UserInfo) -> Value {
+    value::from_json(&serde_json::to_value(user).unwrap_or_default())
+}
