@@ -10,6 +10,8 @@ mod cache;
 mod default;
 mod http_api;
 
+pub use http_api::HTTP_CALL_TIMEOUT;
+
 use crate::config::ServerConfig;
 use crate::names::random_string;
 use crate::registry::Registry;

@@ -131,3 +131,40 @@ async def test_metrics_exposition(server_url, connect):
         assert f"\n{name}" in text or text.startswith(name) or f"{name}{{" in text, name
     assert 'rhizo_http_requests_total{route="/{ws}/services/{service_id}/{*function_key}",status="200"}' in text
     assert f'rhizo_workspace_clients{{workspace="{prov.config.workspace}"}} 1' in text
+
+
+async def test_generator_results_stream_as_server_sent_events(server_url, connect):
+    prov = await connect(client_id=unique_id("hgen"))
+
+    async def count(n=3):
+        for i in range(int(n)):
+            yield {"i": i}
+
+    await prov.register_service({"id": "gen", "config": {"visibility": "public"}, "count": count})
+    url = f"{server_url}/{prov.config.workspace}/services/gen/count"
+    async with httpx.AsyncClient(timeout=20) as http:
+        r = await http.get(url, params={"n": 4})
+        assert r.status_code == 200, r.text
+        assert r.headers["content-type"].startswith("text/event-stream")
+        events = [line[len("data: "):] for line in r.text.split("\n\n") if line.startswith("data: ")]
+        assert events[-1] == "[DONE]"
+        assert [e for e in events[:-1]] == ['{"i":0}', '{"i":1}', '{"i":2}', '{"i":3}']
+        r = await http.get(url, params={"n": 2}, headers={"Content-Type": "application/msgpack"})
+        assert r.status_code == 200
+        unpacker = msgpack.Unpacker(raw=False)
+        unpacker.feed(r.content)
+        assert list(unpacker) == [{"i": 0}, {"i": 1}]
+
+
+async def test_workspace_info(server_url, connect):
+    prov = await connect(client_id=unique_id("hinfo"))
+    ws = prov.config.workspace
+    token = await prov.generate_token({"permission": "read"})
+    async with httpx.AsyncClient(timeout=10) as http:
+        r = await http.get(f"{server_url}/{ws}/info", headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 200, r.text
+        assert r.json()["id"] == ws
+        r = await http.get(f"{server_url}/{ws}/info")
+        assert r.status_code == 403, r.text
+        r = await http.get(f"{server_url}/ws-user-nobody-here/info", headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code in (403, 404), r.text

@@ -27,6 +27,7 @@ pub(super) fn routes() -> axum::Router<Arc<Manager>> {
             get(|| async { Redirect::temporary("services/") }),
         )
         .route("/{ws}/services/", get(list))
+        .route("/{ws}/info", get(workspace_info))
         .route("/{ws}/services/{service_id}", get(info))
         .route(
             "/{ws}/services/{service_id}/{*function_key}",
@@ -136,6 +137,30 @@ async fn list(
     Ok(encode(&list, false))
 }
 
+/// `GET /{ws}/info`: the workspace record; needs read permission on it (403), 404 if it
+/// does not exist.
+async fn workspace_info(
+    State(m): State<Arc<Manager>>,
+    Path(ws): Path<String>,
+    Query(q): Query<BTreeMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, HttpError> {
+    let ctx = caller(&m, &headers, &q, &ws)?;
+    if !ctx.user.can(&ws, rhizo_protocol::user::Permission::Read) {
+        return Err(HttpError(
+            StatusCode::FORBIDDEN,
+            format!("PermissionError: Permission denied for workspace {ws}"),
+        ));
+    }
+    let info = m.workspaces.get(&ws).ok_or_else(|| {
+        HttpError(
+            StatusCode::NOT_FOUND,
+            format!("KeyError: Workspace {ws} does not exist or is not accessible"),
+        )
+    })?;
+    Ok(axum::Json(serde_json::to_value(info).unwrap_or_default()).into_response())
+}
+
 async fn info(
     State(m): State<Arc<Manager>>,
     Path((ws, service_id)): Path<(String, String)>,
@@ -154,6 +179,62 @@ async fn info(
             HttpError(status, e)
         })?;
     Ok(encode(&info, false))
+}
+
+/// A call's answer: the value itself, or, for a generator, its items as they come
+/// (§8.2): `text/event-stream` with `data: <json>` per item and a final `data: [DONE]`, or
+/// concatenated msgpack objects. An error while streaming becomes an item
+/// `{"error": …, "traceback": ""}`.
+fn respond(m: Arc<Manager>, ctx: Ctx, result: Value, msgpack: bool) -> Response {
+    if value::get_str(&result, "_rtype") != Some("generator") {
+        return encode(&result, msgpack);
+    }
+    let items = futures_util::stream::unfold(Some((m, ctx, result)), move |state| async move {
+        let (m, ctx, generator) = state?;
+        let (item, next) = match m
+            .http_invoke(
+                &ctx,
+                &generator,
+                Vec::new(),
+                crate::manager::HTTP_CALL_TIMEOUT,
+            )
+            .await
+        {
+            Ok(v) if value::get_str(&v, "_rtype") == Some("stop_iteration") => {
+                if msgpack {
+                    return None;
+                }
+                (b"data: [DONE]\n\n".to_vec(), None)
+            }
+            Ok(v) => (stream_item(&v, msgpack), Some((m, ctx, generator))),
+            Err(e) => {
+                let err = value::map([("error", e.as_str().into()), ("traceback", "".into())]);
+                (stream_item(&err, msgpack), None)
+            }
+        };
+        Some((Ok::<_, std::io::Error>(Bytes::from(item)), next))
+    });
+    let content_type = if msgpack {
+        "application/msgpack"
+    } else {
+        "text/event-stream"
+    };
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        axum::body::Body::from_stream(items),
+    )
+        .into_response()
+}
+
+fn stream_item(v: &Value, msgpack: bool) -> Vec<u8> {
+    if msgpack {
+        value::encode(v)
+    } else {
+        format!("data: {}\n\n", value::to_json(v)).into_bytes()
+    }
 }
 
 /// A query value as the reference reads it: integers and floats as numbers, `{…}` as
@@ -199,7 +280,7 @@ async fn call_get(
         )
         .await
         .map_err(failed)?;
-    Ok(encode(&r, wants_msgpack(&headers)))
+    Ok(respond(m, ctx, r, wants_msgpack(&headers)))
 }
 
 /// Keyword arguments from a POST body: an object as is, an array as `"0"`, `"1"`, …, a
@@ -272,7 +353,7 @@ async fn call_post(
         )
         .await
         .map_err(failed)?;
-    Ok(encode(&r, msgpack))
+    Ok(respond(m, ctx, r, msgpack))
 }
 
 #[cfg(test)]
