@@ -121,3 +121,25 @@ async def test_functions_service(server_url, connect):
         assert r.status_code == 200 and r.text == "default for /some/other/path", r.text
         r = await http.get(f"{server_url}/{prov.config.workspace}/apps/missing-app/")
         assert r.status_code == 404, r.text
+
+
+async def test_unknown_routes_and_traversal_attempts(server_url, connect):
+    prov = await connect(client_id=unique_id("trav"))
+
+    def index(event):
+        return {"status": 200, "body": "ok"}
+
+    await prov.register_service({"id": "site", "type": "functions", "config": {"visibility": "public"}, "index": index})
+    ws = prov.config.workspace
+    async with httpx.AsyncClient(timeout=20) as http:
+        r = await http.get(f"{server_url}/no/such/route/at/all")
+        assert r.status_code == 404
+        # Encoded dot segments reach the app as a path; they select no function and read
+        # no file on the server.
+        for path in ["%2e%2e/%2e%2e/etc/passwd", "..%2F..%2Fetc%2Fpasswd", "sub/%2e%2e/%2e%2e/x"]:
+            r = await http.get(f"{server_url}/{ws}/apps/site/{path}")
+            assert r.status_code == 404, (path, r.status_code, r.text)
+            assert "root:" not in r.text
+        r = await http.get(f"{server_url}/{ws}/apps/site")  # redirect to the trailing slash
+        assert r.status_code in (301, 302, 307, 308)
+        assert r.headers["location"].endswith("site/")
