@@ -70,6 +70,17 @@ pub(super) fn status_of(message: &str) -> StatusCode {
     }
 }
 
+/// The listing and info routes map permission errors to 403 and everything else to 404
+/// (§8.3).
+fn listing_error(message: String) -> HttpError {
+    let status = if status_of(&message) == StatusCode::FORBIDDEN {
+        StatusCode::FORBIDDEN
+    } else {
+        StatusCode::NOT_FOUND
+    };
+    HttpError(status, message)
+}
+
 fn failed(message: String) -> HttpError {
     HttpError(status_of(&message), message)
 }
@@ -125,15 +136,7 @@ async fn list(
     headers: HeaderMap,
 ) -> Result<Response, HttpError> {
     let ctx = caller(&m, &headers, &q, &ws)?;
-    // The listing maps permission errors to 403 and everything else to 404 (§8.3).
-    let list = m.http_list_services(&ctx, &ws).map_err(|e| {
-        let status = if status_of(&e) == StatusCode::FORBIDDEN {
-            StatusCode::FORBIDDEN
-        } else {
-            StatusCode::NOT_FOUND
-        };
-        HttpError(status, e)
-    })?;
+    let list = m.http_list_services(&ctx, &ws).map_err(listing_error)?;
     Ok(encode(&list, false))
 }
 
@@ -170,14 +173,7 @@ async fn info(
     let ctx = caller(&m, &headers, &q, &ws)?;
     let info = m
         .http_service_info(&ctx, &ws, &service_id, q.get("_mode").map(String::as_str))
-        .map_err(|e| {
-            let status = if status_of(&e) == StatusCode::FORBIDDEN {
-                StatusCode::FORBIDDEN
-            } else {
-                StatusCode::NOT_FOUND
-            };
-            HttpError(status, e)
-        })?;
+        .map_err(listing_error)?;
     Ok(encode(&info, false))
 }
 

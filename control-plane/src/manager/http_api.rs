@@ -66,9 +66,7 @@ impl Manager {
         service_id: &str,
         mode: Option<&str>,
     ) -> Result<Value, String> {
-        let config = mode
-            .map(|m| map([("mode", m.into())]))
-            .unwrap_or(Value::Nil);
+        let config = mode_config(mode);
         self.get_service_info(ctx, &Value::from(absolute_id(ws, service_id)), &config)
     }
 
@@ -100,12 +98,7 @@ impl Manager {
             };
             return self.call_default(ctx, function_key, &call).await;
         }
-        let config = mode
-            .map(|m| map([("mode", m.into())]))
-            .unwrap_or(Value::Nil);
-        let svc = self
-            .get_service(ctx, &Value::from(absolute_id(ws, service_id)), &config)
-            .await?;
+        let svc = self.http_service_object(ctx, ws, service_id, mode).await?;
         let mut member = &svc;
         for key in function_key.split('.').filter(|k| !k.is_empty()) {
             member =
@@ -140,9 +133,7 @@ impl Manager {
         service_id: &str,
         mode: Option<&str>,
     ) -> Result<Value, String> {
-        let config = mode
-            .map(|m| map([("mode", m.into())]))
-            .unwrap_or(Value::Nil);
+        let config = mode_config(mode);
         self.get_service(ctx, &Value::from(absolute_id(ws, service_id)), &config)
             .await
     }
@@ -162,6 +153,12 @@ impl Manager {
         self.call_client_as(target, method, args, None, (&ctx.ws, &user), timeout)
             .await
     }
+}
+
+/// A `get_service` config carrying only a selection mode.
+fn mode_config(mode: Option<&str>) -> Value {
+    mode.map(|m| map([("mode", m.into())]))
+        .unwrap_or(Value::Nil)
 }
 
 fn absolute_id(ws: &str, service_id: &str) -> String {
