@@ -118,7 +118,7 @@ async fn config_json(
     let user = match request_token(&headers) {
         None => anonymous_http_user(),
         Some(t) => m.tokens.verify(&t).map_err(|e| match e {
-            TokenError::Expired | TokenError::Invalid(_) => {
+            TokenError::Expired | TokenError::Invalid(_) | TokenError::Revoked => {
                 ApiError(StatusCode::UNAUTHORIZED, e.to_string())
             }
         })?,

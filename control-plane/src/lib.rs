@@ -16,6 +16,7 @@ pub mod http;
 pub mod manager;
 pub mod names;
 pub mod registry;
+pub mod storage;
 pub mod tokens;
 pub mod workspaces;
 

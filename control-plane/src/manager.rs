@@ -9,6 +9,7 @@
 mod cache;
 mod default;
 mod http_api;
+mod workspace;
 
 pub use http_api::HTTP_CALL_TIMEOUT;
 
@@ -105,6 +106,8 @@ pub struct Manager {
     pub http_requests: DashMap<(String, u16), u64>,
     /// Callbacks the manager handed out (method path → owner allowed to call it, handler).
     callbacks: DashMap<String, (String, Callback)>,
+    /// The event log of `log_event` (in memory, newest last, bounded).
+    event_log: std::sync::Mutex<Vec<workspace::EventLog>>,
 }
 
 /// A callback the manager hands to a client as an encoded method (`<session>.<name>` on
@@ -157,6 +160,7 @@ impl Manager {
             cache: cache::MessageCache::default(),
             http_requests: DashMap::new(),
             callbacks: DashMap::new(),
+            event_log: std::sync::Mutex::new(Vec::new()),
             root_user: value::from_json(&root),
         })
     }

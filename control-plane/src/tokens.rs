@@ -15,6 +15,34 @@ pub enum TokenError {
     /// `exp` is in the past.
     #[error("The token has expired. Please log in again to obtain a new token.")]
     Expired,
+    /// The token was revoked with `revoke_token`.
+    #[error("Token has been revoked")]
+    Revoked,
+}
+
+// === impl TokenService (revocation) ===
+
+impl TokenService {
+    /// Revokes a valid token until it would have expired. Kept in memory: a restart
+    /// forgets revocations until the persistent store is wired in (docs/compat.md).
+    ///
+    /// Errors: the token does not verify (invalid, expired, already revoked).
+    pub fn revoke(&self, token: &str) -> Result<(), TokenError> {
+        if self.root_token.as_deref() == Some(token.trim()) {
+            return Err(TokenError::Invalid(
+                "the root token cannot be revoked".into(),
+            ));
+        }
+        let user = self.verify(token)?;
+        let now = now_secs();
+        let exp = user
+            .expires_at
+            .map(|e| e as u64)
+            .unwrap_or(now + 365 * 24 * 3600);
+        self.revoked.retain(|_, e| *e > now);
+        self.revoked.insert(token.trim().to_owned(), exp);
+        Ok(())
+    }
 }
 
 /// Seconds since the epoch.
@@ -31,6 +59,8 @@ pub struct TokenService {
     decoding: DecodingKey,
     format: ClaimFormat,
     root_token: Option<String>,
+    /// Revoked tokens → their expiry (seconds since the epoch); forgotten once expired.
+    revoked: dashmap::DashMap<String, u64>,
 }
 
 impl std::fmt::Debug for TokenService {
@@ -51,6 +81,7 @@ impl TokenService {
             decoding: DecodingKey::from_secret(secret.as_bytes()),
             format,
             root_token: root_token.filter(|t| !t.is_empty()),
+            revoked: dashmap::DashMap::new(),
         }
     }
 
@@ -74,6 +105,9 @@ impl TokenService {
         v.set_audience(&[&self.format.audience]);
         v.set_issuer(&[&self.format.issuer]);
         v.leeway = 0;
+        if self.revoked.contains_key(token) {
+            return Err(TokenError::Revoked);
+        }
         let data =
             decode::<serde_json::Value>(token, &self.decoding, &v).map_err(|e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,

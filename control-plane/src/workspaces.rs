@@ -23,6 +23,12 @@ pub struct WorkspaceInfo {
     pub owners: Vec<String>,
     /// Whether clients may only read.
     pub read_only: bool,
+    /// Free-form settings; the server uses `bookmarks` (list) and `environs` (map).
+    #[serde(default)]
+    pub config: serde_json::Map<String, serde_json::Value>,
+    /// Service types registered in the workspace, by id.
+    #[serde(default)]
+    pub service_types: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 // === impl WorkspaceInfo ===
@@ -38,6 +44,8 @@ impl WorkspaceInfo {
             persistent,
             owners,
             read_only: false,
+            config: serde_json::Map::new(),
+            service_types: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -83,6 +91,26 @@ impl Workspaces {
     /// Creates `info` unless a workspace with its id exists; returns the stored record.
     pub fn get_or_create(&self, info: WorkspaceInfo) -> WorkspaceInfo {
         self.map.entry(info.id.clone()).or_insert(info).clone()
+    }
+
+    /// Stores `info`, replacing any record with its id.
+    pub fn put(&self, info: WorkspaceInfo) {
+        self.map.insert(info.id.clone(), info);
+    }
+
+    /// Applies `f` to the record of `id`; `None` if there is none.
+    pub fn update<T>(&self, id: &str, f: impl FnOnce(&mut WorkspaceInfo) -> T) -> Option<T> {
+        self.map.get_mut(id).map(|mut w| f(&mut w))
+    }
+
+    /// Removes the record of `id`.
+    pub fn remove(&self, id: &str) -> Option<WorkspaceInfo> {
+        self.map.remove(id).map(|(_, w)| w)
+    }
+
+    /// Every record (a snapshot).
+    pub fn all(&self) -> Vec<WorkspaceInfo> {
+        self.map.iter().map(|w| w.clone()).collect()
     }
 
     /// Removes a non-persistent workspace (called when its last client left).

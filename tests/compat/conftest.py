@@ -36,6 +36,8 @@ REPO = Path(__file__).resolve().parents[2]
 DEFAULT_TEST_TIMEOUT = 30.0
 READINESS_TIMEOUT = 20.0
 TEST_JWT_SECRET = "rhizo-compat-test-secret-0123456789abcdef"
+# The root token of the rhizo server the suite starts (``root_token`` fixture).
+ROOT_TOKEN = "rz-compat-Qm9vdFRva2VuRm9yVGVzdHNPbmx5-7f3a9c1e5b"
 EXTERNAL_URL = os.environ.get("HYPHA_SERVER_URL", "").strip().rstrip("/")
 # COMPAT_FORCE_RHIZO_ONLY=1 runs rhizo_only tests against an external server too (used to
 # confirm that they do catch the reference's flaws).
@@ -118,6 +120,7 @@ def _server(request):
     log_path = workdir / "server.log"
     env = dict(os.environ)
     env["HYPHA_JWT_SECRET"] = TEST_JWT_SECRET
+    env["HYPHA_ROOT_TOKEN"] = ROOT_TOKEN
     env.setdefault("RUST_BACKTRACE", "1")
     log_file = open(log_path, "wb")
     process = subprocess.Popen(
@@ -242,3 +245,11 @@ async def workspace_pair(connect):
         client_id=unique_id("member"), workspace=owner.config.workspace, token=token
     )
     return owner, member
+
+
+@pytest.fixture
+def root_token(is_external) -> str:
+    """The root token of the server under test (rhizo only; skipped for external servers)."""
+    if is_external:
+        pytest.skip("the root token of an external server is unknown")
+    return ROOT_TOKEN

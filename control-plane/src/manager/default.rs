@@ -88,6 +88,96 @@ pub(super) const METHODS: &[(&str, &[Param], &str)] = &[
         &[("workspace", true)],
         "Get a workspace record.",
     ),
+    ("revoke_token", &[("token", false)], "Revoke a token."),
+    (
+        "create_workspace",
+        &[("config", false), ("overwrite", true)],
+        "Create a workspace.",
+    ),
+    (
+        "delete_workspace",
+        &[("workspace", false)],
+        "Delete a workspace.",
+    ),
+    (
+        "list_workspaces",
+        &[("match", true), ("offset", true), ("limit", true)],
+        "List the workspaces the caller can read.",
+    ),
+    (
+        "set_env",
+        &[("key", false), ("value", true)],
+        "Set (or, with null, remove) an environment variable.",
+    ),
+    (
+        "get_env",
+        &[("key", true)],
+        "Get one environment variable or all.",
+    ),
+    ("check_status", &[], "Status of the caller's workspace."),
+    (
+        "get_summary",
+        &[],
+        "Clients and services of the caller's workspace.",
+    ),
+    (
+        "bookmark",
+        &[("item", false)],
+        "Bookmark a workspace or service.",
+    ),
+    ("unbookmark", &[("item", false)], "Remove a bookmark."),
+    (
+        "register_service_type",
+        &[("type_info", false)],
+        "Register a service type.",
+    ),
+    (
+        "get_service_type",
+        &[("type_id", false)],
+        "Get a service type.",
+    ),
+    (
+        "list_service_types",
+        &[("workspace", true)],
+        "List service types.",
+    ),
+    (
+        "search_services",
+        &[
+            ("query", true),
+            ("filters", true),
+            ("limit", true),
+            ("offset", true),
+            ("return_fields", true),
+            ("order_by", true),
+            ("pagination", true),
+            ("include_unlisted", true),
+        ],
+        "Search services by text.",
+    ),
+    (
+        "log_event",
+        &[("event_type", false), ("data", true)],
+        "Log an event.",
+    ),
+    (
+        "get_events",
+        &[
+            ("event_type", true),
+            ("start_time", true),
+            ("end_time", true),
+        ],
+        "The caller's logged events.",
+    ),
+    (
+        "get_event_stats",
+        &[
+            ("event_type", true),
+            ("start_time", true),
+            ("end_time", true),
+        ],
+        "Counts of the caller's logged events.",
+    ),
 ];
 
 /// Default time the manager waits for a provider's service object (GetServiceConfig).
@@ -216,6 +306,24 @@ impl Manager {
             "generate_token" => self.generate_token(ctx, &a[0]),
             "parse_token" => self.parse_token(ctx, &a[0]),
             "get_workspace_info" => self.get_workspace_info(ctx, opt_str(&a[0])),
+            "revoke_token" => self.revoke_token(ctx, &a[0]),
+            "create_workspace" => {
+                self.create_workspace(ctx, &a[0], a[1].as_bool().unwrap_or(false))
+            }
+            "delete_workspace" => self.delete_workspace(ctx, a[0].as_str().unwrap_or_default()),
+            "list_workspaces" => self.list_workspaces(ctx, &a[0], &a[1], &a[2]),
+            "set_env" => self.set_env(ctx, &a[0], &a[1]),
+            "get_env" => self.get_env(ctx, &a[0]),
+            "check_status" => self.check_status(ctx),
+            "get_summary" => self.get_summary(ctx),
+            "bookmark" | "unbookmark" => self.bookmark(ctx, &a[0], name == "bookmark"),
+            "register_service_type" => self.register_service_type(ctx, &a[0]),
+            "get_service_type" => self.get_service_type(ctx, &a[0]),
+            "list_service_types" => self.list_service_types(ctx, opt_str(&a[0])),
+            "search_services" => self.search_services(ctx, &a[0], &a[2], &a[3]),
+            "log_event" => self.log_event(ctx, &a[0], &a[1]),
+            "get_events" => self.get_events(ctx, &a[0], &a[1], &a[2]),
+            "get_event_stats" => self.get_event_stats(ctx, &a[0], &a[1], &a[2]),
             _ => Err(format!("Method not found: services.default.{name}")),
         }
     }
@@ -778,7 +886,15 @@ impl Manager {
         };
         let child = UserInfo {
             id: readable_id(),
-            roles: ctx.user.roles.clone(),
+            // Not the `admin` role: it would grant admin on every workspace and void the
+            // permission the token is scoped to (the reference copies it; docs/compat.md).
+            roles: ctx
+                .user
+                .roles
+                .iter()
+                .filter(|r| *r != "admin")
+                .cloned()
+                .collect(),
             is_anonymous: ctx.user.is_anonymous,
             scope,
             email,
@@ -800,6 +916,7 @@ impl Manager {
         let user = self.tokens.verify(token).map_err(|e| match e {
             TokenError::Expired => format!("PermissionError: {e}"),
             TokenError::Invalid(_) => format!("ValueError: {e}"),
+            TokenError::Revoked => format!("PermissionError: {e}"),
         })?;
         if let Some(w) = &user.scope.current_workspace {
             if *w != ctx.ws {
@@ -817,7 +934,11 @@ impl Manager {
 
     /// Needs read permission on the target workspace (safer than the reference, which
     /// only checks the caller's own: workspace-api.md §5.3 QUIRK).
-    fn get_workspace_info(&self, ctx: &Ctx, workspace: Option<&str>) -> Result<Value, String> {
+    pub(super) fn get_workspace_info(
+        &self,
+        ctx: &Ctx,
+        workspace: Option<&str>,
+    ) -> Result<Value, String> {
         let ws = workspace.unwrap_or(&ctx.ws);
         ctx.require(ws, Permission::Read)?;
         let info = self.workspaces.get(ws).ok_or_else(|| {

@@ -1,0 +1,563 @@
+//! Workspace methods of the `default` service (workspace-api.md §5.3–5.5): creating,
+//! listing and deleting workspaces, environment variables, bookmarks, status and summary,
+//! service types, text search over services, the event log, and token revocation.
+//!
+//! State lives in memory for now (the `Workspaces` table and an event list); where the
+//! reference has a QUIRK, the safer behaviour is taken (docs/compat.md).
+
+use super::{Ctx, Manager};
+use crate::events;
+use crate::registry::Visibility;
+use crate::tokens::now_secs;
+use crate::workspaces::WorkspaceInfo;
+use rhizo_protocol::user::Permission;
+use rhizo_protocol::value::{self, get, get_str, map};
+use rmpv::Value;
+use serde_json::json;
+
+/// Rows the in-memory event log keeps.
+const MAX_EVENTS: usize = 100_000;
+
+/// One row of the event log (workspace-api.md §2.10).
+#[derive(Debug, Clone)]
+pub struct EventLog {
+    /// Row id, increasing.
+    pub id: u64,
+    /// Event type (no spaces).
+    pub event_type: String,
+    /// Workspace it was logged in.
+    pub workspace: String,
+    /// User who logged it.
+    pub user_id: String,
+    /// Seconds since the epoch.
+    pub timestamp: f64,
+    /// Payload.
+    pub data: serde_json::Value,
+}
+
+fn to_value(v: &impl serde::Serialize) -> Value {
+    value::from_json(&serde_json::to_value(v).unwrap_or_default())
+}
+
+fn valid_workspace_id(id: &str, root: bool) -> Result<(), String> {
+    if id.is_empty()
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    {
+        return Err(format!(
+            "ValueError: Invalid workspace id: {id} (lowercase letters, digits and '-' only)"
+        ));
+    }
+    if !root && !id.contains('-') {
+        return Err(format!(
+            "ValueError: Workspace id must contain a hyphen: {id}"
+        ));
+    }
+    Ok(())
+}
+
+fn time_arg(v: &Value) -> Option<f64> {
+    v.as_f64().or(v.as_i64().map(|i| i as f64))
+}
+
+// === impl Manager (workspaces) ===
+
+impl Manager {
+    pub(super) fn create_workspace(
+        &self,
+        ctx: &Ctx,
+        config: &Value,
+        overwrite: bool,
+    ) -> Result<Value, String> {
+        if ctx.user.is_anonymous {
+            return Err("PermissionError: Only registered user can create workspace.".into());
+        }
+        let id = get_str(config, "id")
+            .or_else(|| get_str(config, "name"))
+            .ok_or("ValueError: Workspace id is required")?;
+        let root = ctx.user.id == "root";
+        valid_workspace_id(id, root)?;
+        if let Some(existing) = self.workspaces.get(id) {
+            if !overwrite {
+                return Err(format!("RuntimeError: Workspace already exists: {id}"));
+            }
+            let owner = existing.owners.contains(&ctx.user.id);
+            if !(root || owner || ctx.user.can(id, Permission::Admin)) {
+                return Err(format!(
+                    "PermissionError: Permission denied for workspace {id}"
+                ));
+            }
+        }
+        let mut owners: Vec<String> = get(config, "owners")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|o| o.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !owners.contains(&ctx.user.id) {
+            owners.push(ctx.user.id.clone());
+        }
+        let persistent = get(config, "persistent")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        let mut info = WorkspaceInfo::new(
+            id,
+            get_str(config, "description").unwrap_or(""),
+            persistent,
+            owners,
+        );
+        info.name = get_str(config, "name").unwrap_or(id).to_owned();
+        info.read_only = get(config, "read_only")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        self.workspaces.put(info.clone());
+        let v = to_value(&info);
+        events::emit(
+            &self.router,
+            &ctx.user.personal_workspace(),
+            "workspace_loaded",
+            v.clone(),
+        );
+        Ok(v)
+    }
+
+    fn require_admin_or_owner(&self, ctx: &Ctx, ws: &str) -> Result<(), String> {
+        if ctx.user.can(ws, Permission::Admin) || self.workspaces.owned_by(ws, &ctx.user.id) {
+            Ok(())
+        } else {
+            Err(format!(
+                "PermissionError: Permission denied for workspace {ws}"
+            ))
+        }
+    }
+
+    pub(super) fn delete_workspace(&self, ctx: &Ctx, ws: &str) -> Result<Value, String> {
+        if ["public", "ws-user-root", "ws-anonymous"].contains(&ws) {
+            return Err(format!("PermissionError: Workspace {ws} cannot be deleted"));
+        }
+        self.require_admin_or_owner(ctx, ws)?;
+        let info = self
+            .workspaces
+            .remove(ws)
+            .ok_or_else(|| format!("KeyError: Workspace not found: {ws}"))?;
+        events::emit(
+            &self.router,
+            &ctx.user.personal_workspace(),
+            "workspace_deleted",
+            to_value(&info),
+        );
+        Ok(Value::Nil)
+    }
+
+    pub(super) fn list_workspaces(
+        &self,
+        ctx: &Ctx,
+        matching: &Value,
+        offset: &Value,
+        limit: &Value,
+    ) -> Result<Value, String> {
+        ctx.require(&ctx.ws, Permission::Read)?;
+        let offset = offset.as_u64().unwrap_or(0) as usize;
+        let limit = limit.as_u64().unwrap_or(256);
+        if !(1..=256).contains(&limit) {
+            return Err("ValueError: limit must be between 1 and 256".into());
+        }
+        let mut all = self.workspaces.all();
+        all.sort_by(|a, b| a.id.cmp(&b.id));
+        let items = all
+            .into_iter()
+            .filter(|w| ctx.user.can(&w.id, Permission::Read) || w.owners.contains(&ctx.user.id))
+            .map(|w| json!({"id": w.id, "name": w.name, "description": w.description, "read_only": w.read_only, "persistent": w.persistent, "owners": w.owners}))
+            .filter(|w| match value::to_json(matching) {
+                serde_json::Value::Object(m) => m.iter().all(|(k, v)| w.get(k) == Some(v)),
+                _ => true,
+            })
+            .skip(offset)
+            .take(limit as usize)
+            .map(|w| value::from_json(&w))
+            .collect();
+        Ok(Value::Array(items))
+    }
+
+    pub(super) fn set_env(&self, ctx: &Ctx, key: &Value, val: &Value) -> Result<Value, String> {
+        ctx.require(&ctx.ws, Permission::ReadWrite)?;
+        let key = key
+            .as_str()
+            .ok_or("ValueError: key must be a string")?
+            .to_owned();
+        let val = value::to_json(val);
+        self.workspaces
+            .update(&ctx.ws, |w| {
+                let env = w.config.entry("environs").or_insert_with(|| json!({}));
+                if let Some(env) = env.as_object_mut() {
+                    if val.is_null() {
+                        env.remove(&key);
+                    } else {
+                        env.insert(key.clone(), val.clone());
+                    }
+                }
+            })
+            .ok_or_else(|| format!("KeyError: Workspace not found: {}", ctx.ws))?;
+        let kind = if val.is_null() {
+            "env_removed"
+        } else {
+            "env_set"
+        };
+        self.log_event_row(ctx, kind, json!({"key": key}));
+        Ok(Value::Nil)
+    }
+
+    pub(super) fn get_env(&self, ctx: &Ctx, key: &Value) -> Result<Value, String> {
+        ctx.require(&ctx.ws, Permission::ReadWrite)?;
+        let info = self
+            .workspaces
+            .get(&ctx.ws)
+            .ok_or_else(|| format!("KeyError: Workspace not found: {}", ctx.ws))?;
+        let env = info.config.get("environs").cloned().unwrap_or(json!({}));
+        match key.as_str() {
+            None => Ok(value::from_json(&env)),
+            Some(k) => env
+                .get(k)
+                .map(value::from_json)
+                .ok_or_else(|| format!("KeyError: Environment variable not found: {k}")),
+        }
+    }
+
+    pub(super) fn check_status(&self, ctx: &Ctx) -> Result<Value, String> {
+        ctx.require(&ctx.ws, Permission::Read)?;
+        let permission: Value = ctx
+            .user
+            .permission(&ctx.ws)
+            .map_or(Value::Nil, |p| p.code().into());
+        Ok(match self.workspaces.get(&ctx.ws) {
+            Some(_) => map([
+                ("status", "ready".into()),
+                ("errors", Value::Nil),
+                ("user_permission", permission.clone()),
+            ]),
+            None => map([
+                ("status", "not_found".into()),
+                ("error", "Workspace not found".into()),
+                ("user_permission", permission),
+            ]),
+        })
+    }
+
+    pub(super) fn get_summary(&self, ctx: &Ctx) -> Result<Value, String> {
+        ctx.require(&ctx.ws, Permission::Read)?;
+        let info = self
+            .workspaces
+            .get(&ctx.ws)
+            .ok_or_else(|| format!("KeyError: Workspace not found: {}", ctx.ws))?;
+        let clients: Vec<Value> = self
+            .registry
+            .clients(&ctx.ws)
+            .iter()
+            .map(|r| format!("{}/{}", r.ws, r.cid).into())
+            .collect();
+        let services: Vec<Value> = self
+            .registry
+            .find(&crate::registry::Pattern {
+                ws: Some(&ctx.ws),
+                ..Default::default()
+            })
+            .into_iter()
+            .filter(|r| !r.is_built_in())
+            .map(|r| {
+                let rec = &r.record;
+                map([
+                    ("id", r.id().into()),
+                    ("name", get(rec, "name").cloned().unwrap_or(Value::Nil)),
+                    ("type", r.kind.as_str().into()),
+                    (
+                        "description",
+                        get(rec, "description").cloned().unwrap_or(Value::Nil),
+                    ),
+                    ("config", get(rec, "config").cloned().unwrap_or(Value::Nil)),
+                ])
+            })
+            .collect();
+        Ok(map([
+            ("name", info.name.as_str().into()),
+            ("description", info.description.as_str().into()),
+            ("client_count", clients.len().into()),
+            ("clients", Value::Array(clients)),
+            ("service_count", services.len().into()),
+            ("services", Value::Array(services)),
+        ]))
+    }
+
+    pub(super) fn bookmark(&self, ctx: &Ctx, item: &Value, add: bool) -> Result<Value, String> {
+        let id = get_str(item, "id")
+            .ok_or("ValueError: bookmark id is required")?
+            .to_owned();
+        let entry = if add {
+            let kind = get_str(item, "bookmark_type").unwrap_or_default();
+            let entry = match kind {
+                "workspace" => {
+                    let w = self
+                        .workspaces
+                        .get(&id)
+                        .ok_or_else(|| format!("KeyError: Workspace not found: {id}"))?;
+                    json!({"bookmark_type": "workspace", "id": id, "name": w.name, "description": w.description})
+                }
+                "service" => {
+                    let info =
+                        self.get_service_info(ctx, &Value::from(id.as_str()), &Value::Nil)?;
+                    json!({"bookmark_type": "service", "id": id, "name": get_str(&info, "name"),
+                           "description": get_str(&info, "description"), "config": value::to_json(get(&info, "config").unwrap_or(&Value::Nil))})
+                }
+                other => return Err(format!("ValueError: Invalid bookmark type: {other}")),
+            };
+            Some(entry)
+        } else {
+            None
+        };
+        let personal = ctx.user.personal_workspace();
+        self.workspaces
+            .update(&personal, |w| {
+                let marks = w.config.entry("bookmarks").or_insert_with(|| json!([]));
+                if let Some(list) = marks.as_array_mut() {
+                    list.retain(|b| b.get("id").and_then(|i| i.as_str()) != Some(id.as_str()));
+                    if let Some(e) = entry {
+                        list.push(e);
+                    }
+                }
+            })
+            .ok_or_else(|| format!("KeyError: Workspace not found: {personal}"))?;
+        Ok(Value::Nil)
+    }
+
+    pub(super) fn register_service_type(
+        &self,
+        ctx: &Ctx,
+        type_info: &Value,
+    ) -> Result<Value, String> {
+        ctx.require(&ctx.ws, Permission::ReadWrite)?;
+        let raw = get_str(type_info, "id").ok_or("ValueError: service type id is required")?;
+        let (ws, id) = raw.split_once('/').unwrap_or((ctx.ws.as_str(), raw));
+        if ws != ctx.ws {
+            return Err(
+                "PermissionError: Cannot register service types in other workspaces".into(),
+            );
+        }
+        if get(type_info, "definition").is_none() {
+            return Err("ValueError: service type definition is required".into());
+        }
+        let mut info = value::to_json(type_info);
+        info["id"] = json!(id);
+        let stored = self
+            .workspaces
+            .update(&ctx.ws, |w| {
+                if w.service_types.contains_key(id) {
+                    return false;
+                }
+                w.service_types.insert(id.to_owned(), info.clone());
+                true
+            })
+            .ok_or_else(|| format!("KeyError: Workspace not found: {}", ctx.ws))?;
+        if !stored {
+            return Err(format!("KeyError: Service type already exists: {id}"));
+        }
+        info["id"] = json!(format!("{ws}/{id}"));
+        Ok(value::from_json(&info))
+    }
+
+    pub(super) fn get_service_type(&self, ctx: &Ctx, type_id: &Value) -> Result<Value, String> {
+        let raw = type_id
+            .as_str()
+            .ok_or("ValueError: type_id must be a string")?;
+        let (ws, id) = raw.split_once('/').unwrap_or((ctx.ws.as_str(), raw));
+        let info = self
+            .workspaces
+            .get(ws)
+            .and_then(|w| w.service_types.get(id).cloned());
+        let mut info =
+            info.ok_or_else(|| format!("KeyError: Service type not found: {ws}/{id}"))?;
+        let public = info.pointer("/config/visibility").and_then(|v| v.as_str()) == Some("public");
+        if !public {
+            ctx.require(ws, Permission::Read)?;
+        }
+        info["id"] = json!(format!("{ws}/{id}"));
+        Ok(value::from_json(&info))
+    }
+
+    pub(super) fn list_service_types(
+        &self,
+        ctx: &Ctx,
+        workspace: Option<&str>,
+    ) -> Result<Value, String> {
+        let ws = workspace.unwrap_or(&ctx.ws);
+        ctx.require(ws, Permission::Read)?;
+        let w = self
+            .workspaces
+            .get(ws)
+            .ok_or_else(|| format!("KeyError: Workspace not found: {ws}"))?;
+        Ok(Value::Array(
+            w.service_types.values().map(value::from_json).collect(),
+        ))
+    }
+
+    /// Text search: every query word must appear in the name, description, docs or id of a
+    /// service the caller may see (public ones anywhere, all of its own workspace).
+    pub(super) fn search_services(
+        &self,
+        ctx: &Ctx,
+        query: &Value,
+        limit: &Value,
+        offset: &Value,
+    ) -> Result<Value, String> {
+        let words: Vec<String> = query
+            .as_str()
+            .unwrap_or_default()
+            .to_lowercase()
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        let limit = limit.as_u64().unwrap_or(5) as usize;
+        let offset = offset.as_u64().unwrap_or(0) as usize;
+        let hits = self
+            .registry
+            .find(&crate::registry::Pattern::default())
+            .into_iter()
+            .filter(|r| !r.is_built_in())
+            .filter(|r| {
+                r.ws == ctx.ws && self_visible(ctx, r) || r.visibility == Visibility::Public
+            })
+            .filter(|r| {
+                let rec = &r.record;
+                let text = [
+                    get_str(rec, "name"),
+                    get_str(rec, "description"),
+                    get_str(rec, "docs"),
+                    Some(r.id().as_str()),
+                ]
+                .iter()
+                .flatten()
+                .map(|s| s.to_lowercase())
+                .collect::<Vec<_>>()
+                .join(" ");
+                words.iter().all(|w| text.contains(w.as_str()))
+            })
+            .skip(offset)
+            .take(limit)
+            .map(|r| r.record)
+            .collect();
+        Ok(Value::Array(hits))
+    }
+
+    fn log_event_row(&self, ctx: &Ctx, event_type: &str, data: serde_json::Value) {
+        let mut log = self.event_log.lock().expect("event log lock");
+        // Bounded: the oldest tenth goes once the log holds MAX_EVENTS rows.
+        if log.len() >= MAX_EVENTS {
+            log.drain(..MAX_EVENTS / 10);
+        }
+        let id = log.last().map_or(1, |e| e.id + 1);
+        log.push(EventLog {
+            id,
+            event_type: event_type.to_owned(),
+            workspace: ctx.ws.clone(),
+            user_id: ctx.user.id.clone(),
+            timestamp: now_secs() as f64,
+            data,
+        });
+    }
+
+    pub(super) fn log_event(
+        &self,
+        ctx: &Ctx,
+        event_type: &Value,
+        data: &Value,
+    ) -> Result<Value, String> {
+        ctx.require(&ctx.ws, Permission::ReadWrite)?;
+        let kind = event_type
+            .as_str()
+            .ok_or("ValueError: event_type must be a string")?;
+        if kind.is_empty() || kind.contains(' ') {
+            return Err("ValueError: event_type must not be empty or contain spaces".into());
+        }
+        self.log_event_row(ctx, kind, value::to_json(data));
+        Ok(Value::Nil)
+    }
+
+    /// Events of the caller's workspace logged by the caller, filtered by type and time
+    /// (inclusive bounds, seconds since the epoch).
+    fn events_for(
+        &self,
+        ctx: &Ctx,
+        event_type: &Value,
+        start: &Value,
+        end: &Value,
+    ) -> Vec<EventLog> {
+        let log = self.event_log.lock().expect("event log lock");
+        log.iter()
+            .filter(|e| e.workspace == ctx.ws && e.user_id == ctx.user.id)
+            .filter(|e| event_type.as_str().is_none_or(|t| e.event_type == t))
+            .filter(|e| time_arg(start).is_none_or(|s| e.timestamp >= s))
+            .filter(|e| time_arg(end).is_none_or(|t| e.timestamp <= t))
+            .cloned()
+            .collect()
+    }
+
+    pub(super) fn get_events(
+        &self,
+        ctx: &Ctx,
+        event_type: &Value,
+        start: &Value,
+        end: &Value,
+    ) -> Result<Value, String> {
+        ctx.require(&ctx.ws, Permission::Read)?;
+        let rows = self
+            .events_for(ctx, event_type, start, end)
+            .into_iter()
+            .map(|e| {
+                map([
+                    ("id", e.id.into()),
+                    ("event_type", e.event_type.as_str().into()),
+                    ("workspace", e.workspace.as_str().into()),
+                    ("user_id", e.user_id.as_str().into()),
+                    ("timestamp", Value::F64(e.timestamp)),
+                    ("data", value::from_json(&e.data)),
+                ])
+            })
+            .collect();
+        Ok(Value::Array(rows))
+    }
+
+    pub(super) fn get_event_stats(
+        &self,
+        ctx: &Ctx,
+        event_type: &Value,
+        start: &Value,
+        end: &Value,
+    ) -> Result<Value, String> {
+        ctx.require(&ctx.ws, Permission::Read)?;
+        let mut counts = std::collections::BTreeMap::new();
+        for e in self.events_for(ctx, event_type, start, end) {
+            *counts.entry(e.event_type).or_insert(0u64) += 1;
+        }
+        Ok(Value::Array(
+            counts
+                .into_iter()
+                .map(|(t, n)| map([("event_type", t.as_str().into()), ("count", n.into())]))
+                .collect(),
+        ))
+    }
+
+    /// `revoke_token(token)`: needs admin on the caller's workspace.
+    pub(super) fn revoke_token(&self, ctx: &Ctx, token: &Value) -> Result<Value, String> {
+        ctx.require(&ctx.ws, Permission::Admin)?;
+        let token = token.as_str().ok_or("ValueError: token must be a string")?;
+        self.tokens
+            .revoke(token)
+            .map_err(|e| format!("ValueError: Invalid token: {e}"))?;
+        Ok(Value::Nil)
+    }
+}
+
+fn self_visible(ctx: &Ctx, r: &crate::registry::ServiceRecord) -> bool {
+    ctx.user.can(&r.ws, Permission::Read)
+}
