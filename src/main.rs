@@ -56,6 +56,10 @@ struct Serve {
     /// `HYPHA_JWT_SECRET`/`JWT_SECRET` is set).
     #[arg(long, env = "RHIZO_DATA_DIR", default_value = "./data")]
     data_dir: PathBuf,
+    /// Database for persistent workspaces and token revocations: `sqlite://PATH`
+    /// (default `<data-dir>/rhizo.db`) or `postgres://user@host/db`.
+    #[arg(long, env = "HYPHA_DATABASE_URI")]
+    database_uri: Option<String>,
     /// Close WebSocket connections idle for this many seconds.
     #[arg(long, env = "HYPHA_WS_IDLE_TIMEOUT", default_value_t = 600)]
     ws_idle_timeout: u64,
@@ -212,6 +216,18 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
         ..ServerConfig::default()
     };
     let manager: Arc<Manager> = rhizo_control_plane::start(config, router.clone());
+    let database_uri = args
+        .database_uri
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}", args.data_dir.join("rhizo.db").display()));
+    let store = rhizo_control_plane::storage::SqlStore::connect(&database_uri)
+        .await
+        .with_context(|| "opening the database (--database-uri)".to_owned())?;
+    let (workspaces, revocations) = manager
+        .attach_store(Arc::new(store))
+        .await
+        .map_err(|e| anyhow::anyhow!("loading from the database: {e}"))?;
+    tracing::info!(workspaces, revocations, "state loaded from the database");
     let app = rhizo_control_plane::http::app(manager.clone(), &base);
     tracing::info!(
         "rhizo listening on http://{local}{base} (manager {})",

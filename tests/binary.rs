@@ -18,7 +18,10 @@ impl Drop for Server {
 }
 
 fn spawn(extra: &[&str]) -> Server {
-    let dir = std::env::temp_dir().join(format!("rhizo-bin-test-{}", std::process::id()));
+    // Each server its own working directory (and so its own default database).
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("rhizo-bin-test-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_rhizo"))
         .args(["serve", "--host", "127.0.0.1", "--port", "0"])
@@ -128,4 +131,154 @@ fn weak_root_token_is_a_usage_error() {
         .unwrap();
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("root-token"));
+}
+
+const ROOT_TOKEN: &str = "rz-binary-Zm9yVGVzdHNPbmx5QmluYXJ5VGVzdA-55aa";
+
+fn stop(mut s: Server) {
+    let pid = s.child.id().to_string();
+    let _ = Command::new("kill").args(["-TERM", &pid]).status();
+    let _ = s.child.wait();
+}
+
+/// Creates a persistent workspace with an environment variable and revokes a token, then
+/// restarts the server on the same database and checks that all of it is still there.
+async fn state_survives_a_restart(database_uri: &str) {
+    use rhizo_protocol::value::{get, get_str, map};
+    let args = ["--root-token", ROOT_TOKEN, "--database-uri", database_uri];
+    let s = spawn(&args);
+    let ws = format!("ws-persist-{}", std::process::id());
+    let root = Client::connect(
+        &s.url,
+        ConnectOptions {
+            token: Some(ROOT_TOKEN.into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let config = map([
+        ("id", ws.as_str().into()),
+        ("persistent", true.into()),
+        ("description", "kept".into()),
+    ]);
+    root.manager_call("create_workspace", vec![config])
+        .await
+        .unwrap();
+    let token = root
+        .manager_call(
+            "generate_token",
+            vec![map([("workspace", ws.as_str().into())])],
+        )
+        .await
+        .unwrap();
+    let token = token.as_str().unwrap().to_owned();
+    let inside = Client::connect(
+        &s.url,
+        ConnectOptions {
+            token: Some(ROOT_TOKEN.into()),
+            workspace: Some(ws.clone()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    inside
+        .manager_call("set_env", vec!["GREETING".into(), "hello".into()])
+        .await
+        .unwrap();
+    inside
+        .manager_call("revoke_token", vec![token.as_str().into()])
+        .await
+        .unwrap();
+    drop(inside);
+    drop(root);
+    stop(s);
+
+    let s = spawn(&args);
+    let root = Client::connect(
+        &s.url,
+        ConnectOptions {
+            token: Some(ROOT_TOKEN.into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let info = root
+        .manager_call("get_workspace_info", vec![ws.as_str().into()])
+        .await
+        .unwrap();
+    assert_eq!(get_str(&info, "description"), Some("kept"));
+    let env = get(get(&info, "config").unwrap(), "environs").unwrap();
+    assert_eq!(get_str(env, "GREETING"), Some("hello"));
+    let err = Client::connect(
+        &s.url,
+        ConnectOptions {
+            token: Some(token),
+            workspace: Some(ws.clone()),
+            ..Default::default()
+        },
+    )
+    .await
+    .err()
+    .expect("a revoked token stays revoked after a restart");
+    assert!(err.to_string().contains("revoked"), "{err}");
+    root.manager_call("delete_workspace", vec![ws.as_str().into()])
+        .await
+        .unwrap();
+    drop(root);
+    stop(s);
+}
+
+#[tokio::test]
+async fn state_survives_a_restart_on_sqlite() {
+    let dir = std::env::temp_dir().join(format!("rhizo-persist-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let uri = format!("sqlite://{}", dir.join("state.db").display());
+    state_survives_a_restart(&uri).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn state_survives_a_restart_on_postgres() {
+    // PostgreSQL runs on 127.0.0.1:5432 with trust auth on the project's machines; start it
+    // if it is down, and fail (not skip) if it cannot be reached.
+    let psql = |sql: &str| {
+        Command::new("psql")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                sql,
+            ])
+            .output()
+    };
+    if !psql("select 1")
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+    {
+        let _ = Command::new("sh")
+            .args([
+                "-c",
+                "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start",
+            ])
+            .status();
+        std::thread::sleep(Duration::from_secs(3));
+    }
+    let db = format!("rhizo_bin_{}", std::process::id());
+    let created = psql(&format!("CREATE DATABASE {db}")).expect("psql runs");
+    assert!(
+        created.status.success(),
+        "PostgreSQL at 127.0.0.1:5432 is needed: {}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    state_survives_a_restart(&format!("postgres://postgres@127.0.0.1:5432/{db}")).await;
+    let _ = psql(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
 }

@@ -108,6 +108,8 @@ pub struct Manager {
     callbacks: DashMap<String, (String, Callback)>,
     /// The event log of `log_event` (in memory, newest last, bounded).
     event_log: std::sync::Mutex<Vec<workspace::EventLog>>,
+    /// Where persistent workspaces and token revocations are kept, if configured.
+    store: std::sync::OnceLock<Arc<dyn crate::storage::Store>>,
 }
 
 /// A callback the manager hands to a client as an encoded method (`<session>.<name>` on
@@ -161,6 +163,7 @@ impl Manager {
             http_requests: DashMap::new(),
             callbacks: DashMap::new(),
             event_log: std::sync::Mutex::new(Vec::new()),
+            store: std::sync::OnceLock::new(),
             root_user: value::from_json(&root),
         })
     }

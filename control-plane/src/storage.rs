@@ -159,6 +159,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Whether `token_hash` is revoked and that revocation has not expired (now < expiry).
     async fn is_revoked(&self, token_hash: &str) -> Result<bool, StoreError>;
 
+    /// Revocations still in force at `now_unix`: `(token_hash, expires_at_unix)`.
+    async fn list_revocations(&self, now_unix: i64) -> Result<Vec<(String, i64)>, StoreError>;
+
     /// Deletes revocations whose expiry is at or before `now_unix` (seconds); returns how
     /// many were deleted.
     async fn purge_expired_revocations(&self, now_unix: i64) -> Result<u64, StoreError>;

@@ -23,11 +23,11 @@ pub enum TokenError {
 // === impl TokenService (revocation) ===
 
 impl TokenService {
-    /// Revokes a valid token until it would have expired. Kept in memory: a restart
-    /// forgets revocations until the persistent store is wired in (docs/compat.md).
+    /// Revokes a valid token until it would have expired; returns the SHA-256 hex key and
+    /// the expiry (seconds since the epoch) for the caller to persist.
     ///
     /// Errors: the token does not verify (invalid, expired, already revoked).
-    pub fn revoke(&self, token: &str) -> Result<(), TokenError> {
+    pub fn revoke(&self, token: &str) -> Result<(String, u64), TokenError> {
         if self.root_token.as_deref() == Some(token.trim()) {
             return Err(TokenError::Invalid(
                 "the root token cannot be revoked".into(),
@@ -40,8 +40,15 @@ impl TokenService {
             .map(|e| e as u64)
             .unwrap_or(now + 365 * 24 * 3600);
         self.revoked.retain(|_, e| *e > now);
-        self.revoked.insert(token.trim().to_owned(), exp);
-        Ok(())
+        let hash = crate::storage::token_hash(token.trim());
+        self.revoked.insert(hash.clone(), exp);
+        Ok((hash, exp))
+    }
+
+    /// Marks a token (by its SHA-256 hex, as stored) revoked until `expires_at` (seconds
+    /// since the epoch); used to restore revocations at start.
+    pub fn load_revoked(&self, token_hash: String, expires_at: u64) {
+        self.revoked.insert(token_hash, expires_at);
     }
 }
 
@@ -59,7 +66,7 @@ pub struct TokenService {
     decoding: DecodingKey,
     format: ClaimFormat,
     root_token: Option<String>,
-    /// Revoked tokens → their expiry (seconds since the epoch); forgotten once expired.
+    /// SHA-256 hex of revoked tokens → their expiry (seconds since the epoch).
     revoked: dashmap::DashMap<String, u64>,
 }
 
@@ -105,7 +112,11 @@ impl TokenService {
         v.set_audience(&[&self.format.audience]);
         v.set_issuer(&[&self.format.issuer]);
         v.leeway = 0;
-        if self.revoked.contains_key(token) {
+        if !self.revoked.is_empty()
+            && self
+                .revoked
+                .contains_key(&crate::storage::token_hash(token))
+        {
             return Err(TokenError::Revoked);
         }
         let data =

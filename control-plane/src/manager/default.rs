@@ -306,18 +306,39 @@ impl Manager {
             "generate_token" => self.generate_token(ctx, &a[0]),
             "parse_token" => self.parse_token(ctx, &a[0]),
             "get_workspace_info" => self.get_workspace_info(ctx, opt_str(&a[0])),
-            "revoke_token" => self.revoke_token(ctx, &a[0]),
+            "revoke_token" => self.revoke_token(ctx, &a[0]).await,
             "create_workspace" => {
-                self.create_workspace(ctx, &a[0], a[1].as_bool().unwrap_or(false))
+                let info = self.create_workspace(ctx, &a[0], a[1].as_bool().unwrap_or(false))?;
+                self.persist_workspace(get_str(&info, "id").unwrap_or_default())
+                    .await?;
+                Ok(info)
             }
-            "delete_workspace" => self.delete_workspace(ctx, a[0].as_str().unwrap_or_default()),
+            "delete_workspace" => {
+                let ws = a[0].as_str().unwrap_or_default();
+                let r = self.delete_workspace(ctx, ws)?;
+                self.persist_workspace(ws).await?;
+                Ok(r)
+            }
             "list_workspaces" => self.list_workspaces(ctx, &a[0], &a[1], &a[2]),
-            "set_env" => self.set_env(ctx, &a[0], &a[1]),
+            "set_env" => {
+                let r = self.set_env(ctx, &a[0], &a[1])?;
+                self.persist_workspace(&ctx.ws).await?;
+                Ok(r)
+            }
             "get_env" => self.get_env(ctx, &a[0]),
             "check_status" => self.check_status(ctx),
             "get_summary" => self.get_summary(ctx),
-            "bookmark" | "unbookmark" => self.bookmark(ctx, &a[0], name == "bookmark"),
-            "register_service_type" => self.register_service_type(ctx, &a[0]),
+            "bookmark" | "unbookmark" => {
+                let r = self.bookmark(ctx, &a[0], name == "bookmark")?;
+                self.persist_workspace(&ctx.user.personal_workspace())
+                    .await?;
+                Ok(r)
+            }
+            "register_service_type" => {
+                let r = self.register_service_type(ctx, &a[0])?;
+                self.persist_workspace(&ctx.ws).await?;
+                Ok(r)
+            }
             "get_service_type" => self.get_service_type(ctx, &a[0]),
             "list_service_types" => self.list_service_types(ctx, opt_str(&a[0])),
             "search_services" => self.search_services(ctx, &a[0], &a[2], &a[3]),

@@ -547,14 +547,83 @@ impl Manager {
         ))
     }
 
-    /// `revoke_token(token)`: needs admin on the caller's workspace.
-    pub(super) fn revoke_token(&self, ctx: &Ctx, token: &Value) -> Result<Value, String> {
+    /// `revoke_token(token)`: needs admin on the caller's workspace; persisted when a
+    /// store is configured, so the revocation survives a restart.
+    pub(super) async fn revoke_token(&self, ctx: &Ctx, token: &Value) -> Result<Value, String> {
         ctx.require(&ctx.ws, Permission::Admin)?;
         let token = token.as_str().ok_or("ValueError: token must be a string")?;
-        self.tokens
+        let (hash, exp) = self
+            .tokens
             .revoke(token)
             .map_err(|e| format!("ValueError: Invalid token: {e}"))?;
+        if let Some(store) = self.store.get() {
+            store
+                .revoke_token(&hash, exp as i64)
+                .await
+                .map_err(|e| format!("RuntimeError: could not persist the revocation: {e}"))?;
+        }
         Ok(Value::Nil)
+    }
+
+    /// Writes the record of workspace `id` to the store: persistent workspaces are saved,
+    /// a missing one is deleted, temporary ones are left out. No-op without a store.
+    pub(super) async fn persist_workspace(&self, id: &str) -> Result<(), String> {
+        let Some(store) = self.store.get() else {
+            return Ok(());
+        };
+        let result = match self.workspaces.get(id) {
+            Some(w) if w.persistent => store.put_workspace(&record_of(&w)).await,
+            Some(_) => return Ok(()),
+            None => store.delete_workspace(id).await.map(|_| ()),
+        };
+        result.map_err(|e| format!("RuntimeError: could not persist workspace {id}: {e}"))
+    }
+}
+
+fn record_of(w: &WorkspaceInfo) -> crate::storage::WorkspaceRecord {
+    crate::storage::WorkspaceRecord {
+        id: w.id.clone(),
+        name: w.name.clone(),
+        description: w.description.clone(),
+        persistent: w.persistent,
+        owners: w.owners.clone(),
+        read_only: w.read_only,
+        config: w.config.clone(),
+        service_types: w.service_types.clone(),
+    }
+}
+
+// === impl Manager (store) ===
+
+impl Manager {
+    /// Uses `store` for persistent workspaces and token revocations, and loads what it
+    /// holds. Call once at start, before serving. Returns `(workspaces, revocations)`
+    /// loaded.
+    ///
+    /// Errors: the store could not be read.
+    pub async fn attach_store(
+        &self,
+        store: std::sync::Arc<dyn crate::storage::Store>,
+    ) -> Result<(usize, usize), String> {
+        let workspaces = store.list_workspaces().await.map_err(|e| e.to_string())?;
+        let revocations = store
+            .list_revocations(crate::storage::now_unix())
+            .await
+            .map_err(|e| e.to_string())?;
+        let counts = (workspaces.len(), revocations.len());
+        for r in workspaces {
+            let mut w = WorkspaceInfo::new(&r.id, &r.description, r.persistent, r.owners);
+            w.name = r.name;
+            w.read_only = r.read_only;
+            w.config = r.config;
+            w.service_types = r.service_types;
+            self.workspaces.put(w);
+        }
+        for (hash, exp) in revocations {
+            self.tokens.load_revoked(hash, exp.max(0) as u64);
+        }
+        let _ = self.store.set(store);
+        Ok(counts)
     }
 }
 

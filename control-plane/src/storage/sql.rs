@@ -199,6 +199,17 @@ impl Store for SqlStore {
         Ok(row.is_some())
     }
 
+    async fn list_revocations(&self, now_unix: i64) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows =
+            sqlx::query("SELECT token_hash, expires_at FROM revoked_tokens WHERE expires_at > $1")
+                .bind(now_unix)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get::<String, _>(0)?, r.try_get::<i64, _>(1)?)))
+            .collect()
+    }
+
     async fn purge_expired_revocations(&self, now_unix: i64) -> Result<u64, StoreError> {
         let done = sqlx::query("DELETE FROM revoked_tokens WHERE expires_at <= $1")
             .bind(now_unix)
