@@ -191,6 +191,13 @@ async fn state_survives_a_restart(database_uri: &str) {
         .manager_call("revoke_token", vec![token.as_str().into()])
         .await
         .unwrap();
+    inside
+        .manager_call(
+            "log_event",
+            vec!["kept_event".into(), map([("n", 7.into())])],
+        )
+        .await
+        .unwrap();
     drop(inside);
     drop(root);
     stop(s);
@@ -224,6 +231,27 @@ async fn state_survives_a_restart(database_uri: &str) {
     .err()
     .expect("a revoked token stays revoked after a restart");
     assert!(err.to_string().contains("revoked"), "{err}");
+    let inside = Client::connect(
+        &s.url,
+        ConnectOptions {
+            token: Some(ROOT_TOKEN.into()),
+            workspace: Some(ws.clone()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let events = inside
+        .manager_call("get_events", vec!["kept_event".into()])
+        .await
+        .unwrap();
+    let events = events.as_array().unwrap();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(
+        get(get(&events[0], "data").unwrap(), "n").and_then(rmpv::Value::as_i64),
+        Some(7)
+    );
+    drop(inside);
     root.manager_call("delete_workspace", vec![ws.as_str().into()])
         .await
         .unwrap();

@@ -323,6 +323,14 @@ impl Manager {
             "set_env" => {
                 let r = self.set_env(ctx, &a[0], &a[1])?;
                 self.persist_workspace(&ctx.ws).await?;
+                let kind = if a[1].is_nil() {
+                    "env_removed"
+                } else {
+                    "env_set"
+                };
+                let key = a[0].as_str().unwrap_or_default();
+                self.record_event(ctx, kind, serde_json::json!({ "key": key }))
+                    .await?;
                 Ok(r)
             }
             "get_env" => self.get_env(ctx, &a[0]),
@@ -342,9 +350,9 @@ impl Manager {
             "get_service_type" => self.get_service_type(ctx, &a[0]),
             "list_service_types" => self.list_service_types(ctx, opt_str(&a[0])),
             "search_services" => self.search_services(ctx, &a[0], &a[2], &a[3]),
-            "log_event" => self.log_event(ctx, &a[0], &a[1]),
-            "get_events" => self.get_events(ctx, &a[0], &a[1], &a[2]),
-            "get_event_stats" => self.get_event_stats(ctx, &a[0], &a[1], &a[2]),
+            "log_event" => self.log_event(ctx, &a[0], &a[1]).await,
+            "get_events" => self.get_events(ctx, &a[0], &a[1], &a[2]).await,
+            "get_event_stats" => self.get_event_stats(ctx, &a[0], &a[1], &a[2]).await,
             _ => Err(format!("Method not found: services.default.{name}")),
         }
     }

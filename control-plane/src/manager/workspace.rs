@@ -201,12 +201,6 @@ impl Manager {
                 }
             })
             .ok_or_else(|| format!("KeyError: Workspace not found: {}", ctx.ws))?;
-        let kind = if val.is_null() {
-            "env_removed"
-        } else {
-            "env_set"
-        };
-        self.log_event_row(ctx, kind, json!({"key": key}));
         Ok(Value::Nil)
     }
 
@@ -466,7 +460,7 @@ impl Manager {
         });
     }
 
-    pub(super) fn log_event(
+    pub(super) async fn log_event(
         &self,
         ctx: &Ctx,
         event_type: &Value,
@@ -479,30 +473,78 @@ impl Manager {
         if kind.is_empty() || kind.contains(' ') {
             return Err("ValueError: event_type must not be empty or contain spaces".into());
         }
-        self.log_event_row(ctx, kind, value::to_json(data));
+        self.record_event(ctx, kind, value::to_json(data)).await?;
         Ok(Value::Nil)
+    }
+
+    /// Appends to the event log: the store's when one is attached, else the in-memory one.
+    pub(super) async fn record_event(
+        &self,
+        ctx: &Ctx,
+        kind: &str,
+        data: serde_json::Value,
+    ) -> Result<(), String> {
+        match self.store.get() {
+            Some(store) => store
+                .log_event(
+                    &ctx.ws,
+                    &ctx.user.id,
+                    kind,
+                    Some(&data),
+                    crate::storage::now_ms(),
+                )
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("RuntimeError: could not log the event: {e}")),
+            None => {
+                self.log_event_row(ctx, kind, data);
+                Ok(())
+            }
+        }
     }
 
     /// Events of the caller's workspace logged by the caller, filtered by type and time
     /// (inclusive bounds, seconds since the epoch).
-    fn events_for(
+    async fn events_for(
         &self,
         ctx: &Ctx,
         event_type: &Value,
         start: &Value,
         end: &Value,
-    ) -> Vec<EventLog> {
+    ) -> Result<Vec<EventLog>, String> {
+        if let Some(store) = self.store.get() {
+            let mut filter = crate::storage::EventFilter::new(&ctx.ws, &ctx.user.id);
+            filter.event_type = event_type.as_str().map(str::to_owned);
+            filter.start_ms = time_arg(start).map(|s| (s * 1000.0) as i64);
+            filter.end_ms = time_arg(end).map(|s| (s * 1000.0) as i64);
+            let rows = store
+                .get_events(&filter)
+                .await
+                .map_err(|e| format!("RuntimeError: reading events: {e}"))?;
+            return Ok(rows
+                .into_iter()
+                .map(|r| EventLog {
+                    id: r.id.max(0) as u64,
+                    event_type: r.event_type,
+                    workspace: r.workspace,
+                    user_id: r.user_id,
+                    timestamp: r.timestamp_ms as f64 / 1000.0,
+                    data: r.data.unwrap_or(serde_json::Value::Null),
+                })
+                .collect());
+        }
         let log = self.event_log.lock().expect("event log lock");
-        log.iter()
+        Ok(log
+            .iter()
             .filter(|e| e.workspace == ctx.ws && e.user_id == ctx.user.id)
             .filter(|e| event_type.as_str().is_none_or(|t| e.event_type == t))
             .filter(|e| time_arg(start).is_none_or(|s| e.timestamp >= s))
             .filter(|e| time_arg(end).is_none_or(|t| e.timestamp <= t))
             .cloned()
-            .collect()
+            .collect())
     }
 
-    pub(super) fn get_events(
+    pub(super) async fn get_events(
         &self,
         ctx: &Ctx,
         event_type: &Value,
@@ -512,6 +554,7 @@ impl Manager {
         ctx.require(&ctx.ws, Permission::Read)?;
         let rows = self
             .events_for(ctx, event_type, start, end)
+            .await?
             .into_iter()
             .map(|e| {
                 map([
@@ -527,7 +570,7 @@ impl Manager {
         Ok(Value::Array(rows))
     }
 
-    pub(super) fn get_event_stats(
+    pub(super) async fn get_event_stats(
         &self,
         ctx: &Ctx,
         event_type: &Value,
@@ -536,7 +579,7 @@ impl Manager {
     ) -> Result<Value, String> {
         ctx.require(&ctx.ws, Permission::Read)?;
         let mut counts = std::collections::BTreeMap::new();
-        for e in self.events_for(ctx, event_type, start, end) {
+        for e in self.events_for(ctx, event_type, start, end).await? {
             *counts.entry(e.event_type).or_insert(0u64) += 1;
         }
         Ok(Value::Array(
