@@ -7,6 +7,7 @@
 use anyhow::Context;
 use axum::serve::ListenerExt;
 use clap::{Args, Parser, Subcommand};
+use rhizo_control_plane::config::Limits;
 use rhizo_control_plane::{Manager, ServerConfig};
 use rhizo_protocol::token::ClaimFormat;
 use rhizo_router::{Router, RouterConfig};
@@ -84,6 +85,25 @@ struct Serve {
     /// Namespace of the roles/email/parent claims.
     #[arg(long, env = "AUTH0_NAMESPACE", default_value = rhizo_protocol::token::DEFAULT_NAMESPACE)]
     jwt_namespace: String,
+    /// Seconds a temporary workspace outlives its last client (0: removed at once).
+    #[arg(
+        long,
+        env = "HYPHA_WORKSPACE_UNLOAD_GRACE_PERIOD",
+        default_value_t = 0.0
+    )]
+    workspace_unload_grace_period: f64,
+    /// Workspaces a user may own (0: no limit; root is exempt).
+    #[arg(long, env = "HYPHA_MAX_WORKSPACES_PER_USER", default_value_t = 100)]
+    max_workspaces_per_user: usize,
+    /// Services besides `built-in` one client may register (0: no limit).
+    #[arg(long, env = "HYPHA_MAX_SERVICES_PER_CLIENT", default_value_t = 1000)]
+    max_services_per_client: usize,
+    /// Connections one user may hold on this server (0: no limit; root is exempt).
+    #[arg(long, env = "HYPHA_MAX_CONNECTIONS_PER_USER", default_value_t = 200)]
+    max_connections_per_user: usize,
+    /// Connections one workspace may hold on this server (0: no limit).
+    #[arg(long, env = "HYPHA_MAX_CLIENTS_PER_WORKSPACE", default_value_t = 1000)]
+    max_clients_per_workspace: usize,
 }
 
 /// Refuses weak root tokens as the reference does (workspace-api.md §1.5).
@@ -213,6 +233,17 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
         },
         root_token: args.root_token.clone(),
         reconnection_token_life_time: args.reconnection_token_life_time,
+        limits: Limits {
+            workspaces_per_user: args.max_workspaces_per_user,
+            services_per_client: args.max_services_per_client,
+            connections_per_user: args.max_connections_per_user,
+            clients_per_workspace: args.max_clients_per_workspace,
+        },
+        workspace_unload_grace: Duration::from_secs_f64(
+            Some(args.workspace_unload_grace_period)
+                .filter(|g| g.is_finite())
+                .map_or(0.0, |g| g.clamp(0.0, 365.0 * 86_400.0)),
+        ),
         ..ServerConfig::default()
     };
     let manager: Arc<Manager> = rhizo_control_plane::start(config, router.clone());

@@ -35,21 +35,23 @@ pub fn call_frame(to: &str, payload: usize) -> Bytes {
     Bytes::from(encode_frame(&header, Some(&extra)))
 }
 
+fn refusal() -> Refusal {
+    Refusal {
+        message: "benchmark".into(),
+        code: 1008,
+    }
+}
+
 /// Control-plane hooks that accept nothing and drop manager frames.
 #[derive(Debug)]
 pub struct NullHooks;
 
 impl ControlHooks for NullHooks {
-    fn admit(&self, _req: AuthRequest) -> BoxFuture<'_, Result<Admission, Refusal>> {
-        Box::pin(async {
-            Err(Refusal {
-                message: "benchmark".into(),
-                code: 1008,
-            })
-        })
+    fn admit(&self, _conn_id: u64, _req: AuthRequest) -> BoxFuture<'_, Result<Admission, Refusal>> {
+        Box::pin(async { Err(refusal()) })
     }
-    fn refresh_token(&self, _conn: ConnRef<'_>) -> Option<String> {
-        None
+    fn refresh_token(&self, _conn: ConnRef<'_>) -> Result<String, Refusal> {
+        Err(refusal())
     }
     fn manager_frame(&self, _frame: Bytes) {}
     fn disconnected(&self, _conn: ConnRef<'_>, _foreign_callers: Vec<String>) {}

@@ -4,10 +4,13 @@
 //! connections, mints reconnection tokens, takes frames addressed to the manager and
 //! cleans up after departed clients.
 
+use crate::config::reached;
 use crate::events;
 use crate::manager::Manager;
 use crate::names::readable_id;
+use crate::sessions::Session;
 use crate::tokens::now_secs;
+use crate::tokens::TokenError;
 use crate::workspaces::WorkspaceInfo;
 use bytes::Bytes;
 use rhizo_protocol::handshake::AuthRequest;
@@ -64,10 +67,19 @@ pub fn anonymous_user() -> UserInfo {
 
 impl Manager {
     /// Authenticates a handshake and resolves its workspace (protocol.md §1.3).
-    pub async fn admit(self: Arc<Self>, req: AuthRequest) -> Result<Admission, Refusal> {
+    ///
+    /// `conn_id` is the router's id for the connection; the session recorded under it
+    /// serves the per-user limit, token refresh and revocation.
+    pub async fn admit(
+        self: Arc<Self>,
+        conn_id: u64,
+        req: AuthRequest,
+    ) -> Result<Admission, Refusal> {
         let cid = req.client_id().to_owned();
+        let mut origin = None;
         let (mut user, ws, reconnecting) = if let Some(rt) = &req.reconnection_token {
-            let u = self.tokens.verify(rt).map_err(auth_error)?;
+            let (u, o) = self.tokens.verify_with_origin(rt).map_err(auth_error)?;
+            origin = o;
             if is_specialized(&u.scope) {
                 return Err(auth_error(
                     "Specialized tokens cannot be used for general workspace access",
@@ -88,7 +100,8 @@ impl Manager {
             }
             (u, wid, true)
         } else if let Some(t) = &req.token {
-            let u = self.tokens.verify(t).map_err(auth_error)?;
+            let (u, o) = self.tokens.verify_with_origin(t).map_err(auth_error)?;
+            origin = o;
             if is_specialized(&u.scope) {
                 return Err(auth_error(
                     "Specialized tokens cannot be used for general workspace access",
@@ -173,6 +186,7 @@ impl Manager {
         user.current_workspace = Some(ws.clone());
 
         let addr = format!("{ws}/{cid}");
+        self.check_connection_limits(&user, &ws, &cid, &addr)?;
         if !reconnecting {
             if self.router.table().get(&ws, &cid).is_some() {
                 let alive = self
@@ -195,7 +209,7 @@ impl Manager {
 
         let user_json = serde_json::to_value(&user).expect("user record serialises");
         let user_bytes = Bytes::from(value::encode(&value::from_json(&user_json)));
-        let token = self.reconnection_token(&user, &ws, &cid, permission);
+        let token = self.reconnection_token(&user, &ws, &cid, permission, origin.as_deref());
         let c = &self.config;
         let info = json!({
             "type": "connection_info",
@@ -209,6 +223,14 @@ impl Manager {
             "reconnection_token": token,
             "reconnection_token_life_time": c.reconnection_token_life_time,
         });
+        self.sessions.open(
+            &addr,
+            Session {
+                conn_id,
+                user_id: user.id.clone(),
+                origin,
+            },
+        );
         Ok(Admission {
             workspace: ws,
             client_id: cid,
@@ -219,14 +241,65 @@ impl Manager {
         })
     }
 
-    /// A token that lets `user` reconnect as `ws/cid` (protocol.md §1.7, §6.2).
+    /// `HYPHA_MAX_CONNECTIONS_PER_USER` and `HYPHA_MAX_CLIENTS_PER_WORKSPACE` (per
+    /// instance, workspace-api.md §7 step 6). A connection taking over its own address
+    /// does not count twice. Errors: close 1008 with the limit in the reason.
+    fn check_connection_limits(
+        &self,
+        user: &UserInfo,
+        ws: &str,
+        cid: &str,
+        addr: &str,
+    ) -> Result<(), Refusal> {
+        let limits = &self.config.limits;
+        let same_user_here = self
+            .sessions
+            .get(addr)
+            .is_some_and(|s| s.user_id == user.id);
+        if user.id != "root"
+            && !same_user_here
+            && reached(
+                self.sessions.count_for(&user.id),
+                limits.connections_per_user,
+            )
+        {
+            return Err(Refusal {
+                message: format!(
+                    "Too many connections for user {} (limit {} per server)",
+                    user.id, limits.connections_per_user
+                ),
+                code: 1008,
+            });
+        }
+        let here = self.router.table().get(ws, cid).is_some();
+        if !here && reached(self.router.table().count(ws), limits.clients_per_workspace) {
+            return Err(Refusal {
+                message: format!(
+                    "Too many clients in workspace {ws} (limit {} per server)",
+                    limits.clients_per_workspace
+                ),
+                code: 1008,
+            });
+        }
+        Ok(())
+    }
+
+    /// A token that lets `user` reconnect as `ws/cid` (protocol.md §1.7, §6.2), descending
+    /// from the token with hash `origin`. It never outlives the identity it was made from:
+    /// its expiry is capped at the user's `expires_at` (anonymous users excepted, whose
+    /// nominal expiry is not a token's).
     pub fn reconnection_token(
         &self,
         user: &UserInfo,
         ws: &str,
         cid: &str,
         permission: Permission,
+        origin: Option<&str>,
     ) -> String {
+        let mut life = self.config.reconnection_token_life_time;
+        if let (false, Some(exp)) = (user.is_anonymous, user.expires_at) {
+            life = life.min((exp as u64).saturating_sub(now_secs()));
+        }
         let mut u = user.clone();
         u.scope = ScopeInfo {
             current_workspace: Some(ws.to_owned()),
@@ -234,8 +307,39 @@ impl Manager {
             ..Default::default()
         };
         u.scope.workspaces.insert(ws.to_owned(), permission);
-        self.tokens
-            .sign(&u, self.config.reconnection_token_life_time)
+        self.tokens.sign_descendant(&u, life, origin)
+    }
+
+    /// A new reconnection token for a live connection (protocol.md §6.2), unless its
+    /// identity expired or its origin token was revoked meanwhile: then the connection
+    /// is closed with 1008 (the reference keeps minting tokens for expired sessions).
+    pub fn refresh(&self, conn: ConnRef<'_>) -> Result<String, Refusal> {
+        let live = self
+            .router
+            .table()
+            .get(conn.ws, conn.cid)
+            .filter(|c| c.id == conn.id)
+            .ok_or_else(|| auth_error("the connection is gone"))?;
+        let user = rmpv::decode::read_value(&mut &live.user[..])
+            .ok()
+            .and_then(|u| serde_json::from_value::<UserInfo>(value::to_json(&u)).ok())
+            .ok_or_else(|| auth_error("unreadable session identity"))?;
+        if !user.is_anonymous && user.expires_at.is_some_and(|e| e <= now_secs() as f64) {
+            return Err(auth_error(TokenError::Expired));
+        }
+        let addr = format!("{}/{}", conn.ws, conn.cid);
+        let origin = self
+            .sessions
+            .get(&addr)
+            .filter(|s| s.conn_id == conn.id)
+            .and_then(|s| s.origin);
+        if origin.as_deref().is_some_and(|o| self.tokens.is_revoked(o)) {
+            return Err(auth_error(TokenError::Revoked));
+        }
+        let permission = user
+            .permission(conn.ws)
+            .ok_or_else(|| auth_error("no permission on the workspace"))?;
+        Ok(self.reconnection_token(&user, conn.ws, conn.cid, permission, origin.as_deref()))
     }
 
     /// A connection ended for good: fail calls waiting on it, purge its services, tell its
@@ -244,8 +348,15 @@ impl Manager {
     /// `foreign_callers` (clients in other workspaces that had sent it frames) get the
     /// `client_disconnected` event too, so that their calls fail at once instead of timing
     /// out (an improvement on the reference, which tells only the client's workspace).
-    pub fn client_gone(&self, ws: &str, cid: &str, foreign_callers: &[String]) {
+    pub fn client_gone(
+        self: &Arc<Self>,
+        conn_id: u64,
+        ws: &str,
+        cid: &str,
+        foreign_callers: &[String],
+    ) {
         let addr = format!("{ws}/{cid}");
+        self.sessions.close(&addr, conn_id);
         self.fail_calls_to(&addr);
         self.registry.remove_client(ws, cid);
         tracing::debug!(client = %addr, ?foreign_callers, "client gone");
@@ -257,8 +368,8 @@ impl Manager {
             self.router
                 .deliver_event(caller, "client_disconnected", event.clone());
         }
-        if self.router.table().members(ws).is_empty() && self.workspaces.unload_if_temporary(ws) {
-            tracing::debug!(workspace = ws, "unloaded temporary workspace");
+        if self.router.table().count(ws) == 0 {
+            self.schedule_unload(ws);
         }
     }
 }
@@ -266,19 +377,12 @@ impl Manager {
 // === impl Hooks ===
 
 impl ControlHooks for Hooks {
-    fn admit(&self, req: AuthRequest) -> BoxFuture<'_, Result<Admission, Refusal>> {
-        Box::pin(self.0.clone().admit(req))
+    fn admit(&self, conn_id: u64, req: AuthRequest) -> BoxFuture<'_, Result<Admission, Refusal>> {
+        Box::pin(self.0.clone().admit(conn_id, req))
     }
 
-    fn refresh_token(&self, conn: ConnRef<'_>) -> Option<String> {
-        let live = self.0.router.table().get(conn.ws, conn.cid)?;
-        let user = rmpv::decode::read_value(&mut &live.user[..]).ok()?;
-        let user: UserInfo = serde_json::from_value(value::to_json(&user)).ok()?;
-        let permission = user.permission(conn.ws)?;
-        Some(
-            self.0
-                .reconnection_token(&user, conn.ws, conn.cid, permission),
-        )
+    fn refresh_token(&self, conn: ConnRef<'_>) -> Result<String, Refusal> {
+        self.0.refresh(conn)
     }
 
     fn manager_frame(&self, frame: Bytes) {
@@ -286,6 +390,7 @@ impl ControlHooks for Hooks {
     }
 
     fn disconnected(&self, conn: ConnRef<'_>, foreign_callers: Vec<String>) {
-        self.0.client_gone(conn.ws, conn.cid, &foreign_callers);
+        self.0
+            .client_gone(conn.id, conn.ws, conn.cid, &foreign_callers);
     }
 }

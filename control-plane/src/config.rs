@@ -1,6 +1,7 @@
 //! Control-plane settings, filled from the command line by the binary.
 
 use rhizo_protocol::token::ClaimFormat;
+use std::time::Duration;
 
 /// Settings of one server instance.
 #[derive(Debug, Clone)]
@@ -21,6 +22,43 @@ pub struct ServerConfig {
     pub reconnection_token_life_time: u64,
     /// Version string reported as `hypha_version`.
     pub version: String,
+    /// Per-user, per-client and per-workspace quotas.
+    pub limits: Limits,
+    /// How long a temporary workspace outlives its last client
+    /// (`HYPHA_WORKSPACE_UNLOAD_GRACE_PERIOD`, workspace-api.md §4.5); zero unloads at once.
+    pub workspace_unload_grace: Duration,
+}
+
+/// Quotas (workspace-api.md §5.1, §5.3, §7 step 6; reference defaults). Zero disables one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Workspaces a user may own (`HYPHA_MAX_WORKSPACES_PER_USER`, 100); root is exempt.
+    pub workspaces_per_user: usize,
+    /// Services other than `built-in` a client may register
+    /// (`HYPHA_MAX_SERVICES_PER_CLIENT`, 1000).
+    pub services_per_client: usize,
+    /// Connections a user may hold on this instance (`HYPHA_MAX_CONNECTIONS_PER_USER`,
+    /// 200); root is exempt.
+    pub connections_per_user: usize,
+    /// Connections a workspace may hold on this instance
+    /// (`HYPHA_MAX_CLIENTS_PER_WORKSPACE`, 1000).
+    pub clients_per_workspace: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            workspaces_per_user: 100,
+            services_per_client: 1000,
+            connections_per_user: 200,
+            clients_per_workspace: 1000,
+        }
+    }
+}
+
+/// Whether `count` already reached `limit` (zero means no limit).
+pub fn reached(count: usize, limit: usize) -> bool {
+    limit != 0 && count >= limit
 }
 
 impl Default for ServerConfig {
@@ -34,6 +72,8 @@ impl Default for ServerConfig {
             root_token: None,
             reconnection_token_life_time: 172_800,
             version: format!("rhizo-{}", env!("CARGO_PKG_VERSION")),
+            limits: Limits::default(),
+            workspace_unload_grace: Duration::ZERO,
         }
     }
 }

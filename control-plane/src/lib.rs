@@ -4,6 +4,7 @@
 //!   services (protocol.md §4, workspace-api.md §5).
 //! * [`admission`] — WebSocket handshake decisions (protocol.md §1.3) and the router hooks.
 //! * [`registry`] — service records. [`workspaces`] — workspace records.
+//! * [`sessions`] — live sessions by address (limits, revocation).
 //! * [`tokens`] — JWTs in the reference format. [`events`] — workspace events (§6.3).
 //! * [`http`] — the axum routes beside `/ws`.
 //!
@@ -16,6 +17,7 @@ pub mod http;
 pub mod manager;
 pub mod names;
 pub mod registry;
+pub mod sessions;
 pub mod storage;
 pub mod tokens;
 pub mod workspaces;

@@ -110,6 +110,11 @@ pub struct Manager {
     event_log: std::sync::Mutex<Vec<workspace::EventLog>>,
     /// Where persistent workspaces and token revocations are kept, if configured.
     store: std::sync::OnceLock<Arc<dyn crate::storage::Store>>,
+    /// Live sessions of this instance (limits, refresh, revocation).
+    pub sessions: crate::sessions::Sessions,
+    /// Workspaces waiting out the unload grace period → the ticket of the latest wait.
+    pending_unloads: DashMap<String, u64>,
+    unload_tickets: std::sync::atomic::AtomicU64,
 }
 
 /// A callback the manager hands to a client as an encoded method (`<session>.<name>` on
@@ -164,6 +169,9 @@ impl Manager {
             callbacks: DashMap::new(),
             event_log: std::sync::Mutex::new(Vec::new()),
             store: std::sync::OnceLock::new(),
+            sessions: Default::default(),
+            pending_unloads: DashMap::new(),
+            unload_tickets: Default::default(),
             root_user: value::from_json(&root),
         })
     }

@@ -94,29 +94,51 @@ impl TokenService {
 
     /// A JWT for `user`, valid `expires_in` seconds.
     pub fn sign(&self, user: &UserInfo, expires_in: u64) -> String {
-        let claims = self.format.claims(user, now_secs(), expires_in);
+        self.sign_descendant(user, expires_in, None)
+    }
+
+    /// A JWT for `user`, valid `expires_in` seconds, that descends from the token with
+    /// SHA-256 hex `origin` (claim [`ORIGIN_CLAIM`]): revoking that token revokes this one.
+    /// Used for reconnection tokens.
+    pub fn sign_descendant(
+        &self,
+        user: &UserInfo,
+        expires_in: u64,
+        origin: Option<&str>,
+    ) -> String {
+        let mut claims = self.format.claims(user, now_secs(), expires_in);
+        if let (Some(o), Some(m)) = (origin, claims.as_object_mut()) {
+            m.insert(ORIGIN_CLAIM.into(), o.into());
+        }
         encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .expect("HS256 signing cannot fail")
     }
 
     /// Verifies a token: the root token (exact match, whitespace trimmed) or a JWT signed
-    /// with our secret, issuer and audience.
+    /// with our secret, issuer and audience, neither revoked nor descending from a revoked
+    /// token.
     pub fn verify(&self, token: &str) -> Result<UserInfo, TokenError> {
+        self.verify_with_origin(token).map(|(user, _)| user)
+    }
+
+    /// [`TokenService::verify`], also returning the token's origin: the SHA-256 hex of the
+    /// token itself, or of the token it descends from. `None` for the root token.
+    pub fn verify_with_origin(
+        &self,
+        token: &str,
+    ) -> Result<(UserInfo, Option<String>), TokenError> {
         let token = token.trim();
         if let Some(root) = &self.root_token {
             if token == root {
-                return Ok(UserInfo::root());
+                return Ok((UserInfo::root(), None));
             }
         }
         let mut v = Validation::new(Algorithm::HS256);
         v.set_audience(&[&self.format.audience]);
         v.set_issuer(&[&self.format.issuer]);
         v.leeway = 0;
-        if !self.revoked.is_empty()
-            && self
-                .revoked
-                .contains_key(&crate::storage::token_hash(token))
-        {
+        let hash = crate::storage::token_hash(token);
+        if self.is_revoked(&hash) {
             return Err(TokenError::Revoked);
         }
         let data =
@@ -124,9 +146,27 @@ impl TokenService {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
                 _ => TokenError::Invalid(e.to_string()),
             })?;
-        self.format.user(&data.claims).map_err(TokenError::Invalid)
+        let origin = match data.claims.get(ORIGIN_CLAIM).and_then(|o| o.as_str()) {
+            Some(o) if self.is_revoked(o) => return Err(TokenError::Revoked),
+            Some(o) => o.to_owned(),
+            None => hash,
+        };
+        let user = self
+            .format
+            .user(&data.claims)
+            .map_err(TokenError::Invalid)?;
+        Ok((user, Some(origin)))
+    }
+
+    /// Whether the token with SHA-256 hex `hash` was revoked.
+    pub fn is_revoked(&self, hash: &str) -> bool {
+        !self.revoked.is_empty() && self.revoked.contains_key(hash)
     }
 }
+
+/// Private claim of reconnection tokens: SHA-256 hex of the token the session started
+/// with. Other servers ignore it; rhizo refuses the token once that origin is revoked.
+pub const ORIGIN_CLAIM: &str = "rhizo_origin";
 
 #[cfg(test)]
 mod tests {
@@ -148,6 +188,30 @@ mod tests {
         assert!(matches!(other.verify(&tok), Err(TokenError::Invalid(_))));
         assert!(matches!(t.verify("not-a-jwt"), Err(TokenError::Invalid(_))));
         assert_eq!(t.verify(&"r".repeat(40)).unwrap().id, "root");
+    }
+
+    #[test]
+    fn revoking_a_token_revokes_its_descendants() {
+        let t = TokenService::new("s", ClaimFormat::default(), None);
+        let mut u = UserInfo::root();
+        u.id = "u1".into();
+        u.roles = vec![];
+        let first = t.sign(&u, 60);
+        let (_, origin) = t.verify_with_origin(&first).unwrap();
+        let origin = origin.unwrap();
+        assert_eq!(origin, crate::storage::token_hash(&first));
+        let child = t.sign_descendant(&u, 60, Some(&origin));
+        let grandchild = {
+            let (_, o) = t.verify_with_origin(&child).unwrap();
+            assert_eq!(o.as_deref(), Some(origin.as_str()));
+            t.sign_descendant(&u, 60, o.as_deref())
+        };
+        t.revoke(&first).unwrap();
+        assert_eq!(t.verify(&first), Err(TokenError::Revoked));
+        assert_eq!(t.verify(&child), Err(TokenError::Revoked));
+        assert_eq!(t.verify(&grandchild), Err(TokenError::Revoked));
+        // An unrelated token of the same user (another expiry, so other bytes) still works.
+        assert!(t.verify(&t.sign(&u, 61)).is_ok());
     }
 
     #[test]

@@ -113,9 +113,18 @@ impl Workspaces {
         self.map.iter().map(|w| w.clone()).collect()
     }
 
-    /// Removes a non-persistent workspace (called when its last client left).
-    pub fn unload_if_temporary(&self, id: &str) -> bool {
-        self.map.remove_if(id, |_, w| !w.persistent).is_some()
+    /// Removes a non-persistent workspace (called when its last client left); returns
+    /// its record if it was removed.
+    pub fn unload_if_temporary(&self, id: &str) -> Option<WorkspaceInfo> {
+        self.map.remove_if(id, |_, w| !w.persistent).map(|(_, w)| w)
+    }
+
+    /// How many workspaces list `user_id` among their owners.
+    pub fn count_owned_by(&self, user_id: &str) -> usize {
+        self.map
+            .iter()
+            .filter(|w| w.owners.iter().any(|o| o == user_id))
+            .count()
     }
 
     /// Whether `user_id` owns `id` (listed owner, or its personal workspace).

@@ -51,10 +51,13 @@ pub struct ConnRef<'a> {
 /// Callbacks from the router into the control plane.
 pub trait ControlHooks: Send + Sync + 'static {
     /// Authenticates a handshake and resolves the workspace (protocol.md §1.3).
-    fn admit(&self, req: AuthRequest) -> BoxFuture<'_, Result<Admission, Refusal>>;
+    /// `conn_id` is the router-unique id the connection will have if admitted (the one
+    /// later given back in [`ConnRef::id`]).
+    fn admit(&self, conn_id: u64, req: AuthRequest) -> BoxFuture<'_, Result<Admission, Refusal>>;
 
-    /// A fresh reconnection token for `conn` (protocol.md §6.2), or `None` on failure.
-    fn refresh_token(&self, conn: ConnRef<'_>) -> Option<String>;
+    /// A fresh reconnection token for `conn` (protocol.md §6.2). A refusal (expired or
+    /// revoked identity) makes the router close the connection with its message.
+    fn refresh_token(&self, conn: ConnRef<'_>) -> Result<String, Refusal>;
 
     /// A stamped frame addressed to `*/<manager_id>`. Must not block.
     fn manager_frame(&self, frame: Bytes);

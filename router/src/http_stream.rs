@@ -198,8 +198,11 @@ async fn post_message(
                 ws: &conn.ws,
                 cid: &conn.cid,
             };
-            if let Some(t) = router.hooks().refresh_token(r) {
-                let _ = router.push(&conn, Outbound::Text(handshake::reconnection_token(&t)));
+            match router.hooks().refresh_token(r) {
+                Ok(t) => {
+                    let _ = router.push(&conn, Outbound::Text(handshake::reconnection_token(&t)));
+                }
+                Err(refusal) => conn.egress.close(CloseReason::Policy(refusal.message)),
             }
         }
         _ => {
@@ -217,7 +220,8 @@ impl Router {
     /// JSON error (401 for authentication failures, 403 otherwise) on refusal. `token` is
     /// the bearer token of the request, which later POSTs must repeat.
     pub async fn open_stream(&self, req: AuthRequest, token: Option<String>) -> Response {
-        let admission = match self.hooks().admit(req).await {
+        let id = self.inner.next_id.fetch_add(1, Relaxed);
+        let admission = match self.hooks().admit(id, req).await {
             Ok(a) => a,
             Err(r) => {
                 tracing::debug!(message = %r.message, "stream refused");
@@ -233,7 +237,6 @@ impl Router {
         let (egress, rx) = Egress::new(cfg.egress_limit_bytes, cfg.slow_consumer_grace);
         let info = value::encode(&value::from_json(&admission.connection_info));
         egress.push_control(Outbound::Binary(Bytes::from(info)));
-        let id = self.inner.next_id.fetch_add(1, Relaxed);
         let conn = Conn::new(
             id,
             &admission.workspace,

@@ -226,6 +226,11 @@ impl ClientTable {
         members.iter().map(|e| e.value().clone()).collect()
     }
 
+    /// Number of live connections in workspace `ws`.
+    pub fn count(&self, ws: &str) -> usize {
+        self.workspaces.get(ws).map_or(0, |m| m.len())
+    }
+
     /// Number of live connections.
     pub fn len(&self) -> usize {
         self.workspaces.iter().map(|m| m.len()).sum()

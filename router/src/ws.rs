@@ -97,7 +97,8 @@ impl Router {
                 return refuse(&mut socket, CloseReason::Policy(e.to_string())).await
             }
         };
-        let admission = match self.hooks().admit(req).await {
+        let id = self.inner.next_id.fetch_add(1, Relaxed);
+        let admission = match self.hooks().admit(id, req).await {
             Ok(a) => a,
             Err(r) => {
                 let reason = if r.code == 1008 {
@@ -113,7 +114,6 @@ impl Router {
         // connection_info is the first item: the client starts calling the manager at once,
         // and replies routed to it meanwhile queue behind it (§1.6).
         egress.push_control(Outbound::Text(admission.connection_info.to_string()));
-        let id = self.inner.next_id.fetch_add(1, Relaxed);
         let conn = Arc::new(Conn::new(
             id,
             &admission.workspace,
@@ -246,8 +246,12 @@ impl Router {
                     ws: &conn.ws,
                     cid: &conn.cid,
                 };
-                if let Some(token) = self.hooks().refresh_token(r) {
-                    let _ = self.push(conn, Outbound::Text(handshake::reconnection_token(&token)));
+                match self.hooks().refresh_token(r) {
+                    Ok(token) => {
+                        let _ =
+                            self.push(conn, Outbound::Text(handshake::reconnection_token(&token)));
+                    }
+                    Err(refusal) => conn.egress.close(CloseReason::Policy(refusal.message)),
                 }
             }
             Control::Other(_) | Control::Invalid => {}

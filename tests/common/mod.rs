@@ -16,19 +16,28 @@ pub struct TestServer {
 
 /// Starts a server with `router_config` on 127.0.0.1:0.
 pub async fn start_with(router_config: RouterConfig) -> TestServer {
+    start_configured(router_config, |_| {}).await
+}
+
+/// Starts a server with `router_config` and the control-plane settings `adjust` makes.
+pub async fn start_configured(
+    router_config: RouterConfig,
+    adjust: impl FnOnce(&mut ServerConfig),
+) -> TestServer {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
         let _ = tcp.set_nodelay(true);
     });
     let router = Router::new("manager-test", router_config);
-    let config = ServerConfig {
+    let mut config = ServerConfig {
         server_id: "test".into(),
         public_base_url: url.clone(),
         local_base_url: url.clone(),
         jwt_secret: "integration-test-secret".into(),
         ..ServerConfig::default()
     };
+    adjust(&mut config);
     let manager = rhizo_control_plane::start(config, router.clone());
     let app = rhizo_control_plane::http::app(manager.clone(), "/");
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });

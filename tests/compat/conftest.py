@@ -103,12 +103,8 @@ class _Server:
         self.log_path = log_path
 
 
-@pytest.fixture(scope="session")
-def _server(request):
-    if EXTERNAL_URL:
-        yield _Server(EXTERNAL_URL, None, None)
-        return
-
+def _start_rhizo(extra_env: dict[str, str] | None = None):
+    """Starts the rhizo binary on a free port; returns ``(server, stop, workdir)``."""
     binary = Path(os.environ.get("RHIZO_BIN") or REPO / "target" / "debug" / "rhizo")
     if not binary.exists():
         raise RuntimeError(
@@ -122,6 +118,7 @@ def _server(request):
     env["HYPHA_JWT_SECRET"] = TEST_JWT_SECRET
     env["HYPHA_ROOT_TOKEN"] = ROOT_TOKEN
     env.setdefault("RUST_BACKTRACE", "1")
+    env.update(extra_env or {})
     log_file = open(log_path, "wb")
     process = subprocess.Popen(
         [str(binary), "serve", "--host", "127.0.0.1", "--port", str(port)],
@@ -166,11 +163,13 @@ def _server(request):
             else f"did not answer /health/readiness with 200 within {READINESS_TIMEOUT:.0f}s"
         )
         raise RuntimeError(f"rhizo server at {url} {why}; log tail:\n{tail}")
+    return _Server(url, process, log_path), _stop, workdir
 
-    yield _Server(url, process, log_path)
 
+def _stop_rhizo(request, server: _Server, stop, workdir: Path):
+    process, log_path = server.process, server.log_path
     crashed = process.poll()
-    _stop()
+    stop()
     if crashed is not None:
         print(
             f"\n--- rhizo server exited early with code {crashed}; log tail ({log_path}) ---\n"
@@ -181,6 +180,36 @@ def _server(request):
         shutil.rmtree(workdir, ignore_errors=True)
     else:
         print(f"\nrhizo server log kept at {log_path}", file=sys.stderr)
+
+
+@pytest.fixture(scope="session")
+def _server(request):
+    if EXTERNAL_URL:
+        yield _Server(EXTERNAL_URL, None, None)
+        return
+    server, stop, workdir = _start_rhizo()
+    yield server
+    _stop_rhizo(request, server, stop, workdir)
+
+
+# Small quotas and an unload grace period, for the tests of those settings.
+LIMITED_ENV = {
+    "HYPHA_MAX_SERVICES_PER_CLIENT": "3",
+    "HYPHA_MAX_WORKSPACES_PER_USER": "2",
+    "HYPHA_MAX_CONNECTIONS_PER_USER": "3",
+    "HYPHA_MAX_CLIENTS_PER_WORKSPACE": "4",
+    "HYPHA_WORKSPACE_UNLOAD_GRACE_PERIOD": "2",
+}
+
+
+@pytest.fixture(scope="session")
+def limited_server_url(request, is_external):
+    """A second rhizo server started with ``LIMITED_ENV`` (rhizo only)."""
+    if is_external:
+        pytest.skip("needs a server started with small quotas")
+    server, stop, workdir = _start_rhizo(LIMITED_ENV)
+    yield server.url
+    _stop_rhizo(request, server, stop, workdir)
 
 
 @pytest.fixture(scope="session")

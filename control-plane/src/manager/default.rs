@@ -90,6 +90,11 @@ pub(super) const METHODS: &[(&str, &[Param], &str)] = &[
     ),
     ("revoke_token", &[("token", false)], "Revoke a token."),
     (
+        "cleanup",
+        &[("workspace", true), ("timeout", true)],
+        "Remove unresponsive clients, or an empty temporary workspace.",
+    ),
+    (
         "create_workspace",
         &[("config", false), ("overwrite", true)],
         "Create a workspace.",
@@ -307,6 +312,7 @@ impl Manager {
             "parse_token" => self.parse_token(ctx, &a[0]),
             "get_workspace_info" => self.get_workspace_info(ctx, opt_str(&a[0])),
             "revoke_token" => self.revoke_token(ctx, &a[0]).await,
+            "cleanup" => self.cleanup(ctx, opt_str(&a[0]), num(Some(&a[1]))).await,
             "create_workspace" => {
                 let info = self.create_workspace(ctx, &a[0], a[1].as_bool().unwrap_or(false))?;
                 self.persist_workspace(get_str(&info, "id").unwrap_or_default())
@@ -323,6 +329,7 @@ impl Manager {
             "set_env" => {
                 let r = self.set_env(ctx, &a[0], &a[1])?;
                 self.persist_workspace(&ctx.ws).await?;
+                self.workspace_changed(&ctx.ws);
                 let kind = if a[1].is_nil() {
                     "env_removed"
                 } else {
@@ -338,13 +345,15 @@ impl Manager {
             "get_summary" => self.get_summary(ctx),
             "bookmark" | "unbookmark" => {
                 let r = self.bookmark(ctx, &a[0], name == "bookmark")?;
-                self.persist_workspace(&ctx.user.personal_workspace())
-                    .await?;
+                let personal = ctx.user.personal_workspace();
+                self.persist_workspace(&personal).await?;
+                self.workspace_changed(&personal);
                 Ok(r)
             }
             "register_service_type" => {
                 let r = self.register_service_type(ctx, &a[0])?;
                 self.persist_workspace(&ctx.ws).await?;
+                self.workspace_changed(&ctx.ws);
                 Ok(r)
             }
             "get_service_type" => self.get_service_type(ctx, &a[0]),
@@ -432,6 +441,9 @@ impl Manager {
             entries.retain(|(k, _)| k.as_str().is_some_and(|k| KEEP.contains(&k)));
         }
         let record = ServiceRecord::from_value(svc)?;
+        if !built_in {
+            self.check_service_quota(ctx, &record.name)?;
+        }
         let data = record.record.clone();
         let client = map([
             ("id", format!("{}/{}", ctx.ws, ctx.cid).into()),
@@ -453,6 +465,32 @@ impl Manager {
             }
         }
         Ok(Value::Nil)
+    }
+
+    /// `HYPHA_MAX_SERVICES_PER_CLIENT`: a client may hold that many services besides
+    /// `built-in`; re-registering a name it holds does not count (workspace-api.md §5.1).
+    fn check_service_quota(&self, ctx: &Ctx, name: &str) -> Result<(), String> {
+        let limit = self.config.limits.services_per_client;
+        if limit == 0 {
+            return Ok(());
+        }
+        let held = self
+            .registry
+            .find(&Pattern {
+                ws: Some(&ctx.ws),
+                cid: Some(&ctx.cid),
+                ..Default::default()
+            })
+            .iter()
+            .filter(|r| !r.is_built_in() && r.name != name)
+            .count();
+        if crate::config::reached(held, limit) {
+            return Err(format!(
+                "RuntimeError: Service quota exceeded: client {} already has {held} services (limit {limit})",
+                ctx.from
+            ));
+        }
+        Ok(())
     }
 
     /// Resolves the caller's own service (§4.7); admins of the workspace may name any
@@ -835,7 +873,7 @@ impl Manager {
         Ok(Value::Boolean(true))
     }
 
-    async fn ping(&self, ctx: &Ctx, client_id: &Value, timeout: Option<f64>) -> Value {
+    pub(super) async fn ping(&self, ctx: &Ctx, client_id: &Value, timeout: Option<f64>) -> Value {
         let raw = client_id.as_str().unwrap_or_default();
         let target = if raw.contains('/') {
             raw.to_owned()

@@ -14,6 +14,8 @@ use rhizo_protocol::user::Permission;
 use rhizo_protocol::value::{self, get, get_str, map};
 use rmpv::Value;
 use serde_json::json;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 /// Rows the in-memory event log keeps.
 const MAX_EVENTS: usize = 100_000;
@@ -88,6 +90,15 @@ impl Manager {
                     "PermissionError: Permission denied for workspace {id}"
                 ));
             }
+        } else if !root {
+            let limit = self.config.limits.workspaces_per_user;
+            let owned = self.workspaces.count_owned_by(&ctx.user.id);
+            if crate::config::reached(owned, limit) {
+                return Err(format!(
+                    "RuntimeError: Workspace quota exceeded: user {} owns {owned} workspaces (limit {limit})",
+                    ctx.user.id
+                ));
+            }
         }
         let mut owners: Vec<String> = get(config, "owners")
             .and_then(Value::as_array)
@@ -121,7 +132,146 @@ impl Manager {
             "workspace_loaded",
             v.clone(),
         );
+        // Nothing to prepare here (no S3, no apps yet): the workspace is ready at once.
+        events::emit(&self.router, id, "workspace_ready", v.clone());
+        self.status_changed(id, "ready");
         Ok(v)
+    }
+
+    /// Broadcasts `workspace_status_changed {workspace, status}` to `ws` (§4.4).
+    fn status_changed(&self, ws: &str, status: &str) {
+        let data = map([("workspace", ws.into()), ("status", status.into())]);
+        events::emit(&self.router, ws, "workspace_status_changed", data);
+    }
+
+    /// Broadcasts `workspace_changed <WorkspaceInfo>` to `ws` after its record changed
+    /// (bookmarks, environment, service types; workspace-api.md §6.2).
+    pub(super) fn workspace_changed(&self, ws: &str) {
+        if let Some(info) = self.workspaces.get(ws) {
+            events::emit(&self.router, ws, "workspace_changed", to_value(&info));
+        }
+    }
+
+    /// Removes `ws` if it is temporary and no client is connected to it, telling it
+    /// `workspace_unloaded` (workspace-api.md §4.5). Returns whether it was removed.
+    pub fn unload_if_empty(&self, ws: &str) -> bool {
+        if self.router.table().count(ws) > 0 {
+            return false;
+        }
+        match self.workspaces.unload_if_temporary(ws) {
+            Some(info) => {
+                tracing::debug!(workspace = ws, "unloaded temporary workspace");
+                self.status_changed(ws, "unloaded");
+                events::emit(&self.router, ws, "workspace_unloaded", to_value(&info));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The last client of `ws` left: unload it now, or after the grace period
+    /// (`HYPHA_WORKSPACE_UNLOAD_GRACE_PERIOD`) if still empty then. A client joining and
+    /// leaving again restarts the wait.
+    pub(crate) fn schedule_unload(self: &Arc<Self>, ws: &str) {
+        let grace = self.config.workspace_unload_grace;
+        if grace.is_zero() {
+            self.unload_if_empty(ws);
+            return;
+        }
+        if self.workspaces.get(ws).is_none_or(|w| w.persistent) {
+            return;
+        }
+        let ticket = self.unload_tickets.fetch_add(1, Ordering::Relaxed) + 1;
+        self.pending_unloads.insert(ws.to_owned(), ticket);
+        let me = self.clone();
+        let ws = ws.to_owned();
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            if me
+                .pending_unloads
+                .remove_if(&ws, |_, t| *t == ticket)
+                .is_some()
+            {
+                me.unload_if_empty(&ws);
+            }
+        });
+    }
+
+    /// `cleanup(workspace, timeout)` (workspace-api.md §5.2): needs admin on the caller's
+    /// workspace and on the target. An empty temporary workspace is removed
+    /// (`{removed_workspace, removed_clients: []}`); otherwise every client is pinged (50
+    /// at a time, `timeout` seconds each) and those that do not answer are disconnected
+    /// and their services removed (`{removed_clients: ["ws/cid", …]}`, or `{}`).
+    pub(super) async fn cleanup(
+        self: &Arc<Self>,
+        ctx: &Ctx,
+        workspace: Option<&str>,
+        timeout: Option<f64>,
+    ) -> Result<Value, String> {
+        self.require_admin_or_owner(ctx, &ctx.ws)?;
+        let ws = workspace.unwrap_or(&ctx.ws).to_owned();
+        self.require_admin_or_owner(ctx, &ws)?;
+        let info = self
+            .workspaces
+            .get(&ws)
+            .ok_or_else(|| format!("KeyError: Workspace not found: {ws}"))?;
+        let mut clients: std::collections::BTreeSet<String> = self
+            .registry
+            .clients(&ws)
+            .into_iter()
+            .map(|r| r.cid)
+            .collect();
+        clients.extend(
+            self.router
+                .table()
+                .members(&ws)
+                .iter()
+                .map(|c| c.cid.clone()),
+        );
+        if clients.is_empty() {
+            if !info.persistent && self.unload_if_empty(&ws) {
+                return Ok(map([
+                    ("removed_workspace", ws.as_str().into()),
+                    ("removed_clients", Value::Array(vec![])),
+                ]));
+            }
+            return Ok(Value::Map(vec![]));
+        }
+        let clients: Vec<String> = clients.into_iter().collect();
+        let mut removed = Vec::new();
+        for batch in clients.chunks(50) {
+            let pings = batch.iter().map(|cid| {
+                let target = Value::from(format!("{ws}/{cid}"));
+                async move { (cid, self.ping(ctx, &target, timeout).await) }
+            });
+            for (cid, answer) in futures_util::future::join_all(pings).await {
+                if answer.as_str() != Some("pong") {
+                    removed.push(cid.clone());
+                }
+            }
+        }
+        for cid in &removed {
+            self.remove_unresponsive(&ws, cid);
+        }
+        if removed.is_empty() {
+            return Ok(Value::Map(vec![]));
+        }
+        let list = removed.iter().map(|c| format!("{ws}/{c}").into()).collect();
+        Ok(map([("removed_clients", Value::Array(list))]))
+    }
+
+    /// Disconnects a client that did not answer `cleanup`'s ping and drops its services.
+    fn remove_unresponsive(&self, ws: &str, cid: &str) {
+        tracing::info!(client = %format!("{ws}/{cid}"), "cleanup: removing an unresponsive client");
+        if let Some(conn) = self.router.table().get(ws, cid) {
+            conn.egress.close(rhizo_router::CloseReason::Policy(
+                "Removed by cleanup: the client did not answer a ping".into(),
+            ));
+        }
+        if !self.registry.remove_client(ws, cid).is_empty() {
+            let data = map([("id", cid.into()), ("workspace", ws.into())]);
+            events::emit(&self.router, ws, "client_disconnected", data);
+        }
     }
 
     fn require_admin_or_owner(&self, ctx: &Ctx, ws: &str) -> Result<(), String> {
@@ -604,6 +754,19 @@ impl Manager {
                 .revoke_token(&hash, exp as i64)
                 .await
                 .map_err(|e| format!("RuntimeError: could not persist the revocation: {e}"))?;
+        }
+        // Connections opened with the token (or a reconnection token descending from it)
+        // end now. The caller's own connection is left to receive this reply; its next
+        // token refresh closes it.
+        for addr in self.sessions.with_origin(&hash) {
+            if addr == ctx.from {
+                continue;
+            }
+            if let Some(conn) = self.router.table().get_addr(&addr) {
+                conn.egress.close(rhizo_router::CloseReason::Policy(
+                    "Authentication error: Token has been revoked".into(),
+                ));
+            }
         }
         Ok(Value::Nil)
     }

@@ -13,7 +13,7 @@ struct FakeControl {
 }
 
 impl ControlHooks for FakeControl {
-    fn admit(&self, _req: AuthRequest) -> BoxFuture<'_, Result<Admission, Refusal>> {
+    fn admit(&self, _conn_id: u64, _req: AuthRequest) -> BoxFuture<'_, Result<Admission, Refusal>> {
         Box::pin(async {
             Err(Refusal {
                 message: "no".into(),
@@ -21,8 +21,11 @@ impl ControlHooks for FakeControl {
             })
         })
     }
-    fn refresh_token(&self, _conn: ConnRef<'_>) -> Option<String> {
-        None
+    fn refresh_token(&self, _conn: ConnRef<'_>) -> Result<String, Refusal> {
+        Err(Refusal {
+            message: "no".into(),
+            code: 1008,
+        })
     }
     fn manager_frame(&self, frame: Bytes) {
         self.manager_frames.lock().unwrap().push(frame);

@@ -1,0 +1,121 @@
+//! Live sessions of this instance, by client address: which connection holds the
+//! address, whose it is and which token it descends from (workspace-api.md §1.5, §7 step 6).
+//!
+//! The table answers three questions the router cannot: how many connections a user
+//! holds (`HYPHA_MAX_CONNECTIONS_PER_USER`), which connections a revoked token opened
+//! (they are closed when it is revoked), and which origin a refreshed reconnection token
+//! must carry so that revoking the original token also revokes its descendants.
+
+use dashmap::DashMap;
+
+/// One admitted connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    /// Router connection id ([`rhizo_router::hooks::ConnRef::id`]).
+    pub conn_id: u64,
+    /// User id of the connection's identity.
+    pub user_id: String,
+    /// SHA-256 hex of the token the session descends from (the token presented at
+    /// first connect, carried through reconnection tokens); `None` for anonymous users
+    /// and the root token.
+    pub origin: Option<String>,
+}
+
+/// Sessions by `"<ws>/<cid>"`, with a per-user count.
+#[derive(Debug, Default)]
+pub struct Sessions {
+    by_addr: DashMap<String, Session>,
+    per_user: DashMap<String, usize>,
+}
+
+// === impl Sessions ===
+
+impl Sessions {
+    /// Records `session` at `addr`, replacing (and uncounting) any older session there —
+    /// a superseded connection never reports its end.
+    pub fn open(&self, addr: &str, session: Session) {
+        *self.per_user.entry(session.user_id.clone()).or_default() += 1;
+        if let Some(old) = self.by_addr.insert(addr.to_owned(), session) {
+            self.uncount(&old.user_id);
+        }
+    }
+
+    /// Forgets the session at `addr` if connection `conn_id` still holds it; returns
+    /// whether it did. A late end of a superseded connection leaves the newer one alone.
+    pub fn close(&self, addr: &str, conn_id: u64) -> bool {
+        match self.by_addr.remove_if(addr, |_, s| s.conn_id == conn_id) {
+            Some((_, old)) => {
+                self.uncount(&old.user_id);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn uncount(&self, user_id: &str) {
+        if let Some(mut n) = self.per_user.get_mut(user_id) {
+            *n = n.saturating_sub(1);
+        }
+        self.per_user.remove_if(user_id, |_, n| *n == 0);
+    }
+
+    /// The session at `addr`.
+    pub fn get(&self, addr: &str) -> Option<Session> {
+        self.by_addr.get(addr).map(|s| s.clone())
+    }
+
+    /// Connections `user_id` holds on this instance.
+    pub fn count_for(&self, user_id: &str) -> usize {
+        self.per_user.get(user_id).map_or(0, |n| *n)
+    }
+
+    /// Addresses of the sessions descending from the token with SHA-256 hex `origin`.
+    pub fn with_origin(&self, origin: &str) -> Vec<String> {
+        self.by_addr
+            .iter()
+            .filter(|s| s.origin.as_deref() == Some(origin))
+            .map(|s| s.key().clone())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(conn_id: u64, user: &str, origin: Option<&str>) -> Session {
+        Session {
+            conn_id,
+            user_id: user.into(),
+            origin: origin.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn counts_follow_opens_supersedes_and_closes() {
+        let s = Sessions::default();
+        s.open("ws-a/c1", session(1, "u", Some("h1")));
+        s.open("ws-a/c2", session(2, "u", None));
+        assert_eq!(s.count_for("u"), 2);
+        // c1 reconnects: the new connection supersedes the old one.
+        s.open("ws-a/c1", session(3, "u", Some("h1")));
+        assert_eq!(s.count_for("u"), 2);
+        // The superseded connection's late end does not remove the new session.
+        assert!(!s.close("ws-a/c1", 1));
+        assert_eq!(s.get("ws-a/c1").unwrap().conn_id, 3);
+        assert_eq!(s.with_origin("h1"), vec!["ws-a/c1".to_owned()]);
+        assert!(s.close("ws-a/c1", 3));
+        assert!(s.close("ws-a/c2", 2));
+        assert_eq!(s.count_for("u"), 0);
+        assert!(s.with_origin("h1").is_empty());
+    }
+
+    #[test]
+    fn an_address_taken_over_by_another_user_moves_the_count() {
+        let s = Sessions::default();
+        s.open("ws-a/c1", session(1, "u", None));
+        s.open("ws-a/c1", session(2, "v", None));
+        assert_eq!(s.count_for("u"), 0);
+        assert_eq!(s.count_for("v"), 1);
+    }
+}

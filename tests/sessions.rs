@@ -1,0 +1,420 @@
+//! Session lifecycle (issue: identity and workspaces): token expiry on refresh,
+//! revocation of live sessions and their reconnection tokens, the connection, service and
+//! workspace quotas, the unload grace period of temporary workspaces, and `cleanup`.
+
+mod common;
+
+use futures_util::{SinkExt, StreamExt};
+use rhizo_client::{Client, ClientError, ConnectOptions, Event};
+use rhizo_protocol::user::{Permission, UserInfo};
+use rhizo_protocol::value::{get, get_str, map};
+use rhizo_router::RouterConfig;
+use rmpv::Value;
+use std::time::Duration;
+use tokio_tungstenite::tungstenite::Message as Ws;
+
+const T: Duration = Duration::from_secs(5);
+
+/// Waits for the next text frame, or the close (`Err(code, reason)`).
+async fn next_text(c: &mut Client) -> Result<serde_json::Value, Option<(u16, String)>> {
+    loop {
+        match tokio::time::timeout(T, c.next_event())
+            .await
+            .expect("an event in time")
+        {
+            Some(Event::Text(v)) => return Ok(v),
+            Some(Event::Closed(c)) => return Err(c),
+            Some(Event::Frame(_)) => continue,
+            None => return Err(None),
+        }
+    }
+}
+
+/// Waits until the server closes `c`; returns the close code and reason.
+async fn closed(c: &mut Client) -> Option<(u16, String)> {
+    loop {
+        match tokio::time::timeout(T, c.next_event())
+            .await
+            .expect("the connection to end in time")
+        {
+            Some(Event::Closed(c)) => return c,
+            None => return None,
+            Some(_) => continue,
+        }
+    }
+}
+
+/// A token for user `id` with `permission` on `ws`, valid `expires_in` seconds, signed by
+/// the server's own token service (as `generate_token` would).
+fn token_for(s: &common::TestServer, id: &str, ws: &str, expires_in: u64) -> String {
+    let mut u = UserInfo::root();
+    u.id = id.into();
+    u.roles = vec![];
+    u.scope.workspaces.insert(ws.into(), Permission::ReadWrite);
+    u.scope.current_workspace = Some(ws.into());
+    s.manager.tokens.sign(&u, expires_in)
+}
+
+async fn connect_with(
+    url: &str,
+    cid: &str,
+    ws: &str,
+    token: Option<String>,
+    reconnection_token: Option<String>,
+) -> Result<Client, ClientError> {
+    let opts = ConnectOptions {
+        client_id: Some(cid.into()),
+        workspace: Some(ws.into()),
+        token,
+        reconnection_token,
+    };
+    Client::connect(url, opts).await
+}
+
+async fn refresh(c: &mut Client) -> Result<String, Option<(u16, String)>> {
+    c.send_text(r#"{"type":"refresh_token"}"#).unwrap();
+    loop {
+        let t = next_text(c).await?;
+        if t["type"] == "reconnection_token" {
+            return Ok(t["reconnection_token"].as_str().unwrap().to_owned());
+        }
+        if t["type"] == "error" {
+            // The close follows the error frame.
+            return Err(closed(c).await);
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_expired_identity_gets_no_new_reconnection_token_and_is_closed() {
+    let s = common::start().await;
+    let owner = common::connect_as(&s.url, "owner").await;
+    let ws = owner.workspace().to_owned();
+    let token = token_for(&s, "short-lived", &ws, 2);
+    let mut c = connect_with(&s.url, "brief", &ws, Some(token), None)
+        .await
+        .unwrap();
+    // While the token is valid, refresh works, and the reconnection token expires with it.
+    let rt = refresh(&mut c).await.unwrap();
+    let parsed = s.manager.tokens.verify(&rt).unwrap();
+    let exp = parsed.expires_at.unwrap();
+    let now = rhizo_control_plane::tokens::now_secs() as f64;
+    assert!(
+        exp <= now + 2.0,
+        "reconnection token outlives its origin: {exp} vs {now}"
+    );
+    tokio::time::sleep(Duration::from_millis(2600)).await;
+    let close = refresh(&mut c).await.expect_err("refused once expired");
+    let (code, reason) = close.expect("a close frame");
+    assert_eq!(code, 1008);
+    assert!(reason.contains("expired"), "{reason}");
+    // And the reconnection token it had cannot bring the session back.
+    let err = connect_with(&s.url, "brief", &ws, None, Some(rt))
+        .await
+        .err()
+        .expect("refused");
+    assert!(
+        matches!(&err, ClientError::Refused(m) if m.contains("expired")),
+        "{err}"
+    );
+    // Tokens without expiry problems keep refreshing.
+    let mut fine = common::connect_as(&s.url, "fine").await;
+    assert!(refresh(&mut fine).await.is_ok());
+}
+
+#[tokio::test]
+async fn revoking_a_token_ends_its_sessions_and_their_reconnection_tokens() {
+    let s = common::start().await;
+    let admin = common::connect_as(&s.url, "admin").await;
+    let ws = admin.workspace().to_owned();
+    let minted = admin
+        .manager_call(
+            "generate_token",
+            vec![map([("permission", "read_write".into())])],
+        )
+        .await
+        .unwrap();
+    let token = minted.as_str().unwrap().to_owned();
+    let mut a = connect_with(&s.url, "holder-a", &ws, Some(token.clone()), None)
+        .await
+        .unwrap();
+    let rt = refresh(&mut a).await.unwrap();
+
+    admin
+        .manager_call("revoke_token", vec![token.as_str().into()])
+        .await
+        .unwrap();
+    let (code, reason) = closed(&mut a).await.expect("a close frame");
+    assert_eq!(code, 1008);
+    assert!(reason.contains("revoked"), "{reason}");
+    for (t, rt) in [(Some(token.clone()), None), (None, Some(rt))] {
+        let err = connect_with(&s.url, "holder-a", &ws, t, rt)
+            .await
+            .err()
+            .expect("refused");
+        assert!(
+            matches!(&err, ClientError::Refused(m) if m.contains("revoked")),
+            "{err}"
+        );
+    }
+    // The admin who revoked it is untouched.
+    let echoed = admin.manager_call("echo", vec!["ok".into()]).await.unwrap();
+    assert_eq!(echoed.as_str(), Some("ok"));
+}
+
+#[tokio::test]
+async fn connection_limits_per_user_and_per_workspace() {
+    let s = common::start_configured(RouterConfig::default(), |c| {
+        c.limits.connections_per_user = 2;
+        c.limits.clients_per_workspace = 3;
+    })
+    .await;
+    let owner = common::connect_as(&s.url, "owner").await;
+    let ws = owner.workspace().to_owned();
+    // One user: the third connection is refused; the same address may reconnect.
+    let t = token_for(&s, "alice", &ws, 600);
+    let _a1 = connect_with(&s.url, "a1", &ws, Some(t.clone()), None)
+        .await
+        .unwrap();
+    let a2 = connect_with(&s.url, "a2", &ws, Some(t.clone()), None)
+        .await
+        .unwrap();
+    let err = connect_with(&s.url, "a3", &ws, Some(t.clone()), None)
+        .await
+        .err()
+        .expect("refused");
+    assert!(
+        matches!(&err, ClientError::Refused(m) if m.contains("Too many connections for user alice")),
+        "{err}"
+    );
+    a2.disconnect();
+    drop(a2);
+    let mut retried = None;
+    for _ in 0..50 {
+        match connect_with(&s.url, "a3", &ws, Some(t.clone()), None).await {
+            Ok(c) => {
+                retried = Some(c);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    let _a3 = retried.expect("a freed slot is usable again");
+    // The workspace holds owner, a1 and a3: a fourth client (another user) is refused.
+    let bob = token_for(&s, "bob", &ws, 600);
+    let err = connect_with(&s.url, "b1", &ws, Some(bob), None)
+        .await
+        .err()
+        .expect("refused");
+    assert!(
+        matches!(&err, ClientError::Refused(m) if m.contains("Too many clients in workspace")),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn service_quota_per_client() {
+    let s = common::start_configured(RouterConfig::default(), |c| {
+        c.limits.services_per_client = 2;
+    })
+    .await;
+    let c = common::connect_as(&s.url, "many").await;
+    let nothing = || vec![];
+    c.register_service("one", Value::Nil, nothing())
+        .await
+        .unwrap();
+    c.register_service("two", Value::Nil, nothing())
+        .await
+        .unwrap();
+    // Re-registering a held name is not a new service.
+    c.register_service("two", Value::Nil, nothing())
+        .await
+        .unwrap();
+    let err = c
+        .register_service("three", Value::Nil, nothing())
+        .await
+        .expect_err("over quota");
+    assert!(err.to_string().contains("Service quota exceeded"), "{err}");
+}
+
+#[tokio::test]
+async fn workspace_quota_per_user() {
+    let s = common::start_configured(RouterConfig::default(), |c| {
+        c.limits.workspaces_per_user = 2;
+    })
+    .await;
+    let owner = common::connect_as(&s.url, "owner").await;
+    let ws = owner.workspace().to_owned();
+    let t = token_for(&s, "carol", &ws, 600);
+    let carol = connect_with(&s.url, "carol", &ws, Some(t), None)
+        .await
+        .unwrap();
+    let create = |id: &str| {
+        let cfg = map([("id", id.into())]);
+        carol.manager_call("create_workspace", vec![cfg])
+    };
+    create("carol-one").await.unwrap();
+    create("carol-two").await.unwrap();
+    let err = create("carol-three").await.expect_err("over quota");
+    assert!(
+        err.to_string().contains("Workspace quota exceeded"),
+        "{err}"
+    );
+    // Deleting one frees a slot.
+    carol
+        .manager_call("delete_workspace", vec!["carol-one".into()])
+        .await
+        .unwrap();
+    create("carol-three").await.unwrap();
+}
+
+fn exists(s: &common::TestServer, ws: &str) -> bool {
+    s.manager.workspaces.get(ws).is_some()
+}
+
+#[tokio::test]
+async fn temporary_workspaces_outlive_their_last_client_by_the_grace_period() {
+    let s = common::start_configured(RouterConfig::default(), |c| {
+        c.workspace_unload_grace = Duration::from_millis(600);
+    })
+    .await;
+    let a = common::connect_as(&s.url, "a").await;
+    let ws = a.workspace().to_owned();
+    a.disconnect();
+    drop(a);
+    assert!(
+        common::eventually(T, || s.router.table().count(&ws) == 0).await,
+        "client gone"
+    );
+    assert!(exists(&s, &ws), "kept during the grace period");
+    // A reconnection within the grace period keeps the workspace.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let owner_token = {
+        let mut u = UserInfo::root();
+        u.id = ws.trim_start_matches("ws-user-").into();
+        u.roles = vec!["anonymous".into()];
+        u.is_anonymous = true;
+        u.scope.workspaces.insert(ws.clone(), Permission::Admin);
+        u.scope.current_workspace = Some(ws.clone());
+        s.manager.tokens.sign(&u, 600)
+    };
+    let back = connect_with(&s.url, "a", &ws, Some(owner_token), None)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(exists(&s, &ws), "a returning client cancels the unload");
+    back.disconnect();
+    drop(back);
+    assert!(
+        common::eventually(Duration::from_secs(3), || !exists(&s, &ws)).await,
+        "unloaded after the grace period"
+    );
+}
+
+#[tokio::test]
+async fn without_grace_an_empty_temporary_workspace_goes_at_once() {
+    let s = common::start().await;
+    let a = common::connect_as(&s.url, "a").await;
+    let ws = a.workspace().to_owned();
+    a.disconnect();
+    drop(a);
+    assert!(common::eventually(T, || !exists(&s, &ws)).await);
+}
+
+/// A client that completes the handshake and then answers nothing (a dead peer).
+async fn silent_client(
+    url: &str,
+    cid: &str,
+    ws: &str,
+    token: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    let ws_url = format!("{}/ws", url.replace("http://", "ws://"));
+    let (mut sock, _) = tokio_tungstenite::connect_async(ws_url).await.unwrap();
+    let hello = serde_json::json!({"client_id": cid, "workspace": ws, "token": token});
+    sock.send(Ws::Text(hello.to_string().into())).await.unwrap();
+    match tokio::time::timeout(T, sock.next()).await {
+        Ok(Some(Ok(Ws::Text(t)))) => assert!(t.as_str().contains("connection_info"), "{t}"),
+        other => panic!("no connection_info: {other:?}"),
+    }
+    sock
+}
+
+#[tokio::test]
+async fn cleanup_removes_clients_that_do_not_answer() {
+    let s = common::start().await;
+    let admin = common::connect_as(&s.url, "admin").await;
+    let ws = admin.workspace().to_owned();
+    let _alive = common::join(&s.url, &admin, "alive").await.unwrap();
+    let minted = admin
+        .manager_call(
+            "generate_token",
+            vec![map([("permission", "read_write".into())])],
+        )
+        .await
+        .unwrap();
+    let mut dead = silent_client(&s.url, "dead", &ws, minted.as_str().unwrap()).await;
+
+    let args = vec![Value::Nil, 1.into()];
+    let report = admin.manager_call("cleanup", args).await.unwrap();
+    let removed: Vec<&str> = get(&report, "removed_clients")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    assert_eq!(removed, vec![format!("{ws}/dead")]);
+    // The dead client's connection was closed with a reason.
+    let mut saw_close = false;
+    while let Ok(Some(Ok(m))) = tokio::time::timeout(T, dead.next()).await {
+        if let Ws::Close(Some(f)) = m {
+            assert!(f.reason.as_str().contains("cleanup"), "{}", f.reason);
+            saw_close = true;
+            break;
+        }
+    }
+    assert!(saw_close, "the unresponsive client was disconnected");
+    assert!(common::eventually(T, || s.router.table().get(&ws, "dead").is_none()).await);
+    // Everyone answers now: nothing to remove.
+    let again = admin
+        .manager_call("cleanup", vec![Value::Nil, 1.into()])
+        .await
+        .unwrap();
+    assert_eq!(again, Value::Map(vec![]));
+    // A read-write member may not clean up.
+    let member = common::join(&s.url, &admin, "member").await.unwrap();
+    let err = member
+        .manager_call("cleanup", vec![])
+        .await
+        .expect_err("refused");
+    assert!(err.to_string().contains("PermissionError"), "{err}");
+}
+
+#[tokio::test]
+async fn cleanup_removes_an_empty_temporary_workspace() {
+    let s = common::start().await;
+    let t = token_for(&s, "dave", "ws-user-dave", 600);
+    let dave = connect_with(&s.url, "dave", "ws-user-dave", Some(t), None)
+        .await
+        .unwrap();
+    dave.manager_call(
+        "create_workspace",
+        vec![map([("id", "dave-scratch".into())])],
+    )
+    .await
+    .unwrap();
+    let report = dave
+        .manager_call("cleanup", vec!["dave-scratch".into()])
+        .await
+        .unwrap();
+    assert_eq!(get_str(&report, "removed_workspace"), Some("dave-scratch"));
+    assert!(!exists(&s, "dave-scratch"));
+    // Persistent ones stay.
+    let cfg = map([("id", "dave-keep".into()), ("persistent", true.into())]);
+    dave.manager_call("create_workspace", vec![cfg])
+        .await
+        .unwrap();
+    let report = dave
+        .manager_call("cleanup", vec!["dave-keep".into()])
+        .await
+        .unwrap();
+    assert_eq!(report, Value::Map(vec![]));
+    assert!(exists(&s, "dave-keep"));
+}
