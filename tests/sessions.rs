@@ -103,7 +103,8 @@ async fn an_expired_identity_gets_no_new_reconnection_token_and_is_closed() {
         exp <= now + 2.0,
         "reconnection token outlives its origin: {exp} vs {now}"
     );
-    tokio::time::sleep(Duration::from_millis(2600)).await;
+    // Whole seconds: `exp` (t0 + 2, t0 rounded down) is past once t0 + 3 has begun.
+    tokio::time::sleep(Duration::from_millis(3100)).await;
     let close = refresh(&mut c).await.expect_err("refused once expired");
     let (code, reason) = close.expect("a close frame");
     assert_eq!(code, 1008);

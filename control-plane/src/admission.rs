@@ -324,7 +324,8 @@ impl Manager {
             .ok()
             .and_then(|u| serde_json::from_value::<UserInfo>(value::to_json(&u)).ok())
             .ok_or_else(|| auth_error("unreadable session identity"))?;
-        if !user.is_anonymous && user.expires_at.is_some_and(|e| e <= now_secs() as f64) {
+        // Same rule as token verification: expired once `exp` is strictly in the past.
+        if !user.is_anonymous && user.expires_at.is_some_and(|e| e < now_secs() as f64) {
             return Err(auth_error(TokenError::Expired));
         }
         let addr = format!("{}/{}", conn.ws, conn.cid);
