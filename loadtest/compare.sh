@@ -56,6 +56,11 @@ secs=${DURATION%s}
 [[ $secs =~ ^[0-9]+$ ]] || secs=60
 BOUND=$(( ROUNDS * 3 * (secs + 30) + 120 ))
 
+# Both servers default to 200 connections per user and 1000 clients per workspace, fewer
+# than large fan-out or same-workspace connect runs open; lift them for both alike.
+export HYPHA_MAX_CONNECTIONS_PER_USER=${HYPHA_MAX_CONNECTIONS_PER_USER:-1000000}
+export HYPHA_MAX_CLIENTS_PER_WORKSPACE=${HYPHA_MAX_CLIENTS_PER_WORKSPACE:-1000000}
+
 echo "== starting rhizo" >&2
 RHIZO_PORT=$(free_port)
 HYPHA_JWT_SECRET=compare-sh-secret RHIZO_LOG=warn \
