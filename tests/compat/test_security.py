@@ -8,7 +8,9 @@ import hmac
 import json
 import time
 
-from compat_helpers import expect_error, unique_id
+import pytest
+
+from compat_helpers import EventLog, expect_error, unique_id
 
 
 def _b64(data: bytes) -> str:
@@ -82,3 +84,39 @@ async def test_client_id_bound_token_refuses_other_ids(connect):
     assert ok.config.client_id == "only-me"
     exc = await expect_error(connect(client_id=unique_id("spoof"), workspace=ws, token=token))
     assert "client" in str(exc).lower(), str(exc)
+
+
+async def test_registering_into_another_workspace_is_refused(connect):
+    victim = await connect(client_id=unique_id("victim"))
+    intruder = await connect(client_id=unique_id("intruder"))
+    mgr = await intruder.get_service("~")  # the manager's own register_service, no client wrapper
+    forged = f"{victim.config.workspace}/{intruder.config.client_id}:trojan"
+    exc = await expect_error(mgr.register_service({"id": forged, "name": "trojan", "config": {}}))
+    assert "other workspaces" in str(exc), str(exc)
+    assert not any(s["id"].endswith(":trojan") for s in await victim.list_services())
+
+
+@pytest.mark.rhizo_only
+async def test_registering_for_another_client_id_is_refused(workspace_pair):
+    owner, member = workspace_pair
+    mgr = await member.get_service("~")
+    spoofed = f"{owner.config.workspace}/{owner.config.client_id}:impostor"
+    exc = await expect_error(mgr.register_service({"id": spoofed, "name": "impostor", "config": {}}))
+    assert "another client" in str(exc), str(exc)
+    assert not any(s["id"].endswith(":impostor") for s in await owner.list_services())
+
+
+@pytest.mark.rhizo_only
+async def test_read_only_connections_cannot_broadcast(connect):
+    owner = await connect(client_id=unique_id("own"))
+    ws = owner.config.workspace
+    await owner.subscribe(["shout"])
+    heard = EventLog().attach(owner, "shout")
+    token = await owner.generate_token({"permission": "read"})
+    reader = await connect(client_id=unique_id("reader"), workspace=ws, token=token)
+    try:
+        await reader.emit({"type": "shout", "to": "*", "data": "from a reader"})
+    except Exception:  # noqa: BLE001 - refusing at once is fine too
+        pass
+    await asyncio.sleep(1.0)
+    assert heard.items == [], heard.items
