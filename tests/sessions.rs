@@ -128,14 +128,7 @@ async fn revoking_a_token_ends_its_sessions_and_their_reconnection_tokens() {
     let s = common::start().await;
     let admin = common::connect_as(&s.url, "admin").await;
     let ws = admin.workspace().to_owned();
-    let minted = admin
-        .manager_call(
-            "generate_token",
-            vec![map([("permission", "read_write".into())])],
-        )
-        .await
-        .unwrap();
-    let token = minted.as_str().unwrap().to_owned();
+    let token = common::mint(&admin).await.unwrap();
     let mut a = connect_with(&s.url, "holder-a", &ws, Some(token.clone()), None)
         .await
         .unwrap();
@@ -346,14 +339,8 @@ async fn cleanup_removes_clients_that_do_not_answer() {
     let admin = common::connect_as(&s.url, "admin").await;
     let ws = admin.workspace().to_owned();
     let _alive = common::join(&s.url, &admin, "alive").await.unwrap();
-    let minted = admin
-        .manager_call(
-            "generate_token",
-            vec![map([("permission", "read_write".into())])],
-        )
-        .await
-        .unwrap();
-    let mut dead = silent_client(&s.url, "dead", &ws, minted.as_str().unwrap()).await;
+    let minted = common::mint(&admin).await.unwrap();
+    let mut dead = silent_client(&s.url, "dead", &ws, &minted).await;
 
     let args = vec![Value::Nil, 1.into()];
     let report = admin.manager_call("cleanup", args).await.unwrap();

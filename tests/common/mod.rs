@@ -73,18 +73,24 @@ pub async fn connect_as(url: &str, cid: &str) -> rhizo_client::Client {
     rhizo_client::Client::connect(url, opts).await.unwrap()
 }
 
+/// A read-write token for `owner`'s workspace, minted by `owner` with `generate_token`.
+pub async fn mint(owner: &rhizo_client::Client) -> Result<String, rhizo_client::ClientError> {
+    let config = rhizo_protocol::value::map([("permission", "read_write".into())]);
+    let token = owner.manager_call("generate_token", vec![config]).await?;
+    Ok(token.as_str().unwrap_or_default().to_owned())
+}
+
 /// Connects client `cid` into `owner`'s workspace with a read-write token `owner` mints.
 pub async fn join(
     url: &str,
     owner: &rhizo_client::Client,
     cid: &str,
 ) -> Result<rhizo_client::Client, rhizo_client::ClientError> {
-    let config = rhizo_protocol::value::map([("permission", "read_write".into())]);
-    let token = owner.manager_call("generate_token", vec![config]).await?;
+    let token = mint(owner).await?;
     let opts = rhizo_client::ConnectOptions {
         client_id: Some(cid.into()),
         workspace: Some(owner.workspace().into()),
-        token: token.as_str().map(str::to_owned),
+        token: Some(token),
         ..Default::default()
     };
     rhizo_client::Client::connect(url, opts).await

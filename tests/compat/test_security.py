@@ -86,24 +86,30 @@ async def test_client_id_bound_token_refuses_other_ids(connect):
     assert "client" in str(exc).lower(), str(exc)
 
 
+async def _register_raw_refused(client, service_id: str, victim) -> str:
+    """Calls the manager's own ``register_service`` (no client-side wrapper) with a forged
+    id; returns the error text after checking the victim got no such service."""
+    mgr = await client.get_service("~")
+    name = service_id.rsplit(":", 1)[1]
+    exc = await expect_error(mgr.register_service({"id": service_id, "name": name, "config": {}}))
+    assert not any(s["id"].endswith(f":{name}") for s in await victim.list_services())
+    return str(exc)
+
+
 async def test_registering_into_another_workspace_is_refused(connect):
     victim = await connect(client_id=unique_id("victim"))
     intruder = await connect(client_id=unique_id("intruder"))
-    mgr = await intruder.get_service("~")  # the manager's own register_service, no client wrapper
     forged = f"{victim.config.workspace}/{intruder.config.client_id}:trojan"
-    exc = await expect_error(mgr.register_service({"id": forged, "name": "trojan", "config": {}}))
-    assert "other workspaces" in str(exc), str(exc)
-    assert not any(s["id"].endswith(":trojan") for s in await victim.list_services())
+    text = await _register_raw_refused(intruder, forged, victim)
+    assert "other workspaces" in text, text
 
 
 @pytest.mark.rhizo_only
 async def test_registering_for_another_client_id_is_refused(workspace_pair):
     owner, member = workspace_pair
-    mgr = await member.get_service("~")
     spoofed = f"{owner.config.workspace}/{owner.config.client_id}:impostor"
-    exc = await expect_error(mgr.register_service({"id": spoofed, "name": "impostor", "config": {}}))
-    assert "another client" in str(exc), str(exc)
-    assert not any(s["id"].endswith(":impostor") for s in await owner.list_services())
+    text = await _register_raw_refused(member, spoofed, owner)
+    assert "another client" in text, text
 
 
 @pytest.mark.rhizo_only
