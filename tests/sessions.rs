@@ -406,3 +406,22 @@ async fn cleanup_removes_an_empty_temporary_workspace() {
     assert_eq!(report, Value::Map(vec![]));
     assert!(exists(&s, "dave-keep"));
 }
+
+#[tokio::test]
+async fn a_registered_users_workspace_stays_after_its_last_client() {
+    let s = common::start().await;
+    let t = token_for(&s, "erin", "ws-user-erin", 600);
+    let c = connect_with(&s.url, "erin-1", "ws-user-erin", Some(t), None)
+        .await
+        .unwrap();
+    c.manager_call("set_env", vec!["K".into(), "v".into()])
+        .await
+        .unwrap();
+    c.disconnect();
+    drop(c);
+    assert!(common::eventually(T, || s.router.table().count("ws-user-erin") == 0).await);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let info = s.manager.workspaces.get("ws-user-erin").expect("kept");
+    assert!(info.persistent);
+    assert_eq!(info.config["environs"]["K"], "v");
+}

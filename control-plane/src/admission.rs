@@ -145,28 +145,31 @@ impl Manager {
                 .as_deref()
                 .is_some_and(|p| ws == format!("ws-user-{p}"));
         if self.workspaces.get(&ws).is_none() {
-            if ws == user.personal_workspace() {
-                let info = WorkspaceInfo::new(
-                    &ws,
-                    &format!("Workspace for user {}", user.id),
-                    false,
-                    vec![user.id.clone()],
-                );
-                self.workspaces.get_or_create(info);
+            // Only personal workspaces are made on connect: the user's own, or its parent's
+            // for a child identity that may read it (§4.3).
+            let owner = if ws == user.personal_workspace() {
+                user.id.clone()
             } else if personal && user.can(&ws, Permission::Read) {
-                // A child identity joining its parent's personal workspace after a restart.
-                let owner = ws.trim_start_matches("ws-user-").to_owned();
-                let info = WorkspaceInfo::new(
-                    &ws,
-                    &format!("Workspace for user {owner}"),
-                    false,
-                    vec![owner],
-                );
-                self.workspaces.get_or_create(info);
+                ws.trim_start_matches("ws-user-").to_owned()
             } else {
                 return Err(setup_error(format!(
                     "Workspace {ws} does not exist or is not accessible"
                 )));
+            };
+            // A registered user's workspace persists (bookmarks, environment); an
+            // anonymous one goes with its last client (workspace-api.md §4.1).
+            let persistent = !owner.starts_with("anonymouz-");
+            let info = WorkspaceInfo::new(
+                &ws,
+                &format!("Workspace for user {owner}"),
+                persistent,
+                vec![owner],
+            );
+            self.workspaces.get_or_create(info);
+            if persistent {
+                if let Err(e) = self.persist_workspace(&ws).await {
+                    tracing::warn!(workspace = %ws, error = %e, "personal workspace not stored");
+                }
             }
         }
         // Explicit grants win; listed ownership only fills in where the token grants nothing.

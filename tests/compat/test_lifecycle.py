@@ -54,8 +54,16 @@ async def test_workspace_loaded_and_deleted_reach_the_actor(connect, root_token)
     ws_id = _fresh_id("ws-events")
     await root.create_workspace({"id": ws_id})
     await log.wait_for("workspace_loaded", lambda m: m["data"]["id"] == ws_id)
+    # The creator's own workspace bookmarks the new one, until it is deleted.
+
+    async def bookmarked():
+        info = await root.get_workspace_info(root.config.workspace)
+        return [b["id"] for b in info["config"].get("bookmarks", [])]
+
+    assert ws_id in await bookmarked()
     await root.delete_workspace(ws_id)
     await log.wait_for("workspace_deleted", lambda m: m["data"]["id"] == ws_id)
+    assert ws_id not in await bookmarked()
 
 
 async def test_cleanup_keeps_responsive_clients(workspace_pair):
@@ -171,3 +179,16 @@ async def test_temporary_workspace_outlives_its_last_client_by_the_grace_period(
         await expect_error(root.get_workspace_info(ws), timeout=5)
 
     await eventually(unloaded, timeout=10)
+
+
+async def test_a_registered_users_bookmarks_survive_reconnecting(connect):
+    user = _fresh_id("bookworm")
+    ws = f"ws-user-{user}"
+    first = await connect(client_id=unique_id("b"), workspace=ws, token=_user_token(user, ws, "a"))
+    await first.bookmark({"bookmark_type": "workspace", "id": "public"})
+    await first.disconnect()
+    await asyncio.sleep(0.5)
+    again = await connect(client_id=unique_id("b"), workspace=ws, token=_user_token(user, ws, "a"))
+    info = await again.get_workspace_info()
+    assert info["persistent"] is True
+    assert [b["id"] for b in info["config"]["bookmarks"]] == ["public"]

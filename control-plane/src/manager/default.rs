@@ -317,12 +317,16 @@ impl Manager {
                 let info = self.create_workspace(ctx, &a[0], a[1].as_bool().unwrap_or(false))?;
                 self.persist_workspace(get_str(&info, "id").unwrap_or_default())
                     .await?;
+                self.persist_workspace(&ctx.user.personal_workspace())
+                    .await?;
                 Ok(info)
             }
             "delete_workspace" => {
                 let ws = a[0].as_str().unwrap_or_default();
                 let r = self.delete_workspace(ctx, ws)?;
                 self.persist_workspace(ws).await?;
+                self.persist_workspace(&ctx.user.personal_workspace())
+                    .await?;
                 Ok(r)
             }
             "list_workspaces" => self.list_workspaces(ctx, &a[0], &a[1], &a[2]),

@@ -59,6 +59,11 @@ fn valid_workspace_id(id: &str, root: bool) -> Result<(), String> {
     Ok(())
 }
 
+/// The bookmark of a workspace, as kept in a personal workspace's `config.bookmarks`.
+fn workspace_bookmark(w: &WorkspaceInfo) -> serde_json::Value {
+    json!({"bookmark_type": "workspace", "id": w.id, "name": w.name, "description": w.description})
+}
+
 fn time_arg(v: &Value) -> Option<f64> {
     v.as_f64().or(v.as_i64().map(|i| i as f64))
 }
@@ -124,6 +129,13 @@ impl Manager {
         info.read_only = get(config, "read_only")
             .and_then(Value::as_bool)
             .unwrap_or(false);
+        let personal = ctx.user.personal_workspace();
+        if id == personal {
+            info.config
+                .insert("bookmarks".into(), json!([workspace_bookmark(&info)]));
+        } else {
+            self.set_bookmark(&personal, id, Some(workspace_bookmark(&info)));
+        }
         self.workspaces.put(info.clone());
         let v = to_value(&info);
         events::emit(
@@ -293,6 +305,7 @@ impl Manager {
             .workspaces
             .remove(ws)
             .ok_or_else(|| format!("KeyError: Workspace not found: {ws}"))?;
+        self.set_bookmark(&ctx.user.personal_workspace(), ws, None);
         events::emit(
             &self.router,
             &ctx.user.personal_workspace(),
@@ -446,7 +459,7 @@ impl Manager {
                         .workspaces
                         .get(&id)
                         .ok_or_else(|| format!("KeyError: Workspace not found: {id}"))?;
-                    json!({"bookmark_type": "workspace", "id": id, "name": w.name, "description": w.description})
+                    workspace_bookmark(&w)
                 }
                 "service" => {
                     let info =
@@ -461,18 +474,23 @@ impl Manager {
             None
         };
         let personal = ctx.user.personal_workspace();
-        self.workspaces
-            .update(&personal, |w| {
-                let marks = w.config.entry("bookmarks").or_insert_with(|| json!([]));
-                if let Some(list) = marks.as_array_mut() {
-                    list.retain(|b| b.get("id").and_then(|i| i.as_str()) != Some(id.as_str()));
-                    if let Some(e) = entry {
-                        list.push(e);
-                    }
-                }
-            })
+        self.set_bookmark(&personal, &id, entry)
             .ok_or_else(|| format!("KeyError: Workspace not found: {personal}"))?;
         Ok(Value::Nil)
+    }
+
+    /// Replaces (with `entry`) or removes (`None`) the bookmark `id` in the
+    /// `config.bookmarks` of workspace `ws`; `None` if `ws` is not loaded.
+    fn set_bookmark(&self, ws: &str, id: &str, entry: Option<serde_json::Value>) -> Option<()> {
+        self.workspaces.update(ws, |w| {
+            let marks = w.config.entry("bookmarks").or_insert_with(|| json!([]));
+            if let Some(list) = marks.as_array_mut() {
+                list.retain(|b| b.get("id").and_then(|i| i.as_str()) != Some(id));
+                if let Some(e) = entry {
+                    list.push(e);
+                }
+            }
+        })
     }
 
     pub(super) fn register_service_type(
@@ -773,7 +791,7 @@ impl Manager {
 
     /// Writes the record of workspace `id` to the store: persistent workspaces are saved,
     /// a missing one is deleted, temporary ones are left out. No-op without a store.
-    pub(super) async fn persist_workspace(&self, id: &str) -> Result<(), String> {
+    pub(crate) async fn persist_workspace(&self, id: &str) -> Result<(), String> {
         let Some(store) = self.store.get() else {
             return Ok(());
         };
