@@ -7,6 +7,7 @@
 //! clients) and waits for their replies, with heartbeats resetting the timeout (§3.4).
 
 mod cache;
+mod chunks;
 mod default;
 mod http_api;
 mod workspace;
@@ -257,8 +258,33 @@ impl Manager {
         if let Err(e) = &result {
             tracing::debug!(method = %call.method, caller = %ctx.from, error = %e, "manager call failed");
         }
-        if let Some((to, frame)) = call.reply(&self.addr, result) {
+        let Some((to, frame)) = call.reply(&self.addr, result) else {
+            return;
+        };
+        if frame.len() <= chunks::WHOLE_FRAME_LIMIT {
             self.router.deliver(&to, Bytes::from(frame));
+            return;
+        }
+        // A large result goes through the caller's message_cache, keyed by the session
+        // the caller waits on (its timer restarts per chunk); nested sessions ("a.b") are
+        // not top-level entries on the client, so they get a fresh key (§5.1).
+        let (key, heartbeat) = match call.session.as_deref() {
+            Some(s) if !s.is_empty() && !s.contains('.') => (s.to_owned(), true),
+            _ => (format!("mgr{}", random_string(16)), false),
+        };
+        tracing::debug!(method = %call.method, to = %to, bytes = frame.len(), "large result: sending in chunks");
+        let ws = to.split_once('/').map(|(w, _)| w).unwrap_or_default();
+        let caller = (ws, &self.root_user);
+        if let Err(e) = self
+            .deliver_large(&to, frame, &key, heartbeat, caller)
+            .await
+        {
+            let failed = Err(format!(
+                "RuntimeError: the result could not be delivered in chunks: {e}"
+            ));
+            if let Some((to, frame)) = call.reply(&self.addr, failed) {
+                self.router.deliver(&to, Bytes::from(frame));
+            }
         }
     }
 
@@ -350,9 +376,16 @@ impl Manager {
                 target: to.to_owned(),
             },
         );
-        if !self.router.deliver(to, Bytes::from(frame)) {
+        let sent = if frame.len() <= chunks::WHOLE_FRAME_LIMIT {
+            self.deliver_whole(to, frame)
+        } else {
+            // Large arguments (e.g. an HTTP body) go through the callee's message_cache.
+            let key = format!("mgr{}", random_string(16));
+            Box::pin(self.deliver_large(to, frame, &key, false, caller)).await
+        };
+        if let Err(e) = sent {
             self.pending.remove(&session);
-            return Err(format!("ConnectionError: Peer {to} is not connected"));
+            return Err(e);
         }
         loop {
             tokio::select! {
