@@ -173,7 +173,7 @@ impl Manager {
         match self.workspaces.unload_if_temporary(ws) {
             Some(info) => {
                 tracing::debug!(workspace = ws, "unloaded temporary workspace");
-                self.status_changed(ws, "unloaded");
+                self.status_changed(ws, "closed");
                 events::emit(&self.router, ws, "workspace_unloaded", to_value(&info));
                 true
             }
