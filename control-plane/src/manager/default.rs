@@ -689,6 +689,10 @@ impl Manager {
                     r.id()
                 ));
             }
+            // The object now reaches the caller from the manager, not from the provider:
+            // bare targets (JavaScript providers send their cid alone) must carry the
+            // provider's workspace, or the caller would resolve them against `*`.
+            absolutize_targets(&mut svc, &r.ws, 0);
             let mut cfg = get(&svc, "config").cloned().unwrap_or(Value::Nil);
             value::set(&mut cfg, "workspace", r.ws.as_str().into());
             value::set(
@@ -1021,9 +1025,55 @@ impl Manager {
     }
 }
 
+/// Prefixes `ws/` to every `_rtarget` without a `/` in `v` (protocol.md §3.1: a bare
+/// target means the message sender's workspace). Stops below 32 levels of nesting.
+fn absolutize_targets(v: &mut Value, ws: &str, depth: usize) {
+    if depth > 32 {
+        return;
+    }
+    match v {
+        Value::Map(entries) => {
+            for (k, val) in entries.iter_mut() {
+                if k.as_str() == Some("_rtarget") {
+                    if let Some(t) = val.as_str().filter(|t| !t.contains('/')) {
+                        *val = format!("{ws}/{t}").into();
+                    }
+                } else {
+                    absolutize_targets(val, ws, depth + 1);
+                }
+            }
+        }
+        Value::Array(items) => {
+            for item in items {
+                absolutize_targets(item, ws, depth + 1);
+            }
+        }
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bare_targets_get_the_provider_workspace() {
+        let method = |t: &str| map([("_rtype", "method".into()), ("_rtarget", t.into())]);
+        let mut svc = map([
+            ("hi", method("cid-1")),
+            ("nested", map([("deep", method("ws-b/cid-2"))])),
+            ("list", Value::Array(vec![method("cid-3")])),
+        ]);
+        absolutize_targets(&mut svc, "ws-a", 0);
+        assert_eq!(
+            get_str(get(&svc, "hi").unwrap(), "_rtarget"),
+            Some("ws-a/cid-1")
+        );
+        let deep = get(get(&svc, "nested").unwrap(), "deep").unwrap();
+        assert_eq!(get_str(deep, "_rtarget"), Some("ws-b/cid-2"));
+        let listed = &get(&svc, "list").unwrap().as_array().unwrap()[0];
+        assert_eq!(get_str(listed, "_rtarget"), Some("ws-a/cid-3"));
+    }
 
     #[test]
     fn case_conversion_skips_encoded_values() {
