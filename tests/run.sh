@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of rhizo: the Rust unit and integration tests, then the compatibility
-# suite (tests/compat) with the real hypha-rpc client from PyPI against the real binary.
-# Creates .venv with the pinned client on first use. Usage: bash tests/run.sh
+# suite (tests/compat) with the real hypha-rpc clients from PyPI and npm against the real
+# binary. Creates .venv and tests/compat-js/node_modules with the pinned clients on first
+# use. Usage: bash tests/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +13,18 @@ if [ ! -x "$VENV/bin/python" ] || ! cmp -s "$REQ" "$VENV/.requirements" 2>/dev/n
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q --disable-pip-version-check -r "$REQ"
   cp "$REQ" "$VENV/.requirements"
+fi
+
+# The npm client (hypha-rpc from the npm registry, pinned in tests/compat-js/package-lock.json).
+JS=tests/compat-js
+if command -v npm >/dev/null; then
+  if ! cmp -s "$JS/package-lock.json" "$JS/node_modules/.rhizo-lock" 2>/dev/null; then
+    echo "== installing the pinned hypha-rpc npm client into $JS/node_modules"
+    npm ci --prefix "$JS" --no-audit --no-fund --loglevel=error
+    cp "$JS/package-lock.json" "$JS/node_modules/.rhizo-lock"
+  fi
+else
+  echo "warning: Node.js/npm not found: the npm client tests are skipped (and fail under CI)" >&2
 fi
 
 echo "== cargo build (the binary the compat suite starts)"

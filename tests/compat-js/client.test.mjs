@@ -1,0 +1,117 @@
+// Compatibility of rhizo with the real hypha-rpc npm client (protocol.md §1–§5).
+// Run by tests/compat/test_js_client.py, which starts the server, registers a Python
+// service and passes: RHIZO_URL (server URL) and PY_SERVICE (full id of the Python
+// service with `echo(x)` and `call_js(service_id, x)`, which calls `double(x)` on a
+// JavaScript service and returns the result).
+import { test, after } from "node:test";
+import assert from "node:assert/strict";
+import { hyphaWebsocketClient } from "hypha-rpc";
+import WebSocket from "ws";
+
+// Node 20 has no global WebSocket; the client reads WebSocket.OPEN from the global.
+globalThis.WebSocket = globalThis.WebSocket || WebSocket;
+
+const url = process.env.RHIZO_URL;
+const pyService = process.env.PY_SERVICE;
+assert.ok(url, "RHIZO_URL must be set");
+
+const clients = [];
+async function connect(config = {}) {
+  const c = await hyphaWebsocketClient.connectToServer({ server_url: url, ...config });
+  clients.push(c);
+  return c;
+}
+
+after(async () => {
+  for (const c of clients.reverse()) {
+    try {
+      await c.disconnect();
+    } catch {
+      // teardown must not mask a result
+    }
+  }
+});
+
+test("connects anonymously into its own workspace", async () => {
+  const c = await connect();
+  assert.match(c.config.workspace, /^ws-user-anonymouz-/);
+  assert.ok(c.config.client_id);
+  const other = await connect();
+  assert.notEqual(other.config.workspace, c.config.workspace);
+});
+
+test("a public service is callable from another workspace", async () => {
+  const provider = await connect();
+  await provider.registerService({
+    id: "js-calc",
+    config: { visibility: "public" },
+    add: (a, b) => a + b,
+    greet: async (name) => `hello ${name}`,
+  });
+  const caller = await connect();
+  const svc = await caller.getService(`${provider.config.workspace}/js-calc`);
+  assert.equal(await svc.add(2, 3), 5);
+  assert.equal(await svc.greet("rhizo"), "hello rhizo");
+  const listed = await provider.listServices();
+  assert.ok(listed.some((s) => s.id.endsWith(":js-calc")), JSON.stringify(listed));
+});
+
+test("a protected service is refused to other workspaces", async () => {
+  const provider = await connect();
+  await provider.registerService({ id: "js-secret", config: { visibility: "protected" }, f: () => 1 });
+  const outsider = await connect();
+  await assert.rejects(outsider.getService(`${provider.config.workspace}/js-secret`));
+  const own = await provider.getService("js-secret");
+  assert.equal(await own.f(), 1);
+});
+
+test("callbacks passed as arguments are called back", async () => {
+  const provider = await connect();
+  await provider.registerService({
+    id: "js-cb",
+    config: { visibility: "public" },
+    twice: async (cb, x) => (await cb(x)) + (await cb(x)),
+  });
+  const caller = await connect();
+  const svc = await caller.getService(`${provider.config.workspace}/js-cb`);
+  assert.equal(await svc.twice((v) => v * 10, 4), 80);
+});
+
+test("a token lets a second client into the workspace", async () => {
+  const owner = await connect();
+  const token = await owner.generateToken({ permission: "read_write" });
+  const member = await connect({ workspace: owner.config.workspace, token });
+  assert.equal(member.config.workspace, owner.config.workspace);
+  await owner.registerService({ id: "js-private", f: () => "inside" });
+  const svc = await member.getService("js-private");
+  assert.equal(await svc.f(), "inside");
+});
+
+test("payloads above 1 MiB travel in chunks between JavaScript clients", async () => {
+  const provider = await connect();
+  await provider.registerService({
+    id: "js-bytes",
+    config: { visibility: "public" },
+    sum: (data) => data.reduce((acc, b) => acc + b, 0),
+    make: (n) => new Uint8Array(n).fill(7),
+  });
+  const caller = await connect();
+  const svc = await caller.getService(`${provider.config.workspace}/js-bytes`);
+  const big = new Uint8Array(2 * 1024 * 1024).fill(3);
+  assert.equal(await svc.sum(big), 3 * big.length);
+  const back = await svc.make(1536 * 1024);
+  assert.equal(back.length, 1536 * 1024);
+  assert.equal(back[back.length - 1], 7);
+  // The provider's upload of that result ends with a `process` call whose own reply
+  // arrives just after the caller has the result; let it land before the test ends
+  // (the client behaves the same against the reference server).
+  await new Promise((resolve) => setTimeout(resolve, 300));
+});
+
+test("JavaScript and Python clients call each other", { skip: !pyService }, async () => {
+  const js = await connect();
+  await js.registerService({ id: "js-double", config: { visibility: "public" }, double: (x) => x * 2 });
+  const py = await js.getService(pyService);
+  assert.deepEqual(await py.echo({ a: [1, 2, "three"] }), { a: [1, 2, "three"] });
+  assert.equal(await py.call_js(`${js.config.workspace}/js-double`, 21), 42);
+});
