@@ -115,3 +115,14 @@ test("JavaScript and Python clients call each other", { skip: !pyService }, asyn
   assert.deepEqual(await py.echo({ a: [1, 2, "three"] }), { a: [1, 2, "three"] });
   assert.equal(await py.call_js(`${js.config.workspace}/js-double`, 21), 42);
 });
+
+test("the HTTP streaming transport talks to WebSocket clients", async () => {
+  const wsClient = await connect();
+  await wsClient.registerService({ id: "js-ws-side", config: { visibility: "public" }, up: (s) => s.toUpperCase() });
+  const httpClient = await connect({ transport: "http" });
+  await httpClient.registerService({ id: "js-http-side", config: { visibility: "public" }, neg: (x) => -x });
+  const fromHttp = await httpClient.getService(`${wsClient.config.workspace}/js-ws-side`);
+  assert.equal(await fromHttp.up("rhizo"), "RHIZO");
+  const fromWs = await wsClient.getService(`${httpClient.config.workspace}/js-http-side`);
+  assert.equal(await fromWs.neg(5), -5);
+});
