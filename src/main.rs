@@ -104,6 +104,9 @@ struct Serve {
     /// Connections one workspace may hold on this server (0: no limit).
     #[arg(long, env = "HYPHA_MAX_CLIENTS_PER_WORKSPACE", default_value_t = 1000)]
     max_clients_per_workspace: usize,
+    /// Handshakes handled at once; others wait up to 30 s, then get 1013 (0: no limit).
+    #[arg(long, env = "HYPHA_MAX_CONCURRENT_CONNECTIONS", default_value_t = 10)]
+    max_concurrent_connections: usize,
 }
 
 /// Refuses weak root tokens as the reference does (workspace-api.md §1.5).
@@ -238,6 +241,8 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
             services_per_client: args.max_services_per_client,
             connections_per_user: args.max_connections_per_user,
             clients_per_workspace: args.max_clients_per_workspace,
+            concurrent_handshakes: args.max_concurrent_connections,
+            ..Limits::default()
         },
         workspace_unload_grace: Duration::from_secs_f64(
             Some(args.workspace_unload_grace_period)

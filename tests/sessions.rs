@@ -425,3 +425,44 @@ async fn a_registered_users_workspace_stays_after_its_last_client() {
     assert!(info.persistent);
     assert_eq!(info.config["environs"]["K"], "v");
 }
+
+#[tokio::test]
+async fn handshakes_beyond_the_concurrency_limit_wait_then_get_server_busy() {
+    let s = common::start_configured(RouterConfig::default(), |c| {
+        c.limits.concurrent_handshakes = 1;
+        c.limits.handshake_wait = Duration::from_millis(300);
+    })
+    .await;
+    let owner = common::connect_as(&s.url, "owner").await;
+    let ws = owner.workspace().to_owned();
+    let token = common::mint(&owner).await.unwrap();
+    // A peer that never answers holds address `held`; a second handshake for that address
+    // keeps the only turn while the server pings the first one (3 s).
+    let _silent = silent_client(&s.url, "held", &ws, &token).await;
+    let url = s.url.clone();
+    let (w, t) = (ws.clone(), token.clone());
+    let blocking = tokio::spawn(async move { connect_with(&url, "held", &w, Some(t), None).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let ws_url = format!("{}/ws", s.url.replace("http://", "ws://"));
+    let (mut sock, _) = tokio_tungstenite::connect_async(ws_url).await.unwrap();
+    sock.send(Ws::Text(r#"{"client_id":"late"}"#.into()))
+        .await
+        .unwrap();
+    let mut refusal = None;
+    while let Ok(Some(Ok(m))) = tokio::time::timeout(T, sock.next()).await {
+        if let Ws::Close(Some(f)) = m {
+            refusal = Some((u16::from(f.code), f.reason.to_string()));
+            break;
+        }
+    }
+    assert_eq!(
+        refusal,
+        Some((1013, "Server busy, please retry".to_owned()))
+    );
+    // The blocked handshake still completes (the silent peer is replaced), and the turn
+    // is free again afterwards.
+    let replaced = blocking.await.unwrap();
+    assert!(replaced.is_ok(), "{:?}", replaced.err());
+    let after = Client::connect(&s.url, ConnectOptions::default()).await;
+    assert!(after.is_ok());
+}

@@ -75,6 +75,22 @@ impl Manager {
         conn_id: u64,
         req: AuthRequest,
     ) -> Result<Admission, Refusal> {
+        // At most `HYPHA_MAX_CONCURRENT_CONNECTIONS` handshakes at once (§7 step 3); the
+        // turn is held until the decision, including a duplicate-client ping.
+        let _turn = match &self.handshakes {
+            None => None,
+            Some(s) => {
+                match tokio::time::timeout(self.config.limits.handshake_wait, s.acquire()).await {
+                    Ok(Ok(permit)) => Some(permit),
+                    _ => {
+                        return Err(Refusal {
+                            message: "Server busy, please retry".into(),
+                            code: 1013,
+                        })
+                    }
+                }
+            }
+        };
         let cid = req.client_id().to_owned();
         let mut origin = None;
         let (mut user, ws, reconnecting) = if let Some(rt) = &req.reconnection_token {

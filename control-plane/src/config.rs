@@ -43,6 +43,11 @@ pub struct Limits {
     /// Connections a workspace may hold on this instance
     /// (`HYPHA_MAX_CLIENTS_PER_WORKSPACE`, 1000).
     pub clients_per_workspace: usize,
+    /// Handshakes admitted at once (`HYPHA_MAX_CONCURRENT_CONNECTIONS`, 10); others wait.
+    pub concurrent_handshakes: usize,
+    /// How long a handshake waits for its turn before it is refused with 1013
+    /// "Server busy, please retry" (30 s, workspace-api.md §7 step 3).
+    pub handshake_wait: Duration,
 }
 
 impl Default for Limits {
@@ -52,6 +57,8 @@ impl Default for Limits {
             services_per_client: 1000,
             connections_per_user: 200,
             clients_per_workspace: 1000,
+            concurrent_handshakes: 10,
+            handshake_wait: Duration::from_secs(30),
         }
     }
 }

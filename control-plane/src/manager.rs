@@ -116,6 +116,8 @@ pub struct Manager {
     /// Workspaces waiting out the unload grace period → the ticket of the latest wait.
     pending_unloads: DashMap<String, u64>,
     unload_tickets: std::sync::atomic::AtomicU64,
+    /// Turns for handshakes (`HYPHA_MAX_CONCURRENT_CONNECTIONS`); `None` when unlimited.
+    pub(crate) handshakes: Option<tokio::sync::Semaphore>,
 }
 
 /// A callback the manager hands to a client as an encoded method (`<session>.<name>` on
@@ -156,6 +158,9 @@ impl Manager {
             config.root_token.clone(),
         );
         let root = serde_json::to_value(UserInfo::root()).expect("user record serialises");
+        let handshakes = Some(config.limits.concurrent_handshakes)
+            .filter(|n| *n > 0)
+            .map(tokio::sync::Semaphore::new);
         Arc::new(Manager {
             config,
             router,
@@ -173,6 +178,7 @@ impl Manager {
             sessions: Default::default(),
             pending_unloads: DashMap::new(),
             unload_tickets: Default::default(),
+            handshakes,
             root_user: value::from_json(&root),
         })
     }

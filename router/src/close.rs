@@ -21,6 +21,8 @@ pub enum CloseReason {
     IdleTimeout(u64),
     /// The server is shutting down (1001; clients reconnect elsewhere).
     Shutdown,
+    /// Too many handshakes in flight for too long (1013 "try again later").
+    Busy(String),
 }
 
 // === impl CloseReason ===
@@ -36,6 +38,7 @@ impl CloseReason {
             CloseReason::SetupFailed(_) | CloseReason::IdleTimeout(_) | CloseReason::Shutdown => {
                 1001
             }
+            CloseReason::Busy(_) => 1013,
         }
     }
 
@@ -44,7 +47,8 @@ impl CloseReason {
         match self {
             CloseReason::BadAuthPayload(m)
             | CloseReason::Policy(m)
-            | CloseReason::SetupFailed(m) => m.clone(),
+            | CloseReason::SetupFailed(m)
+            | CloseReason::Busy(m) => m.clone(),
             CloseReason::FrameTooLarge(limit) => {
                 format!("Frame too large: the limit is {limit} bytes")
             }
@@ -82,6 +86,7 @@ impl CloseReason {
             CloseReason::Superseded => "superseded",
             CloseReason::IdleTimeout(_) => "idle_timeout",
             CloseReason::Shutdown => "shutdown",
+            CloseReason::Busy(_) => "busy",
         }
     }
 

@@ -33,7 +33,7 @@ pub struct Admission {
 pub struct Refusal {
     /// Message, in the reference's wording ("Authentication error: …").
     pub message: String,
-    /// WebSocket close code (1008 auth/policy, 1001 setup failure).
+    /// WebSocket close code (1008 auth/policy, 1001 setup failure, 1013 server busy).
     pub code: u16,
 }
 

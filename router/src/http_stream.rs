@@ -225,10 +225,10 @@ impl Router {
             Ok(a) => a,
             Err(r) => {
                 tracing::debug!(message = %r.message, "stream refused");
-                let status = if r.code == 1008 {
-                    StatusCode::UNAUTHORIZED
-                } else {
-                    StatusCode::FORBIDDEN
+                let status = match r.code {
+                    1008 => StatusCode::UNAUTHORIZED,
+                    1013 => StatusCode::SERVICE_UNAVAILABLE,
+                    _ => StatusCode::FORBIDDEN,
                 };
                 return fail(status, r.message);
             }

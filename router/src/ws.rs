@@ -101,10 +101,10 @@ impl Router {
         let admission = match self.hooks().admit(id, req).await {
             Ok(a) => a,
             Err(r) => {
-                let reason = if r.code == 1008 {
-                    CloseReason::Policy(r.message)
-                } else {
-                    CloseReason::SetupFailed(r.message)
+                let reason = match r.code {
+                    1008 => CloseReason::Policy(r.message),
+                    1013 => CloseReason::Busy(r.message),
+                    _ => CloseReason::SetupFailed(r.message),
                 };
                 return refuse(&mut socket, reason).await;
             }
