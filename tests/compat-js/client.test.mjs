@@ -126,3 +126,75 @@ test("the HTTP streaming transport talks to WebSocket clients", async () => {
   const fromWs = await wsClient.getService(`${httpClient.config.workspace}/js-http-side`);
   assert.equal(await fromWs.neg(5), -5);
 });
+
+test("events reach subscribed clients of the workspace", async () => {
+  const owner = await connect();
+  const token = await owner.generateToken({ permission: "read_write" });
+  const member = await connect({ workspace: owner.config.workspace, token });
+  await member.subscribe(["js-event", "client_disconnected"]);
+  const got = [];
+  member.on("js-event", (msg) => got.push(msg.data));
+  const gone = new Promise((resolve) => member.on("client_disconnected", (msg) => resolve(msg.data)));
+  await owner.emit({ type: "js-event", to: "*", data: { n: 1 } });
+  for (let i = 0; i < 50 && got.length === 0; i++) await new Promise((r) => setTimeout(r, 20));
+  assert.deepEqual(got, [{ n: 1 }]);
+  const leaving = await connect({ workspace: owner.config.workspace, token });
+  const leavingId = leaving.config.client_id;
+  await leaving.disconnect();
+  const data = await gone;
+  assert.equal(data.id, leavingId);
+});
+
+test("async generators stream their items", async () => {
+  const provider = await connect();
+  await provider.registerService({
+    id: "js-gen",
+    config: { visibility: "public" },
+    count: async function* (n) {
+      for (let i = 0; i < n; i++) yield i;
+    },
+  });
+  const caller = await connect();
+  const svc = await caller.getService(`${provider.config.workspace}/js-gen`);
+  const items = [];
+  for await (const x of await svc.count(4)) items.push(x);
+  assert.deepEqual(items, [0, 1, 2, 3]);
+});
+
+test("workspace methods work from JavaScript", async () => {
+  const c = await connect();
+  await c.setEnv("COLOR", "blue");
+  assert.equal(await c.getEnv("COLOR"), "blue");
+  const status = await c.checkStatus();
+  assert.equal(status.status, "ready");
+  await c.logEvent("js_event", { x: 1 });
+  const events = await c.getEvents("js_event");
+  assert.equal(events.length, 1);
+  assert.deepEqual(events[0].data, { x: 1 });
+  const info = await c.getWorkspaceInfo();
+  assert.equal(info.id, c.config.workspace);
+  assert.equal(await c.ping(c.config.client_id), "pong");
+});
+
+test("a JavaScript service is callable over plain HTTP", async () => {
+  const provider = await connect();
+  await provider.registerService({ id: "js-http", config: { visibility: "public" }, add: (a, b) => a + b });
+  const base = `${url}/${provider.config.workspace}/services/js-http`;
+  const r = await fetch(`${base}/add?a=2&b=40`);
+  assert.equal(r.status, 200, await r.clone().text());
+  assert.equal(await r.json(), 42);
+  const post = await fetch(`${base}/add`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ a: 1, b: 2 }),
+  });
+  assert.equal(await post.json(), 3);
+});
+
+test("unregistering removes the service from listings", async () => {
+  const c = await connect();
+  await c.registerService({ id: "js-temp", f: () => 1 });
+  assert.ok((await c.listServices()).some((s) => s.id.endsWith(":js-temp")));
+  await c.unregisterService("js-temp");
+  assert.ok(!(await c.listServices()).some((s) => s.id.endsWith(":js-temp")));
+});
