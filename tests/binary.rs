@@ -143,20 +143,22 @@ fn stop(mut s: Server) {
 
 /// Creates a persistent workspace with an environment variable and revokes a token, then
 /// restarts the server on the same database and checks that all of it is still there.
+/// A root client (`--root-token`), in `ws` or its own workspace.
+async fn as_root(url: &str, ws: Option<&str>) -> Client {
+    let opts = ConnectOptions {
+        token: Some(ROOT_TOKEN.into()),
+        workspace: ws.map(str::to_owned),
+        ..Default::default()
+    };
+    Client::connect(url, opts).await.unwrap()
+}
+
 async fn state_survives_a_restart(database_uri: &str) {
     use rhizo_protocol::value::{get, get_str, map};
     let args = ["--root-token", ROOT_TOKEN, "--database-uri", database_uri];
     let s = spawn(&args);
     let ws = format!("ws-persist-{}", std::process::id());
-    let root = Client::connect(
-        &s.url,
-        ConnectOptions {
-            token: Some(ROOT_TOKEN.into()),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let root = as_root(&s.url, None).await;
     let config = map([
         ("id", ws.as_str().into()),
         ("persistent", true.into()),
@@ -173,16 +175,7 @@ async fn state_survives_a_restart(database_uri: &str) {
         .await
         .unwrap();
     let token = token.as_str().unwrap().to_owned();
-    let inside = Client::connect(
-        &s.url,
-        ConnectOptions {
-            token: Some(ROOT_TOKEN.into()),
-            workspace: Some(ws.clone()),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let inside = as_root(&s.url, Some(&ws)).await;
     inside
         .manager_call("set_env", vec!["GREETING".into(), "hello".into()])
         .await
@@ -203,15 +196,7 @@ async fn state_survives_a_restart(database_uri: &str) {
     stop(s);
 
     let s = spawn(&args);
-    let root = Client::connect(
-        &s.url,
-        ConnectOptions {
-            token: Some(ROOT_TOKEN.into()),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let root = as_root(&s.url, None).await;
     let info = root
         .manager_call("get_workspace_info", vec![ws.as_str().into()])
         .await
@@ -231,16 +216,7 @@ async fn state_survives_a_restart(database_uri: &str) {
     .err()
     .expect("a revoked token stays revoked after a restart");
     assert!(err.to_string().contains("revoked"), "{err}");
-    let inside = Client::connect(
-        &s.url,
-        ConnectOptions {
-            token: Some(ROOT_TOKEN.into()),
-            workspace: Some(ws.clone()),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let inside = as_root(&s.url, Some(&ws)).await;
     let events = inside
         .manager_call("get_events", vec!["kept_event".into()])
         .await

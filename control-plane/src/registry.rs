@@ -83,14 +83,7 @@ impl ServiceRecord {
             .split_once('/')
             .ok_or("ValueError: service id must contain '/'")?;
         let config = get(&record, "config").cloned().unwrap_or(Value::Nil);
-        let authorized = get(&config, "authorized_workspaces")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|w| w.as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let authorized = rhizo_protocol::value::get_strs(&config, "authorized_workspaces");
         Ok(ServiceRecord {
             ws: ws.to_owned(),
             cid: cid.to_owned(),

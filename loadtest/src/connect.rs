@@ -74,6 +74,35 @@ pub(crate) async fn mint_token(owner: &mut RawConnection) -> anyhow::Result<Join
     })
 }
 
+/// [`connect_one`] with small buffers within `timeout`, booked in `live`: done, or an
+/// error of its kind (`timeout` when it took longer). Returns the connection and the time
+/// it took.
+pub(crate) async fn connect_timed(
+    url: &str,
+    cid: String,
+    join: &Join,
+    service: Option<&str>,
+    timeout: std::time::Duration,
+    live: &Live,
+) -> Option<(RawConnection, std::time::Duration)> {
+    let t0 = Instant::now();
+    let what = cid.clone();
+    match tokio::time::timeout(timeout, connect_one(url, cid, join, service, true)).await {
+        Ok(Ok(c)) => {
+            live.done(1, 0);
+            Some((c, t0.elapsed()))
+        }
+        Ok(Err((kind, e))) => {
+            live.error(kind, 1, e);
+            None
+        }
+        Err(_) => {
+            live.error("timeout", 1, format!("{what} not ready after {timeout:?}"));
+            None
+        }
+    }
+}
+
 /// Connects one client and registers `service` (public, member `ping`) if given. `small`
 /// selects 4 KiB socket buffers ([`raw::ws_config_small`]) for connections that carry
 /// little, since runs hold thousands of them.
@@ -174,32 +203,10 @@ pub async fn run(
     let conns = crate::bounded(ids, cfg.concurrency, |i| {
         let (url, join, live, hist, tag) = (&url, &join, &live, &hist, &tag);
         async move {
-            let t0 = Instant::now();
             let cid = format!("lt-conn-{tag}-{i}");
-            let r = tokio::time::timeout(
-                cfg.timeout,
-                connect_one(url, cid, join, Some(SERVICE), true),
-            )
-            .await;
-            match r {
-                Ok(Ok(c)) => {
-                    hist.lock().await.record(t0.elapsed());
-                    live.done(1, 0);
-                    Some((c, t0.elapsed()))
-                }
-                Ok(Err((kind, e))) => {
-                    live.error(kind, 1, e);
-                    None
-                }
-                Err(_) => {
-                    live.error(
-                        "timeout",
-                        1,
-                        format!("client {i} not ready after {:?}", cfg.timeout),
-                    );
-                    None
-                }
-            }
+            let (c, took) = connect_timed(url, cid, join, Some(SERVICE), cfg.timeout, live).await?;
+            hist.lock().await.record(took);
+            Some((c, took))
         }
     })
     .await;

@@ -8,7 +8,7 @@
 //! like real clients, sends a `{"type":"ping"}` text frame every 20 s. A connection the
 //! server closes during the hold is an error.
 
-use crate::connect::{connect_one, mint_token, Join};
+use crate::connect::{connect_timed, mint_token, Join};
 use crate::proc::{own_rss_kib, status_kib};
 use crate::progress::{self, Goal};
 use crate::report::RunResult;
@@ -104,31 +104,10 @@ pub async fn run(cfg: &IdleConfig, target: &Target, ctx: &RunContext) -> anyhow:
     let conns = crate::bounded((0..cfg.clients).collect(), cfg.concurrency, |i| {
         let (url, join, live, hist, tag) = (&url, &join, &live, &hist, &tag);
         async move {
-            let t0 = Instant::now();
-            match tokio::time::timeout(
-                cfg.timeout,
-                connect_one(url, format!("lt-idle-{tag}-{i}"), join, None, true),
-            )
-            .await
-            {
-                Ok(Ok(c)) => {
-                    hist.lock().expect("latency lock").record(t0.elapsed());
-                    live.done(1, 0);
-                    Some(c)
-                }
-                Ok(Err((kind, e))) => {
-                    live.error(kind, 1, e);
-                    None
-                }
-                Err(_) => {
-                    live.error(
-                        "timeout",
-                        1,
-                        format!("connection {i} not ready after {:?}", cfg.timeout),
-                    );
-                    None
-                }
-            }
+            let cid = format!("lt-idle-{tag}-{i}");
+            let (c, took) = connect_timed(url, cid, join, None, cfg.timeout, live).await?;
+            hist.lock().expect("latency lock").record(took);
+            Some(c)
         }
     })
     .await;

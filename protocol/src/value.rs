@@ -19,6 +19,18 @@ pub fn get_str<'a>(map: &'a Value, key: &str) -> Option<&'a str> {
     get(map, key)?.as_str()
 }
 
+/// The strings in the array at `key` of a map (other items skipped); empty when absent.
+pub fn get_strs(map: &Value, key: &str) -> Vec<String> {
+    get(map, key)
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Sets `key` in a msgpack map (replacing an existing entry); turns nil into an empty map.
 pub fn set(map: &mut Value, key: &str, value: Value) {
     if map.is_nil() {

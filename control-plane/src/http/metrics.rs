@@ -52,54 +52,59 @@ async fn metrics(State(m): State<Arc<Manager>>) -> impl IntoResponse {
             "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
         );
     };
-    metric(
-        "rhizo_connections",
-        "gauge",
-        "Open client connections.",
-        c.connections.load(Relaxed),
-    );
-    metric(
-        "rhizo_frames_in_total",
-        "counter",
-        "Binary frames received from clients.",
-        c.frames_in.load(Relaxed),
-    );
-    metric(
-        "rhizo_bytes_in_total",
-        "counter",
-        "Bytes of binary frames received from clients.",
-        c.bytes_in.load(Relaxed),
-    );
-    metric(
-        "rhizo_frames_out_total",
-        "counter",
-        "Frames queued to clients.",
-        c.frames_out.load(Relaxed),
-    );
-    metric(
-        "rhizo_bytes_out_total",
-        "counter",
-        "Bytes of frames queued to clients.",
-        c.bytes_out.load(Relaxed),
-    );
-    metric(
-        "rhizo_frames_rejected_total",
-        "counter",
-        "Frames refused back to their sender (malformed, unroutable, slow target, denied).",
-        c.rejected.load(Relaxed),
-    );
-    metric(
-        "rhizo_frames_dropped_total",
-        "counter",
-        "Frames dropped because a target queue was full or closed.",
-        c.dropped.load(Relaxed),
-    );
-    metric(
-        "rhizo_slow_consumer_closes_total",
-        "counter",
-        "Connections closed because their queue stayed full.",
-        c.slow_consumer_closes.load(Relaxed),
-    );
+    let router_families = [
+        (
+            "rhizo_connections",
+            "gauge",
+            "Open client connections.",
+            &c.connections,
+        ),
+        (
+            "rhizo_frames_in_total",
+            "counter",
+            "Binary frames received from clients.",
+            &c.frames_in,
+        ),
+        (
+            "rhizo_bytes_in_total",
+            "counter",
+            "Bytes of binary frames received from clients.",
+            &c.bytes_in,
+        ),
+        (
+            "rhizo_frames_out_total",
+            "counter",
+            "Frames queued to clients.",
+            &c.frames_out,
+        ),
+        (
+            "rhizo_bytes_out_total",
+            "counter",
+            "Bytes of frames queued to clients.",
+            &c.bytes_out,
+        ),
+        (
+            "rhizo_frames_rejected_total",
+            "counter",
+            "Frames refused back to their sender (malformed, unroutable, slow target, denied).",
+            &c.rejected,
+        ),
+        (
+            "rhizo_frames_dropped_total",
+            "counter",
+            "Frames dropped because a target queue was full or closed.",
+            &c.dropped,
+        ),
+        (
+            "rhizo_slow_consumer_closes_total",
+            "counter",
+            "Connections closed because their queue stayed full.",
+            &c.slow_consumer_closes,
+        ),
+    ];
+    for (name, kind, help, value) in router_families {
+        metric(name, kind, help, value.load(Relaxed));
+    }
     let conns = m.router.table().all();
     let queued: Vec<usize> = conns.iter().map(|c| c.egress.queued()).collect();
     metric(

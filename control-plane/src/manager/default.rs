@@ -929,14 +929,7 @@ impl Manager {
         let expires_in = num(get(config, "expires_in"))
             .filter(|e| *e > 0.0)
             .unwrap_or(3600.0) as u64;
-        let extra_scopes: Vec<String> = get(config, "extra_scopes")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|s| s.as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let extra_scopes = value::get_strs(config, "extra_scopes");
         if extra_scopes
             .iter()
             .any(|s| s.starts_with("ws:") || s.starts_with("cid:") || s.starts_with("wid:"))

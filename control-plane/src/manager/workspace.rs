@@ -105,14 +105,7 @@ impl Manager {
                 ));
             }
         }
-        let mut owners: Vec<String> = get(config, "owners")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|o| o.as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let mut owners = value::get_strs(config, "owners");
         if !owners.contains(&ctx.user.id) {
             owners.push(ctx.user.id.clone());
         }
