@@ -5,12 +5,14 @@
 import hashlib
 
 import httpx
+import pytest
 
 from compat_helpers import unique_id
 
 
-async def test_a_large_list_services_result_arrives(connect):
-    c = await connect(client_id=unique_id("many"))
+@pytest.mark.parametrize("transport", ["websocket", "http"])
+async def test_a_large_list_services_result_arrives(connect, transport):
+    c = await connect(client_id=unique_id("many"), transport=transport)
     mgr = await c.get_service("~")
     prefix = f"{c.config.workspace}/{c.config.client_id}"
     count = 900
