@@ -103,17 +103,20 @@ class _Server:
         self.log_path = log_path
 
 
-def _start_rhizo(extra_env: dict[str, str] | None = None):
-    """Starts the rhizo binary on a free port; returns ``(server, stop, workdir)``."""
+def _start_rhizo(
+    extra_env: dict[str, str] | None = None, port: int | None = None, workdir: Path | None = None
+):
+    """Starts the rhizo binary (on ``port`` in ``workdir``, by default a free port and a new
+    temporary directory); returns ``(server, stop, workdir)``."""
     binary = Path(os.environ.get("RHIZO_BIN") or REPO / "target" / "debug" / "rhizo")
     if not binary.exists():
         raise RuntimeError(
             f"rhizo binary not found at {binary}; build it (cargo build) or set RHIZO_BIN, "
             "or set HYPHA_SERVER_URL to test an already running server"
         )
-    port = _free_port()
-    workdir = Path(tempfile.mkdtemp(prefix="rhizo-compat-"))
-    log_path = workdir / "server.log"
+    port = port or _free_port()
+    workdir = workdir or Path(tempfile.mkdtemp(prefix="rhizo-compat-"))
+    log_path = workdir / f"server-{port}-{time.monotonic_ns()}.log"
     env = dict(os.environ)
     env["HYPHA_JWT_SECRET"] = TEST_JWT_SECRET
     env["HYPHA_ROOT_TOKEN"] = ROOT_TOKEN
