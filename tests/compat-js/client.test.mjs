@@ -114,6 +114,9 @@ test("JavaScript and Python clients call each other", { skip: !pyService }, asyn
   const py = await js.getService(pyService);
   assert.deepEqual(await py.echo({ a: [1, 2, "three"] }), { a: [1, 2, "three"] });
   assert.equal(await py.call_js(`${js.config.workspace}/js-double`, 21), 42);
+  // Python's snake_case members, seen in camelCase as JavaScript code expects.
+  const camel = await js.getService(pyService, { case_conversion: "camel" });
+  assert.equal(await camel.callJs(`${js.config.workspace}/js-double`, 5), 10);
 });
 
 test("the HTTP streaming transport talks to WebSocket clients", async () => {
