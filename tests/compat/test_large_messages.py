@@ -10,17 +10,15 @@ import pytest
 from compat_helpers import unique_id
 
 
-@pytest.mark.parametrize("transport", ["websocket", "http"])
+# Over HTTP the reference's per-client POST rate limit stops the 900 registrations first.
+@pytest.mark.parametrize("transport", ["websocket", pytest.param("http", marks=pytest.mark.rhizo_only)])
 async def test_a_large_list_services_result_arrives(connect, transport):
     c = await connect(client_id=unique_id("many"), transport=transport)
-    mgr = await c.get_service("~")
-    prefix = f"{c.config.workspace}/{c.config.client_id}"
     count = 900
     for i in range(count):
-        await mgr.register_service(
-            {"id": f"{prefix}:svc-{i}", "name": f"svc-{i}", "description": "d" * 1200, "config": {}}
-        )
-    # About 1.3 MB of records: more than a single frame a Python client accepts.
+        await c.register_service({"id": f"svc-{i}", "description": "d" * 1000, "f": lambda: 1})
+    # About 1.1 MB of records (the reference caps descriptions at 1024 characters): more
+    # than a single frame a Python client accepts.
     services = await c.list_services()
     names = {s["id"].rsplit(":", 1)[1] for s in services}
     assert {f"svc-{i}" for i in range(count)} <= names
