@@ -210,3 +210,21 @@ test("a manager reply above 1 MiB reaches a JavaScript client", async () => {
   const listed = await c.listServices();
   assert.equal(listed.filter((s) => s.id.includes(":svc-")).length, 900);
 });
+
+test("a JavaScript `functions` service is served as an HTTP app", async () => {
+  const provider = await connect();
+  await provider.registerService({
+    id: "js-site",
+    type: "functions",
+    config: { visibility: "public" },
+    index: () => ({ status: 200, headers: { "Content-Type": "text/plain" }, body: "js index" }),
+    hello: { world: (event) => ({ status: 201, body: `${event.method} ${event.query_string}` }) },
+  });
+  const base = `${url}/${provider.config.workspace}/apps/js-site`;
+  let r = await fetch(`${base}/`);
+  assert.equal(r.status, 200);
+  assert.equal(await r.text(), "js index");
+  r = await fetch(`${base}/hello/world?a=1`);
+  assert.equal(r.status, 201);
+  assert.equal(await r.text(), "GET a=1");
+});

@@ -63,4 +63,4 @@ async def test_npm_client_suite(server_url, connect):
         raise AssertionError("the npm client suite hung for 100 s")
     text = out.decode(errors="replace")
     assert proc.returncode == 0, f"node --test failed:\n{text}"
-    assert "# fail 0" in text and "# pass 14" in text, text
+    assert "# fail 0" in text and "# pass 15" in text, text
