@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use rhizo_control_plane::config::Limits;
 use rhizo_control_plane::{Manager, ServerConfig};
 use rhizo_protocol::token::ClaimFormat;
+use rhizo_router::rate::MsgRate;
 use rhizo_router::{Router, RouterConfig};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -64,6 +65,13 @@ struct Serve {
     /// Close WebSocket connections idle for this many seconds.
     #[arg(long, env = "HYPHA_WS_IDLE_TIMEOUT", default_value_t = 600)]
     ws_idle_timeout: u64,
+    /// Messages per second one WebSocket connection may send before it is closed with 1008
+    /// "Rate limit exceeded" (0: no limit; the reference enforces 200 by default).
+    #[arg(long, env = "HYPHA_WS_MSG_RATE_LIMIT", default_value_t = 0)]
+    ws_msg_rate_limit: u32,
+    /// Messages a connection may send at once above that rate (with the rate limit only).
+    #[arg(long, env = "HYPHA_WS_MSG_BURST_LIMIT", default_value_t = 2000)]
+    ws_msg_burst_limit: u32,
     /// Largest accepted frame, bytes.
     #[arg(long, env = "RHIZO_MAX_FRAME_BYTES", default_value_t = 16 * 1024 * 1024)]
     max_frame_bytes: usize,
@@ -221,6 +229,10 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
             egress_limit_bytes: args.egress_limit_bytes,
             read_buffer_bytes: args.read_buffer_bytes.max(1024),
             idle_timeout: Duration::from_secs(args.ws_idle_timeout.max(1)),
+            msg_rate: (args.ws_msg_rate_limit > 0).then_some(MsgRate {
+                per_second: args.ws_msg_rate_limit,
+                burst: args.ws_msg_burst_limit.max(1),
+            }),
             ..RouterConfig::default()
         },
     );

@@ -445,3 +445,42 @@ async fn silent_handshake_and_idle_connections_are_closed() {
     assert!(idle_error);
     assert!(common::eventually(T, || s.router.table().is_empty()).await);
 }
+
+#[tokio::test]
+async fn a_flooding_client_is_closed_and_a_steady_one_is_not() {
+    let s = common::start_with(RouterConfig {
+        msg_rate: Some(rhizo_router::rate::MsgRate {
+            per_second: 20,
+            burst: 40,
+        }),
+        ..Default::default()
+    })
+    .await;
+    // The handshake's own calls (built-in registration) fit in the burst.
+    let steady = Client::connect(&s.url, ConnectOptions::default())
+        .await
+        .unwrap();
+    let mut flood = Client::connect(&s.url, ConnectOptions::default())
+        .await
+        .unwrap();
+    for _ in 0..200 {
+        if flood.send_text(r#"{"type":"ping"}"#).is_err() {
+            break;
+        }
+    }
+    let mut closed = None;
+    while let Ok(Some(event)) = tokio::time::timeout(T, flood.next_event()).await {
+        if let Event::Closed(reason) = event {
+            closed = reason;
+            break;
+        }
+    }
+    let (code, text) = closed.expect("a close frame");
+    assert_eq!(code, 1008);
+    assert_eq!(text, "Rate limit exceeded");
+    // 10 calls at 10/s stay under 20/s.
+    for _ in 0..10 {
+        still_works(&steady).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -10,12 +10,13 @@
 //! * [`route`] — the routing pipeline (protocol.md §2).
 //! * [`table`] — the sharded client table.
 //! * [`egress`] — per-connection bounded queues and the slow-consumer policy.
-//! * [`close`] — close reasons.
+//! * [`close`] — close reasons. [`rate`] — per-connection message budgets.
 
 pub mod close;
 pub mod egress;
 pub mod hooks;
 pub mod http_stream;
+pub mod rate;
 pub mod route;
 pub mod table;
 pub mod ws;
@@ -52,6 +53,10 @@ pub struct RouterConfig {
     /// Interval of the `{"type":"ping"}` keepalive records on HTTP streams (protocol.md
     /// §7.1: at most 15 s, below the Python client's 30 s read timeout).
     pub stream_keepalive: Duration,
+    /// Messages a WebSocket connection may send (`HYPHA_WS_MSG_RATE_LIMIT` /
+    /// `HYPHA_WS_MSG_BURST_LIMIT`); beyond it the connection is closed with 1008 "Rate
+    /// limit exceeded". `None` (the default) sets no limit.
+    pub msg_rate: Option<rate::MsgRate>,
 }
 
 impl Default for RouterConfig {
@@ -65,6 +70,7 @@ impl Default for RouterConfig {
             write_batch: 64,
             read_buffer_bytes: 8 * 1024,
             stream_keepalive: http_stream::KEEPALIVE_INTERVAL,
+            msg_rate: None,
         }
     }
 }

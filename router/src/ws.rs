@@ -178,6 +178,9 @@ impl Router {
         let (mut seen, mut quiet) = (false, std::time::Duration::ZERO);
         let mut batch = Vec::with_capacity(cfg.write_batch);
         let mut route_cache = crate::route::RouteCache::default();
+        let mut budget = cfg
+            .msg_rate
+            .map(|r| crate::rate::TokenBucket::new(r, std::time::Instant::now()));
         loop {
             tokio::select! {
                 biased;
@@ -202,6 +205,11 @@ impl Router {
                 }
                 msg = socket.recv() => {
                     seen = true;
+                    if let (Some(b), Some(Ok(Message::Binary(_) | Message::Text(_)))) = (&mut budget, &msg) {
+                        if !b.take(std::time::Instant::now()) {
+                            return Some(CloseReason::Policy("Rate limit exceeded".into()));
+                        }
+                    }
                     match msg {
                         None | Some(Ok(Message::Close(_))) => return None,
                         Some(Err(e)) => {
