@@ -103,6 +103,28 @@ pub(crate) async fn connect_timed(
     }
 }
 
+/// With `same_workspace`, connects an owner (`<prefix>-owner`) and mints the token others
+/// join its workspace with; the owner must stay connected while they are. Otherwise every
+/// client gets its own anonymous workspace.
+///
+/// Errors: the owner could not connect or mint the token.
+pub(crate) async fn shared_join(
+    url: &str,
+    prefix: &str,
+    same_workspace: bool,
+) -> anyhow::Result<(Option<RawConnection>, Join)> {
+    if !same_workspace {
+        return Ok((None, Join::default()));
+    }
+    let opts = ConnectOptions {
+        client_id: Some(format!("{prefix}-owner")),
+        ..Default::default()
+    };
+    let mut owner = RawConnection::connect(url, opts).await?;
+    let join = mint_token(&mut owner).await?;
+    Ok((Some(owner), join))
+}
+
 /// Connects one client and registers `service` (public, member `ping`) if given. `small`
 /// selects 4 KiB socket buffers ([`raw::ws_config_small`]) for connections that carry
 /// little, since runs hold thousands of them.
@@ -173,22 +195,7 @@ pub async fn run(
     let url = target.ws_url();
     let tag = crate::run_tag();
     let live = Arc::new(Live::default());
-    let mut owner = None;
-    let join = if cfg.same_workspace {
-        let mut o = RawConnection::connect(
-            &url,
-            ConnectOptions {
-                client_id: Some(format!("lt-conn-{tag}-owner")),
-                ..Default::default()
-            },
-        )
-        .await?;
-        let j = mint_token(&mut o).await?;
-        owner = Some(o);
-        j
-    } else {
-        Join::default()
-    };
+    let (owner, join) = shared_join(&url, &format!("lt-conn-{tag}"), cfg.same_workspace).await?;
     let probe = ctx.server_pid.map(crate::proc::ServerProbe::start);
     let meter = progress::start(
         live.clone(),

@@ -8,15 +8,14 @@
 //! like real clients, sends a `{"type":"ping"}` text frame every 20 s. A connection the
 //! server closes during the hold is an error.
 
-use crate::connect::{connect_timed, mint_token, Join};
+use crate::connect::{connect_timed, shared_join};
 use crate::proc::{own_rss_kib, status_kib};
 use crate::progress::{self, Goal};
 use crate::report::RunResult;
 use crate::stats::{Latency, Live, TimelinePoint};
 use crate::{RunContext, Target};
 use futures_util::{SinkExt, StreamExt};
-use rhizo_client::raw::{RawConnection, Responder, WsStream};
-use rhizo_client::ConnectOptions;
+use rhizo_client::raw::{Responder, WsStream};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -72,22 +71,7 @@ pub async fn run(cfg: &IdleConfig, target: &Target, ctx: &RunContext) -> anyhow:
     let live = Arc::new(Live::default());
     let pid = cfg.server_pid.or(ctx.server_pid);
     let rss = |p: Option<u32>| p.and_then(|p| status_kib(p, "VmRSS"));
-    let mut owner = None;
-    let join = if cfg.same_workspace {
-        let mut o = RawConnection::connect(
-            &url,
-            ConnectOptions {
-                client_id: Some(format!("lt-idle-{tag}-owner")),
-                ..Default::default()
-            },
-        )
-        .await?;
-        let j = mint_token(&mut o).await?;
-        owner = Some(o);
-        j
-    } else {
-        Join::default()
-    };
+    let (owner, join) = shared_join(&url, &format!("lt-idle-{tag}"), cfg.same_workspace).await?;
     let rss_before = rss(pid);
     let own_before = own_rss_kib();
     let probe = pid.map(crate::proc::ServerProbe::start);
