@@ -174,9 +174,17 @@ pub struct ClientTable {
 
 impl ClientTable {
     /// Inserts `conn`, returning the connection it supersedes (now marked superseded).
+    ///
+    /// The member is inserted while the workspace's entry is held (its shard locked), so a
+    /// concurrent [`ClientTable::remove`] of the workspace's last member cannot drop the
+    /// member map between the lookup and the insert: its emptiness check takes the same
+    /// shard lock. Lock order is always workspace shard, then member shard; nothing here
+    /// awaits.
     pub fn insert(&self, conn: Arc<Conn>) -> Option<Arc<Conn>> {
-        let members = self.workspaces.entry(conn.ws.clone()).or_default().clone();
-        let old = members.insert(conn.cid.clone(), conn);
+        let old = {
+            let members = self.workspaces.entry(conn.ws.clone()).or_default();
+            members.insert(conn.cid.clone(), conn)
+        };
         self.generation.fetch_add(1, Ordering::Release);
         if let Some(old) = &old {
             old.superseded.store(true, Ordering::Release);
@@ -186,13 +194,19 @@ impl ClientTable {
 
     /// Removes the connection if it is still the registered one for its address.
     /// Returns whether it was removed (false when superseded).
+    ///
+    /// The workspace's member map is dropped from the table only if it is empty while its
+    /// shard is write-locked (`remove_if`), the lock [`ClientTable::insert`] holds while
+    /// adding a member, so a member is never left in a map the table no longer holds.
     pub fn remove(&self, conn: &Conn) -> bool {
-        let Some(members) = self.workspaces.get(&conn.ws).map(|m| m.clone()) else {
-            return false;
+        let removed = {
+            let Some(members) = self.workspaces.get(&conn.ws) else {
+                return false;
+            };
+            members
+                .remove_if(&conn.cid, |_, c| c.id == conn.id)
+                .is_some()
         };
-        let removed = members
-            .remove_if(&conn.cid, |_, c| c.id == conn.id)
-            .is_some();
         if removed {
             self.generation.fetch_add(1, Ordering::Release);
             self.workspaces.remove_if(&conn.ws, |_, m| m.is_empty());
@@ -290,5 +304,45 @@ mod tests {
         assert!(a.subscribed("ev"));
         a.unsubscribe(["ev"]);
         assert!(!a.subscribed("ev"));
+    }
+
+    /// Threads join and leave one workspace, each under its own client id, so the
+    /// workspace keeps emptying while others join. Every connection that was inserted and
+    /// not yet removed must be found by `get` (before the fix an insert could land in a
+    /// member map that a concurrent removal had just dropped from the table).
+    #[test]
+    fn concurrent_insert_and_remove_never_lose_a_connection() {
+        const THREADS: u64 = 8;
+        const ROUNDS: u64 = 20_000;
+        let table = Arc::new(ClientTable::default());
+        let lost = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let start = Arc::new(std::sync::Barrier::new(THREADS as usize));
+        let workers: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let (table, lost, start) = (table.clone(), lost.clone(), start.clone());
+                std::thread::spawn(move || {
+                    let cid = format!("c{t}");
+                    start.wait();
+                    for round in 0..ROUNDS {
+                        let c = conn(t * ROUNDS + round + 1, "w", &cid);
+                        table.insert(c.clone());
+                        if table.get("w", &cid).map(|g| g.id) != Some(c.id) {
+                            lost.fetch_add(1, Ordering::Relaxed);
+                        }
+                        assert!(table.remove(&c));
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().unwrap();
+        }
+        assert_eq!(
+            lost.load(Ordering::Relaxed),
+            0,
+            "connections inserted into a member map no longer in the table"
+        );
+        assert!(table.is_empty());
+        assert_eq!(table.count("w"), 0);
     }
 }
