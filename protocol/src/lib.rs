@@ -12,6 +12,9 @@
 //! * [`value`] — hypha-rpc value encoding (`_rtype` maps) on `rmpv::Value`.
 //! * [`message`] — RPC messages: decoding calls and replies, building them, binding
 //!   arguments (protocol.md §3).
+//! * [`peer`] — the RPC peer state machine: outgoing calls with promises, timeouts and
+//!   heartbeats, incoming calls and their replies, the `built-in` service (protocol.md §3.4,
+//!   §4.2).
 //! * [`token`] — JWT claims and scope strings in the reference format (protocol.md §8).
 //! * [`user`] — the user record stamped into headers (protocol.md §8.3).
 
@@ -19,6 +22,7 @@ pub mod frame;
 pub mod handshake;
 pub mod message;
 pub mod msgpack;
+pub mod peer;
 pub mod token;
 pub mod user;
 pub mod value;
