@@ -40,6 +40,25 @@ pub enum RouteError {
     ForeignBroadcast(String, String),
 }
 
+/// Where a routed frame goes, decided from its header alone by the resolve step before
+/// any byte is copied (protocol.md §2.4). `'t` borrows the frame's normalised target.
+#[derive(Debug, Clone)]
+pub enum Destination<'t> {
+    /// A live connection of this router instance (`"<ws>/<cid>"`).
+    Local(Arc<Conn>),
+    /// The manager peer (`"*/<manager_id>"`), reached through
+    /// [`ControlHooks::manager_frame`].
+    Manager,
+    /// Every connection of this workspace subscribed to the frame's `type` (a `"<ws>/*"`
+    /// broadcast, fan-out).
+    Workspace(&'t str),
+    /// A client connected to another router instance, named by that instance's node id,
+    /// reached through the Bus (DESIGN.md "Router"). Not produced yet: this router knows
+    /// only its own connections until the Redis Bus lands; delivering it reports the
+    /// target as not connected.
+    Remote(String),
+}
+
 /// A connection's memory of its last unicast target: the raw `to` it wrote, the
 /// connection it resolved to, and the table generation at that time. Any connect or
 /// disconnect bumps the generation and so invalidates every cache (STYLE.md practice 14).
@@ -192,6 +211,9 @@ impl Router {
         }
     }
 
+    /// Routes one frame in two steps: [`Router::resolve`] decides where it goes (or why it
+    /// is refused) from the header alone, then [`Router::deliver_to`] builds the rewritten
+    /// frame — the one allocation — and hands it over. A refused frame is never copied.
     fn route_inner(
         &self,
         conn: &Arc<Conn>,
@@ -205,20 +227,31 @@ impl Router {
             Some((w, c)) => (w, c),
             None => (conn.ws.as_str(), raw_to),
         };
-        let stamp = &conn.stamp[..];
-        // The one allocation per forwarded frame: rewritten header plus payload, so the
-        // writer sends it as one WebSocket message without another copy.
-        let body = &frame[view.header_len()..];
-        let mut out = Vec::with_capacity(
-            rewritten_len(&view, ws.len() + 1 + cid.len(), stamp.len()) + body.len(),
-        );
-        write_rewritten_header(&mut out, frame, &view, &[ws, "/", cid], stamp);
-        out.extend_from_slice(body);
-        let out = Bytes::from(out);
+        let dest = self.resolve(conn, raw_to, ws, cid, cache)?;
+        self.deliver_to(conn, frame, &view, (ws, cid), dest)
+    }
+
+    /// Decides where a frame from `conn` addressed to the normalised `ws`/`cid` goes
+    /// (protocol.md §2.4), reading the header only: the manager for `*/<manager_id>`, the
+    /// subscribers of `ws` for `<ws>/*` (only the sender's own workspace, and only for a
+    /// connection that may write — §2.7), otherwise the live connection at `ws`/`cid`,
+    /// looked up through `cache` (`raw_to` is the target as the sender wrote it, the cache
+    /// key).
+    ///
+    /// Errors: [`RouteError::NotConnected`] for an unknown target (including `*/<other>`),
+    /// [`RouteError::ForeignBroadcast`] and [`RouteError::ReadOnlyBroadcast`] for refused
+    /// broadcasts. Never allocates.
+    pub(crate) fn resolve<'t>(
+        &self,
+        conn: &Conn,
+        raw_to: &str,
+        ws: &'t str,
+        cid: &'t str,
+        cache: &mut RouteCache,
+    ) -> Result<Destination<'t>, RouteError> {
         if ws == "*" {
             if cid == self.manager_id() {
-                self.hooks().manager_frame(out);
-                return Ok(());
+                return Ok(Destination::Manager);
             }
             return Err(RouteError::NotConnected(format!("{ws}/{cid}")));
         }
@@ -229,34 +262,65 @@ impl Router {
             if !conn.can_write {
                 return Err(RouteError::ReadOnlyBroadcast(ws.to_owned()));
             }
-            let kind = view.kind(frame).unwrap_or_default();
-            self.fan_out(ws, kind, &out);
-            return Ok(());
+            return Ok(Destination::Workspace(ws));
         }
         let generation = self.inner.table.generation();
-        let looked_up;
-        let target = match &cache.target {
-            Some(t) if cache.generation == generation && cache.to == raw_to.as_bytes() => t,
-            _ => {
-                let Some(t) = self.inner.table.get(ws, cid) else {
-                    return Err(RouteError::NotConnected(format!("{ws}/{cid}")));
-                };
-                if cache.disabled {
-                    looked_up = t;
-                    &looked_up
-                } else {
-                    cache.generation = generation;
-                    cache.to.clear();
-                    cache.to.extend_from_slice(raw_to.as_bytes());
-                    cache.target.insert(t)
-                }
+        if let Some(t) = &cache.target {
+            if cache.generation == generation && cache.to == raw_to.as_bytes() {
+                return Ok(Destination::Local(t.clone()));
             }
-        };
-        if target.ws != conn.ws {
-            conn.note_foreign_target(target);
         }
-        self.push(target, Outbound::Binary(out))
-            .map_err(|_| RouteError::SlowPeer(format!("{ws}/{cid}")))
+        let Some(t) = self.inner.table.get(ws, cid) else {
+            return Err(RouteError::NotConnected(format!("{ws}/{cid}")));
+        };
+        if !cache.disabled {
+            cache.generation = generation;
+            cache.to.clear();
+            cache.to.extend_from_slice(raw_to.as_bytes());
+            cache.target = Some(t.clone());
+        }
+        Ok(Destination::Local(t))
+    }
+
+    /// Builds the frame `conn` sent, with its header rewritten for `to` (protocol.md §2.3
+    /// steps 4–5), and hands it to `dest`. The one allocation per forwarded frame:
+    /// rewritten header plus payload in one buffer, so a writer sends it as one WebSocket
+    /// message without another copy, and every receiver of a fan-out shares it.
+    fn deliver_to(
+        &self,
+        conn: &Conn,
+        frame: &Bytes,
+        view: &HeaderView,
+        (ws, cid): (&str, &str),
+        dest: Destination<'_>,
+    ) -> Result<(), RouteError> {
+        let stamp = &conn.stamp[..];
+        let body = &frame[view.header_len()..];
+        let mut out = Vec::with_capacity(
+            rewritten_len(view, ws.len() + 1 + cid.len(), stamp.len()) + body.len(),
+        );
+        write_rewritten_header(&mut out, frame, view, &[ws, "/", cid], stamp);
+        out.extend_from_slice(body);
+        let out = Bytes::from(out);
+        match dest {
+            Destination::Manager => {
+                self.hooks().manager_frame(out);
+                Ok(())
+            }
+            Destination::Workspace(ws) => {
+                let kind = view.kind(frame).unwrap_or_default();
+                self.fan_out(ws, kind, &out);
+                Ok(())
+            }
+            Destination::Local(target) => {
+                if target.ws != conn.ws {
+                    conn.note_foreign_target(&target);
+                }
+                self.push(&target, Outbound::Binary(out))
+                    .map_err(|_| RouteError::SlowPeer(format!("{ws}/{cid}")))
+            }
+            Destination::Remote(_) => Err(RouteError::NotConnected(format!("{ws}/{cid}"))),
+        }
     }
 
     fn manager_id(&self) -> &str {

@@ -253,3 +253,49 @@ fn route_cache_follows_reconnects() {
     );
     drop(b1);
 }
+
+/// A frame that is refused — a broadcast into another workspace, a broadcast from a
+/// read-only connection, an unknown target — is refused from its header alone: the
+/// router allocates far less than the payload (only the error report), because the
+/// rewritten copy is built after the decision. A delivered broadcast of the same frame
+/// shows the measurement sees the copy.
+#[test]
+fn refused_frames_are_not_copied() {
+    const PAYLOAD: usize = 1 << 20;
+    let (r, _) = setup();
+    let (a, mut arx) = connect(&r, 1, "w", "a", true);
+    let (ro, mut rorx) = connect(&r, 2, "w", "ro", false);
+    let big = value::map([("args", Value::Array(vec![Value::Binary(vec![7; PAYLOAD])]))]);
+    let to = |to: &str| {
+        frame(
+            vec![
+                ("type", "ev".into()),
+                ("to", to.into()),
+                ("session", "s1".into()),
+            ],
+            Some(big.clone()),
+        )
+    };
+    let cases = [
+        (&a, to("x/*"), "foreign broadcast"),
+        (&ro, to("*"), "read-only broadcast"),
+        (&a, to("w/gone"), "unknown target"),
+        (&a, to("*/old-manager"), "unknown manager"),
+    ];
+    for (sender, f, what) in cases {
+        let info = allocation_counter::measure(|| {
+            assert!(r.route_from(sender, f.clone()).is_err(), "{what}");
+        });
+        assert!(
+            (info.bytes_total as usize) < PAYLOAD / 16,
+            "{what}: {} bytes allocated for a refused {PAYLOAD}-byte frame",
+            info.bytes_total
+        );
+    }
+    while arx.try_recv().is_ok() || rorx.try_recv().is_ok() {}
+    let info = allocation_counter::measure(|| r.route_from(&a, to("*")).unwrap());
+    assert!(
+        info.bytes_total as usize >= PAYLOAD,
+        "the measurement sees the copy"
+    );
+}
