@@ -221,13 +221,27 @@ fn reply_route(call: &Call, ok: bool) -> Option<(String, String)> {
         }
         Promise::Explicit {
             resolve, reject, ..
-        } => {
-            let cb = if ok { resolve } else { reject };
-            let target = get_str(cb, "_rtarget")?;
-            let method = get_str(cb, "_rmethod")?;
-            Some((absolute(target, &call.from), method.to_owned()))
-        }
+        } => promise_callback(if ok { resolve } else { reject }, &call.from),
     }
+}
+
+/// The `(to, method)` of an encoded promise callback, if it is one the answering peer may
+/// call: a `<session>.resolve`, `<session>.reject` or `<session>.heartbeat` of the caller
+/// itself (`_rtarget`, made absolute, equals the trusted `from`).
+///
+/// Anything else is refused (`None`): a caller must not be able to make the answering peer
+/// (whose calls clients trust, e.g. the manager) call a method of another client, such as
+/// `services.<svc>.<fn>` in a workspace the caller cannot reach (protocol.md §3.4). The
+/// reference server answers any promise target; rhizo does the safer thing.
+pub fn promise_callback(cb: &Value, from: &str) -> Option<(String, String)> {
+    let target = absolute(get_str(cb, "_rtarget")?, from);
+    let method = get_str(cb, "_rmethod")?;
+    let (session, name) = method.rsplit_once('.')?;
+    let allowed = matches!(name, "resolve" | "reject" | "heartbeat")
+        && !session.is_empty()
+        && !session.starts_with("services.")
+        && session != "services";
+    (allowed && target == from).then(|| (target, method.to_owned()))
 }
 
 /// Makes a bare client id absolute by prefixing the workspace of `from` (§3.1).
@@ -274,10 +288,7 @@ impl Call {
             ),
             Promise::Explicit {
                 heartbeat: Some(h), ..
-            } => (
-                absolute(get_str(h, "_rtarget")?, &self.from),
-                get_str(h, "_rmethod")?.to_owned(),
-            ),
+            } => promise_callback(h, &self.from)?,
             _ => return None,
         };
         let header = value::map([

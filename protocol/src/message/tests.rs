@@ -92,6 +92,60 @@ fn explicit_promise_reject_targets_prefixed_callback() {
     );
 }
 
+/// A promise whose callbacks point at another client, or at a service method of the caller,
+/// gets no reply and no heartbeat: the answering peer never calls them (§3.4).
+#[test]
+fn explicit_promise_to_anything_but_the_callers_session_is_refused() {
+    let promise = |target: &str, method: &str| {
+        let cb = |m: &str| {
+            map([
+                ("_rtype", "method".into()),
+                ("_rtarget", target.into()),
+                ("_rmethod", m.into()),
+            ])
+        };
+        Some(map([
+            ("args", Value::Array(vec![])),
+            (
+                "promise",
+                map([
+                    ("resolve", cb(method)),
+                    ("reject", cb(method)),
+                    ("heartbeat", cb(method)),
+                ]),
+            ),
+        ]))
+    };
+    for (target, method) in [
+        ("ws-victim/c9", "s1.resolve"),
+        ("ws-victim/c9", "services.secret.delete_all"),
+        ("c1", "services.echo.echo"),
+        ("ws-a/c1", "services.resolve"),
+        ("ws-a/c2", "s1.resolve"),
+        ("*/manager-x", "s1.resolve"),
+        ("ws-a/c1", "s1.run"),
+    ] {
+        let call = as_call(&call_frame(promise(target, method)));
+        assert!(
+            call.reply("*/m", Ok(Value::Nil)).is_none(),
+            "{target} {method}: resolve refused"
+        );
+        assert!(
+            call.reply("*/m", Err("e".into())).is_none(),
+            "{target} {method}: reject refused"
+        );
+        assert!(
+            call.heartbeat("*/m").is_none(),
+            "{target} {method}: heartbeat refused"
+        );
+    }
+    // The caller's own session, bare or absolute, is answered.
+    for target in ["c1", "ws-a/c1"] {
+        let call = as_call(&call_frame(promise(target, "s1.resolve")));
+        assert_eq!(call.reply("*/m", Ok(Value::Nil)).unwrap().0, "ws-a/c1");
+    }
+}
+
 #[test]
 fn replies_to_our_calls_are_classified() {
     let header = map([
