@@ -13,12 +13,11 @@ use crate::tokens::now_secs;
 use crate::tokens::TokenError;
 use crate::workspaces::WorkspaceInfo;
 use bytes::Bytes;
+use rhizo_interface::{Admission, BoxFuture, ConnRef, ControlHooks, Refusal};
 use rhizo_protocol::handshake::AuthRequest;
 use rhizo_protocol::token::is_specialized;
 use rhizo_protocol::user::{Permission, ScopeInfo, UserInfo};
 use rhizo_protocol::value::{self, map};
-use rhizo_router::hooks::{BoxFuture, ConnRef};
-use rhizo_router::{Admission, ControlHooks, Refusal};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
@@ -205,9 +204,9 @@ impl Manager {
         user.current_workspace = Some(ws.clone());
 
         let addr = format!("{ws}/{cid}");
-        self.check_connection_limits(&user, &ws, &cid, &addr)?;
+        self.check_connection_limits(&user, &ws, &addr)?;
         if !reconnecting {
-            if self.router.table().get(&ws, &cid).is_some() {
+            if self.router.client(&addr).is_some() {
                 let alive = self
                     .call_client(
                         &addr,
@@ -267,7 +266,6 @@ impl Manager {
         &self,
         user: &UserInfo,
         ws: &str,
-        cid: &str,
         addr: &str,
     ) -> Result<(), Refusal> {
         let limits = &self.config.limits;
@@ -290,8 +288,8 @@ impl Manager {
                 code: 1008,
             });
         }
-        let here = self.router.table().get(ws, cid).is_some();
-        if !here && reached(self.router.table().count(ws), limits.clients_per_workspace) {
+        let here = self.router.client(addr).is_some();
+        if !here && reached(self.router.client_count(ws), limits.clients_per_workspace) {
             return Err(Refusal {
                 message: format!(
                     "Too many clients in workspace {ws} (limit {} per server)",
@@ -333,11 +331,11 @@ impl Manager {
     /// identity expired or its origin token was revoked meanwhile: then the connection
     /// is closed with 1008 (the reference keeps minting tokens for expired sessions).
     pub fn refresh(&self, conn: ConnRef<'_>) -> Result<String, Refusal> {
+        let addr = format!("{}/{}", conn.ws, conn.cid);
         let live = self
             .router
-            .table()
-            .get(conn.ws, conn.cid)
-            .filter(|c| c.id == conn.id)
+            .client(&addr)
+            .filter(|c| c.conn_id == conn.id)
             .ok_or_else(|| auth_error("the connection is gone"))?;
         let user = rmpv::decode::read_value(&mut &live.user[..])
             .ok()
@@ -347,7 +345,6 @@ impl Manager {
         if !user.is_anonymous && user.expires_at.is_some_and(|e| e < now_secs() as f64) {
             return Err(auth_error(TokenError::Expired));
         }
-        let addr = format!("{}/{}", conn.ws, conn.cid);
         let origin = self
             .sessions
             .get(&addr)
@@ -383,12 +380,12 @@ impl Manager {
         let data = map([("id", cid.into()), ("workspace", ws.into())]);
         let event = events::frame("client_disconnected", data);
         self.router
-            .broadcast_event(ws, "client_disconnected", event.clone());
+            .broadcast(ws, "client_disconnected", event.clone());
         for caller in foreign_callers {
             self.router
                 .deliver_event(caller, "client_disconnected", event.clone());
         }
-        if self.router.table().count(ws) == 0 {
+        if self.router.client_count(ws) == 0 {
             self.schedule_unload(ws);
         }
     }

@@ -3,8 +3,8 @@
 //! workspace that subscribed to `<name>`.
 
 use bytes::Bytes;
+use rhizo_interface::RouterControl;
 use rhizo_protocol::value::{self, map};
-use rhizo_router::Router;
 use rmpv::Value;
 
 /// Every event name the server itself emits or clients may subscribe to without
@@ -34,8 +34,8 @@ pub fn frame(kind: &str, data: Value) -> Bytes {
 }
 
 /// Sends event `kind` with `data` to the subscribers in `ws`.
-pub fn emit(router: &Router, ws: &str, kind: &str, data: Value) {
-    router.broadcast_event(ws, kind, frame(kind, data));
+pub fn emit(router: &dyn RouterControl, ws: &str, kind: &str, data: Value) {
+    router.broadcast(ws, kind, frame(kind, data));
 }
 
 /// Checks the names a client in `ws` wants to subscribe to: no names that point into

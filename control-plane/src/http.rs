@@ -1,5 +1,7 @@
-//! The HTTP routes beside `/ws` (workspace-api.md §8.1): health probes and
-//! `/assets/config.json`. One function per area returns a `Router`; [`app`] merges them.
+//! The control plane's HTTP routes (workspace-api.md §8.1): health probes,
+//! `/assets/config.json`, `/metrics`, `/{ws}/services/…` and `/{ws}/apps/…`. One function
+//! per area returns a `Router`; [`routes`] merges them. The data plane's routes (`/ws`,
+//! `/rpc`) are the router's: the binary merges both and applies the base path.
 
 use crate::manager::Manager;
 use crate::tokens::TokenError;
@@ -17,30 +19,25 @@ mod apps;
 mod metrics;
 mod services;
 
-/// The whole HTTP app: `/ws` (from the router) plus the control-plane routes, served under
-/// `base_path` (`"/"` or e.g. `"/hypha"`).
-pub fn app(manager: Arc<Manager>, base_path: &str) -> axum::Router {
-    let ws = rhizo_router::ws::routes(manager.router.clone());
-    let inner = axum::Router::new()
+/// The control plane's routes, with their state.
+pub fn routes(manager: Arc<Manager>) -> axum::Router {
+    axum::Router::new()
         .merge(health())
         .merge(assets())
         .merge(metrics::routes())
         .merge(services::routes())
         .merge(apps::routes())
-        .with_state(manager.clone())
-        .merge(ws)
-        .merge(rhizo_router::http_stream::routes(manager.router.clone()))
-        .layer(axum::middleware::from_fn_with_state(
-            manager,
-            metrics::count_requests,
-        ))
-        .layer(CorsLayer::very_permissive());
-    let base = base_path.trim_end_matches('/');
-    if base.is_empty() {
-        inner
-    } else {
-        axum::Router::new().nest(base, inner)
-    }
+        .with_state(manager)
+}
+
+/// Wraps the whole HTTP app (both planes' routes): every request is counted by route
+/// template and status for `/metrics`, and CORS is open as in the reference.
+pub fn layers(manager: Arc<Manager>, app: axum::Router) -> axum::Router {
+    app.layer(axum::middleware::from_fn_with_state(
+        manager,
+        metrics::count_requests,
+    ))
+    .layer(CorsLayer::very_permissive())
 }
 
 fn health() -> axum::Router<Arc<Manager>> {
@@ -50,13 +47,33 @@ fn health() -> axum::Router<Arc<Manager>> {
 }
 
 async fn liveness(State(m): State<Arc<Manager>>) -> Json<serde_json::Value> {
-    Json(
-        json!({"status": "OK", "detail": {"store": "ready", "connections": m.router.table().len()}}),
-    )
+    let connections = m.router.counters().connections;
+    Json(json!({"status": "OK", "detail": {"store": "ready", "connections": connections}}))
 }
 
-async fn readiness() -> Json<serde_json::Value> {
-    Json(json!({"status": "OK", "detail": {"store": "ready", "event_bus": "ready"}}))
+/// How long readiness waits for the store's answer.
+const READINESS_STORE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// `/health/readiness`: 200 when the store answers a query within 3 s (or none is
+/// attached: everything is in memory), else 503 with the store's error, so that a balancer
+/// stops sending clients to an instance whose database is gone.
+async fn readiness(State(m): State<Arc<Manager>>) -> Response {
+    let store = match m.store() {
+        None => Ok(()),
+        Some(s) => match tokio::time::timeout(READINESS_STORE_TIMEOUT, s.ping()).await {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(_) => Err("no answer within 3 s".to_owned()),
+        },
+    };
+    match store {
+        Ok(()) => Json(json!({"status": "OK", "detail": {"store": "ready", "event_bus": "ready"}}))
+            .into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "DOWN", "detail": {"store": format!("error: {e}"), "event_bus": "ready"}})),
+        )
+            .into_response(),
+    }
 }
 
 fn assets() -> axum::Router<Arc<Manager>> {

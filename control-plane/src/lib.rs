@@ -25,12 +25,17 @@ pub mod workspaces;
 pub use config::ServerConfig;
 pub use manager::Manager;
 
-use rhizo_router::Router;
+use rhizo_interface::{ControlHooks, RouterControl};
 use std::sync::Arc;
 
-/// Builds the control plane for `router`, installs its hooks, and returns the manager.
-pub fn start(config: ServerConfig, router: Router) -> Arc<Manager> {
-    let manager = Manager::new(config, router.clone());
-    router.set_hooks(Arc::new(admission::Hooks(manager.clone())));
-    manager
+/// Builds the control plane over `router`. Returns the manager and the hooks the router
+/// must be given (`Router::set_hooks`) before it serves: the binary wires the two planes
+/// together, neither knows the other's type.
+pub fn start(
+    config: ServerConfig,
+    router: Arc<dyn RouterControl>,
+) -> (Arc<Manager>, Arc<dyn ControlHooks>) {
+    let manager = Manager::new(config, router);
+    let hooks = Arc::new(admission::Hooks(manager.clone()));
+    (manager, hooks)
 }

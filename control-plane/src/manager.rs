@@ -21,10 +21,10 @@ use crate::tokens::TokenService;
 use crate::workspaces::Workspaces;
 use bytes::Bytes;
 use dashmap::DashMap;
+use rhizo_interface::RouterControl;
 use rhizo_protocol::message::{bind, encode_call, Call, Incoming, Message, Param, ReplyKind};
 use rhizo_protocol::user::{Permission, UserInfo};
 use rhizo_protocol::value::{self, map, method, RPromise};
-use rhizo_router::Router;
 use rmpv::Value;
 use std::sync::Arc;
 use std::time::Duration;
@@ -90,8 +90,9 @@ struct PendingCall {
 pub struct Manager {
     /// Settings.
     pub config: ServerConfig,
-    /// The router, through which every frame leaves.
-    pub router: Router,
+    /// The router, through which every frame leaves (DESIGN.md "Two planes"): the control
+    /// plane sees only this interface, never the router's tables.
+    pub router: Arc<dyn RouterControl>,
     /// Service records.
     pub registry: Registry,
     /// Workspace records.
@@ -149,7 +150,7 @@ const BUILT_IN: [(&str, &[Param]); 2] = [
 
 impl Manager {
     /// A manager whose id is `manager-<server_id>`; the router must already use that id.
-    pub fn new(config: ServerConfig, router: Router) -> Arc<Self> {
+    pub fn new(config: ServerConfig, router: Arc<dyn RouterControl>) -> Arc<Self> {
         let addr = router.manager_addr().to_owned();
         let manager_id = addr.trim_start_matches("*/").to_owned();
         let tokens = TokenService::new(
@@ -191,6 +192,11 @@ impl Manager {
     /// `"*/<manager_id>"`.
     pub fn addr(&self) -> &str {
         &self.addr
+    }
+
+    /// The attached store, if any.
+    pub fn store(&self) -> Option<&Arc<dyn crate::storage::Store>> {
+        self.store.get()
     }
 
     /// Handles one stamped frame addressed to the manager. Never blocks: calls run on

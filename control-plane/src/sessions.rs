@@ -11,7 +11,7 @@ use dashmap::DashMap;
 /// One admitted connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {
-    /// Router connection id ([`rhizo_router::hooks::ConnRef::id`]).
+    /// Router connection id ([`rhizo_interface::ConnRef::id`]).
     pub conn_id: u64,
     /// User id of the connection's identity.
     pub user_id: String,

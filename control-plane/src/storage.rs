@@ -139,6 +139,9 @@ pub enum StoreError {
 /// The persistence interface of the control plane. Object-safe; hold it as `Arc<dyn Store>`.
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug {
+    /// Checks that the store answers a trivial query now (`/health/readiness`).
+    async fn ping(&self) -> Result<(), StoreError>;
+
     /// Inserts `ws`, or replaces every field of the record with the same id.
     async fn put_workspace(&self, ws: &WorkspaceRecord) -> Result<(), StoreError>;
 

@@ -35,6 +35,7 @@ fn record(id: &str) -> WorkspaceRecord {
 /// Exercises every method; leaves `ws-keep`, a revocation of `tok-keep` and three events of
 /// alice in `ws-keep` behind for [`check_persisted`].
 async fn exercise(store: Arc<dyn Store>) {
+    store.ping().await.expect("a live store answers ping");
     // --- workspaces
     assert_eq!(store.get_workspace("ws-keep").await.unwrap(), None);
     assert!(store.list_workspaces().await.unwrap().is_empty());
@@ -226,6 +227,11 @@ async fn sqlite_memory_store_meets_the_contract() {
     let store = SqlStore::connect("sqlite::memory:").await.unwrap();
     exercise(Arc::new(store.clone())).await;
     check_persisted(&store).await;
+    store.close().await;
+    assert!(
+        store.ping().await.is_err(),
+        "a closed store must fail its ping"
+    );
 }
 
 #[tokio::test]

@@ -1,37 +1,34 @@
 //! Smoke test: the scenarios against an in-process rhizo server on 127.0.0.1:0, and echo
 //! over the bare relay, each run short and checked for zero errors and exact counts.
 
-use rhizo_control_plane::ServerConfig;
 use rhizo_loadtest::connect::ConnectConfig;
 use rhizo_loadtest::echo::EchoConfig;
 use rhizo_loadtest::fanout::FanoutConfig;
 use rhizo_loadtest::mixed::MixedConfig;
 use rhizo_loadtest::{relay, RunContext, Scenario, Target};
-use rhizo_router::{Router, RouterConfig};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Starts router + control plane + HTTP on an ephemeral loopback port; returns its ws URL.
-async fn start_server() -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let router = Router::new("manager-smoke", RouterConfig::default());
-    let config = ServerConfig {
-        server_id: "smoke".into(),
-        public_base_url: base.clone(),
-        local_base_url: base.clone(),
-        jwt_secret: "loadtest-smoke-secret".into(),
-        ..ServerConfig::default()
-    };
-    let manager = rhizo_control_plane::start(config, router);
-    let app = rhizo_control_plane::http::app(manager, "/");
-    // Small frames in both directions on one socket stall on Nagle + delayed ACK otherwise.
-    use axum::serve::ListenerExt;
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    format!("{}/ws", base.replace("http://", "ws://"))
+/// Starts router + control plane + HTTP on an ephemeral loopback port through the same
+/// builder as `rhizo serve` (state in memory); returns the server and its ws URL.
+async fn start_server() -> (rhizo::Server, String) {
+    let settings = rhizo::Settings::parse_from([
+        "rhizo",
+        "--port",
+        "0",
+        "--server-id",
+        "smoke",
+        "--jwt-secret",
+        "loadtest-smoke-secret",
+    ])
+    .unwrap();
+    let server = rhizo::Server::builder(settings)
+        .in_memory()
+        .bind()
+        .await
+        .unwrap();
+    let url = format!("{}/ws", server.url().replace("http://", "ws://"));
+    (server, url)
 }
 
 fn assert_clean(r: &rhizo_loadtest::report::RunResult) {
@@ -41,7 +38,7 @@ fn assert_clean(r: &rhizo_loadtest::report::RunResult) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scenarios_run_clean_against_rhizo() {
-    let url = start_server().await;
+    let (_server, url) = start_server().await;
     let target = Target::parse(&format!("rhizo={url}")).unwrap();
     let ctx = RunContext::default();
 
@@ -165,7 +162,7 @@ async fn echo_over_the_relay() {
 async fn described_methods_carry_the_server_url() {
     use rhizo_client::{handler, Client, ConnectOptions};
     use rhizo_protocol::value::{get, get_str, map};
-    let url = start_server().await;
+    let (_server, url) = start_server().await;
     let base = url.trim_end_matches("/ws").replace("ws://", "http://");
     let provider = Client::connect(&url, ConnectOptions::default())
         .await

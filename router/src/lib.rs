@@ -3,7 +3,8 @@
 //! For every binary frame it decodes only the msgpack header, stamps the trusted fields and
 //! hands the frame to the destination's bounded egress queue; the payload travels as a
 //! `Bytes` slice of the frame it arrived in (DESIGN.md "Router"). Everything with state or
-//! policy lives in the control plane, reached through [`hooks::ControlHooks`].
+//! policy lives in the control plane, reached through [`hooks::ControlHooks`]; the control
+//! plane drives the router through [`RouterControl`] (implemented in `control.rs`).
 //!
 //! * [`ws`] — the WebSocket transport at `/ws` and the handshake (protocol.md §1, §6).
 //! * [`http_stream`] — the HTTP streaming transport at `/rpc` (protocol.md §7).
@@ -12,17 +13,18 @@
 //! * [`egress`] — per-connection bounded queues and the slow-consumer policy.
 //! * [`close`] — close reasons. [`rate`] — per-connection message budgets.
 
-pub mod close;
+mod control;
 pub mod egress;
-pub mod hooks;
 pub mod http_stream;
 pub mod rate;
 pub mod route;
 pub mod table;
 pub mod ws;
 
-pub use close::CloseReason;
-pub use hooks::{Admission, ControlHooks, Refusal};
+/// Close reasons and the control-plane hooks live in the interface crate that both planes
+/// depend on; re-exported here under their old paths.
+pub use rhizo_interface::{close, hooks};
+pub use rhizo_interface::{Admission, CloseReason, ControlHooks, Refusal, RouterControl};
 pub use route::{RouteError, Router};
 
 use std::sync::atomic::AtomicU64;

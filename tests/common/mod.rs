@@ -12,6 +12,8 @@ pub struct TestServer {
     pub url: String,
     pub manager: Arc<Manager>,
     pub router: Router,
+    /// Kept so the server lives as long as the test.
+    pub server: rhizo::Server,
 }
 
 /// Starts a server with `router_config` on 127.0.0.1:0.
@@ -19,32 +21,38 @@ pub async fn start_with(router_config: RouterConfig) -> TestServer {
     start_configured(router_config, |_| {}).await
 }
 
-/// Starts a server with `router_config` and the control-plane settings `adjust` makes.
+/// Starts a server with `router_config` and the control-plane settings `adjust` makes,
+/// through the same builder as `rhizo serve`, with its state in memory.
 pub async fn start_configured(
     router_config: RouterConfig,
-    adjust: impl FnOnce(&mut ServerConfig),
+    adjust: impl FnOnce(&mut ServerConfig) + Send + 'static,
 ) -> TestServer {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let router = Router::new("manager-test", router_config);
-    let mut config = ServerConfig {
-        server_id: "test".into(),
-        public_base_url: url.clone(),
-        local_base_url: url.clone(),
-        jwt_secret: "integration-test-secret".into(),
-        ..ServerConfig::default()
-    };
-    adjust(&mut config);
-    let manager = rhizo_control_plane::start(config, router.clone());
-    let app = rhizo_control_plane::http::app(manager.clone(), "/");
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let settings = rhizo::Settings::parse_from([
+        "rhizo",
+        "--port",
+        "0",
+        "--server-id",
+        "test",
+        "--jwt-secret",
+        "integration-test-secret",
+    ])
+    .unwrap();
+    let server = rhizo::Server::builder(settings)
+        .in_memory()
+        .router_config(move |c| *c = router_config)
+        .control_config(move |c| {
+            // The public URL is the bound one; tests compare against it.
+            c.public_base_url = c.local_base_url.clone();
+            adjust(c)
+        })
+        .bind()
+        .await
+        .unwrap();
     TestServer {
-        url,
-        manager,
-        router,
+        url: server.url().to_owned(),
+        manager: server.manager().clone(),
+        router: server.router().clone(),
+        server,
     }
 }
 

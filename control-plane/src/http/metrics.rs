@@ -8,9 +8,7 @@ use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 pub(super) fn routes() -> axum::Router<Arc<Manager>> {
@@ -57,72 +55,67 @@ async fn metrics(State(m): State<Arc<Manager>>) -> impl IntoResponse {
             "rhizo_connections",
             "gauge",
             "Open client connections.",
-            &c.connections,
+            c.connections,
         ),
         (
             "rhizo_frames_in_total",
             "counter",
             "Binary frames received from clients.",
-            &c.frames_in,
+            c.frames_in,
         ),
         (
             "rhizo_bytes_in_total",
             "counter",
             "Bytes of binary frames received from clients.",
-            &c.bytes_in,
+            c.bytes_in,
         ),
         (
             "rhizo_frames_out_total",
             "counter",
             "Frames queued to clients.",
-            &c.frames_out,
+            c.frames_out,
         ),
         (
             "rhizo_bytes_out_total",
             "counter",
             "Bytes of frames queued to clients.",
-            &c.bytes_out,
+            c.bytes_out,
         ),
         (
             "rhizo_frames_rejected_total",
             "counter",
             "Frames refused back to their sender (malformed, unroutable, slow target, denied).",
-            &c.rejected,
+            c.rejected,
         ),
         (
             "rhizo_frames_dropped_total",
             "counter",
             "Frames dropped because a target queue was full or closed.",
-            &c.dropped,
+            c.dropped,
         ),
         (
             "rhizo_slow_consumer_closes_total",
             "counter",
             "Connections closed because their queue stayed full.",
-            &c.slow_consumer_closes,
+            c.slow_consumer_closes,
         ),
     ];
     for (name, kind, help, value) in router_families {
-        metric(name, kind, help, value.load(Relaxed));
+        metric(name, kind, help, value);
     }
-    let conns = m.router.table().all();
-    let queued: Vec<usize> = conns.iter().map(|c| c.egress.queued()).collect();
     metric(
         "rhizo_egress_queued_bytes",
         "gauge",
         "Bytes waiting in all connections' egress queues.",
-        queued.iter().sum::<usize>() as u64,
+        c.queued_bytes_total,
     );
     metric(
         "rhizo_egress_queued_bytes_max",
         "gauge",
         "Bytes waiting in the fullest egress queue.",
-        queued.iter().copied().max().unwrap_or(0) as u64,
+        c.queued_bytes_max,
     );
-    let mut clients: BTreeMap<&str, u64> = BTreeMap::new();
-    for conn in &conns {
-        *clients.entry(conn.ws.as_str()).or_insert(0) += 1;
-    }
+    let clients = m.router.workspace_counts();
     let _ = writeln!(out, "# HELP rhizo_workspace_clients Connected clients per workspace.\n# TYPE rhizo_workspace_clients gauge");
     for (ws, n) in &clients {
         let _ = writeln!(

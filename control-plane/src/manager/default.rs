@@ -455,17 +455,17 @@ impl Manager {
         ]);
         match self.registry.insert(record)? {
             Inserted::New if built_in => {
-                events::emit(&self.router, &ctx.ws, "client_connected", client)
+                events::emit(&*self.router, &ctx.ws, "client_connected", client)
             }
             Inserted::Replaced(_) if built_in => {
-                events::emit(&self.router, &ctx.ws, "client_updated", client)
+                events::emit(&*self.router, &ctx.ws, "client_updated", client)
             }
-            Inserted::New => events::emit(&self.router, &ctx.ws, "service_added", data),
+            Inserted::New => events::emit(&*self.router, &ctx.ws, "service_added", data),
             Inserted::Replaced(old) => {
                 for o in old {
-                    events::emit(&self.router, &ctx.ws, "service_removed", o.record);
+                    events::emit(&*self.router, &ctx.ws, "service_removed", o.record);
                 }
-                events::emit(&self.router, &ctx.ws, "service_added", data);
+                events::emit(&*self.router, &ctx.ws, "service_added", data);
             }
         }
         Ok(Value::Nil)
@@ -529,9 +529,9 @@ impl Manager {
                     ("id", r.cid.as_str().into()),
                     ("workspace", r.ws.as_str().into()),
                 ]);
-                events::emit(&self.router, &r.ws, "client_disconnected", data);
+                events::emit(&*self.router, &r.ws, "client_disconnected", data);
             } else {
-                events::emit(&self.router, &r.ws, "service_removed", r.record);
+                events::emit(&*self.router, &r.ws, "service_removed", r.record);
             }
         }
         Ok(Value::Nil)
@@ -869,14 +869,16 @@ impl Manager {
                 check_subscription(&ctx.ws, n)?;
             }
         }
-        let conn =
-            self.router.table().get_addr(&ctx.from).ok_or_else(|| {
-                format!("RuntimeError: Connection not found for client {}", ctx.from)
-            })?;
-        if on {
-            conn.subscribe(names);
+        let live = if on {
+            self.router.subscribe(&ctx.from, &names)
         } else {
-            conn.unsubscribe(names.iter().map(String::as_str));
+            self.router.unsubscribe(&ctx.from, &names)
+        };
+        if !live {
+            return Err(format!(
+                "RuntimeError: Connection not found for client {}",
+                ctx.from
+            ));
         }
         Ok(Value::Boolean(true))
     }

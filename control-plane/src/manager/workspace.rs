@@ -10,6 +10,7 @@ use crate::events;
 use crate::registry::Visibility;
 use crate::tokens::now_secs;
 use crate::workspaces::WorkspaceInfo;
+use rhizo_interface::CloseReason;
 use rhizo_protocol::user::Permission;
 use rhizo_protocol::value::{self, get, get_str, map};
 use rmpv::Value;
@@ -132,13 +133,13 @@ impl Manager {
         self.workspaces.put(info.clone());
         let v = to_value(&info);
         events::emit(
-            &self.router,
+            &*self.router,
             &ctx.user.personal_workspace(),
             "workspace_loaded",
             v.clone(),
         );
         // Nothing to prepare here (no S3, no apps yet): the workspace is ready at once.
-        events::emit(&self.router, id, "workspace_ready", v.clone());
+        events::emit(&*self.router, id, "workspace_ready", v.clone());
         self.status_changed(id, "ready");
         Ok(v)
     }
@@ -146,28 +147,28 @@ impl Manager {
     /// Broadcasts `workspace_status_changed {workspace, status}` to `ws` (§4.4).
     fn status_changed(&self, ws: &str, status: &str) {
         let data = map([("workspace", ws.into()), ("status", status.into())]);
-        events::emit(&self.router, ws, "workspace_status_changed", data);
+        events::emit(&*self.router, ws, "workspace_status_changed", data);
     }
 
     /// Broadcasts `workspace_changed <WorkspaceInfo>` to `ws` after its record changed
     /// (bookmarks, environment, service types; workspace-api.md §6.2).
     pub(super) fn workspace_changed(&self, ws: &str) {
         if let Some(info) = self.workspaces.get(ws) {
-            events::emit(&self.router, ws, "workspace_changed", to_value(&info));
+            events::emit(&*self.router, ws, "workspace_changed", to_value(&info));
         }
     }
 
     /// Removes `ws` if it is temporary and no client is connected to it, telling it
     /// `workspace_unloaded` (workspace-api.md §4.5). Returns whether it was removed.
     pub fn unload_if_empty(&self, ws: &str) -> bool {
-        if self.router.table().count(ws) > 0 {
+        if self.router.client_count(ws) > 0 {
             return false;
         }
         match self.workspaces.unload_if_temporary(ws) {
             Some(info) => {
                 tracing::debug!(workspace = ws, "unloaded temporary workspace");
                 self.status_changed(ws, "closed");
-                events::emit(&self.router, ws, "workspace_unloaded", to_value(&info));
+                events::emit(&*self.router, ws, "workspace_unloaded", to_value(&info));
                 true
             }
             None => false,
@@ -226,13 +227,7 @@ impl Manager {
             .into_iter()
             .map(|r| r.cid)
             .collect();
-        clients.extend(
-            self.router
-                .table()
-                .members(&ws)
-                .iter()
-                .map(|c| c.cid.clone()),
-        );
+        clients.extend(self.router.presence(&ws).into_iter().map(|c| c.client_id));
         if clients.is_empty() {
             if !info.persistent && self.unload_if_empty(&ws) {
                 return Ok(map([
@@ -268,14 +263,14 @@ impl Manager {
     /// Disconnects a client that did not answer `cleanup`'s ping and drops its services.
     fn remove_unresponsive(&self, ws: &str, cid: &str) {
         tracing::info!(client = %format!("{ws}/{cid}"), "cleanup: removing an unresponsive client");
-        if let Some(conn) = self.router.table().get(ws, cid) {
-            conn.egress.close(rhizo_router::CloseReason::Policy(
-                "Removed by cleanup: the client did not answer a ping".into(),
-            ));
-        }
+        self.router.close(
+            &format!("{ws}/{cid}"),
+            None,
+            CloseReason::Policy("Removed by cleanup: the client did not answer a ping".into()),
+        );
         if !self.registry.remove_client(ws, cid).is_empty() {
             let data = map([("id", cid.into()), ("workspace", ws.into())]);
-            events::emit(&self.router, ws, "client_disconnected", data);
+            events::emit(&*self.router, ws, "client_disconnected", data);
         }
     }
 
@@ -300,7 +295,7 @@ impl Manager {
             .ok_or_else(|| format!("KeyError: Workspace not found: {ws}"))?;
         self.set_bookmark(&ctx.user.personal_workspace(), ws, None);
         events::emit(
-            &self.router,
+            &*self.router,
             &ctx.user.personal_workspace(),
             "workspace_deleted",
             to_value(&info),
@@ -773,11 +768,11 @@ impl Manager {
             if addr == ctx.from {
                 continue;
             }
-            if let Some(conn) = self.router.table().get_addr(&addr) {
-                conn.egress.close(rhizo_router::CloseReason::Policy(
-                    "Authentication error: Token has been revoked".into(),
-                ));
-            }
+            self.router.close(
+                &addr,
+                None,
+                CloseReason::Policy("Authentication error: Token has been revoked".into()),
+            );
         }
         Ok(Value::Nil)
     }

@@ -188,6 +188,11 @@ impl Store for SqlStore {
         Ok(())
     }
 
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
     async fn is_revoked(&self, token_hash: &str) -> Result<bool, StoreError> {
         let row = sqlx::query(
             "SELECT token_hash FROM revoked_tokens WHERE token_hash = $1 AND expires_at > $2",

@@ -1,7 +1,7 @@
-//! The narrow interface through which the router reaches the control plane (DESIGN.md
-//! "Router … never imports the control plane"). The control plane implements
-//! [`ControlHooks`]; the router calls it for admission, token refresh, frames addressed to
-//! the manager and disconnects.
+//! The interface through which the router reaches the control plane (DESIGN.md "Router …
+//! never imports the control plane"). The control plane implements [`ControlHooks`]; the
+//! router calls it for admission, token refresh, frames addressed to the manager and
+//! disconnects. The other direction is [`crate::RouterControl`].
 
 use bytes::Bytes;
 use rhizo_protocol::handshake::AuthRequest;

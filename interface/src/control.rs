@@ -1,0 +1,98 @@
+//! What the control plane may ask of the router (DESIGN.md "Control plane … reaches the
+//! router through a narrow interface").
+//!
+//! Every method is synchronous and non-blocking: it looks up a table, queues a frame on a
+//! bounded egress queue, or reads atomics. None of them waits for a client. Addresses are
+//! `"<workspace>/<client_id>"`; frames are whole two-segment msgpack frames that already
+//! carry their `from` (the manager's `*/<manager_id>`), as protocol.md §2 describes.
+
+use crate::close::CloseReason;
+use bytes::Bytes;
+
+/// One live connection of a workspace, as the control plane sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientPresence {
+    /// Client id inside the workspace.
+    pub client_id: String,
+    /// The router's id of the connection (the `conn_id` given to
+    /// [`crate::ControlHooks::admit`]); tells a connection apart from its successor.
+    pub conn_id: u64,
+    /// The user record stamped into the client's frames, msgpack-encoded.
+    pub user: Bytes,
+    /// Whether the client may broadcast into its workspace.
+    pub can_write: bool,
+}
+
+/// A point-in-time copy of the router's load and traffic counters (all monotonic since
+/// start, except the gauges `connections`, `queued_bytes_total` and `queued_bytes_max`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CountersSnapshot {
+    /// Binary frames received from clients.
+    pub frames_in: u64,
+    /// Bytes of binary frames received from clients.
+    pub bytes_in: u64,
+    /// Frames queued to clients.
+    pub frames_out: u64,
+    /// Bytes of the frames queued to clients.
+    pub bytes_out: u64,
+    /// Frames refused back to their sender (malformed, unroutable, slow target, denied).
+    pub rejected: u64,
+    /// Frames dropped because a target's queue was full or closed.
+    pub dropped: u64,
+    /// Connections closed as slow consumers.
+    pub slow_consumer_closes: u64,
+    /// Connections open now (after the handshake).
+    pub connections: u64,
+    /// Bytes waiting in all egress queues now.
+    pub queued_bytes_total: u64,
+    /// Bytes waiting in the fullest egress queue now.
+    pub queued_bytes_max: u64,
+}
+
+/// The router as the control plane drives it. Implemented by `rhizo_router::Router`.
+///
+/// Delivery is best effort and bounded (the egress policy of DESIGN.md "Router"): a `false`
+/// return means the frame was not queued (no such client, or its queue is full or closed),
+/// and the caller decides what that means for its call.
+pub trait RouterControl: Send + Sync + 'static {
+    /// The manager's own address, `"*/<manager_id>"`.
+    fn manager_addr(&self) -> &str;
+
+    /// Queues `frame` for the client at `to`. Returns whether it was queued.
+    fn deliver(&self, to: &str, frame: Bytes) -> bool;
+
+    /// Queues the event `frame` (a server event of type `kind`, protocol.md §6.3) for every
+    /// connection of workspace `ws` subscribed to `kind`; all share one buffer.
+    fn broadcast(&self, ws: &str, kind: &str, frame: Bytes);
+
+    /// Queues the event `frame` for the client at `to` if it subscribed to `kind`.
+    fn deliver_event(&self, to: &str, kind: &str, frame: Bytes);
+
+    /// Adds event names to the subscriptions of the connection at `addr` (protocol.md
+    /// §4.7). Returns false if no such connection is live.
+    fn subscribe(&self, addr: &str, events: &[String]) -> bool;
+
+    /// Removes event names from the subscriptions of the connection at `addr`. Returns
+    /// false if no such connection is live.
+    fn unsubscribe(&self, addr: &str, events: &[String]) -> bool;
+
+    /// Closes the connection at `addr` with `reason` — only if its id is `conn_id`, when
+    /// given, so that a successor on the same address is left alone. Returns whether a
+    /// connection was told to close.
+    fn close(&self, addr: &str, conn_id: Option<u64>, reason: CloseReason) -> bool;
+
+    /// The live connection at `addr`, if any.
+    fn client(&self, addr: &str) -> Option<ClientPresence>;
+
+    /// Every live connection of workspace `ws` on this router (a snapshot).
+    fn presence(&self, ws: &str) -> Vec<ClientPresence>;
+
+    /// Number of live connections of workspace `ws` on this router.
+    fn client_count(&self, ws: &str) -> usize;
+
+    /// Live connections per workspace on this router, sorted by workspace id.
+    fn workspace_counts(&self) -> Vec<(String, usize)>;
+
+    /// The counters now, with the egress queue depths.
+    fn counters(&self) -> CountersSnapshot;
+}

@@ -1,0 +1,296 @@
+//! Assembles one rhizo instance from its [`Settings`]: the router, the control plane over the
+//! router's [`RouterControl`] interface, the store, and the HTTP routes of both planes on one
+//! listener (DESIGN.md "Modes": `rhizo serve`).
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), rhizo::server::StartError> {
+//! let settings = rhizo::Settings::parse_from(["rhizo", "--port", "0"]).unwrap();
+//! let server = rhizo::Server::builder(settings).bind().await?;
+//! println!("listening on {}", server.url());
+//! server.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! Shutdown (STYLE.md practice 10): stop accepting, tell every connection to close with
+//! 1001 (clients reconnect elsewhere), wait for them to drain under a hard deadline.
+
+use crate::settings::{ConfigError, Settings};
+use anyhow::Context;
+use axum::serve::ListenerExt;
+use rhizo_control_plane::storage::SqlStore;
+use rhizo_control_plane::{Manager, ServerConfig};
+use rhizo_interface::RouterControl;
+use rhizo_router::{Router, RouterConfig};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long [`Server::shutdown`] waits for connections to drain before it gives up.
+pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Why a server did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A setting is unusable; nothing was bound (`rhizo serve` exits with 64).
+    #[error("invalid configuration: {0}")]
+    Config(#[from] ConfigError),
+    /// Binding, the data directory or the database failed.
+    #[error(transparent)]
+    Io(#[from] anyhow::Error),
+}
+
+/// Where the control plane keeps persistent state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Database {
+    /// `--database-uri`, or `sqlite://<data-dir>/rhizo.db`.
+    FromSettings,
+    /// Nothing is stored: all state lives in memory.
+    Memory,
+}
+
+type Adjust<T> = Box<dyn FnOnce(&mut T) + Send>;
+
+/// Builds a [`Server`]: `Server::builder(settings)`, optional adjustments, then
+/// [`ServerBuilder::bind`].
+pub struct ServerBuilder {
+    settings: Settings,
+    router: Vec<Adjust<RouterConfig>>,
+    control: Vec<Adjust<ServerConfig>>,
+    database: Database,
+}
+
+/// A running instance: its address, both planes, and its HTTP task.
+pub struct Server {
+    local_addr: SocketAddr,
+    url: String,
+    router: Router,
+    manager: Arc<Manager>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+// === impl ServerBuilder ===
+
+impl ServerBuilder {
+    /// Changes router tunables that have no flag (tests: small egress limits, short grace
+    /// periods). Applied after the settings.
+    pub fn router_config(mut self, f: impl FnOnce(&mut RouterConfig) + Send + 'static) -> Self {
+        self.router.push(Box::new(f));
+        self
+    }
+
+    /// Changes control-plane settings that have no flag. Applied after the settings.
+    pub fn control_config(mut self, f: impl FnOnce(&mut ServerConfig) + Send + 'static) -> Self {
+        self.control.push(Box::new(f));
+        self
+    }
+
+    /// Keeps every record in memory: no database is opened, nothing survives the process.
+    /// The same as `--database-uri memory`.
+    pub fn in_memory(mut self) -> Self {
+        self.database = Database::Memory;
+        self
+    }
+
+    /// Validates the settings, binds the listener, builds and wires both planes, loads the
+    /// store and starts serving.
+    ///
+    /// Errors: [`StartError::Config`] before anything is bound; [`StartError::Io`] when
+    /// the address cannot be bound or the data directory or database cannot be opened.
+    pub async fn bind(self) -> Result<Server, StartError> {
+        let s = &self.settings;
+        s.validate()?;
+        let secret = jwt_secret(s.jwt_secret.as_deref(), &s.data_dir)?;
+        let addr = resolve(&s.host, s.port)?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?;
+        let local = listener.local_addr().context("reading the bound address")?;
+        let base = s.base();
+        let local_url = format!("http://{}:{}{}", s.host, local.port(), base);
+        let public_url = s
+            .public_base_url
+            .clone()
+            .unwrap_or_else(|| local_url.clone());
+        let server_id = s
+            .server_id
+            .clone()
+            .unwrap_or_else(rhizo_control_plane::names::readable_id);
+
+        let mut router_config = s.router_config();
+        for f in self.router {
+            f(&mut router_config);
+        }
+        let mut config = s.server_config(server_id, &public_url, local_url.clone(), secret);
+        for f in self.control {
+            f(&mut config);
+        }
+        let router = Router::new(&format!("manager-{}", config.server_id), router_config);
+        let (manager, hooks) = rhizo_control_plane::start(config, Arc::new(router.clone()));
+        router.set_hooks(hooks);
+
+        let uri = match (&self.database, s.database_uri.as_deref()) {
+            (Database::Memory, _) | (_, Some("memory")) => None,
+            (_, Some(u)) => Some(u.to_owned()),
+            (_, None) => Some(format!(
+                "sqlite://{}",
+                s.data_dir.join("rhizo.db").display()
+            )),
+        };
+        if let Some(uri) = uri {
+            let store = SqlStore::connect(&uri)
+                .await
+                .context("opening the database (--database-uri)")?;
+            let (workspaces, revocations) = manager
+                .attach_store(Arc::new(store))
+                .await
+                .map_err(|e| anyhow::anyhow!("loading from the database: {e}"))?;
+            tracing::info!(workspaces, revocations, "state loaded from the database");
+        }
+
+        let app = http_app(&router, &manager, &base);
+        // Small frames flow both ways on every socket: without TCP_NODELAY, Nagle plus
+        // delayed ACKs add milliseconds to calls.
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stop_rx.await;
+                })
+                .await
+        });
+        tracing::info!(
+            "rhizo listening on http://{local}{base} (manager {})",
+            manager.manager_id()
+        );
+        Ok(Server {
+            local_addr: local,
+            url: format!("http://{local}{base}"),
+            router,
+            manager,
+            stop: Some(stop),
+            task,
+        })
+    }
+}
+
+/// The HTTP app of both planes under `base` (`""` or e.g. `"/hypha"`): the router's `/ws`
+/// and `/rpc`, the control plane's routes, and the control plane's layers over all of them.
+pub fn http_app(router: &Router, manager: &Arc<Manager>, base: &str) -> axum::Router {
+    let app = rhizo_control_plane::http::routes(manager.clone())
+        .merge(rhizo_router::ws::routes(router.clone()))
+        .merge(rhizo_router::http_stream::routes(router.clone()));
+    let app = rhizo_control_plane::http::layers(manager.clone(), app);
+    if base.is_empty() {
+        app
+    } else {
+        axum::Router::new().nest(base, app)
+    }
+}
+
+fn resolve(host: &str, port: u16) -> anyhow::Result<SocketAddr> {
+    use std::net::ToSocketAddrs;
+    format!("{host}:{port}")
+        .to_socket_addrs()
+        .with_context(|| format!("resolving {host}:{port}"))?
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("resolving {host}:{port}: no address"))
+}
+
+/// `--jwt-secret`/`HYPHA_JWT_SECRET`, else `JWT_SECRET`, else a secret kept in
+/// `<data_dir>/jwt-secret` so that reconnection tokens survive a restart (protocol.md
+/// §1.7). Empty values count as unset.
+fn jwt_secret(flag: Option<&str>, data_dir: &Path) -> anyhow::Result<String> {
+    if let Some(s) = flag.filter(|s| !s.is_empty()) {
+        return Ok(s.to_owned());
+    }
+    if let Ok(s) = std::env::var("JWT_SECRET") {
+        if !s.is_empty() {
+            return Ok(s);
+        }
+    }
+    let path = data_dir.join("jwt-secret");
+    if let Ok(s) = std::fs::read_to_string(&path) {
+        if !s.trim().is_empty() {
+            return Ok(s.trim().to_owned());
+        }
+    }
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    let secret = rhizo_control_plane::names::random_string(43);
+    std::fs::write(&path, &secret).with_context(|| format!("writing {}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+    }
+    Ok(secret)
+}
+
+// === impl Server ===
+
+impl Server {
+    /// A builder for a server with `settings`.
+    pub fn builder(settings: Settings) -> ServerBuilder {
+        ServerBuilder {
+            settings,
+            router: Vec::new(),
+            control: Vec::new(),
+            database: Database::FromSettings,
+        }
+    }
+
+    /// The bound address (the real port when `--port 0`).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// `http://<bound address><base path>`, the URL clients connect to.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The data plane.
+    pub fn router(&self) -> &Router {
+        &self.router
+    }
+
+    /// The control plane's manager.
+    pub fn manager(&self) -> &Arc<Manager> {
+        &self.manager
+    }
+
+    /// Graceful shutdown: stop accepting, close every connection with 1001, wait up to
+    /// [`SHUTDOWN_DEADLINE`] for them to drain (upgraded WebSocket connections are not
+    /// tracked by the HTTP server's own graceful shutdown). Cancel-safe to drop midway
+    /// only in the sense that the connections were already told to close.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.router.shutdown();
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_DEADLINE;
+        while RouterControl::counters(&self.router).connections > 0
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        match tokio::time::timeout_at(deadline, &mut self.task).await {
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "HTTP server ended with an error"),
+            Ok(_) => {}
+            Err(_) => tracing::warn!("connections did not drain within 5 s; exiting"),
+        }
+    }
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,342 @@
+//! The settings of `rhizo serve`: one clap-derived struct whose fields carry their flag, their
+//! `HYPHA_*` environment name and their default, each defined here once (STYLE.md practice
+//! 17). [`Settings::validate`] checks them before anything is bound; a bad value is an error
+//! with the flag's name, never silently clamped.
+//!
+//! Flags follow the reference server's names where they mean the same thing; every flag
+//! can also be given as `HYPHA_<FLAG>` in the environment, as with the reference's
+//! `--from-env`.
+
+use clap::{Args, Parser};
+use rhizo_control_plane::config::Limits;
+use rhizo_control_plane::ServerConfig;
+use rhizo_protocol::token::ClaimFormat;
+use rhizo_router::rate::MsgRate;
+use rhizo_router::RouterConfig;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Settings of one server instance (router and control plane in one process).
+#[derive(Debug, Clone, Args)]
+pub struct Settings {
+    /// Address to listen on.
+    #[arg(long, env = "HYPHA_HOST", default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port to listen on (0 picks a free port; the chosen one is logged).
+    #[arg(long, env = "HYPHA_PORT", default_value_t = 9527)]
+    pub port: u16,
+    /// Serve everything under this path prefix, e.g. `/hypha`.
+    #[arg(long, env = "HYPHA_BASE_PATH", default_value = "/")]
+    pub base_path: String,
+    /// URL clients use to reach this server; default `http://<host>:<port><base-path>`.
+    #[arg(long, env = "HYPHA_PUBLIC_BASE_URL")]
+    pub public_base_url: Option<String>,
+    /// Server id; the manager is `manager-<server-id>`. Random when not given.
+    #[arg(long, env = "HYPHA_SERVER_ID")]
+    pub server_id: Option<String>,
+    /// Opaque root token (at least 32 characters) that authenticates as the root user.
+    #[arg(long, env = "HYPHA_ROOT_TOKEN", hide_env_values = true)]
+    pub root_token: Option<String>,
+    /// HS256 secret of tokens; else `JWT_SECRET`, else one generated once and kept in
+    /// `<data-dir>/jwt-secret`.
+    #[arg(long, env = "HYPHA_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// Directory for local state (the generated token secret, the default database).
+    #[arg(long, env = "RHIZO_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Database for persistent workspaces and token revocations: `sqlite://PATH`
+    /// (default `<data-dir>/rhizo.db`), `postgres://user@host/db`, or `memory` (nothing
+    /// survives a restart).
+    #[arg(long, env = "HYPHA_DATABASE_URI")]
+    pub database_uri: Option<String>,
+    /// Close WebSocket connections idle for this many seconds (at least 1).
+    #[arg(long, env = "HYPHA_WS_IDLE_TIMEOUT", default_value_t = 600)]
+    pub ws_idle_timeout: u64,
+    /// Messages per second one WebSocket connection may send before it is closed with 1008
+    /// "Rate limit exceeded" (0: no limit; the reference enforces 200 by default).
+    #[arg(long, env = "HYPHA_WS_MSG_RATE_LIMIT", default_value_t = 0)]
+    pub ws_msg_rate_limit: u32,
+    /// Messages a connection may send at once above that rate (with the rate limit only;
+    /// at least 1).
+    #[arg(long, env = "HYPHA_WS_MSG_BURST_LIMIT", default_value_t = 2000)]
+    pub ws_msg_burst_limit: u32,
+    /// Largest accepted frame, bytes.
+    #[arg(long, env = "RHIZO_MAX_FRAME_BYTES", default_value_t = RouterConfig::default().max_frame_bytes)]
+    pub max_frame_bytes: usize,
+    /// Per-connection read buffer, bytes (the memory floor of a connection; at least 1024).
+    #[arg(long, env = "RHIZO_READ_BUFFER_BYTES", default_value_t = RouterConfig::default().read_buffer_bytes)]
+    pub read_buffer_bytes: usize,
+    /// Per-connection egress queue limit, bytes.
+    #[arg(long, env = "RHIZO_EGRESS_LIMIT_BYTES", default_value_t = RouterConfig::default().egress_limit_bytes)]
+    pub egress_limit_bytes: usize,
+    /// Lifetime of reconnection tokens, seconds.
+    #[arg(long, env = "RECONNECTION_TOKEN_LIFE_TIME", default_value_t = ServerConfig::default().reconnection_token_life_time)]
+    pub reconnection_token_life_time: u64,
+    /// Token issuer claim.
+    #[arg(long, env = "AUTH0_ISSUER", default_value = rhizo_protocol::token::DEFAULT_ISSUER)]
+    pub jwt_issuer: String,
+    /// Token audience claim.
+    #[arg(long, env = "AUTH0_AUDIENCE", default_value = rhizo_protocol::token::DEFAULT_AUDIENCE)]
+    pub jwt_audience: String,
+    /// Namespace of the roles/email/parent claims.
+    #[arg(long, env = "AUTH0_NAMESPACE", default_value = rhizo_protocol::token::DEFAULT_NAMESPACE)]
+    pub jwt_namespace: String,
+    /// Seconds a temporary workspace outlives its last client (0: removed at once; at most
+    /// one year).
+    #[arg(
+        long,
+        env = "HYPHA_WORKSPACE_UNLOAD_GRACE_PERIOD",
+        default_value_t = 0.0
+    )]
+    pub workspace_unload_grace_period: f64,
+    /// Workspaces a user may own (0: no limit; root is exempt).
+    #[arg(long, env = "HYPHA_MAX_WORKSPACES_PER_USER", default_value_t = Limits::default().workspaces_per_user)]
+    pub max_workspaces_per_user: usize,
+    /// Services besides `built-in` one client may register (0: no limit).
+    #[arg(long, env = "HYPHA_MAX_SERVICES_PER_CLIENT", default_value_t = Limits::default().services_per_client)]
+    pub max_services_per_client: usize,
+    /// Connections one user may hold on this server (0: no limit; root is exempt).
+    #[arg(long, env = "HYPHA_MAX_CONNECTIONS_PER_USER", default_value_t = Limits::default().connections_per_user)]
+    pub max_connections_per_user: usize,
+    /// Connections one workspace may hold on this server (0: no limit).
+    #[arg(long, env = "HYPHA_MAX_CLIENTS_PER_WORKSPACE", default_value_t = Limits::default().clients_per_workspace)]
+    pub max_clients_per_workspace: usize,
+    /// Handshakes handled at once; others wait up to 30 s, then get 1013 (0: no limit).
+    #[arg(long, env = "HYPHA_MAX_CONCURRENT_CONNECTIONS", default_value_t = Limits::default().concurrent_handshakes)]
+    pub max_concurrent_connections: usize,
+}
+
+/// A setting that cannot be used, found before anything is bound. `rhizo serve` exits
+/// with code 64 (EX_USAGE) and this message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{flag}: {problem}")]
+pub struct ConfigError {
+    /// The flag, e.g. `--read-buffer-bytes`.
+    pub flag: &'static str,
+    /// What is wrong with its value.
+    pub problem: String,
+}
+
+fn bad(flag: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        flag,
+        problem: problem.into(),
+    }
+}
+
+/// The longest unload grace period accepted, seconds (one year).
+const MAX_GRACE_SECS: f64 = 365.0 * 86_400.0;
+
+#[derive(Parser)]
+#[command(name = "rhizo serve")]
+struct Standalone {
+    #[command(flatten)]
+    settings: Settings,
+}
+
+// === impl Settings ===
+
+impl Settings {
+    /// Parses settings from command-line words (the first is the program name), falling
+    /// back to the environment and the defaults as `rhizo serve` does. Tests use this with
+    /// `["rhizo", "--port", "0", …]`.
+    ///
+    /// Errors: a clap usage error (unknown flag, unparsable value).
+    pub fn parse_from<I, T>(args: I) -> Result<Settings, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        Standalone::try_parse_from(args).map(|s| s.settings)
+    }
+
+    /// Checks every value that clap's types do not: each problem names its flag.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(t) = &self.root_token {
+            check_root_token(t).map_err(|p| bad("--root-token", p))?;
+        }
+        if self.read_buffer_bytes < 1024 {
+            return Err(bad("--read-buffer-bytes", "must be at least 1024"));
+        }
+        if self.max_frame_bytes == 0 {
+            return Err(bad("--max-frame-bytes", "must be greater than 0"));
+        }
+        if self.egress_limit_bytes == 0 {
+            return Err(bad("--egress-limit-bytes", "must be greater than 0"));
+        }
+        if self.ws_idle_timeout == 0 {
+            return Err(bad("--ws-idle-timeout", "must be at least 1 second"));
+        }
+        if self.ws_msg_rate_limit > 0 && self.ws_msg_burst_limit == 0 {
+            return Err(bad(
+                "--ws-msg-burst-limit",
+                "must be at least 1 when --ws-msg-rate-limit is set",
+            ));
+        }
+        let g = self.workspace_unload_grace_period;
+        if !g.is_finite() || !(0.0..=MAX_GRACE_SECS).contains(&g) {
+            return Err(bad(
+                "--workspace-unload-grace-period",
+                format!("must be between 0 and {MAX_GRACE_SECS} seconds, got {g}"),
+            ));
+        }
+        if !(self.base_path.is_empty() || self.base_path.starts_with('/')) {
+            return Err(bad("--base-path", "must start with '/'"));
+        }
+        if let Some(u) = &self.public_base_url {
+            if !(u.starts_with("http://") || u.starts_with("https://")) {
+                return Err(bad(
+                    "--public-base-url",
+                    "must be an http:// or https:// URL",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// `--base-path` without its trailing slash: `""` for the root, else `"/hypha"`.
+    pub fn base(&self) -> String {
+        self.base_path.trim_end_matches('/').to_owned()
+    }
+
+    /// The router's tunables from these settings (the rest keep `RouterConfig`'s defaults).
+    pub fn router_config(&self) -> RouterConfig {
+        RouterConfig {
+            max_frame_bytes: self.max_frame_bytes,
+            egress_limit_bytes: self.egress_limit_bytes,
+            read_buffer_bytes: self.read_buffer_bytes,
+            idle_timeout: Duration::from_secs(self.ws_idle_timeout),
+            msg_rate: (self.ws_msg_rate_limit > 0).then_some(MsgRate {
+                per_second: self.ws_msg_rate_limit,
+                burst: self.ws_msg_burst_limit,
+            }),
+            ..RouterConfig::default()
+        }
+    }
+
+    /// The control plane's settings, given the resolved URLs, server id and token secret.
+    pub fn server_config(
+        &self,
+        server_id: String,
+        public_url: &str,
+        local_url: String,
+        jwt_secret: String,
+    ) -> ServerConfig {
+        ServerConfig {
+            server_id,
+            public_base_url: public_url.trim_end_matches('/').to_owned(),
+            local_base_url: local_url,
+            jwt_secret,
+            claims: ClaimFormat {
+                issuer: self.jwt_issuer.clone(),
+                audience: self.jwt_audience.clone(),
+                namespace: self.jwt_namespace.clone(),
+            },
+            root_token: self.root_token.clone(),
+            reconnection_token_life_time: self.reconnection_token_life_time,
+            limits: Limits {
+                workspaces_per_user: self.max_workspaces_per_user,
+                services_per_client: self.max_services_per_client,
+                connections_per_user: self.max_connections_per_user,
+                clients_per_workspace: self.max_clients_per_workspace,
+                concurrent_handshakes: self.max_concurrent_connections,
+                ..Limits::default()
+            },
+            workspace_unload_grace: Duration::from_secs_f64(self.workspace_unload_grace_period),
+            ..ServerConfig::default()
+        }
+    }
+}
+
+/// Refuses weak root tokens as the reference does (workspace-api.md §1.5).
+pub fn check_root_token(token: &str) -> Result<(), String> {
+    if token.len() < 32 {
+        return Err("must be at least 32 characters".into());
+    }
+    const WEAK: [&str; 10] = [
+        "test", "root", "admin", "password", "token", "secret", "123", "abc", "hypha", "default",
+    ];
+    let lower = token.to_lowercase();
+    if token.len() < 64 {
+        if let Some(w) = WEAK.iter().find(|w| lower.contains(*w)) {
+            return Err(format!(
+                "a token shorter than 64 characters must not contain '{w}'"
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(extra: &[&str]) -> Settings {
+        let mut args = vec!["rhizo"];
+        args.extend_from_slice(extra);
+        Settings::parse_from(args).unwrap()
+    }
+
+    #[test]
+    fn weak_root_tokens_are_refused() {
+        assert!(check_root_token("short").is_err());
+        assert!(check_root_token(&format!("{}admin", "x".repeat(40))).is_err());
+        assert!(check_root_token(&"x".repeat(40)).is_ok());
+        assert!(check_root_token(&format!("{}admin", "x".repeat(70))).is_ok());
+    }
+
+    #[test]
+    fn flags_parse_with_reference_names() {
+        let s = parse(&["--host", "0.0.0.0", "--port", "0", "--base-path", "/hypha"]);
+        assert_eq!(s.host, "0.0.0.0");
+        assert_eq!(s.port, 0);
+        assert_eq!(s.base(), "/hypha");
+        assert_eq!(s.validate(), Ok(()));
+    }
+
+    #[test]
+    fn defaults_come_from_the_planes_own_defaults() {
+        let s = parse(&[]);
+        let r = s.router_config();
+        let d = RouterConfig::default();
+        assert_eq!(r.max_frame_bytes, d.max_frame_bytes);
+        assert_eq!(r.egress_limit_bytes, d.egress_limit_bytes);
+        assert_eq!(r.read_buffer_bytes, d.read_buffer_bytes);
+        assert_eq!(r.idle_timeout, d.idle_timeout);
+        assert!(r.msg_rate.is_none());
+        let c = s.server_config("x".into(), "http://h/", "http://h".into(), "k".into());
+        assert_eq!(c.limits, Limits::default());
+        assert_eq!(c.public_base_url, "http://h");
+        assert_eq!(
+            c.reconnection_token_life_time,
+            ServerConfig::default().reconnection_token_life_time
+        );
+    }
+
+    #[test]
+    fn bad_values_are_refused_not_clamped() {
+        for (args, flag) in [
+            (&["--read-buffer-bytes", "10"][..], "--read-buffer-bytes"),
+            (&["--ws-idle-timeout", "0"][..], "--ws-idle-timeout"),
+            (&["--max-frame-bytes", "0"][..], "--max-frame-bytes"),
+            (
+                &["--ws-msg-rate-limit", "5", "--ws-msg-burst-limit", "0"][..],
+                "--ws-msg-burst-limit",
+            ),
+            (
+                &["--workspace-unload-grace-period=-1"][..],
+                "--workspace-unload-grace-period",
+            ),
+            (
+                &["--workspace-unload-grace-period", "NaN"][..],
+                "--workspace-unload-grace-period",
+            ),
+            (&["--base-path", "hypha"][..], "--base-path"),
+            (&["--public-base-url", "ftp://x"][..], "--public-base-url"),
+            (&["--root-token", "short"][..], "--root-token"),
+        ] {
+            let err = parse(args).validate().unwrap_err();
+            assert_eq!(err.flag, flag, "{args:?}");
+        }
+    }
+}
