@@ -466,3 +466,95 @@ async fn handshakes_beyond_the_concurrency_limit_wait_then_get_server_busy() {
     let after = Client::connect(&s.url, ConnectOptions::default()).await;
     assert!(after.is_ok());
 }
+
+/// The manager's `message_cache` bounds what one client may hold: a number of uploads and
+/// their bytes together; a departed client's uploads are freed.
+#[tokio::test]
+async fn message_cache_uploads_are_bounded_per_client_and_freed_on_disconnect() {
+    let s = common::start_configured(RouterConfig::default(), |c| {
+        c.limits.cache_entries_per_client = 2;
+        c.limits.cache_bytes_per_client = 1000;
+    })
+    .await;
+    let c = common::connect_as(&s.url, "uploader").await;
+    let manager = s.manager.addr().to_owned();
+    let cache = |name: &str| format!("services.built-in.message_cache.{name}");
+    c.call(&manager, &cache("create"), vec!["k1".into()], T)
+        .await
+        .unwrap();
+    c.call(&manager, &cache("create"), vec!["k2".into()], T)
+        .await
+        .unwrap();
+    let third = c
+        .call(&manager, &cache("create"), vec!["k3".into()], T)
+        .await;
+    assert!(
+        matches!(&third, Err(ClientError::Remote(e)) if e.contains("too many messages") && e.contains("limit 2")),
+        "{third:?}"
+    );
+    let chunk = || Value::Binary(vec![7; 600]);
+    c.call(&manager, &cache("append"), vec!["k1".into(), chunk()], T)
+        .await
+        .unwrap();
+    let over = c
+        .call(&manager, &cache("append"), vec!["k2".into(), chunk()], T)
+        .await;
+    assert!(
+        matches!(&over, Err(ClientError::Remote(e)) if e.contains("exceeds 1000 bytes")),
+        "{over:?}"
+    );
+    let addr = format!("{}/uploader", c.workspace());
+    assert_eq!(s.manager.cache_usage(&addr), (2, 600));
+    // Removing an upload frees its slot and bytes.
+    c.call(&manager, &cache("remove"), vec!["k1".into()], T)
+        .await
+        .unwrap();
+    assert_eq!(s.manager.cache_usage(&addr), (1, 0));
+    c.call(&manager, &cache("create"), vec!["k3".into()], T)
+        .await
+        .unwrap();
+    c.call(&manager, &cache("append"), vec!["k3".into(), chunk()], T)
+        .await
+        .unwrap();
+    drop(c);
+    assert!(common::eventually(T, || s.manager.cache_usage(&addr) == (0, 0)).await);
+}
+
+/// Calls into the manager are bounded per client: over the bound a call is refused at
+/// once with a reject naming the limit, not queued; slots come back when calls finish.
+#[tokio::test]
+async fn manager_calls_beyond_the_per_client_bound_are_refused_at_once() {
+    let s = common::start_configured(RouterConfig::default(), |c| {
+        c.limits.manager_calls_per_client = 2;
+    })
+    .await;
+    let admin = common::connect_as(&s.url, "admin").await;
+    let ws = admin.workspace().to_owned();
+    let token = common::mint(&admin).await.unwrap();
+    let _silent = silent_client(&s.url, "mute", &ws, &token).await;
+    let admin = std::sync::Arc::new(admin);
+    // Two pings of a peer that never answers keep two manager calls running for 3 s.
+    let mut slow = Vec::new();
+    for _ in 0..2 {
+        let a = admin.clone();
+        slow.push(tokio::spawn(async move {
+            a.manager_call("ping", vec!["mute".into(), 3.into()]).await
+        }));
+    }
+    assert!(common::eventually(T, || s.manager.calls_running() == 2).await);
+    let third = admin.manager_call("echo", vec!["x".into()]).await;
+    assert!(
+        matches!(&third, Err(ClientError::Remote(e)) if e.contains("too many calls") && e.contains("limit 2")),
+        "{third:?}"
+    );
+    for h in slow {
+        let r = h.await.unwrap().unwrap();
+        assert!(
+            r.as_str().unwrap_or_default().contains("Failed to ping"),
+            "{r:?}"
+        );
+    }
+    assert!(common::eventually(T, || s.manager.calls_running() == 0).await);
+    let again = admin.manager_call("echo", vec!["x".into()]).await.unwrap();
+    assert_eq!(again.as_str(), Some("x"));
+}

@@ -48,6 +48,18 @@ pub struct Limits {
     /// How long a handshake waits for its turn before it is refused with 1013
     /// "Server busy, please retry" (30 s, workspace-api.md §7 step 3).
     pub handshake_wait: Duration,
+    /// Large messages one client may be uploading to the manager's `message_cache` at
+    /// once (64; hypha-rpc opens one per large message in flight, protocol.md §5.1).
+    pub cache_entries_per_client: usize,
+    /// Bytes one client may hold in `message_cache` uploads, all together (256 MiB, the
+    /// largest message the reference accepts). Freed when the message is processed or
+    /// removed, or the client disconnects.
+    pub cache_bytes_per_client: usize,
+    /// Calls one client may have running in the manager at once (64); more are refused
+    /// at once with a reject, never queued.
+    pub manager_calls_per_client: usize,
+    /// Calls all clients together may have running in the manager at once (4096).
+    pub manager_calls_total: usize,
 }
 
 impl Default for Limits {
@@ -59,6 +71,10 @@ impl Default for Limits {
             clients_per_workspace: 1000,
             concurrent_handshakes: 10,
             handshake_wait: Duration::from_secs(30),
+            cache_entries_per_client: 64,
+            cache_bytes_per_client: 256 * 1024 * 1024,
+            manager_calls_per_client: 64,
+            manager_calls_total: 4096,
         }
     }
 }

@@ -7,6 +7,7 @@
 //! clients) and waits for their replies, with heartbeats resetting the timeout (§3.4).
 
 mod cache;
+mod calls;
 mod chunks;
 mod default;
 mod http_api;
@@ -22,7 +23,10 @@ use crate::workspaces::Workspaces;
 use bytes::Bytes;
 use dashmap::DashMap;
 use rhizo_interface::RouterControl;
-use rhizo_protocol::message::{bind, encode_call, Call, Incoming, Message, Param, ReplyKind};
+use rhizo_protocol::frame::HeaderView;
+use rhizo_protocol::message::{
+    bind, encode_call, encode_frame, Call, Incoming, Message, Param, ReplyKind,
+};
 use rhizo_protocol::user::{Permission, UserInfo};
 use rhizo_protocol::value::{self, map, method, RPromise};
 use rmpv::Value;
@@ -103,6 +107,8 @@ pub struct Manager {
     addr: String,
     pending: DashMap<String, PendingCall>,
     cache: cache::MessageCache,
+    /// Slots of the calls running in the manager, per caller and in all.
+    calls: calls::CallLimits,
     root_user: Value,
     /// HTTP requests served, by route template and status (for `/metrics`).
     pub http_requests: DashMap<(String, u16), u64>,
@@ -162,6 +168,9 @@ impl Manager {
         let handshakes = Some(config.limits.concurrent_handshakes)
             .filter(|n| *n > 0)
             .map(tokio::sync::Semaphore::new);
+        let l = &config.limits;
+        let calls = calls::CallLimits::new(l.manager_calls_per_client, l.manager_calls_total);
+        let cache = cache::MessageCache::new(l.cache_entries_per_client, l.cache_bytes_per_client);
         Arc::new(Manager {
             config,
             router,
@@ -171,7 +180,8 @@ impl Manager {
             manager_id,
             addr,
             pending: DashMap::new(),
-            cache: cache::MessageCache::default(),
+            calls,
+            cache,
             http_requests: DashMap::new(),
             callbacks: DashMap::new(),
             event_log: std::sync::Mutex::new(Vec::new()),
@@ -194,29 +204,98 @@ impl Manager {
         &self.addr
     }
 
+    /// Calls running in the manager now (bounded by `Limits::manager_calls_total`).
+    pub fn calls_running(&self) -> usize {
+        self.calls.running()
+    }
+
+    /// `(uploads open, bytes held)` in the `message_cache` by the client at `addr`.
+    pub fn cache_usage(&self, addr: &str) -> (usize, usize) {
+        self.cache.usage_of(addr)
+    }
+
     /// The attached store, if any.
     pub fn store(&self) -> Option<&Arc<dyn crate::storage::Store>> {
         self.store.get()
     }
 
-    /// Handles one stamped frame addressed to the manager. Never blocks: calls run on
-    /// their own task.
+    /// Handles one stamped frame addressed to the manager. Never blocks, and runs on the
+    /// sender's reader task, so it reads the header only (`from`, `session`, `method`):
+    ///
+    /// * a reply (`<session>.resolve|reject|heartbeat`) to a call the manager is not
+    ///   waiting on is dropped undecoded;
+    /// * a call takes one of the sender's `manager_calls_per_client` slots and one of the
+    ///   `manager_calls_total` ones, or is refused at once with a reject naming the limit
+    ///   (backpressure, never an unbounded queue);
+    /// * the whole frame is decoded and the call run on its own task, holding its slots
+    ///   until its reply is sent.
     pub fn handle_frame(self: &Arc<Self>, frame: Bytes) {
-        match Message::decode(&frame) {
-            Ok(m) => self.handle_message(m),
-            Err(e) => tracing::debug!(error = %e, "undecodable frame for the manager"),
+        let Ok(view) = HeaderView::parse(&frame) else {
+            tracing::debug!("undecodable frame for the manager");
+            return;
+        };
+        let method = view.method(&frame).unwrap_or_default();
+        if let Some((session, name)) = method.rsplit_once('.') {
+            let reply = matches!(name, "resolve" | "reject" | "heartbeat");
+            if reply && !method.starts_with("services.") && !self.pending.contains_key(session) {
+                return;
+            }
         }
+        let header = rmpv::decode::read_value(&mut &frame[..view.header_len()]).ok();
+        let from = header
+            .as_ref()
+            .and_then(|h| value::get_str(h, "from"))
+            .unwrap_or_default()
+            .to_owned();
+        let slot = match self.calls.acquire(&from) {
+            Ok(slot) => slot,
+            Err(limit) => {
+                let session = view.session(&frame).unwrap_or_default();
+                self.refuse_call(&from, method, session, &limit);
+                return;
+            }
+        };
+        let me = self.clone();
+        tokio::spawn(async move {
+            match Message::decode(&frame) {
+                Ok(m) => me.handle_message(m, slot).await,
+                Err(e) => tracing::debug!(error = %e, "undecodable frame for the manager"),
+            }
+        });
     }
 
-    fn handle_message(self: &Arc<Self>, m: Message) {
-        match m.classify() {
-            Incoming::Call(call) => {
-                let me = self.clone();
-                tokio::spawn(async move { me.answer(*call).await });
-            }
-            Incoming::Reply { session, kind } => self.complete(&session, kind),
-            Incoming::Other => {}
+    /// Tells `from` that its call `method` was refused by the manager's call limits.
+    fn refuse_call(&self, from: &str, method: &str, session: &str, limit: &str) {
+        tracing::debug!(caller = %from, %method, "manager call refused: {limit}");
+        if session.is_empty() || from.is_empty() {
+            return;
         }
+        let header = map([
+            ("type", "method".into()),
+            ("from", self.addr.as_str().into()),
+            ("to", from.into()),
+            ("method", format!("{session}.reject").into()),
+        ]);
+        let message = format!("RuntimeError: {limit}; retry when earlier calls have finished");
+        let extra = map([("args", Value::Array(vec![value::error(&message)]))]);
+        self.router
+            .deliver(from, Bytes::from(encode_frame(&header, Some(&extra))));
+    }
+
+    /// Runs a decoded message holding `slot` (one of its sender's call slots) until done.
+    fn handle_message(
+        self: &Arc<Self>,
+        m: Message,
+        slot: calls::CallSlot,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+        Box::pin(async move {
+            match m.classify() {
+                Incoming::Call(call) => self.clone().answer(*call).await,
+                Incoming::Reply { session, kind } => self.complete(&session, kind),
+                Incoming::Other => {}
+            }
+            drop(slot);
+        })
     }
 
     fn complete(&self, session: &str, kind: ReplyKind) {

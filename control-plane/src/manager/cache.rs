@@ -4,8 +4,9 @@
 //! trusted fields of the `process` call and handles it like any frame.
 //!
 //! Entries are keyed by the uploading client's address and the key, so one client cannot
-//! touch another's upload; an entry is capped at [`MAX_MESSAGE_BYTES`] and dropped when
-//! its client disconnects.
+//! touch another's upload. One client may hold at most `Limits::cache_entries_per_client`
+//! uploads of at most `Limits::cache_bytes_per_client` bytes together (so one message is
+//! capped at that size too); everything a client uploaded is freed when it disconnects.
 
 use super::{Ctx, Manager};
 use dashmap::DashMap;
@@ -15,9 +16,6 @@ use rmpv::Value;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-/// Largest message one client may assemble, bytes.
-pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
-
 #[derive(Debug, Default)]
 struct Entry {
     chunks: BTreeMap<u64, Vec<u8>>,
@@ -25,9 +23,21 @@ struct Entry {
 }
 
 /// Uploads in progress.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct MessageCache {
+    /// Limits per client ([`crate::config::Limits`]).
+    max_entries: usize,
+    max_bytes: usize,
     entries: DashMap<(String, String), Entry>,
+    /// Per uploading client: open entries and the bytes they hold. Updated with the
+    /// entries; the owner's row goes when its last entry does.
+    usage: DashMap<String, Usage>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Usage {
+    entries: usize,
+    bytes: usize,
 }
 
 fn key_of(v: &Value) -> Result<String, String> {
@@ -40,6 +50,16 @@ fn key_of(v: &Value) -> Result<String, String> {
 // === impl MessageCache ===
 
 impl MessageCache {
+    /// A cache that lets one client hold `max_entries` uploads of `max_bytes` together.
+    pub(super) fn new(max_entries: usize, max_bytes: usize) -> Self {
+        MessageCache {
+            max_entries,
+            max_bytes,
+            entries: DashMap::new(),
+            usage: DashMap::new(),
+        }
+    }
+
     pub(super) fn call(
         &self,
         mgr: &Arc<Manager>,
@@ -58,9 +78,23 @@ impl MessageCache {
                 let key = key_of(&a[0])?;
                 self.heartbeat(mgr, &key, &a[1])?;
                 let overwrite = a[2].as_bool().unwrap_or(false);
-                let slot = (owner, key.clone());
+                let slot = (owner.clone(), key.clone());
                 if !overwrite && self.entries.contains_key(&slot) {
                     return Err(format!("KeyError: Message with key {key} already exists"));
+                }
+                if let Some((_, old)) = self.entries.remove(&slot) {
+                    self.release(&owner, 1, old.size);
+                }
+                {
+                    let mut u = self.usage.entry(owner.clone()).or_default();
+                    if u.entries >= self.max_entries {
+                        return Err(format!(
+                            "RuntimeError: too many messages being uploaded by {owner} \
+                             (limit {}); process or remove some first",
+                            self.max_entries
+                        ));
+                    }
+                    u.entries += 1;
                 }
                 self.entries.insert(slot, Entry::default());
                 Ok(Value::Nil)
@@ -95,19 +129,26 @@ impl MessageCache {
                 };
                 let mut entry = self
                     .entries
-                    .get_mut(&(owner, key.clone()))
+                    .get_mut(&(owner.clone(), key.clone()))
                     .ok_or_else(|| format!("KeyError: Message with key {key} does not exist"))?;
-                if entry.size + chunk.len() > MAX_MESSAGE_BYTES {
-                    return Err(format!(
-                        "ValueError: Message {key} exceeds {MAX_MESSAGE_BYTES} bytes"
-                    ));
-                }
-                entry.size += chunk.len();
                 let index =
                     index.unwrap_or_else(|| entry.chunks.keys().next_back().map_or(0, |k| k + 1));
-                if let Some(old) = entry.chunks.insert(index, chunk) {
-                    entry.size -= old.len();
+                let replaced = entry.chunks.get(&index).map_or(0, Vec::len);
+                {
+                    // Lock order: an entry, then its owner's usage row (never the reverse).
+                    let mut u = self.usage.entry(owner.clone()).or_default();
+                    let after = u.bytes.saturating_sub(replaced) + chunk.len();
+                    if after > self.max_bytes {
+                        return Err(format!(
+                            "ValueError: Message {key} exceeds {} bytes \
+                             (all uploads of one client together)",
+                            self.max_bytes
+                        ));
+                    }
+                    u.bytes = after;
                 }
+                entry.size = entry.size - replaced + chunk.len();
+                entry.chunks.insert(index, chunk);
                 Ok(Value::Nil)
             }
             "process" => {
@@ -116,8 +157,9 @@ impl MessageCache {
                 self.heartbeat(mgr, &key, &a[1])?;
                 let (_, entry) = self
                     .entries
-                    .remove(&(owner, key.clone()))
+                    .remove(&(owner.clone(), key.clone()))
                     .ok_or_else(|| format!("KeyError: Message with key {key} does not exist"))?;
+                self.release(&owner, 1, entry.size);
                 let mut whole = Vec::with_capacity(entry.size);
                 for c in entry.chunks.values() {
                     whole.extend_from_slice(c);
@@ -131,12 +173,20 @@ impl MessageCache {
                     value::set(target, "ws", call.ws.as_str().into());
                     value::set(target, "user", call.user.clone());
                 }
-                mgr.handle_message(m);
+                // The reassembled message runs on its own task, with a call slot of its own.
+                let slot = mgr
+                    .calls
+                    .acquire(&call.from)
+                    .map_err(|e| format!("RuntimeError: {e}"))?;
+                let me = mgr.clone();
+                tokio::spawn(async move { me.handle_message(m, slot).await });
                 Ok(Value::Nil)
             }
             "remove" => {
                 let a = bind(name, &[("key", false)], call)?;
-                self.entries.remove(&(owner, key_of(&a[0])?));
+                if let Some((_, old)) = self.entries.remove(&(owner.clone(), key_of(&a[0])?)) {
+                    self.release(&owner, 1, old.size);
+                }
                 Ok(Value::Nil)
             }
             _ => Err(format!(
@@ -160,8 +210,25 @@ impl MessageCache {
         }
     }
 
-    /// Drops every upload of a departed client.
+    /// Uncounts `entries` uploads holding `bytes` of `owner`.
+    fn release(&self, owner: &str, entries: usize, bytes: usize) {
+        if let Some(mut u) = self.usage.get_mut(owner) {
+            u.entries = u.entries.saturating_sub(entries);
+            u.bytes = u.bytes.saturating_sub(bytes);
+        }
+        self.usage.remove_if(owner, |_, u| u.entries == 0);
+    }
+
+    /// Drops every upload of a departed client and frees what they held.
     pub(super) fn drop_owner(&self, owner: &str) {
         self.entries.retain(|(o, _), _| o != owner);
+        self.usage.remove(owner);
+    }
+
+    /// Uploads open and bytes held by `owner` (for tests and metrics).
+    pub(super) fn usage_of(&self, owner: &str) -> (usize, usize) {
+        self.usage
+            .get(owner)
+            .map_or((0, 0), |u| (u.entries, u.bytes))
     }
 }
