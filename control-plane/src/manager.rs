@@ -50,26 +50,29 @@ pub struct Ctx {
 // === impl Ctx ===
 
 impl Ctx {
-    fn from_call(call: &Call) -> Self {
-        let user = serde_json::from_value(value::to_json(&call.user)).unwrap_or_else(|_| {
-            let mut u = UserInfo::root();
-            u.id = "unknown".into();
-            u.roles = vec!["anonymous".into()];
-            u.scope = Default::default();
-            u
-        });
+    /// The context of `call`, from its router-stamped `from`, `ws` and `user`.
+    ///
+    /// Errors: the stamped user record does not parse, or `from`/`ws` are missing. Such a
+    /// call is refused: it never runs with a made-up identity.
+    fn from_call(call: &Call) -> Result<Self, String> {
+        let user: UserInfo = serde_json::from_value(value::to_json(&call.user)).map_err(|e| {
+            format!("PermissionError: the caller's identity could not be read ({e})")
+        })?;
+        if call.from.is_empty() || call.ws.is_empty() {
+            return Err("PermissionError: the call carries no caller address".into());
+        }
         let cid = call
             .from
             .split_once('/')
             .map(|(_, c)| c)
             .unwrap_or(&call.from)
             .to_owned();
-        Ctx {
+        Ok(Ctx {
             ws: call.ws.clone(),
             from: call.from.clone(),
             cid,
             user,
-        }
+        })
     }
 
     /// Fails with the reference's `PermissionError` unless the caller has `needed` on `ws`.
@@ -321,7 +324,16 @@ impl Manager {
     /// Runs a call and sends its reply; heartbeats the caller while the call runs longer
     /// than its interval.
     async fn answer(self: Arc<Self>, call: Call) {
-        let ctx = Ctx::from_call(&call);
+        let ctx = match Ctx::from_call(&call) {
+            Ok(ctx) => ctx,
+            Err(e) => {
+                tracing::warn!(method = %call.method, caller = %call.from, error = %e, "manager call refused");
+                if let Some((to, frame)) = call.reply(&self.addr, Err(e)) {
+                    self.router.deliver(&to, Bytes::from(frame));
+                }
+                return;
+            }
+        };
         let interval = match &call.promise {
             rhizo_protocol::message::Promise::Compact { interval } => *interval,
             rhizo_protocol::message::Promise::Explicit { interval, .. } => *interval,
@@ -632,5 +644,42 @@ impl Manager {
             ),
             ("message_cache", cache),
         ])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rhizo_protocol::message::Promise;
+
+    fn call_with_user(user: Value) -> Call {
+        Call {
+            method: "services.default.echo".into(),
+            from: "ws-a/c1".into(),
+            ws: "ws-a".into(),
+            user,
+            session: Some("s1".into()),
+            args: vec![],
+            kwargs: vec![],
+            promise: Promise::Compact { interval: None },
+        }
+    }
+
+    #[test]
+    fn a_call_whose_user_record_does_not_parse_is_refused() {
+        for bad in [Value::Nil, Value::from("root"), map([("id", 5.into())])] {
+            let err = Ctx::from_call(&call_with_user(bad.clone())).unwrap_err();
+            assert!(err.starts_with("PermissionError"), "{bad}: {err}");
+        }
+        let mut anon = UserInfo::root();
+        anon.id = "anonymouz-x".into();
+        anon.roles = vec!["anonymous".into()];
+        let json = serde_json::to_value(&anon).unwrap();
+        let ctx = Ctx::from_call(&call_with_user(value::from_json(&json))).unwrap();
+        assert_eq!(ctx.user.id, "anonymouz-x");
+        assert_eq!(ctx.cid, "c1");
+        let mut no_from = call_with_user(value::from_json(&json));
+        no_from.from.clear();
+        assert!(Ctx::from_call(&no_from).is_err());
     }
 }
