@@ -6,6 +6,13 @@
 //! and other peers ask for, and exposes every other frame ([`Client::next_event`]) and the
 //! raw socket ([`Client::send_frame`]) for tests and the load generator.
 //!
+//! The RPC bookkeeping — pending calls, their timeouts and the heartbeats that extend them,
+//! replies and heartbeats for calls into our services, the `built-in` answers and the
+//! visibility checks — is the sans-IO [`rhizo_protocol::peer::RpcPeer`]. One task per
+//! connection drives it: it feeds in every frame and every due timer and drains the frames
+//! to send, the completed calls (to their waiting futures) and the calls to run (each
+//! handler on its own task, whose result goes back into the peer).
+//!
 //! For many frames per second through one socket, [`raw::RawConnection`] does the same
 //! handshake but leaves reading and writing to its owner, with allocation-free frame
 //! writers and header scanners (the load generator uses it).
@@ -16,16 +23,18 @@ pub mod raw;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use rhizo_protocol::message::{encode_frame, Call, Incoming, Message, ReplyKind};
-use rhizo_protocol::value::{self, get_str, map, method, RPromise};
+use rhizo_protocol::message::{Call, Message};
+use rhizo_protocol::peer::{
+    built_in_record, service_record, CallError, CallRequest, IncomingId, PeerConfig, PeerEvent,
+    Role, RpcPeer,
+};
 use rmpv::Value;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 /// What can go wrong for a client.
@@ -80,23 +89,36 @@ pub enum Event {
 pub type Handler =
     Arc<dyn Fn(Call) -> Pin<Box<dyn Future<Output = Result<Value, String>> + Send>> + Send + Sync>;
 
-type Pending = Arc<Mutex<HashMap<String, oneshot::Sender<Result<Value, String>>>>>;
+/// What a call waits on: the peer hands it back with the call's outcome.
+type Waiter = oneshot::Sender<Result<Value, CallError>>;
 
-struct Service {
-    record: Value,
-    functions: HashMap<String, Handler>,
+/// The handlers of the services registered with [`Client::register_service`]: service id →
+/// member name → handler. Their records live in the peer ([`rhizo_protocol::peer::LocalServices`]).
+type Handlers = HashMap<String, HashMap<String, Handler>>;
+
+/// What the driver task and the [`Client`] handles share.
+struct Shared {
+    /// The RPC peer and whether the connection has ended. Never held across an `.await`.
+    state: Mutex<State>,
+    /// Wakes the driver when a call adds a deadline that may be earlier than the one it
+    /// sleeps towards.
+    wake: Notify,
+    out: mpsc::UnboundedSender<WsMessage>,
+    events: mpsc::UnboundedSender<Event>,
+    handlers: Mutex<Handlers>,
 }
 
-type Services = Arc<Mutex<HashMap<String, Service>>>;
+struct State {
+    peer: RpcPeer<Waiter>,
+    /// Set once the socket has ended; later calls fail at once.
+    closed: bool,
+}
 
 /// A connected client. Dropping it closes the connection.
 pub struct Client {
     info: serde_json::Value,
-    out: mpsc::UnboundedSender<WsMessage>,
-    pending: Pending,
-    services: Services,
+    shared: Arc<Shared>,
     events: mpsc::UnboundedReceiver<Event>,
-    next_session: AtomicU64,
     reader: tokio::task::JoinHandle<()>,
 }
 
@@ -120,6 +142,42 @@ fn random_id() -> String {
         .collect()
 }
 
+/// The peer's clock: tokio's, so that paused test time applies.
+fn now() -> std::time::Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+/// A client peer for the connection described by `info` (`connection_info`, §1.4);
+/// sessions are `<prefix><n>`.
+fn client_peer<W>(info: &serde_json::Value, session_prefix: String) -> RpcPeer<W> {
+    RpcPeer::new(PeerConfig {
+        addr: format!(
+            "{}/{}",
+            info["workspace"].as_str().unwrap_or_default(),
+            info["client_id"].as_str().unwrap_or_default()
+        ),
+        // `_rserver` of the methods we describe: a peer (the reference's manager
+        // included) that sees another server URL there re-encodes the method as a proxy
+        // through itself instead of passing it on (protocol.md §4.3).
+        server_url: info["public_base_url"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+        role: Role::Client,
+        session_prefix,
+    })
+}
+
+impl From<CallError> for ClientError {
+    fn from(e: CallError) -> Self {
+        match e {
+            CallError::Rejected(m) => ClientError::Remote(m),
+            CallError::Timeout { timeout, .. } => ClientError::Timeout(timeout),
+            CallError::Failed(_) => ClientError::Closed,
+        }
+    }
+}
+
 // === impl Client ===
 
 impl Client {
@@ -130,34 +188,25 @@ impl Client {
     /// `{"type":"error"}`; [`ClientError::Ws`] for transport failures.
     pub async fn connect(server_url: &str, opts: ConnectOptions) -> Result<Client, ClientError> {
         let (ws, info) = raw::handshake(server_url, opts).await?;
-        let cid = info["client_id"].as_str().unwrap_or_default().to_owned();
         let (sink, stream) = ws.split();
         let (out, out_rx) = mpsc::unbounded_channel();
         let (ev_tx, events) = mpsc::unbounded_channel();
-        let pending: Pending = Arc::default();
-        let services: Services = Arc::default();
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                peer: client_peer(&info, format!("s{}x", random_id())),
+                closed: false,
+            }),
+            wake: Notify::new(),
+            out,
+            events: ev_tx,
+            handlers: Mutex::default(),
+        });
         tokio::spawn(write_loop(sink, out_rx));
-        let reader = tokio::spawn(read_loop(
-            stream,
-            ReaderState {
-                out: out.clone(),
-                pending: pending.clone(),
-                services: services.clone(),
-                events: ev_tx,
-                me: format!("{}/{}", info["workspace"].as_str().unwrap_or_default(), cid),
-                server: info["public_base_url"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned(),
-            },
-        ));
+        let reader = tokio::spawn(drive(stream, shared.clone()));
         let client = Client {
             info,
-            out,
-            pending,
-            services,
+            shared,
             events,
-            next_session: AtomicU64::new(1),
             reader,
         };
         client.register_built_in().await?;
@@ -186,14 +235,16 @@ impl Client {
 
     /// Sends a raw binary frame.
     pub fn send_frame(&self, frame: Bytes) -> Result<(), ClientError> {
-        self.out
+        self.shared
+            .out
             .send(WsMessage::Binary(frame))
             .map_err(|_| ClientError::Closed)
     }
 
     /// Sends a raw text frame.
     pub fn send_text(&self, text: &str) -> Result<(), ClientError> {
-        self.out
+        self.shared
+            .out
             .send(WsMessage::Text(text.to_owned().into()))
             .map_err(|_| ClientError::Closed)
     }
@@ -204,7 +255,10 @@ impl Client {
     }
 
     /// Calls `method` on `to` with positional `args` and a compact promise, waiting at most
-    /// `timeout` for the reply.
+    /// `timeout` for the reply; every heartbeat of the callee restarts that wait (§3.4).
+    ///
+    /// Errors: [`ClientError::Remote`] with the callee's reject text,
+    /// [`ClientError::Timeout`], [`ClientError::Closed`] if the connection is or goes down.
     pub async fn call(
         &self,
         to: &str,
@@ -216,6 +270,8 @@ impl Client {
     }
 
     /// Like [`Client::call`], with keyword arguments (`with_kwargs`, §3.5).
+    ///
+    /// Cancel-safe: dropping the future forgets the call (a late reply is ignored).
     pub async fn call_with(
         &self,
         to: &str,
@@ -224,24 +280,29 @@ impl Client {
         kwargs: Option<Value>,
         timeout: Duration,
     ) -> Result<Value, ClientError> {
-        let session = format!(
-            "s{}x{}",
-            self.next_session.fetch_add(1, Ordering::Relaxed),
-            random_id()
-        );
+        if self.shared.out.is_closed() {
+            return Err(ClientError::Closed);
+        }
+        let req = CallRequest::new(to, method, args, timeout).with_kwargs(kwargs);
         let (tx, rx) = oneshot::channel();
-        self.pending
-            .lock()
-            .expect("pending lock")
-            .insert(session.clone(), tx);
-        self.send_frame(call_frame(to, method, &session, args, kwargs, timeout))?;
-        let result = tokio::time::timeout(timeout, rx).await;
-        self.pending.lock().expect("pending lock").remove(&session);
-        match result {
-            Err(_) => Err(ClientError::Timeout(timeout)),
-            Ok(Err(_)) => Err(ClientError::Closed),
-            Ok(Ok(Ok(v))) => Ok(v),
-            Ok(Ok(Err(e))) => Err(ClientError::Remote(e)),
+        let session = {
+            let mut st = self.shared.lock();
+            if st.closed {
+                return Err(ClientError::Closed);
+            }
+            let session = st.peer.call(now(), req, tx);
+            self.shared.flush(&mut st);
+            session
+        };
+        self.shared.wake.notify_one();
+        let _forget = Forget {
+            shared: &self.shared,
+            session,
+        };
+        match rx.await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => Err(ClientError::Closed),
         }
     }
 
@@ -258,6 +319,9 @@ impl Client {
 
     /// Registers a service `id` whose functions are `functions`; `config` is the service
     /// config map (e.g. `{"visibility": "public"}`). Returns the full service id.
+    ///
+    /// Calls into it run each on their own task; while one runs longer than the caller's
+    /// heartbeat interval, the caller is sent heartbeats (§3.4).
     pub async fn register_service(
         &self,
         id: &str,
@@ -265,65 +329,111 @@ impl Client {
         functions: Vec<(&str, Handler)>,
     ) -> Result<String, ClientError> {
         let me = format!("{}/{}", self.workspace(), self.client_id());
-        let full = format!("{me}:{id}");
-        let mut record = map([
-            ("id", full.as_str().into()),
-            ("name", id.into()),
-            ("type", "generic".into()),
-            ("description", "".into()),
-            ("app_id", "*".into()),
-            ("config", config),
-        ]);
-        if value::get(&record, "config").is_some_and(Value::is_nil) {
-            value::set(&mut record, "config", Value::Map(vec![]));
-        }
-        let svc = Service {
-            record: record.clone(),
-            functions: functions
-                .into_iter()
-                .map(|(n, h)| (n.to_owned(), h))
-                .collect(),
-        };
-        self.services
+        let record = service_record(&me, id, config);
+        let members = functions.iter().map(|(n, _)| (*n).to_owned()).collect();
+        let functions = functions
+            .into_iter()
+            .map(|(n, h)| (n.to_owned(), h))
+            .collect();
+        self.shared
+            .handlers
             .lock()
-            .expect("services lock")
-            .insert(id.to_owned(), svc);
+            .expect("handlers lock")
+            .insert(id.to_owned(), functions);
+        self.shared
+            .lock()
+            .peer
+            .services_mut()
+            .register(id, record.clone(), members);
         self.manager_call("register_service", vec![record]).await?;
-        Ok(full)
+        Ok(format!("{me}:{id}"))
     }
 
     async fn register_built_in(&self) -> Result<(), ClientError> {
         let me = format!("{}/{}", self.workspace(), self.client_id());
-        let record = map([
-            ("id", format!("{me}:built-in").into()),
-            ("name", "built-in".into()),
-            ("type", "built-in".into()),
-            ("description", "".into()),
-            ("app_id", "*".into()),
-            (
-                "config",
-                map([
-                    ("visibility", "public".into()),
-                    ("require_context", true.into()),
-                    ("api_version", 3.into()),
-                ]),
-            ),
-        ]);
-        self.manager_call("register_service", vec![record])
+        self.manager_call("register_service", vec![built_in_record(&me)])
             .await
             .map(|_| ())
     }
 
     /// Closes the connection.
     pub fn disconnect(&self) {
-        let _ = self.out.send(WsMessage::Close(None));
+        let _ = self.shared.out.send(WsMessage::Close(None));
     }
 }
 
 impl Drop for Client {
     fn drop(&mut self) {
-        let _ = self.out.send(WsMessage::Close(None));
+        let _ = self.shared.out.send(WsMessage::Close(None));
         self.reader.abort();
+    }
+}
+
+/// Forgets a call in the peer when the future waiting for it is dropped (a no-op once the
+/// call has completed).
+struct Forget<'a> {
+    shared: &'a Shared,
+    session: String,
+}
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        self.shared.lock().peer.cancel(&self.session);
+    }
+}
+
+// === impl Shared ===
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().expect("peer lock")
+    }
+
+    /// Drains the peer after an input: frames go to the writer, completed calls to their
+    /// waiters, incoming calls to their handlers, other frames to [`Client::next_event`].
+    fn flush(self: &Arc<Self>, st: &mut State) {
+        while let Some(t) = st.peer.poll_transmit() {
+            let _ = self.out.send(WsMessage::Binary(Bytes::from(t.frame)));
+        }
+        while let Some(ev) = st.peer.poll_event() {
+            match ev {
+                PeerEvent::CallCompleted { waiter, result, .. } => {
+                    let _ = waiter.send(result);
+                }
+                PeerEvent::IncomingCall { id, call } => self.serve(id, *call),
+                PeerEvent::Refused {
+                    from,
+                    method,
+                    reason,
+                } => tracing::debug!(%from, %method, %reason, "refused a call"),
+                PeerEvent::Other(m) => {
+                    let _ = self.events.send(Event::Frame(m));
+                }
+            }
+        }
+    }
+
+    /// Runs the handler of a call the peer routed to a registered member, on its own
+    /// task, and hands the result back to the peer.
+    fn serve(self: &Arc<Self>, id: IncomingId, call: Call) {
+        let handler = call
+            .method
+            .strip_prefix("services.")
+            .and_then(|p| p.split_once('.'))
+            .and_then(|(svc, member)| {
+                let handlers = self.handlers.lock().expect("handlers lock");
+                handlers.get(svc)?.get(member).cloned()
+            });
+        let me = self.clone();
+        tokio::spawn(async move {
+            let result = match handler {
+                Some(h) => h(call).await,
+                None => Err(format!("Method not found: {}", call.method)),
+            };
+            let mut st = me.lock();
+            st.peer.respond(id, result);
+            me.flush(&mut st);
+        });
     }
 }
 
@@ -349,206 +459,58 @@ where
     }
 }
 
-struct ReaderState {
-    out: mpsc::UnboundedSender<WsMessage>,
-    pending: Pending,
-    services: Services,
-    events: mpsc::UnboundedSender<Event>,
-    me: String,
-    /// The server's `public_base_url`, the `_rserver` of the methods we describe: a peer
-    /// (the reference's manager included) that sees another server URL there re-encodes
-    /// the method as a proxy through itself instead of passing it on (protocol.md §4.3).
-    server: String,
-}
-
-async fn read_loop<S>(mut stream: S, st: ReaderState)
+/// The driver: feeds every frame and every due timer into the peer and drains it, until
+/// the socket ends; then fails the calls still waiting.
+async fn drive<S>(mut stream: S, shared: Arc<Shared>)
 where
     S: futures_util::Stream<Item = Result<WsMessage, tokio_tungstenite::tungstenite::Error>>
         + Unpin,
 {
-    while let Some(msg) = stream.next().await {
-        match msg {
-            Ok(WsMessage::Binary(b)) => {
-                let Ok(m) = Message::decode(&b) else { continue };
-                match m.clone().classify() {
-                    Incoming::Reply { session, kind } => {
-                        let tx = match &kind {
-                            ReplyKind::Heartbeat => None,
-                            _ => st.pending.lock().expect("pending lock").remove(&session),
-                        };
-                        match (tx, kind) {
-                            (Some(tx), ReplyKind::Resolve(v)) => {
-                                let _ = tx.send(Ok(v));
-                            }
-                            (Some(tx), ReplyKind::Reject(e)) => {
-                                let _ = tx.send(Err(e));
-                            }
-                            _ => {}
-                        }
-                    }
-                    Incoming::Call(call) => serve_call(&st, *call, m),
-                    Incoming::Other => {
-                        let _ = st.events.send(Event::Frame(m));
+    loop {
+        let deadline = shared.lock().peer.poll_timeout();
+        let timer = async move {
+            match deadline {
+                Some(t) => tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            msg = stream.next() => match msg {
+                Some(Ok(WsMessage::Binary(b))) => {
+                    let mut st = shared.lock();
+                    if st.peer.handle_frame(now(), &b).is_ok() {
+                        shared.flush(&mut st);
                     }
                 }
-            }
-            Ok(WsMessage::Text(t)) => {
-                let v = serde_json::from_str(t.as_str()).unwrap_or(serde_json::Value::Null);
-                let _ = st.events.send(Event::Text(v));
-            }
-            Ok(WsMessage::Close(f)) => {
-                let _ = st.events.send(Event::Closed(
-                    f.map(|f| (u16::from(f.code), f.reason.to_string())),
-                ));
-                break;
-            }
-            Ok(_) => {}
-            Err(_) => {
-                let _ = st.events.send(Event::Closed(None));
-                break;
-            }
-        }
-    }
-    // Fail every call still waiting.
-    for (_, tx) in st.pending.lock().expect("pending lock").drain() {
-        let _ = tx.send(Err("connection closed".into()));
-    }
-}
-
-/// Answers a call into our services: `built-in.ping`, `built-in.get_service` and the
-/// registered functions. Anything else goes out as an event.
-fn serve_call(st: &ReaderState, call: Call, m: Message) {
-    let Some(path) = call.method.strip_prefix("services.") else {
-        let _ = st.events.send(Event::Frame(m));
-        return;
-    };
-    let Some((svc, func)) = path.split_once('.') else {
-        return;
-    };
-    let out = st.out.clone();
-    let me = st.me.clone();
-    let reply = move |call: &Call, r: Result<Value, String>| {
-        if let Some((_, frame)) = call.reply(&me, r) {
-            let _ = out.send(WsMessage::Binary(Bytes::from(frame)));
-        }
-    };
-    match (svc, func) {
-        ("built-in", "ping") => reply(&call, Ok("pong".into())),
-        ("built-in", "get_service") => {
-            let name = call
-                .args
-                .first()
-                .and_then(|v| v.as_str())
-                .unwrap_or_default()
-                .to_owned();
-            let services = st.services.lock().expect("services lock");
-            let own_ws = st.me.split_once('/').map(|(w, _)| w).unwrap_or_default();
-            let r = match services.get(&name) {
-                Some(s) if !visible_to(&s.record, own_ws, &call.ws) => Err(format!(
-                    "PermissionError: Permission denied for protected service: {name}"
-                )),
-                Some(s) => {
-                    let mut obj = s.record.clone();
-                    for f in s.functions.keys() {
-                        let m = method(
-                            &st.me,
-                            &format!("services.{name}.{f}"),
-                            RPromise::Compact,
-                            f,
-                            "",
-                            &st.server,
-                        );
-                        value::set(&mut obj, f, m);
-                    }
-                    Ok(obj)
+                Some(Ok(WsMessage::Text(t))) => {
+                    let v = serde_json::from_str(t.as_str()).unwrap_or(serde_json::Value::Null);
+                    let _ = shared.events.send(Event::Text(v));
                 }
-                None => Err(format!("KeyError: Service not found: {name}")),
-            };
-            drop(services);
-            reply(&call, r);
-        }
-        _ => {
-            let own_ws = st.me.split_once('/').map(|(w, _)| w).unwrap_or_default();
-            let caller_ws = call
-                .from
-                .split_once('/')
-                .map(|(w, _)| w)
-                .unwrap_or_default();
-            let handler = st
-                .services
-                .lock()
-                .expect("services lock")
-                .get(svc)
-                .and_then(|s| {
-                    let allowed = caller_ws == "*" || visible_to(&s.record, own_ws, caller_ws);
-                    let f = s.functions.get(func).cloned()?;
-                    Some(if allowed { Ok(f) } else { Err(()) })
-                });
-            match handler {
-                None => reply(&call, Err(format!("Method not found: {}", call.method))),
-                Some(Err(())) => reply(
-                    &call,
-                    Err(format!(
-                        "PermissionError: Permission denied for protected method {}, \
-                         workspace mismatch: {caller_ws} != {own_ws}",
-                        call.method
-                    )),
-                ),
-                Some(Ok(h)) => {
-                    tokio::spawn(async move {
-                        let r = h(call.clone()).await;
-                        reply(&call, r);
-                    });
+                Some(Ok(WsMessage::Close(f))) => {
+                    let _ = shared.events.send(Event::Closed(
+                        f.map(|f| (u16::from(f.code), f.reason.to_string())),
+                    ));
+                    break;
                 }
+                Some(Ok(_)) => {}
+                Some(Err(_)) => {
+                    let _ = shared.events.send(Event::Closed(None));
+                    break;
+                }
+                None => break,
+            },
+            _ = shared.wake.notified() => {}
+            _ = timer => {
+                let mut st = shared.lock();
+                st.peer.handle_timeout(now());
+                shared.flush(&mut st);
             }
         }
     }
-}
-
-/// Whether a caller in `caller_ws` may use a service of ours (protocol.md §3.7).
-fn visible_to(record: &Value, own_ws: &str, caller_ws: &str) -> bool {
-    let config = value::get(record, "config");
-    let visibility = config
-        .and_then(|c| get_str(c, "visibility"))
-        .unwrap_or("protected");
-    if visibility != "protected" || caller_ws == own_ws {
-        return true;
-    }
-    config
-        .and_then(|c| value::get(c, "authorized_workspaces"))
-        .and_then(Value::as_array)
-        .is_some_and(|a| a.iter().any(|w| w.as_str() == Some(caller_ws)))
-}
-
-/// A call frame with a compact promise (`promise: "*"`, `t` = half the timeout, §3.4);
-/// `kwargs`, if any, goes last in `args` with `with_kwargs: true` (§3.5).
-pub(crate) fn call_frame(
-    to: &str,
-    method: &str,
-    session: &str,
-    mut args: Vec<Value>,
-    kwargs: Option<Value>,
-    timeout: Duration,
-) -> Bytes {
-    let header = map([
-        ("type", "method".into()),
-        ("to", to.into()),
-        ("method", method.into()),
-        ("session", session.into()),
-    ]);
-    let with_kwargs = kwargs.is_some();
-    if let Some(kw) = kwargs {
-        args.push(kw);
-    }
-    let mut extra = map([
-        ("args", Value::Array(args)),
-        ("promise", "*".into()),
-        ("t", Value::F64(timeout.as_secs_f64() / 2.0)),
-    ]);
-    if with_kwargs {
-        value::set(&mut extra, "with_kwargs", true.into());
-    }
-    Bytes::from(encode_frame(&header, Some(&extra)))
+    let mut st = shared.lock();
+    st.closed = true;
+    st.peer.fail_all("connection closed");
+    shared.flush(&mut st);
 }
 
 /// Wraps an async closure as a [`Handler`].

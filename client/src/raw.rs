@@ -11,14 +11,21 @@
 //! payload with [`first_arg`]. Frames it does not recognise go to [`RawConnection::answer`],
 //! which answers the `built-in` service the manager and peers ask for (§4.2, §4.6).
 //!
+//! The set-up calls drive a [`rhizo_protocol::peer::RpcPeer`] (pending call, timeout,
+//! heartbeats, `built-in` answers) in lock-step; [`Responder`] answers with the same
+//! [`LocalServices`] without any state of its own.
+//!
 //! Frames are pipelined: feed many with `SinkExt::feed`, then flush once.
 
-use crate::{random_id, ws_url, ClientError, ConnectOptions};
+use crate::{client_peer, now, random_id, ws_url, ClientError, ConnectOptions};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use rhizo_protocol::message::{Incoming, Message, ReplyKind};
+use rhizo_protocol::message::{Incoming, Message};
 use rhizo_protocol::msgpack::{read_map_len, read_str, skip, write_map_len, write_str};
-use rhizo_protocol::value::{self, get_str, map, method, RPromise};
+use rhizo_protocol::peer::{
+    built_in_record, service_record, CallRequest, LocalServices, PeerEvent, RpcPeer,
+};
+use rhizo_protocol::value::{self, get_str};
 use rhizo_protocol::FrameError;
 use rmpv::Value;
 use std::collections::VecDeque;
@@ -136,19 +143,12 @@ pub async fn handshake_with(
     Ok((ws, info))
 }
 
-/// A service registered through a [`RawConnection`]: what `built-in.get_service` returns.
-struct RawService {
-    name: String,
-    record: Value,
-    members: Vec<String>,
-}
-
 /// An authenticated connection without background tasks. See the module docs.
 pub struct RawConnection {
     ws: WsStream,
-    responder: Responder,
-    next_session: u64,
-    session_tag: String,
+    info: serde_json::Value,
+    /// Bookkeeping of the lock-step calls and the registered services.
+    peer: RpcPeer,
     events: VecDeque<Message>,
 }
 
@@ -158,7 +158,7 @@ pub struct RawConnection {
 pub struct Responder {
     info: serde_json::Value,
     me: String,
-    services: Vec<RawService>,
+    services: LocalServices,
 }
 
 // === impl RawConnection ===
@@ -182,64 +182,41 @@ impl RawConnection {
         config: WebSocketConfig,
     ) -> Result<Self, ClientError> {
         let (ws, info) = handshake_with(url, opts, config).await?;
-        let me = format!(
-            "{}/{}",
-            info["workspace"].as_str().unwrap_or_default(),
-            info["client_id"].as_str().unwrap_or_default()
-        );
+        let peer = client_peer(&info, format!("r{}x", &random_id()[..8]));
         let mut conn = RawConnection {
             ws,
-            responder: Responder {
-                info,
-                me,
-                services: Vec::new(),
-            },
-            next_session: 1,
-            session_tag: random_id()[..8].to_owned(),
+            info,
+            peer,
             events: VecDeque::new(),
         };
-        let record = map([
-            ("id", format!("{}:built-in", conn.responder.me).into()),
-            ("name", "built-in".into()),
-            ("type", "built-in".into()),
-            ("description", "".into()),
-            ("app_id", "*".into()),
-            (
-                "config",
-                map([
-                    ("visibility", "public".into()),
-                    ("require_context", true.into()),
-                    ("api_version", 3.into()),
-                ]),
-            ),
-        ]);
+        let record = built_in_record(conn.address());
         conn.manager_call("register_service", vec![record]).await?;
         Ok(conn)
     }
 
     /// The `connection_info` the server sent.
     pub fn info(&self) -> &serde_json::Value {
-        self.responder.info()
+        &self.info
     }
 
     /// The workspace this connection is in.
     pub fn workspace(&self) -> &str {
-        self.responder.workspace()
+        self.info["workspace"].as_str().unwrap_or_default()
     }
 
     /// This connection's client id.
     pub fn client_id(&self) -> &str {
-        self.responder.client_id()
+        self.info["client_id"].as_str().unwrap_or_default()
     }
 
     /// `"<ws>/<cid>"`: the address peers call.
     pub fn address(&self) -> &str {
-        self.responder.address()
+        self.peer.addr()
     }
 
     /// `"*/<manager_id>"`.
     pub fn manager(&self) -> String {
-        self.responder.manager()
+        format!("*/{}", self.info["manager_id"].as_str().unwrap_or_default())
     }
 
     /// The socket, for the owner's own read/write loop.
@@ -250,12 +227,17 @@ impl RawConnection {
     /// Splits the connection into its socket and the [`Responder`] that answers
     /// `built-in` calls, for an owner loop that reads and writes the socket itself.
     pub fn into_parts(self) -> (WsStream, Responder) {
-        (self.ws, self.responder)
+        let responder = Responder {
+            me: self.peer.addr().to_owned(),
+            services: self.peer.services().clone(),
+            info: self.info,
+        };
+        (self.ws, responder)
     }
 
     /// Answers a call the owner's loop does not handle itself; see [`Responder::answer`].
     pub fn answer(&self, frame: &[u8]) -> Option<Bytes> {
-        self.responder.answer(frame)
+        answer(self.peer.services(), frame)
     }
 
     /// Frames that arrived during lock-step calls and were neither replies nor calls
@@ -266,6 +248,9 @@ impl RawConnection {
 
     /// Calls `method` on `to` with a compact promise and waits for the reply, answering
     /// calls into `built-in` meanwhile (§4.6 needs that during `get_service`).
+    ///
+    /// Every heartbeat of the callee restarts the `timeout`. Frames that are neither the
+    /// reply nor a call are kept for [`RawConnection::take_events`].
     ///
     /// Not for the hot path: it decodes every frame it reads. Errors:
     /// [`ClientError::Remote`] on a reject, [`ClientError::Timeout`],
@@ -278,40 +263,79 @@ impl RawConnection {
         kwargs: Option<Value>,
         timeout: Duration,
     ) -> Result<Value, ClientError> {
-        let session = format!("r{}x{}", self.next_session, self.session_tag);
-        self.next_session += 1;
-        let frame = crate::call_frame(to, method, &session, args, kwargs, timeout);
-        self.ws.send(WsMessage::Binary(frame)).await?;
-        let deadline = tokio::time::Instant::now() + timeout;
+        let req = CallRequest::new(to, method, args, timeout).with_kwargs(kwargs);
+        let session = self.peer.call(now(), req, ());
+        let result = self.wait_for(&session).await;
+        if result.is_err() {
+            self.peer.cancel(&session);
+        }
+        result
+    }
+
+    /// Drives the peer until the call `session` completes: sends what it queues, feeds it
+    /// every frame and due timer.
+    async fn wait_for(&mut self, session: &str) -> Result<Value, ClientError> {
         loop {
-            let msg = match tokio::time::timeout_at(deadline, self.ws.next()).await {
-                Err(_) => return Err(ClientError::Timeout(timeout)),
-                Ok(None) => return Err(ClientError::Closed),
-                Ok(Some(m)) => m?,
-            };
-            let frame = match msg {
-                WsMessage::Binary(b) => b,
-                WsMessage::Close(_) => return Err(ClientError::Closed),
-                _ => continue,
-            };
-            let Ok(m) = Message::decode(&frame) else {
-                continue;
-            };
-            match m.clone().classify() {
-                Incoming::Reply { session: s, kind } if s == session => match kind {
-                    ReplyKind::Resolve(v) => return Ok(v),
-                    ReplyKind::Reject(e) => return Err(ClientError::Remote(e)),
-                    ReplyKind::Heartbeat => {}
-                },
-                Incoming::Reply { .. } => {}
-                Incoming::Call(_) => {
-                    if let Some(reply) = self.answer(&frame) {
-                        self.ws.send(WsMessage::Binary(reply)).await?;
+            let mut done = None;
+            while let Some(ev) = self.peer.poll_event() {
+                match ev {
+                    PeerEvent::CallCompleted {
+                        session: s, result, ..
+                    } if s == session => done = Some(result),
+                    // An earlier call whose future was dropped.
+                    PeerEvent::CallCompleted { .. } => {}
+                    // A member of a registered service: the owner's loop runs those, not
+                    // this set-up call.
+                    PeerEvent::IncomingCall { id, call } => {
+                        let e = format!("Method not found: {}", call.method);
+                        self.peer.respond(id, Err(e));
+                    }
+                    PeerEvent::Refused { .. } => {}
+                    PeerEvent::Other(m) => self.events.push_back(m),
+                }
+            }
+            self.send_queued().await?;
+            if let Some(result) = done {
+                return result.map_err(ClientError::from);
+            }
+            let next = match self.peer.poll_timeout() {
+                Some(at) => {
+                    let at = tokio::time::Instant::from_std(at);
+                    match tokio::time::timeout_at(at, self.ws.next()).await {
+                        Ok(next) => next,
+                        Err(_) => {
+                            self.peer.handle_timeout(now());
+                            continue;
+                        }
                     }
                 }
-                Incoming::Other => self.events.push_back(m),
+                None => self.ws.next().await,
+            };
+            match next {
+                None | Some(Ok(WsMessage::Close(_))) => return Err(ClientError::Closed),
+                Some(Err(e)) => return Err(e.into()),
+                Some(Ok(WsMessage::Binary(b))) => {
+                    // Frames that are not msgpack are skipped, as clients do.
+                    let _ = self.peer.handle_frame(now(), &b);
+                }
+                Some(Ok(_)) => {}
             }
         }
+    }
+
+    /// Writes every frame the peer queued, then flushes once.
+    async fn send_queued(&mut self) -> Result<(), ClientError> {
+        let mut any = false;
+        while let Some(t) = self.peer.poll_transmit() {
+            self.ws
+                .feed(WsMessage::Binary(Bytes::from(t.frame)))
+                .await?;
+            any = true;
+        }
+        if any {
+            self.ws.flush().await?;
+        }
+        Ok(())
     }
 
     /// Calls a method of the manager's `default` service with a 30 s timeout.
@@ -342,26 +366,12 @@ impl RawConnection {
         config: Value,
         members: &[&str],
     ) -> Result<String, ClientError> {
-        let full = format!("{}:{id}", self.responder.me);
-        let config = if config.is_nil() {
-            Value::Map(vec![])
-        } else {
-            config
-        };
-        let record = map([
-            ("id", full.as_str().into()),
-            ("name", id.into()),
-            ("type", "generic".into()),
-            ("description", "".into()),
-            ("app_id", "*".into()),
-            ("config", config),
-        ]);
-        self.responder.services.retain(|s| s.name != id);
-        self.responder.services.push(RawService {
-            name: id.to_owned(),
-            record: record.clone(),
-            members: members.iter().map(|m| (*m).to_owned()).collect(),
-        });
+        let full = format!("{}:{id}", self.address());
+        let record = service_record(self.address(), id, config);
+        let members = members.iter().map(|m| (*m).to_owned()).collect();
+        self.peer
+            .services_mut()
+            .register(id, record.clone(), members);
         self.manager_call("register_service", vec![record]).await?;
         Ok(full)
     }
@@ -401,56 +411,24 @@ impl Responder {
     }
 
     /// Answers a call frame the owner's loop does not handle itself: `built-in.ping`,
-    /// `built-in.get_service` (with the visibility rule of §3.7), and a reject
-    /// `Method not found` for any other call that expects a reply. Returns `None` for
-    /// replies, events and fire-and-forget calls.
+    /// `built-in.get_service` (with the visibility rule of §3.7; `"built-in"` describes
+    /// the built-in service itself), and a reject `Method not found` for any other call
+    /// that expects a reply. Returns `None` for replies, events, fire-and-forget calls and
+    /// calls whose explicit promise targets anyone but the caller
+    /// ([`rhizo_protocol::peer::check_promise`]).
     pub fn answer(&self, frame: &[u8]) -> Option<Bytes> {
-        let m = Message::decode(frame).ok()?;
-        let Incoming::Call(call) = m.classify() else {
-            return None;
-        };
-        let result = match call.method.as_str() {
-            "services.built-in.ping" => Ok("pong".into()),
-            "services.built-in.get_service" => {
-                let name = call
-                    .args
-                    .first()
-                    .and_then(Value::as_str)
-                    .unwrap_or_default();
-                self.describe(name, &call.ws)
-            }
-            other => Err(format!("Method not found: {other}")),
-        };
-        call.reply(&self.me, result).map(|(_, f)| Bytes::from(f))
+        answer(&self.services, frame)
     }
+}
 
-    /// The service object `built-in.get_service(name)` returns to a caller in `caller_ws`.
-    fn describe(&self, name: &str, caller_ws: &str) -> Result<Value, String> {
-        let s = self
-            .services
-            .iter()
-            .find(|s| s.name == name)
-            .ok_or_else(|| format!("KeyError: Service not found: {name}"))?;
-        if !crate::visible_to(&s.record, self.workspace(), caller_ws) {
-            return Err(format!(
-                "PermissionError: Permission denied for protected service: {name}"
-            ));
-        }
-        let server = self.info["public_base_url"].as_str().unwrap_or_default();
-        let mut obj = s.record.clone();
-        for f in &s.members {
-            let m = method(
-                &self.me,
-                &format!("services.{name}.{f}"),
-                RPromise::Compact,
-                f,
-                "",
-                server,
-            );
-            value::set(&mut obj, f, m);
-        }
-        Ok(obj)
-    }
+/// [`Responder::answer`] with `services`: decodes the frame and lets
+/// [`LocalServices::answer`] build the reply.
+fn answer(services: &LocalServices, frame: &[u8]) -> Option<Bytes> {
+    let m = Message::decode(frame).ok()?;
+    let Incoming::Call(call) = m.classify() else {
+        return None;
+    };
+    services.answer(&call).map(|t| Bytes::from(t.frame))
 }
 
 /// Pre-encoded parts of a compact-promise call (§3.4) to one `to`/`method` with exactly one

@@ -1,6 +1,8 @@
 use super::*;
 use rhizo_protocol::message::encode_frame;
-use rhizo_protocol::message::{Incoming, Message, Promise};
+use rhizo_protocol::message::{Incoming, Message, Promise, ReplyKind};
+use rhizo_protocol::peer::{service_record, LocalServices};
+use rhizo_protocol::value::map;
 use rhizo_protocol::HeaderView;
 
 fn bin(payload: &[u8]) -> Vec<u8> {
@@ -142,4 +144,85 @@ fn truncated_frames_are_errors_not_panics() {
             let _ = first_arg(part, v.header_len);
         }
     }
+}
+
+fn responder() -> Responder {
+    let mut services = LocalServices::new("ws-a/me", "http://srv");
+    let record = service_record("ws-a/me", "echo", map([("visibility", "public".into())]));
+    services.register("echo", record, vec!["echo".into()]);
+    Responder {
+        info: serde_json::json!({"workspace": "ws-a", "client_id": "me", "manager_id": "m"}),
+        me: "ws-a/me".into(),
+        services,
+    }
+}
+
+fn incoming_call(method: &str, promise: Value, args: Vec<Value>) -> Vec<u8> {
+    let header = map([
+        ("type", "method".into()),
+        ("from", "ws-b/c".into()),
+        ("to", "ws-a/me".into()),
+        ("ws", "ws-b".into()),
+        ("method", method.into()),
+        ("session", "s1".into()),
+    ]);
+    let extra = map([
+        ("args", Value::Array(args)),
+        ("promise", promise),
+        ("t", 15.into()),
+    ]);
+    encode_frame(&header, Some(&extra))
+}
+
+fn reply_of(frame: &[u8]) -> (String, Value) {
+    let m = Message::decode(frame).unwrap();
+    let method = value::get_str(&m.merged, "method").unwrap().to_owned();
+    let arg = value::get(&m.merged, "args").unwrap().as_array().unwrap()[0].clone();
+    (method, arg)
+}
+
+#[test]
+fn responder_answers_built_in_and_rejects_the_rest() {
+    let r = responder();
+    let ping = r
+        .answer(&incoming_call("services.built-in.ping", "*".into(), vec![]))
+        .unwrap();
+    assert_eq!(reply_of(&ping), ("s1.resolve".into(), "pong".into()));
+
+    let get = incoming_call(
+        "services.built-in.get_service",
+        "*".into(),
+        vec!["echo".into()],
+    );
+    let (method, obj) = reply_of(&r.answer(&get).unwrap());
+    assert_eq!(method, "s1.resolve");
+    let echo = value::get(&obj, "echo").unwrap();
+    assert_eq!(value::get_str(echo, "_rmethod"), Some("services.echo.echo"));
+    assert_eq!(value::get_str(echo, "_rserver"), Some("http://srv"));
+
+    // The owner's loop runs `echo`; reaching the responder means it did not.
+    let call = incoming_call("services.echo.echo", "*".into(), vec![1.into()]);
+    let (method, err) = reply_of(&r.answer(&call).unwrap());
+    assert_eq!(method, "s1.reject");
+    assert_eq!(
+        value::get_str(&err, "_rvalue"),
+        Some("Method not found: services.echo.echo")
+    );
+}
+
+#[test]
+fn responder_refuses_a_promise_to_another_peer() {
+    let cb = |target: &str, method: &str| {
+        map([
+            ("_rtype", "method".into()),
+            ("_rtarget", target.into()),
+            ("_rmethod", method.into()),
+        ])
+    };
+    let promise = map([
+        ("resolve", cb("ws-v/victim", "services.vault.open")),
+        ("reject", cb("ws-v/victim", "services.vault.open")),
+    ]);
+    let call = incoming_call("services.built-in.ping", promise, vec![]);
+    assert!(responder().answer(&call).is_none());
 }
