@@ -41,7 +41,9 @@
 //! it is stored with the call and handed back in [`PeerEvent::CallCompleted`], so a driver
 //! serving many tasks needs no session map of its own.
 
-use crate::message::{absolute, encode_frame, Call, Incoming, Message, Promise, ReplyKind};
+use crate::message::{
+    absolute, encode_frame, promise_callback, Call, Incoming, Message, Promise, ReplyKind,
+};
 use crate::value::{self, get_str, map, method as encoded_method, RPromise};
 use crate::FrameError;
 use rmpv::Value;
@@ -352,36 +354,32 @@ pub fn check_promise(call: &Call) -> Result<(), Refused> {
         .into_iter()
         .flatten()
     {
-        let (Some(target), Some(method)) = (get_str(cb, "_rtarget"), get_str(cb, "_rmethod"))
-        else {
-            return Err(Refused::BadMethod);
-        };
-        if absolute(target, &call.from) != call.from {
-            return Err(Refused::ForeignTarget);
+        // The rule itself is `message::promise_callback`, which `Call::reply` and
+        // `Call::heartbeat` apply too; here it only gains a reason.
+        if promise_callback(cb, &call.from).is_some() {
+            continue;
         }
-        let callback = method.rsplit_once('.').is_some_and(|(session, name)| {
-            !session.is_empty() && matches!(name, "resolve" | "reject" | "heartbeat")
+        let foreign = get_str(cb, "_rtarget").is_some_and(|t| absolute(t, &call.from) != call.from);
+        return Err(if foreign {
+            Refused::ForeignTarget
+        } else {
+            Refused::BadMethod
         });
-        if !callback || method.starts_with("services.") {
-            return Err(Refused::BadMethod);
-        }
     }
     Ok(())
 }
 
 /// The reply frame for `call` from `from` (own address), or `None` for fire-and-forget
-/// calls and for promises [`check_promise`] refuses. Rejects carry the `_rtype:"error"`
-/// map Python callers need (§3.4).
+/// calls and for promises [`check_promise`] refuses ([`Call::reply`] applies the rule).
+/// Rejects carry the `_rtype:"error"` map Python callers need (§3.4).
 pub fn reply(call: &Call, from: &str, result: Result<Value, String>) -> Option<Transmit> {
-    check_promise(call).ok()?;
     let (to, frame) = call.reply(from, result)?;
     Some(Transmit { to, frame })
 }
 
 /// A heartbeat frame for a running `call` (§3.4), or `None` when the caller asked for
-/// none or [`check_promise`] refuses its promise.
+/// none or [`check_promise`] refuses its promise ([`Call::heartbeat`] applies the rule).
 pub fn heartbeat(call: &Call, from: &str) -> Option<Transmit> {
-    check_promise(call).ok()?;
     let (to, frame) = call.heartbeat(from)?;
     Some(Transmit { to, frame })
 }
