@@ -558,3 +558,41 @@ async fn manager_calls_beyond_the_per_client_bound_are_refused_at_once() {
     let again = admin.manager_call("echo", vec!["x".into()]).await.unwrap();
     assert_eq!(again.as_str(), Some("x"));
 }
+
+/// A temporary workspace whose last clients leave while another client is being admitted
+/// to it (here: held up by the duplicate-client ping) is not unloaded under that
+/// admission: the new client lands in a workspace that still exists.
+#[tokio::test]
+async fn a_workspace_is_not_unloaded_while_a_client_is_being_admitted() {
+    let s = common::start().await;
+    let owner = common::connect_as(&s.url, "owner").await;
+    let ws = owner.workspace().to_owned();
+    let token = common::mint(&owner).await.unwrap();
+    let mut stale = silent_client(&s.url, "dup", &ws, &token).await;
+    let opts = ConnectOptions {
+        client_id: Some("dup".into()),
+        workspace: Some(ws.clone()),
+        token: Some(token),
+        ..Default::default()
+    };
+    let url = s.url.clone();
+    let joining = tokio::spawn(async move { Client::connect(&url, opts).await });
+    // The admission now waits on its ping of the stale "dup"; everyone else leaves.
+    assert!(common::eventually(T, || s.manager.workspaces.get(&ws).is_some()).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(owner);
+    stale.close(None).await.unwrap();
+    let joined = joining.await.unwrap().expect("admitted");
+    assert_eq!(joined.workspace(), ws);
+    assert!(
+        s.manager.workspaces.get(&ws).is_some(),
+        "the workspace was unloaded under a client being admitted to it"
+    );
+    // It still works as a workspace: the new client registers and lists its service.
+    joined
+        .register_service("svc", Value::Nil, vec![])
+        .await
+        .unwrap();
+    drop(joined);
+    assert!(common::eventually(T, || s.manager.workspaces.get(&ws).is_none()).await);
+}

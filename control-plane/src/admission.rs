@@ -154,6 +154,9 @@ impl Manager {
             (u, ws, false)
         };
 
+        // From here until the session is open, the workspace is not unloaded under the
+        // admission (a temporary workspace whose last client leaves meanwhile stays).
+        let _hold = self.workspaces.hold(&ws);
         let personal = ws == user.personal_workspace()
             || user
                 .parent

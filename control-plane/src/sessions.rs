@@ -26,6 +26,13 @@ pub struct Session {
 pub struct Sessions {
     by_addr: DashMap<String, Session>,
     per_user: DashMap<String, usize>,
+    /// Sessions per workspace: an admitted client counts before the router has inserted
+    /// its connection, so its workspace is not unloaded in between.
+    per_ws: DashMap<String, usize>,
+}
+
+fn workspace_of(addr: &str) -> &str {
+    addr.split_once('/').map_or(addr, |(w, _)| w)
 }
 
 // === impl Sessions ===
@@ -35,8 +42,12 @@ impl Sessions {
     /// a superseded connection never reports its end.
     pub fn open(&self, addr: &str, session: Session) {
         *self.per_user.entry(session.user_id.clone()).or_default() += 1;
+        *self
+            .per_ws
+            .entry(workspace_of(addr).to_owned())
+            .or_default() += 1;
         if let Some(old) = self.by_addr.insert(addr.to_owned(), session) {
-            self.uncount(&old.user_id);
+            self.uncount(addr, &old.user_id);
         }
     }
 
@@ -45,18 +56,28 @@ impl Sessions {
     pub fn close(&self, addr: &str, conn_id: u64) -> bool {
         match self.by_addr.remove_if(addr, |_, s| s.conn_id == conn_id) {
             Some((_, old)) => {
-                self.uncount(&old.user_id);
+                self.uncount(addr, &old.user_id);
                 true
             }
             None => false,
         }
     }
 
-    fn uncount(&self, user_id: &str) {
-        if let Some(mut n) = self.per_user.get_mut(user_id) {
-            *n = n.saturating_sub(1);
+    fn uncount(&self, addr: &str, user_id: &str) {
+        for (map, key) in [
+            (&self.per_user, user_id),
+            (&self.per_ws, workspace_of(addr)),
+        ] {
+            if let Some(mut n) = map.get_mut(key) {
+                *n = n.saturating_sub(1);
+            }
+            map.remove_if(key, |_, n| *n == 0);
         }
-        self.per_user.remove_if(user_id, |_, n| *n == 0);
+    }
+
+    /// Sessions admitted into workspace `ws` and not ended.
+    pub fn count_in(&self, ws: &str) -> usize {
+        self.per_ws.get(ws).map_or(0, |n| *n)
     }
 
     /// The session at `addr`.
@@ -105,8 +126,10 @@ mod tests {
         assert_eq!(s.get("ws-a/c1").unwrap().conn_id, 3);
         assert_eq!(s.with_origin("h1"), vec!["ws-a/c1".to_owned()]);
         assert!(s.close("ws-a/c1", 3));
+        assert_eq!(s.count_in("ws-a"), 1);
         assert!(s.close("ws-a/c2", 2));
         assert_eq!(s.count_for("u"), 0);
+        assert_eq!(s.count_in("ws-a"), 0);
         assert!(s.with_origin("h1").is_empty());
     }
 

@@ -54,6 +54,26 @@ impl WorkspaceInfo {
 #[derive(Debug)]
 pub struct Workspaces {
     map: DashMap<String, WorkspaceInfo>,
+    /// Admissions in progress per workspace ([`Workspaces::hold`]): a workspace is never
+    /// unloaded while a client is being admitted to it.
+    holds: DashMap<String, usize>,
+}
+
+/// A client is being admitted to a workspace: while this lives, the workspace is not
+/// unloaded ([`Workspaces::unload_if_temporary`]). Dropping it releases the hold.
+#[derive(Debug)]
+pub struct Hold<'a> {
+    table: &'a Workspaces,
+    id: String,
+}
+
+impl Drop for Hold<'_> {
+    fn drop(&mut self) {
+        if let Some(mut n) = self.table.holds.get_mut(&self.id) {
+            *n = n.saturating_sub(1);
+        }
+        self.table.holds.remove_if(&self.id, |_, n| *n == 0);
+    }
 }
 
 impl Default for Workspaces {
@@ -76,7 +96,10 @@ impl Default for Workspaces {
                 vec!["root".into()],
             ),
         );
-        Workspaces { map }
+        Workspaces {
+            map,
+            holds: DashMap::new(),
+        }
     }
 }
 
@@ -113,10 +136,30 @@ impl Workspaces {
         self.map.iter().map(|w| w.clone()).collect()
     }
 
-    /// Removes a non-persistent workspace (called when its last client left); returns
-    /// its record if it was removed.
-    pub fn unload_if_temporary(&self, id: &str) -> Option<WorkspaceInfo> {
-        self.map.remove_if(id, |_, w| !w.persistent).map(|(_, w)| w)
+    /// Holds `id` for an admission (see [`Hold`]). Taken under the record's lock, so an
+    /// unload either happened before (the admission then finds no record) or sees the hold.
+    pub fn hold(&self, id: &str) -> Hold<'_> {
+        let _record = self.map.get(id);
+        *self.holds.entry(id.to_owned()).or_default() += 1;
+        Hold {
+            table: self,
+            id: id.to_owned(),
+        }
+    }
+
+    /// Removes a non-persistent workspace that nobody is being admitted to and for which
+    /// `in_use` says no (checked under the record's lock, so it cannot race an admission's
+    /// [`Workspaces::hold`]); returns its record if it was removed.
+    pub fn unload_if_temporary(
+        &self,
+        id: &str,
+        in_use: impl FnOnce() -> bool,
+    ) -> Option<WorkspaceInfo> {
+        self.map
+            .remove_if(id, |_, w| {
+                !w.persistent && !self.holds.contains_key(id) && !in_use()
+            })
+            .map(|(_, w)| w)
     }
 
     /// How many workspaces list `user_id` among their owners.
@@ -133,5 +176,35 @@ impl Workspaces {
             || self
                 .get(id)
                 .is_some_and(|w| w.owners.iter().any(|o| o == user_id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_held_workspace_is_not_unloaded() {
+        let t = Workspaces::default();
+        t.put(WorkspaceInfo::new("ws-t", "", false, vec![]));
+        let hold = t.hold("ws-t");
+        let second = t.hold("ws-t");
+        assert!(t.unload_if_temporary("ws-t", || false).is_none());
+        drop(hold);
+        assert!(
+            t.unload_if_temporary("ws-t", || false).is_none(),
+            "one hold left"
+        );
+        drop(second);
+        assert!(
+            t.unload_if_temporary("ws-t", || true).is_none(),
+            "still in use"
+        );
+        assert!(t.unload_if_temporary("ws-t", || false).is_some());
+        assert!(t.get("ws-t").is_none());
+        assert!(
+            t.unload_if_temporary("public", || false).is_none(),
+            "persistent"
+        );
     }
 }

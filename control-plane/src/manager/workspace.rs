@@ -161,10 +161,8 @@ impl Manager {
     /// Removes `ws` if it is temporary and no client is connected to it, telling it
     /// `workspace_unloaded` (workspace-api.md §4.5). Returns whether it was removed.
     pub fn unload_if_empty(&self, ws: &str) -> bool {
-        if self.router.client_count(ws) > 0 {
-            return false;
-        }
-        match self.workspaces.unload_if_temporary(ws) {
+        let in_use = || self.router.client_count(ws) > 0 || self.sessions.count_in(ws) > 0;
+        match self.workspaces.unload_if_temporary(ws, in_use) {
             Some(info) => {
                 tracing::debug!(workspace = ws, "unloaded temporary workspace");
                 self.status_changed(ws, "closed");
