@@ -52,10 +52,10 @@ pub enum ClientError {
     /// The callee rejected the call with this message.
     #[error("remote error: {0}")]
     Remote(String),
-    /// No reply within the timeout.
+    /// Neither a reply nor a heartbeat of the callee within the timeout.
     #[error("timed out after {0:?}")]
     Timeout(Duration),
-    /// The connection is gone.
+    /// The connection is gone (or went down while the call waited).
     #[error("connection closed")]
     Closed,
 }
@@ -521,3 +521,6 @@ where
 {
     Arc::new(move |c| Box::pin(f(c)))
 }
+
+#[cfg(test)]
+mod tests;
