@@ -6,12 +6,14 @@
 //! * [`registry`] — service records. [`workspaces`] — workspace records.
 //! * [`sessions`] — live sessions by address (limits, revocation).
 //! * [`tokens`] — JWTs in the reference format. [`events`] — workspace events (§6.3).
-//! * [`http`] — the axum routes beside `/ws`.
+//! * [`error`] — [`ManagerError`], mapped once to reject texts and once to HTTP statuses.
+//! * [`http`] — the control plane's axum routes.
 //!
 //! The control plane reaches clients only through the router, like any peer.
 
 pub mod admission;
 pub mod config;
+pub mod error;
 pub mod events;
 pub mod http;
 pub mod manager;
@@ -23,6 +25,7 @@ pub mod tokens;
 pub mod workspaces;
 
 pub use config::ServerConfig;
+pub use error::{ApiError, ManagerError, ManagerResult};
 pub use manager::Manager;
 
 use rhizo_interface::{ControlHooks, RouterControl};

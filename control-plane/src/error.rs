@@ -1,0 +1,221 @@
+//! The control plane's one error type, and its two mappings to the outside (STYLE.md
+//! practice 15): to the text of a wire reject, which hypha-rpc clients raise as a Python
+//! exception whose class name leads the message (protocol.md §3.4), and to an HTTP status
+//! with the reference's `{"success": false, "detail": …}` body (workspace-api.md §8.3).
+//!
+//! Each variant holds the message a user reads, without the class prefix; [`ManagerError::wire`]
+//! adds it. Errors that come back from another client ([`ManagerError::Remote`]) keep that
+//! client's text as it was sent.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+/// Why a manager call or a control-plane request failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ManagerError {
+    /// The caller lacks a permission (`PermissionError`, HTTP 403).
+    #[error("PermissionError: {0}")]
+    Permission(String),
+    /// A workspace, service, client, token or key does not exist (`KeyError`, 404).
+    #[error("KeyError: {0}")]
+    NotFound(String),
+    /// The method is not one the service has (`Method not found: …`, 404). The reference
+    /// sends this text without an exception class.
+    #[error("Method not found: {0}")]
+    MethodNotFound(String),
+    /// An argument has a wrong value (`ValueError`, 400).
+    #[error("ValueError: {0}")]
+    InvalidArgument(String),
+    /// Arguments do not fit the method's parameters, or have the wrong type
+    /// (`TypeError`, 400).
+    #[error("TypeError: {0}")]
+    BadCall(String),
+    /// A quota or bound was reached (`RuntimeError`, 429).
+    #[error("RuntimeError: {0}")]
+    Quota(String),
+    /// No answer in time (`TimeoutError`, 504).
+    #[error("TimeoutError: {0}")]
+    Timeout(String),
+    /// The client the call needed went away (`ConnectionError`, 502).
+    #[error("ConnectionError: {0}")]
+    Disconnected(String),
+    /// The database or object store failed (`RuntimeError`, 500).
+    #[error("RuntimeError: {0}")]
+    Store(String),
+    /// Anything else that went wrong inside the server (`RuntimeError`, 500).
+    #[error("RuntimeError: {0}")]
+    Internal(String),
+    /// Another client rejected the call the manager made for the caller; its text as it
+    /// was sent (the status is read from its Python class, if it names one).
+    #[error("{0}")]
+    Remote(String),
+}
+
+/// Shorthand for the results of manager methods.
+pub type ManagerResult<T> = Result<T, ManagerError>;
+
+// === impl ManagerError ===
+
+impl ManagerError {
+    /// The text of the reject sent to the caller: the Python exception class, a colon and
+    /// the message (e.g. `KeyError: Service not found: x`).
+    pub fn wire(&self) -> String {
+        self.to_string()
+    }
+
+    /// The Python exception class the caller's client raises, where the variant has one.
+    pub fn python_class(&self) -> Option<&'static str> {
+        Some(match self {
+            ManagerError::Permission(_) => "PermissionError",
+            ManagerError::NotFound(_) => "KeyError",
+            ManagerError::InvalidArgument(_) => "ValueError",
+            ManagerError::BadCall(_) => "TypeError",
+            ManagerError::Quota(_) | ManagerError::Store(_) | ManagerError::Internal(_) => {
+                "RuntimeError"
+            }
+            ManagerError::Timeout(_) => "TimeoutError",
+            ManagerError::Disconnected(_) => "ConnectionError",
+            ManagerError::MethodNotFound(_) | ManagerError::Remote(_) => return None,
+        })
+    }
+
+    /// The HTTP status of this error (workspace-api.md §8.3).
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ManagerError::Permission(_) => StatusCode::FORBIDDEN,
+            ManagerError::NotFound(_) | ManagerError::MethodNotFound(_) => StatusCode::NOT_FOUND,
+            ManagerError::InvalidArgument(_) | ManagerError::BadCall(_) => StatusCode::BAD_REQUEST,
+            ManagerError::Quota(_) => StatusCode::TOO_MANY_REQUESTS,
+            ManagerError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ManagerError::Disconnected(_) => StatusCode::BAD_GATEWAY,
+            ManagerError::Store(_) | ManagerError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ManagerError::Remote(text) => remote_status(text),
+        }
+    }
+}
+
+/// The status of an error another client sent: read from the Python exception class that
+/// leads its text, the only thing a remote exception carries (§8.3). Python services
+/// report bad arguments without a class, so those phrases count as 400 too.
+fn remote_status(text: &str) -> StatusCode {
+    let class = text.split_once(':').map_or("", |(c, _)| c.trim());
+    match class {
+        "TimeoutError" => return StatusCode::GATEWAY_TIMEOUT,
+        "PermissionError" => return StatusCode::FORBIDDEN,
+        "KeyError" => return StatusCode::NOT_FOUND,
+        "TypeError" | "ValueError" | "AssertionError" => return StatusCode::BAD_REQUEST,
+        _ => {}
+    }
+    const BAD_ARGUMENTS: [&str; 3] = [
+        "unexpected keyword argument",
+        "required positional argument",
+        "positional arguments but",
+    ];
+    if text.starts_with("Method not found") {
+        StatusCode::NOT_FOUND
+    } else if BAD_ARGUMENTS.iter().any(|p| text.contains(p)) {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::INTERNAL_SERVER_ERROR
+    }
+}
+
+impl From<crate::storage::StoreError> for ManagerError {
+    fn from(e: crate::storage::StoreError) -> Self {
+        ManagerError::Store(e.to_string())
+    }
+}
+
+/// An HTTP error answer in the reference's shape, `{"success": false, "detail": …}`, for
+/// every control-plane route (workspace-api.md §8.3). Internals stay in the log: the
+/// detail is the message a user can act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// The status sent.
+    pub status: StatusCode,
+    /// The `detail` text.
+    pub detail: String,
+}
+
+// === impl ApiError ===
+
+impl ApiError {
+    /// An error answer with `status` and `detail`.
+    pub fn new(status: StatusCode, detail: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            detail: detail.into(),
+        }
+    }
+}
+
+impl From<ManagerError> for ApiError {
+    fn from(e: ManagerError) -> Self {
+        ApiError::new(e.status(), e.wire())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::warn!(status = %self.status, detail = %self.detail, "HTTP request failed");
+        }
+        let body = serde_json::json!({"success": false, "detail": self.detail});
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_text_leads_with_the_python_class() {
+        let e = ManagerError::NotFound("Service not found: x".into());
+        assert_eq!(e.wire(), "KeyError: Service not found: x");
+        assert_eq!(e.python_class(), Some("KeyError"));
+        assert_eq!(
+            ManagerError::MethodNotFound("services.default.nope".into()).wire(),
+            "Method not found: services.default.nope"
+        );
+        assert_eq!(
+            ManagerError::Remote("Exception: boom".into()).wire(),
+            "Exception: boom"
+        );
+    }
+
+    #[test]
+    fn statuses_follow_the_reference_mapping() {
+        let cases = [
+            (ManagerError::Permission("x".into()), 403),
+            (ManagerError::NotFound("x".into()), 404),
+            (ManagerError::MethodNotFound("x".into()), 404),
+            (ManagerError::InvalidArgument("x".into()), 400),
+            (ManagerError::BadCall("x".into()), 400),
+            (ManagerError::Quota("x".into()), 429),
+            (ManagerError::Timeout("x".into()), 504),
+            (ManagerError::Disconnected("x".into()), 502),
+            (ManagerError::Store("x".into()), 500),
+            (ManagerError::Remote("PermissionError: no".into()), 403),
+            (ManagerError::Remote("KeyError: 'a'".into()), 404),
+            (
+                ManagerError::Remote(
+                    "TypeError: f() got an unexpected keyword argument 'z'".into(),
+                ),
+                400,
+            ),
+            (
+                ManagerError::Remote("add() got an unexpected keyword argument 'z'".into()),
+                400,
+            ),
+            (
+                ManagerError::Remote("TimeoutError: Method call timed out".into()),
+                504,
+            ),
+            (ManagerError::Remote("Exception: boom".into()), 500),
+        ];
+        for (e, status) in cases {
+            assert_eq!(e.status().as_u16(), status, "{e:?}");
+        }
+    }
+}
