@@ -3,6 +3,8 @@
 //! * [`manager`] — the manager peer at `*/<manager_id>`: the `built-in` and `default`
 //!   services (protocol.md §4, workspace-api.md §5).
 //! * [`admission`] — WebSocket handshake decisions (protocol.md §1.3) and the router hooks.
+//! * [`service`] — [`service::ControlService`], the interface of the control-plane
+//!   services that live in crates of their own (artifacts, server apps, …).
 //! * [`registry`] — service records. [`workspaces`] — workspace records.
 //! * [`sessions`] — live sessions by address (limits, revocation).
 //! * [`tokens`] — JWTs in the reference format. [`events`] — workspace events (§6.3).
@@ -19,6 +21,7 @@ pub mod http;
 pub mod manager;
 pub mod names;
 pub mod registry;
+pub mod service;
 pub mod sessions;
 pub mod storage;
 pub mod tokens;

@@ -1,0 +1,307 @@
+//! The interface every further control-plane service implements (DESIGN.md "Layout":
+//! `control-plane/artifacts/`, `control-plane/apps/`, … one crate each), so that it is
+//! exposed by the manager peer like the reference's server services
+//! (`public/artifact-manager`, `public/server-apps`) and can add HTTP routes of its own.
+//!
+//! A [`ControlService`] declares its functions ([`FunctionSpec`]: name, parameters,
+//! doc) and answers calls to them. The manager registers it in the `public` workspace as
+//! provided by the manager itself; `get_service("public/<id>")` then returns a service
+//! object whose functions are methods `services.<id>.<function>` of `*/<manager_id>`, and
+//! calls to them arrive in [`ControlService::call`] with the caller's trusted [`Ctx`] and
+//! arguments already bound by name (protocol.md §3.5). Errors are [`ManagerError`]s,
+//! mapped to reject texts and HTTP statuses in one place (`error.rs`).
+
+use crate::error::ManagerResult;
+use crate::manager::Ctx;
+use crate::ManagerError;
+use rhizo_protocol::message::{bind, Call, Param};
+use rhizo_protocol::value::{self, method, RPromise};
+use rmpv::Value;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+/// A boxed future, as [`ControlService::call`] returns it.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// One function of a control-plane service.
+#[derive(Debug, Clone, Copy)]
+pub struct FunctionSpec {
+    /// Name as clients call it, e.g. `"create"`.
+    pub name: &'static str,
+    /// Parameters in declared order; `(name, has_default)` (missing optional ones arrive
+    /// as nil).
+    pub params: &'static [Param],
+    /// One-line description, shown in the service object.
+    pub doc: &'static str,
+}
+
+/// A service the control plane exposes through the manager peer.
+pub trait ControlService: Send + Sync + 'static {
+    /// Service id inside `public`, e.g. `"artifact-manager"`. Must not contain `:` or `/`.
+    fn id(&self) -> &'static str;
+
+    /// Display name, e.g. `"Artifact Manager"`.
+    fn name(&self) -> &str;
+
+    /// Free text description.
+    fn description(&self) -> &str {
+        ""
+    }
+
+    /// The service `type` field (default `"generic"`).
+    fn service_type(&self) -> &str {
+        "generic"
+    }
+
+    /// Its functions.
+    fn functions(&self) -> &'static [FunctionSpec];
+
+    /// Runs `function` with `args` bound to its [`FunctionSpec::params`] (one value per
+    /// parameter) for the caller `ctx`.
+    fn call<'a>(
+        &'a self,
+        ctx: &'a Ctx,
+        function: &'a str,
+        args: Vec<Value>,
+    ) -> BoxFuture<'a, ManagerResult<Value>>;
+
+    /// HTTP routes this service adds (merged into the control plane's routes), if any.
+    fn routes(&self) -> Option<axum::Router> {
+        None
+    }
+}
+
+/// The control-plane services a manager exposes, by id.
+#[derive(Clone, Default)]
+pub struct ServiceSet {
+    by_id: BTreeMap<&'static str, Arc<dyn ControlService>>,
+}
+
+impl std::fmt::Debug for ServiceSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.by_id.keys()).finish()
+    }
+}
+
+// === impl ServiceSet ===
+
+impl ServiceSet {
+    /// Adds `service`.
+    ///
+    /// Errors: its id is empty, contains `:` or `/`, or is taken.
+    pub fn add(&mut self, service: Arc<dyn ControlService>) -> Result<(), String> {
+        let id = service.id();
+        if id.is_empty() || id.contains([':', '/']) {
+            return Err(format!("invalid control-plane service id {id:?}"));
+        }
+        if self.by_id.contains_key(id) {
+            return Err(format!("control-plane service {id} added twice"));
+        }
+        self.by_id.insert(id, service);
+        Ok(())
+    }
+
+    /// The service `id`.
+    pub fn get(&self, id: &str) -> Option<&Arc<dyn ControlService>> {
+        self.by_id.get(id)
+    }
+
+    /// Every service, by id.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<dyn ControlService>> {
+        self.by_id.values()
+    }
+
+    /// The service object of `id` as `get_service` returns it: the record's fields plus
+    /// one encoded method per function, targeting `manager_addr` (`"*/<manager_id>"`).
+    pub fn service_object(&self, id: &str, manager_addr: &str, public_url: &str) -> Option<Value> {
+        let s = self.get(id)?;
+        let manager_id = manager_addr.trim_start_matches("*/");
+        let mut entries = vec![
+            (
+                Value::from("id"),
+                Value::from(format!("public/{manager_id}:{id}")),
+            ),
+            (Value::from("name"), Value::from(s.name())),
+            (Value::from("description"), Value::from(s.description())),
+            (Value::from("type"), Value::from(s.service_type())),
+            (
+                Value::from("config"),
+                value::map([
+                    ("visibility", "public".into()),
+                    ("require_context", true.into()),
+                    ("workspace", "public".into()),
+                ]),
+            ),
+        ];
+        for f in s.functions() {
+            let m = method(
+                manager_addr,
+                &format!("services.{id}.{}", f.name),
+                RPromise::Compact,
+                f.name,
+                f.doc,
+                public_url,
+            );
+            entries.push((Value::from(f.name), m));
+        }
+        Some(Value::Map(entries))
+    }
+
+    /// Runs the call `services.<id>.<function>` if `method` names a function of one of
+    /// these services; `None` if it does not name a service here.
+    ///
+    /// Errors (inside the future): an unknown function (`MethodNotFound`), arguments that
+    /// do not bind (`BadCall`), or the service's own error.
+    pub fn dispatch<'a>(
+        &'a self,
+        ctx: &'a Ctx,
+        method: &'a str,
+        call: &'a Call,
+    ) -> Option<BoxFuture<'a, ManagerResult<Value>>> {
+        let rest = method.strip_prefix("services.")?;
+        let (id, function) = rest.split_once('.')?;
+        let service = self.get(id)?;
+        Some(Box::pin(async move {
+            let spec = service
+                .functions()
+                .iter()
+                .find(|f| f.name == function)
+                .ok_or_else(|| ManagerError::MethodNotFound(method.to_owned()))?;
+            // `bind` words its errors as Python's TypeError; the variant carries the class.
+            let args = bind(function, spec.params, call).map_err(|e| {
+                ManagerError::BadCall(e.strip_prefix("TypeError: ").unwrap_or(&e).to_owned())
+            })?;
+            service.call(ctx, function, args).await
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rhizo_protocol::message::Promise;
+    use rhizo_protocol::user::UserInfo;
+
+    struct Counter;
+
+    impl ControlService for Counter {
+        fn id(&self) -> &'static str {
+            "counter"
+        }
+        fn name(&self) -> &str {
+            "Counter"
+        }
+        fn functions(&self) -> &'static [FunctionSpec] {
+            &[FunctionSpec {
+                name: "add",
+                params: &[("a", false), ("b", true)],
+                doc: "Adds b (default 1) to a.",
+            }]
+        }
+        fn call<'a>(
+            &'a self,
+            ctx: &'a Ctx,
+            function: &'a str,
+            args: Vec<Value>,
+        ) -> BoxFuture<'a, ManagerResult<Value>> {
+            Box::pin(async move {
+                assert_eq!(function, "add");
+                if ctx.user.is_anonymous {
+                    return Err(ManagerError::Permission(
+                        "anonymous callers may not add".into(),
+                    ));
+                }
+                let a = args[0]
+                    .as_i64()
+                    .ok_or_else(|| ManagerError::InvalidArgument("a must be an integer".into()))?;
+                Ok(Value::from(a + args[1].as_i64().unwrap_or(1)))
+            })
+        }
+    }
+
+    fn ctx(anonymous: bool) -> Ctx {
+        let mut user = UserInfo::root();
+        user.is_anonymous = anonymous;
+        Ctx {
+            ws: "ws-a".into(),
+            from: "ws-a/c1".into(),
+            cid: "c1".into(),
+            user,
+        }
+    }
+
+    fn call(method: &str, args: Vec<Value>) -> Call {
+        Call {
+            method: method.into(),
+            from: "ws-a/c1".into(),
+            ws: "ws-a".into(),
+            user: Value::Nil,
+            session: Some("s".into()),
+            args,
+            kwargs: vec![],
+            promise: Promise::Compact { interval: None },
+        }
+    }
+
+    fn set() -> ServiceSet {
+        let mut s = ServiceSet::default();
+        s.add(Arc::new(Counter)).unwrap();
+        s
+    }
+
+    #[test]
+    fn ids_are_checked_once() {
+        let mut s = set();
+        assert!(s.add(Arc::new(Counter)).is_err(), "twice");
+    }
+
+    #[test]
+    fn the_service_object_targets_the_manager() {
+        let obj = set()
+            .service_object("counter", "*/manager-x", "http://h")
+            .unwrap();
+        assert_eq!(value::get_str(&obj, "id"), Some("public/manager-x:counter"));
+        let add = value::get(&obj, "add").unwrap();
+        assert_eq!(value::get_str(add, "_rtarget"), Some("*/manager-x"));
+        assert_eq!(
+            value::get_str(add, "_rmethod"),
+            Some("services.counter.add")
+        );
+        assert!(set().service_object("nope", "*/m", "http://h").is_none());
+    }
+
+    #[tokio::test]
+    async fn calls_are_bound_and_dispatched() {
+        let s = set();
+        let c = ctx(false);
+        let ok = call("services.counter.add", vec![2.into()]);
+        assert_eq!(
+            s.dispatch(&c, &ok.method, &ok).unwrap().await,
+            Ok(Value::from(3))
+        );
+        let unknown = call("services.counter.sub", vec![]);
+        assert!(matches!(
+            s.dispatch(&c, &unknown.method, &unknown).unwrap().await,
+            Err(ManagerError::MethodNotFound(_))
+        ));
+        let too_many = call("services.counter.add", vec![1.into(), 2.into(), 3.into()]);
+        let err = s
+            .dispatch(&c, &too_many.method, &too_many)
+            .unwrap()
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, ManagerError::BadCall(m) if !m.starts_with("TypeError")),
+            "{err:?}"
+        );
+        assert!(err.wire().starts_with("TypeError: add()"), "{}", err.wire());
+        let anon = ctx(true);
+        assert!(matches!(
+            s.dispatch(&anon, &ok.method, &ok).unwrap().await,
+            Err(ManagerError::Permission(_))
+        ));
+        assert!(s.dispatch(&c, "services.default.echo", &ok).is_none());
+    }
+}
