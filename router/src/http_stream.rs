@@ -18,7 +18,8 @@ use crate::hooks::ConnRef;
 use crate::table::{Conn, Transport};
 use crate::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, Query, Request, State};
+use axum::extract::rejection::{BytesRejection, FailedToBufferBody};
+use axum::extract::{DefaultBodyLimit, FromRequest, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -42,13 +43,27 @@ pub const STREAM_CONTENT_TYPE: &str = "application/x-msgpack-stream";
 /// Upstream bodies longer than this are never control messages.
 const MAX_CONTROL_BODY: usize = 1000;
 
-/// The `/rpc` routes, to be merged into the HTTP app.
+/// The `/rpc` routes, to be merged into the HTTP app. A POST body is limited to
+/// [`RouterConfig::max_frame_bytes`](crate::RouterConfig) (413 in the reference's JSON
+/// shape beyond it).
 pub fn routes(router: Router) -> axum::Router {
+    let max = router.config().max_frame_bytes;
     axum::Router::new()
         .route("/rpc", get(open_stream).post(post_message))
-        // The POST body is limited by hand (413 in the reference's JSON shape).
-        .layer(DefaultBodyLimit::disable())
+        .layer(DefaultBodyLimit::max(max))
         .with_state(router)
+}
+
+/// The status a POST body that could not be read is answered with: 413 when it exceeded
+/// the limit (axum's `LengthLimitError`, by type), 400 for any other failure (the client
+/// went away mid-body).
+fn body_error_status(err: &BytesRejection) -> StatusCode {
+    match err {
+        BytesRejection::FailedToBufferBody(FailedToBufferBody::LengthLimitError(_)) => {
+            StatusCode::PAYLOAD_TOO_LARGE
+        }
+        _ => StatusCode::BAD_REQUEST,
+    }
 }
 
 /// Appends one record (length prefix and payload) to `out`.
@@ -178,14 +193,17 @@ async fn post_message(
             format!("Credentials do not match the stream of {ws}/{cid}"),
         );
     }
-    let max = router.config().max_frame_bytes;
-    let body = match axum::body::to_bytes(request.into_body(), max).await {
+    let body = match Bytes::from_request(request, &()).await {
         Ok(b) => b,
-        Err(_) => {
-            return fail(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("Message larger than {max} bytes"),
-            )
+        Err(e) => {
+            let status = body_error_status(&e);
+            let max = router.config().max_frame_bytes;
+            let detail = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                format!("Message larger than {max} bytes")
+            } else {
+                format!("Could not read the message: {e}")
+            };
+            return fail(status, detail);
         }
     };
     match control_body(&body) {

@@ -213,12 +213,10 @@ impl Router {
                     match msg {
                         None | Some(Ok(Message::Close(_))) => return None,
                         Some(Err(e)) => {
-                            // tungstenite reports an oversized message as a capacity error.
-                            let text = e.to_string();
-                            if text.contains("Space limit exceeded") || text.contains("too long") || text.contains("too big") {
+                            if is_oversized(&e) {
                                 return Some(CloseReason::FrameTooLarge(cfg.max_frame_bytes));
                             }
-                            tracing::debug!(client = %conn.addr, error = %text, "read error");
+                            tracing::debug!(client = %conn.addr, error = %e, "read error");
                             return None;
                         }
                         Some(Ok(Message::Binary(frame))) => {
@@ -302,3 +300,30 @@ async fn close(sink: &mut WebSocket, reason: &CloseReason) {
     };
     let _ = sink.send(Message::Close(Some(frame))).await;
 }
+
+/// Whether a read error from the socket means the client sent a message or frame over the
+/// configured limit (`max_message_size` / `max_frame_size`, from
+/// [`RouterConfig::max_frame_bytes`](crate::RouterConfig)), which closes the connection
+/// with 1009 (protocol.md §2.4 "Size").
+///
+/// Decided by type, not text: tungstenite reports both limits as
+/// `Error::Capacity(CapacityError::MessageTooLong { .. })`, which axum wraps in its own
+/// `axum::Error`; the error's `source` chain is walked until that variant (or a bare
+/// `CapacityError::MessageTooLong`) turns up.
+pub(crate) fn is_oversized(err: &(dyn std::error::Error + 'static)) -> bool {
+    use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if let Some(WsError::Capacity(c)) = e.downcast_ref::<WsError>() {
+            return matches!(c, CapacityError::MessageTooLong { .. });
+        }
+        if let Some(c) = e.downcast_ref::<CapacityError>() {
+            return matches!(c, CapacityError::MessageTooLong { .. });
+        }
+        next = e.source();
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests;

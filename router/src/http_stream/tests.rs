@@ -96,3 +96,21 @@ fn request_tokens_come_from_the_header_or_the_cookie() {
     );
     assert_eq!(request_token(&h).as_deref(), Some("abc"));
 }
+
+#[tokio::test]
+async fn an_oversized_body_is_told_by_error_type() {
+    // Without a `DefaultBodyLimit` layer axum applies its default limit of 2 MiB: the same
+    // `Limited` wrapping, and the same error, as the `/rpc` route's own limit.
+    let body = Body::from(vec![0u8; (2 << 20) + 1]);
+    let err = Bytes::from_request(Request::new(body), &())
+        .await
+        .unwrap_err();
+    assert_eq!(body_error_status(&err), StatusCode::PAYLOAD_TOO_LARGE);
+    // Any other failure to read the body — even one whose text speaks of a limit — is a 400.
+    let gone = std::io::Error::other("length limit exceeded");
+    let body = Body::from_stream(futures_util::stream::iter([Err::<Bytes, _>(gone)]));
+    let err = Bytes::from_request(Request::new(body), &())
+        .await
+        .unwrap_err();
+    assert_eq!(body_error_status(&err), StatusCode::BAD_REQUEST);
+}
