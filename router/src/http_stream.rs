@@ -11,6 +11,16 @@
 //! `POST /rpc` carries one client frame upstream; it is routed exactly like a WebSocket
 //! binary frame from the stream's connection. Dropping the response body (the client went
 //! away) tears the connection down like a closed WebSocket.
+//!
+//! Who may POST for a stream (protocol.md §7.2, "Recommended: verify the POST's
+//! credentials match the stream owner"; the reference checks nothing): the POST must
+//! repeat the GET's bearer token, and each stream has a secret that only its GET's
+//! response carried, as the cookie [`stream_cookie_name`] (`HttpOnly; SameSite=Strict`).
+//! The unmodified clients send nothing else that could serve as a secret — their POSTs
+//! carry `client_id`, `workspace` and the user's own token, if any — but the Python
+//! client's `httpx` session keeps cookies, and so does a browser for same-origin requests.
+//! See [`StreamCredentials::check`] for the rules, and what stays open for clients that
+//! keep no cookies (the npm client on Node.js).
 
 use crate::close::CloseReason;
 use crate::egress::{Egress, Outbound};
@@ -28,7 +38,8 @@ use rhizo_protocol::handshake::{self, AuthRequest, Control};
 use rhizo_protocol::value;
 use serde_json::json;
 use std::collections::HashMap;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering::{self, Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -52,6 +63,132 @@ pub fn routes(router: Router) -> axum::Router {
         .route("/rpc", get(open_stream).post(post_message))
         .layer(DefaultBodyLimit::max(max))
         .with_state(router)
+}
+
+/// Bytes of randomness in a stream secret (hex-encoded in the cookie: 64 characters).
+const SECRET_BYTES: usize = 32;
+
+/// The name of the cookie carrying the secret of the stream of `addr` (`"<ws>/<cid>"`):
+/// `rhizo_stream_` and 16 hex digits of a fixed hash (FNV-1a, 64 bit) of the address, so
+/// that several streams of one browser origin keep apart cookies, and the name is a valid
+/// cookie token whatever characters the address holds.
+pub fn stream_cookie_name(addr: &str) -> String {
+    let h = addr.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!("rhizo_stream_{h:016x}")
+}
+
+/// What a `POST /rpc` must prove to act for an HTTP stream (protocol.md §7.2): the bearer
+/// token the stream was opened with, and the stream's secret, given only to its `GET` as
+/// a cookie. `Debug` does not show either.
+pub struct StreamCredentials {
+    /// The opening request's token (`None` for an anonymous stream).
+    token: Option<String>,
+    /// 64 hex digits from the thread-local CSPRNG, new for every stream.
+    secret: String,
+    /// Set once a POST carried the secret: from then on an anonymous stream accepts only
+    /// POSTs that carry it.
+    bound: AtomicBool,
+}
+
+/// Why a POST may not act for a stream; each is answered 403.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PostRefusal {
+    /// The bearer token differs from the stream's.
+    #[error("Credentials do not match the stream")]
+    Token,
+    /// The stream cookie is present but holds another secret (an older stream's, or a
+    /// guess).
+    #[error("The stream secret does not match the stream")]
+    WrongSecret,
+    /// An anonymous stream whose client has shown the secret before got a POST without it.
+    #[error("The stream secret is missing")]
+    MissingSecret,
+}
+
+// === impl StreamCredentials ===
+
+impl StreamCredentials {
+    /// Credentials for a new stream opened with `token`, with a fresh random secret.
+    pub fn new(token: Option<String>) -> Self {
+        use rand::RngCore;
+        let mut raw = [0u8; SECRET_BYTES];
+        rand::thread_rng().fill_bytes(&mut raw);
+        let secret = raw.iter().map(|b| format!("{b:02x}")).collect();
+        StreamCredentials {
+            token,
+            secret,
+            bound: AtomicBool::new(false),
+        }
+    }
+
+    /// The stream's secret, for its GET's `Set-Cookie`.
+    pub fn secret(&self) -> &str {
+        &self.secret
+    }
+
+    /// Whether a POST with bearer `token` and stream cookie `cookie` may act for the
+    /// stream. The token must equal the GET's. A cookie, when present, must hold the
+    /// stream's secret; the first POST that shows it binds the stream. Without a cookie:
+    /// a token stream is accepted on its token; an anonymous stream only while unbound.
+    ///
+    /// What stays open: an anonymous stream whose client never sends the cookie (the npm
+    /// client on Node.js, whose `fetch` keeps no cookies; browsers on another origin)
+    /// stays unbound, so anyone who knows its `<ws>/<cid>` can POST for it, as with the
+    /// reference; so can anyone for any anonymous stream before its client's first POST
+    /// (milliseconds after connecting, for the Python client). A token stream accepts
+    /// anyone holding the same token.
+    pub fn check(&self, token: Option<&str>, cookie: Option<&str>) -> Result<(), PostRefusal> {
+        if self.token.as_deref() != token {
+            return Err(PostRefusal::Token);
+        }
+        match cookie {
+            Some(c) if constant_time_eq(c.as_bytes(), self.secret.as_bytes()) => {
+                self.bound.store(true, Ordering::Release);
+                Ok(())
+            }
+            Some(_) => Err(PostRefusal::WrongSecret),
+            None if self.token.is_none() && self.bound.load(Ordering::Acquire) => {
+                Err(PostRefusal::MissingSecret)
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+impl std::fmt::Debug for StreamCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamCredentials")
+            .field("token", &self.token.as_ref().map(|_| "…"))
+            .field("bound", &self.bound.load(Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Equality that takes the same time wherever the first difference is.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The value of cookie `name` in the request's `Cookie` headers, if any.
+fn request_cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim_matches('"'))
+}
+
+/// The `Set-Cookie` value that hands a stream its secret: a session cookie, host-only,
+/// path defaulting to the `/rpc` route's directory, hidden from page scripts and never
+/// sent on cross-site requests.
+fn secret_cookie(addr: &str, secret: &str) -> Option<HeaderValue> {
+    let name = stream_cookie_name(addr);
+    HeaderValue::from_str(&format!("{name}={secret}; HttpOnly; SameSite=Strict")).ok()
 }
 
 /// The status a POST body that could not be read is answered with: 413 when it exceeded
@@ -176,22 +313,24 @@ async fn post_message(
     let Some(ws) = param(&q, "workspace") else {
         return fail(StatusCode::BAD_REQUEST, "workspace is required");
     };
-    let token = request_token(request.headers());
-    let Some(conn) = router
-        .table()
-        .get(&ws, &cid)
-        .filter(|c| matches!(c.transport, Transport::HttpStream { .. }))
-    else {
+    let Some(conn) = router.table().get(&ws, &cid) else {
         return fail(
             StatusCode::NOT_FOUND,
             format!("No active stream for {ws}/{cid}"),
         );
     };
-    if conn.transport != (Transport::HttpStream { token }) {
+    let Transport::HttpStream(creds) = &conn.transport else {
         return fail(
-            StatusCode::FORBIDDEN,
-            format!("Credentials do not match the stream of {ws}/{cid}"),
+            StatusCode::NOT_FOUND,
+            format!("No active stream for {ws}/{cid}"),
         );
+    };
+    // Decided before the body is read: a refused POST costs no buffering.
+    let token = request_token(request.headers());
+    let cookie = request_cookie(request.headers(), &stream_cookie_name(&conn.addr));
+    if let Err(refusal) = creds.check(token.as_deref(), cookie) {
+        tracing::debug!(client = %conn.addr, %refusal, "POST refused");
+        return fail(StatusCode::FORBIDDEN, format!("{refusal}: {ws}/{cid}"));
     }
     let body = match Bytes::from_request(request, &()).await {
         Ok(b) => b,
@@ -236,7 +375,8 @@ async fn post_message(
 impl Router {
     /// Admits an HTTP stream and returns its response: the record stream on success, a
     /// JSON error (401 for authentication failures, 403 otherwise) on refusal. `token` is
-    /// the bearer token of the request, which later POSTs must repeat.
+    /// the bearer token of the request, which later POSTs must repeat; the response sets
+    /// the stream's secret cookie ([`stream_cookie_name`], [`StreamCredentials`]).
     pub async fn open_stream(&self, req: AuthRequest, token: Option<String>) -> Response {
         let id = self.inner.next_id.fetch_add(1, Relaxed);
         let admission = match self.hooks().admit(id, req).await {
@@ -255,6 +395,7 @@ impl Router {
         let (egress, rx) = Egress::new(cfg.egress_limit_bytes, cfg.slow_consumer_grace);
         let info = value::encode(&value::from_json(&admission.connection_info));
         egress.push_control(Outbound::Binary(Bytes::from(info)));
+        let creds = StreamCredentials::new(token);
         let conn = Conn::new(
             id,
             &admission.workspace,
@@ -262,9 +403,9 @@ impl Router {
             admission.user.clone(),
             admission.can_write,
             egress,
-        )
-        .with_transport(Transport::HttpStream { token });
-        let conn = Arc::new(conn);
+        );
+        let cookie = secret_cookie(&conn.addr, creds.secret());
+        let conn = Arc::new(conn.with_transport(Transport::HttpStream(creds)));
         if let Some(old) = self.inner.table.insert(conn.clone()) {
             old.egress.close(CloseReason::Superseded);
         }
@@ -297,6 +438,9 @@ impl Router {
         );
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+        if let Some(cookie) = cookie {
+            h.insert(header::SET_COOKIE, cookie);
+        }
         response
     }
 }

@@ -3,6 +3,7 @@
 //! (callers clone the `Arc<Conn>` out and drop the guard before sending).
 
 use crate::egress::Egress;
+use crate::http_stream::StreamCredentials;
 use bytes::Bytes;
 use dashmap::DashMap;
 use rhizo_protocol::frame::Stamp;
@@ -11,17 +12,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 /// How a connection reaches its client.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Default)]
 pub enum Transport {
     /// A WebSocket at `/ws`.
     #[default]
     WebSocket,
-    /// An HTTP stream opened with `GET /rpc` (protocol.md §7); `token` is the bearer token
-    /// it was opened with, which every `POST /rpc` for it must repeat.
-    HttpStream {
-        /// The opening request's token (`None` for an anonymous stream).
-        token: Option<String>,
-    },
+    /// An HTTP stream opened with `GET /rpc` (protocol.md §7), with what a `POST /rpc` for
+    /// it must prove: the opening request's bearer token and the stream's secret cookie.
+    HttpStream(StreamCredentials),
 }
 
 /// One live client connection.

@@ -358,3 +358,37 @@ async def test_rpc_preflight(server_url):
         )
         assert r.status_code in (200, 204), r.status_code
         assert "access-control-allow-origin" in r.headers
+
+
+def _stream_cookie_name(addr: str) -> str:
+    """rhizo's name for the secret cookie of the stream of ``addr`` (FNV-1a 64 of it)."""
+    h = 0xCBF29CE484222325
+    for b in addr.encode():
+        h = ((h ^ b) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return f"rhizo_stream_{h:016x}"
+
+
+@pytest.mark.rhizo_only
+async def test_anonymous_stream_refuses_posts_from_others(server_url, connect):
+    """The real client's session keeps the stream's secret cookie from its GET and sends
+    it on every POST; once it has, a POST for its ``ws/cid`` from anyone else (no cookie,
+    or another value) is refused with 403 and the client keeps working."""
+    cid = unique_id("anon")
+    c = await connect(client_id=cid, transport="http")
+    await c.register_service({"id": "echo", "config": {"visibility": "public"}, "echo": lambda x: x})
+    assert await (await c.get_service(f"{cid}:echo")).echo(5) == 5
+    params = {"client_id": cid, "workspace": c.config.workspace}
+    body = msgpack.packb({"type": "refresh_token"})
+    async with httpx.AsyncClient(timeout=10) as http:
+        r = await http.post(f"{server_url}/rpc", params=params, content=body)
+        assert r.status_code == 403, r.status_code
+        assert r.json()["success"] is False
+        name = _stream_cookie_name(f"{c.config.workspace}/{cid}")
+        r = await http.post(
+            f"{server_url}/rpc",
+            params=params,
+            content=body,
+            headers={"Cookie": f"{name}={'0' * 64}"},
+        )
+        assert r.status_code == 403, r.status_code
+    assert await (await c.get_service(f"{cid}:echo")).echo(6) == 6

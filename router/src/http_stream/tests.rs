@@ -114,3 +114,82 @@ async fn an_oversized_body_is_told_by_error_type() {
         .unwrap_err();
     assert_eq!(body_error_status(&err), StatusCode::BAD_REQUEST);
 }
+
+#[test]
+fn stream_cookie_names_are_per_address_tokens() {
+    let a = stream_cookie_name("ws-user-x/c1");
+    assert_eq!(a, stream_cookie_name("ws-user-x/c1"), "stable");
+    assert_ne!(a, stream_cookie_name("ws-user-x/c2"));
+    assert!(a.starts_with("rhizo_stream_") && a.len() == "rhizo_stream_".len() + 16);
+    assert!(a.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'));
+    let v = secret_cookie("w/c; x=\"y\"", "ab").unwrap();
+    assert!(v.to_str().unwrap().starts_with("rhizo_stream_"));
+    assert!(v.to_str().unwrap().contains("HttpOnly; SameSite=Strict"));
+}
+
+#[test]
+fn request_cookies_are_found_by_name() {
+    let mut h = HeaderMap::new();
+    assert_eq!(request_cookie(&h, "s"), None);
+    h.append(header::COOKIE, HeaderValue::from_static("a=1; s=two"));
+    h.append(header::COOKIE, HeaderValue::from_static("t=\"3\""));
+    assert_eq!(request_cookie(&h, "s"), Some("two"));
+    assert_eq!(request_cookie(&h, "t"), Some("3"));
+    assert_eq!(request_cookie(&h, "a"), Some("1"));
+    assert_eq!(request_cookie(&h, "x"), None);
+}
+
+#[test]
+fn streams_get_distinct_secrets() {
+    let (a, b) = (StreamCredentials::new(None), StreamCredentials::new(None));
+    assert_eq!(a.secret().len(), 2 * SECRET_BYTES);
+    assert!(a.secret().bytes().all(|b| b.is_ascii_hexdigit()));
+    assert_ne!(a.secret(), b.secret());
+    let shown = format!("{a:?}");
+    assert!(
+        !shown.contains(a.secret()),
+        "Debug hides the secret: {shown}"
+    );
+}
+
+#[test]
+fn anonymous_stream_binds_to_its_secret() {
+    let creds = StreamCredentials::new(None);
+    let secret = creds.secret().to_owned();
+    // Before its client showed the secret, a cookie-less POST is accepted (clients that
+    // keep no cookies), a wrong secret never is.
+    assert_eq!(creds.check(None, None), Ok(()));
+    assert_eq!(
+        creds.check(None, Some("guess")),
+        Err(PostRefusal::WrongSecret)
+    );
+    assert_eq!(
+        creds.check(Some("tok"), Some(&secret)),
+        Err(PostRefusal::Token)
+    );
+    assert_eq!(creds.check(None, Some(&secret)), Ok(()));
+    // Bound: only POSTs with the secret.
+    assert_eq!(creds.check(None, None), Err(PostRefusal::MissingSecret));
+    assert_eq!(
+        creds.check(None, Some(&secret[1..])),
+        Err(PostRefusal::WrongSecret)
+    );
+    assert_eq!(creds.check(None, Some(&secret)), Ok(()));
+}
+
+#[test]
+fn token_stream_needs_its_token_and_never_a_wrong_secret() {
+    let creds = StreamCredentials::new(Some("tok".into()));
+    let secret = creds.secret().to_owned();
+    assert_eq!(creds.check(None, None), Err(PostRefusal::Token));
+    assert_eq!(
+        creds.check(Some("other"), Some(&secret)),
+        Err(PostRefusal::Token)
+    );
+    assert_eq!(creds.check(Some("tok"), Some(&secret)), Ok(()));
+    assert_eq!(creds.check(Some("tok"), None), Ok(()));
+    assert_eq!(
+        creds.check(Some("tok"), Some("old")),
+        Err(PostRefusal::WrongSecret)
+    );
+}
