@@ -8,7 +8,7 @@ use futures_util::{SinkExt, StreamExt};
 use rhizo_client::{Client, ClientError, ConnectOptions, Event};
 use rhizo_protocol::user::{Permission, UserInfo};
 use rhizo_protocol::value::{get, get_str, map};
-use rhizo_router::RouterConfig;
+use rhizo_router::{RouterConfig, RouterControl};
 use rmpv::Value;
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message as Ws;
@@ -277,7 +277,7 @@ async fn temporary_workspaces_outlive_their_last_client_by_the_grace_period() {
     a.disconnect();
     drop(a);
     assert!(
-        common::eventually(T, || s.router.table().count(&ws) == 0).await,
+        common::eventually(T, || s.router.client_count(&ws) == 0).await,
         "client gone"
     );
     assert!(exists(&s, &ws), "kept during the grace period");
@@ -359,7 +359,7 @@ async fn cleanup_removes_clients_that_do_not_answer() {
         }
     }
     assert!(saw_close, "the unresponsive client was disconnected");
-    assert!(common::eventually(T, || s.router.table().get(&ws, "dead").is_none()).await);
+    assert!(common::eventually(T, || s.router.client(&format!("{ws}/dead")).is_none()).await);
     // Everyone answers now: nothing to remove.
     let again = admin
         .manager_call("cleanup", vec![Value::Nil, 1.into()])
@@ -419,7 +419,7 @@ async fn a_registered_users_workspace_stays_after_its_last_client() {
         .unwrap();
     c.disconnect();
     drop(c);
-    assert!(common::eventually(T, || s.router.table().count("ws-user-erin") == 0).await);
+    assert!(common::eventually(T, || s.router.client_count("ws-user-erin") == 0).await);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let info = s.manager.workspaces.get("ws-user-erin").expect("kept");
     assert!(info.persistent);
