@@ -46,7 +46,7 @@ pub enum ManagerError {
     #[error("RuntimeError: {0}")]
     Internal(String),
     /// Another client rejected the call the manager made for the caller; its text as it
-    /// was sent (the status is read from its Python class, if it names one).
+    /// was sent (the status is read from that text, §8.3).
     #[error("{0}")]
     Remote(String),
 }
@@ -61,6 +61,28 @@ impl ManagerError {
     /// the message (e.g. `KeyError: Service not found: x`).
     pub fn wire(&self) -> String {
         self.to_string()
+    }
+
+    /// A [`ManagerError::BadCall`] from an error of `rhizo_protocol::message::bind`, which
+    /// reports arguments that do not fit a method's parameters as text with a leading
+    /// `TypeError: ` (the class its Python counterpart raises). The prefix is stripped so
+    /// that [`ManagerError::wire`] adds it back once; text without it is kept whole. This
+    /// and [`ManagerError::Remote`]'s status are the only places that read error text.
+    pub fn bad_call(text: String) -> Self {
+        match text.strip_prefix("TypeError: ") {
+            Some(message) => ManagerError::BadCall(message.to_owned()),
+            None => ManagerError::BadCall(text),
+        }
+    }
+
+    /// The status of this error on the listing and info routes (`/{ws}/services/`,
+    /// `/{ws}/services/{id}`): 403 for the manager's own permission errors, 404 for
+    /// everything else, unknown workspaces and remote errors included (§8.3).
+    pub fn listing_status(&self) -> StatusCode {
+        match self {
+            ManagerError::Permission(_) => StatusCode::FORBIDDEN,
+            _ => StatusCode::NOT_FOUND,
+        }
     }
 
     /// The Python exception class the caller's client raises, where the variant has one.
@@ -94,26 +116,28 @@ impl ManagerError {
     }
 }
 
-/// The status of an error another client sent: read from the Python exception class that
-/// leads its text, the only thing a remote exception carries (§8.3). Python services
-/// report bad arguments without a class, so those phrases count as 400 too.
+/// The status of an error another client sent, read from its text as §8.3 has it for
+/// remote errors — the only thing a remote exception carries. hypha-rpc clients send a
+/// message or a whole traceback, so the Python class is looked for anywhere in it, and
+/// Python services report bad arguments without a class, so those phrases count as 400.
 fn remote_status(text: &str) -> StatusCode {
-    let class = text.split_once(':').map_or("", |(c, _)| c.trim());
-    match class {
-        "TimeoutError" => return StatusCode::GATEWAY_TIMEOUT,
-        "PermissionError" => return StatusCode::FORBIDDEN,
-        "KeyError" => return StatusCode::NOT_FOUND,
-        "TypeError" | "ValueError" | "AssertionError" => return StatusCode::BAD_REQUEST,
-        _ => {}
-    }
     const BAD_ARGUMENTS: [&str; 3] = [
         "unexpected keyword argument",
         "required positional argument",
         "positional arguments but",
     ];
-    if text.starts_with("Method not found") {
+    let lower = text.to_lowercase();
+    if text.contains("TimeoutError") || text.contains("Method call timed out") {
+        StatusCode::GATEWAY_TIMEOUT
+    } else if text.contains("PermissionError") || lower.contains("permission denied") {
+        StatusCode::FORBIDDEN
+    } else if text.contains("KeyError") || lower.contains("not found") {
         StatusCode::NOT_FOUND
-    } else if BAD_ARGUMENTS.iter().any(|p| text.contains(p)) {
+    } else if ["TypeError", "ValueError", "AssertionError"]
+        .iter()
+        .chain(BAD_ARGUMENTS.iter())
+        .any(|p| text.contains(p))
+    {
         StatusCode::BAD_REQUEST
     } else {
         StatusCode::INTERNAL_SERVER_ERROR
@@ -146,6 +170,19 @@ impl ApiError {
             status,
             detail: detail.into(),
         }
+    }
+
+    /// The answer of a listing or info route: the status of
+    /// [`ManagerError::listing_status`], the error's wire text as detail.
+    pub fn listing(e: ManagerError) -> Self {
+        ApiError::new(e.listing_status(), e.wire())
+    }
+}
+
+/// A token that does not verify (invalid, expired, revoked): 401 with the reason.
+impl From<crate::tokens::TokenError> for ApiError {
+    fn from(e: crate::tokens::TokenError) -> Self {
+        ApiError::new(StatusCode::UNAUTHORIZED, e.to_string())
     }
 }
 
@@ -185,6 +222,29 @@ mod tests {
     }
 
     #[test]
+    fn bind_errors_keep_one_class_prefix() {
+        let e = ManagerError::bad_call("TypeError: f() takes 1 positional arguments".into());
+        assert_eq!(
+            e,
+            ManagerError::BadCall("f() takes 1 positional arguments".into())
+        );
+        assert_eq!(e.wire(), "TypeError: f() takes 1 positional arguments");
+        assert_eq!(e.status().as_u16(), 400);
+    }
+
+    #[test]
+    fn listing_routes_answer_403_only_for_local_permission_errors() {
+        let listing = |e: ManagerError| ApiError::listing(e).status.as_u16();
+        assert_eq!(listing(ManagerError::Permission("no".into())), 403);
+        assert_eq!(listing(ManagerError::NotFound("x".into())), 404);
+        assert_eq!(listing(ManagerError::InvalidArgument("x".into())), 404);
+        assert_eq!(
+            listing(ManagerError::Remote("PermissionError: no".into())),
+            404
+        );
+    }
+
+    #[test]
     fn statuses_follow_the_reference_mapping() {
         let cases = [
             (ManagerError::Permission("x".into()), 403),
@@ -213,6 +273,13 @@ mod tests {
                 504,
             ),
             (ManagerError::Remote("Exception: boom".into()), 500),
+            // hypha-rpc sends tracebacks: the class is found anywhere in the text.
+            (
+                ManagerError::Remote(
+                    "Traceback (most recent call last):\n  ...\nKeyError: 'a'".into(),
+                ),
+                404,
+            ),
         ];
         for (e, status) in cases {
             assert_eq!(e.status().as_u16(), status, "{e:?}");

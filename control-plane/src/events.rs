@@ -2,6 +2,7 @@
 //! `{"type":<name>,"to":"*","data":<payload>}` delivered to the connections of the
 //! workspace that subscribed to `<name>`.
 
+use crate::error::{ManagerError, ManagerResult};
 use bytes::Bytes;
 use rhizo_interface::RouterControl;
 use rhizo_protocol::value::{self, map};
@@ -39,28 +40,28 @@ pub fn emit(router: &dyn RouterControl, ws: &str, kind: &str, data: Value) {
 }
 
 /// Checks the names a client in `ws` wants to subscribe to: no names that point into
-/// another workspace (workspace-api.md §5.5). Errors: `ValueError: …`.
-pub fn check_subscription(ws: &str, name: &str) -> Result<(), String> {
+/// another workspace (workspace-api.md §5.5). Errors: [`ManagerError::InvalidArgument`].
+pub fn check_subscription(ws: &str, name: &str) -> ManagerResult<()> {
     if SYSTEM_EVENTS.contains(&name) {
         return Ok(());
     }
     let foreign = |prefix: &str| prefix != ws;
     if let Some((first, _)) = name.split_once('/') {
         if foreign(first) {
-            return Err(format!(
-                "ValueError: Cannot subscribe to events of another workspace: {name}"
-            ));
+            return Err(ManagerError::InvalidArgument(format!(
+                "Cannot subscribe to events of another workspace: {name}"
+            )));
         }
     } else if let Some((first, _)) = name.split_once(':') {
         if first.starts_with("ws-") && foreign(first) {
-            return Err(format!(
-                "ValueError: Cannot subscribe to events of another workspace: {name}"
-            ));
+            return Err(ManagerError::InvalidArgument(format!(
+                "Cannot subscribe to events of another workspace: {name}"
+            )));
         }
     } else if name.starts_with("ws-") && foreign(name) {
-        return Err(format!(
-            "ValueError: Cannot subscribe to events of another workspace: {name}"
-        ));
+        return Err(ManagerError::InvalidArgument(format!(
+            "Cannot subscribe to events of another workspace: {name}"
+        )));
     }
     Ok(())
 }

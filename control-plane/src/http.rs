@@ -3,8 +3,8 @@
 //! per area returns a `Router`; [`routes`] merges them. The data plane's routes (`/ws`,
 //! `/rpc`) are the router's: the binary merges both and applies the base path.
 
+use crate::error::ApiError;
 use crate::manager::Manager;
-use crate::tokens::TokenError;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -80,15 +80,6 @@ fn assets() -> axum::Router<Arc<Manager>> {
     axum::Router::new().route("/assets/config.json", get(config_json))
 }
 
-/// An error answer in the reference's JSON shape.
-struct ApiError(StatusCode, String);
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (self.0, Json(json!({"success": false, "detail": self.1}))).into_response()
-    }
-}
-
 /// The token of an HTTP request: `Authorization: Bearer …` or the `access_token` cookie
 /// (workspace-api.md §1.7).
 pub fn request_token(headers: &HeaderMap) -> Option<String> {
@@ -134,11 +125,7 @@ async fn config_json(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let user = match request_token(&headers) {
         None => anonymous_http_user(),
-        Some(t) => m.tokens.verify(&t).map_err(|e| match e {
-            TokenError::Expired | TokenError::Invalid(_) | TokenError::Revoked => {
-                ApiError(StatusCode::UNAUTHORIZED, e.to_string())
-            }
-        })?,
+        Some(t) => m.tokens.verify(&t)?,
     };
     let c = &m.config;
     Ok(Json(json!({

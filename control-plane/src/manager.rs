@@ -16,6 +16,7 @@ mod workspace;
 pub use http_api::HTTP_CALL_TIMEOUT;
 
 use crate::config::ServerConfig;
+use crate::error::{ManagerError, ManagerResult};
 use crate::names::random_string;
 use crate::registry::Registry;
 use crate::tokens::TokenService;
@@ -25,7 +26,7 @@ use dashmap::DashMap;
 use rhizo_interface::RouterControl;
 use rhizo_protocol::frame::HeaderView;
 use rhizo_protocol::message::{
-    bind, encode_call, encode_frame, Call, Incoming, Message, Param, ReplyKind,
+    encode_call, encode_frame, Call, Incoming, Message, Param, ReplyKind,
 };
 use rhizo_protocol::user::{Permission, UserInfo};
 use rhizo_protocol::value::{self, map, method, RPromise};
@@ -54,12 +55,14 @@ impl Ctx {
     ///
     /// Errors: the stamped user record does not parse, or `from`/`ws` are missing. Such a
     /// call is refused: it never runs with a made-up identity.
-    fn from_call(call: &Call) -> Result<Self, String> {
+    fn from_call(call: &Call) -> ManagerResult<Self> {
         let user: UserInfo = serde_json::from_value(value::to_json(&call.user)).map_err(|e| {
-            format!("PermissionError: the caller's identity could not be read ({e})")
+            ManagerError::Permission(format!("the caller's identity could not be read ({e})"))
         })?;
         if call.from.is_empty() || call.ws.is_empty() {
-            return Err("PermissionError: the call carries no caller address".into());
+            return Err(ManagerError::Permission(
+                "the call carries no caller address".into(),
+            ));
         }
         let cid = call
             .from
@@ -75,20 +78,37 @@ impl Ctx {
         })
     }
 
-    /// Fails with the reference's `PermissionError` unless the caller has `needed` on `ws`.
-    pub fn require(&self, ws: &str, needed: Permission) -> Result<(), String> {
+    /// Fails with [`ManagerError::Permission`] (`Permission denied for workspace <ws>`,
+    /// as the reference) unless the caller has `needed` on `ws`.
+    pub fn require(&self, ws: &str, needed: Permission) -> ManagerResult<()> {
         if self.user.can(ws, needed) {
             Ok(())
         } else {
-            Err(format!(
-                "PermissionError: Permission denied for workspace {ws}"
-            ))
+            Err(ManagerError::Permission(format!(
+                "Permission denied for workspace {ws}"
+            )))
         }
     }
 }
 
+/// Binds the arguments of `call` to `params` (`rhizo_protocol::message::bind`); arguments
+/// that do not fit are a [`ManagerError::BadCall`].
+pub(crate) fn bind(name: &str, params: &[Param], call: &Call) -> ManagerResult<Vec<Value>> {
+    rhizo_protocol::message::bind(name, params, call).map_err(ManagerError::bad_call)
+}
+
+/// A call the manager sent and is waiting on ([`Manager::wait_reply`]).
+struct SentCall {
+    session: String,
+    reply: oneshot::Receiver<ManagerResult<Value>>,
+    heartbeat: Arc<Notify>,
+    to: String,
+    method: String,
+    timeout: Duration,
+}
+
 struct PendingCall {
-    reply: oneshot::Sender<Result<Value, String>>,
+    reply: oneshot::Sender<ManagerResult<Value>>,
     heartbeat: Arc<Notify>,
     target: String,
 }
@@ -136,7 +156,7 @@ pub type Callback = Arc<
     dyn Fn(
             Call,
         )
-            -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Value, String>> + Send>>
+            -> std::pin::Pin<Box<dyn std::future::Future<Output = ManagerResult<Value>> + Send>>
         + Send
         + Sync,
 >;
@@ -268,7 +288,7 @@ impl Manager {
     }
 
     /// Tells `from` that its call `method` was refused by the manager's call limits.
-    fn refuse_call(&self, from: &str, method: &str, session: &str, limit: &str) {
+    fn refuse_call(&self, from: &str, method: &str, session: &str, limit: &ManagerError) {
         tracing::debug!(caller = %from, %method, "manager call refused: {limit}");
         if session.is_empty() || from.is_empty() {
             return;
@@ -279,7 +299,7 @@ impl Manager {
             ("to", from.into()),
             ("method", format!("{session}.reject").into()),
         ]);
-        let message = format!("RuntimeError: {limit}; retry when earlier calls have finished");
+        let message = format!("{}; retry when earlier calls have finished", limit.wire());
         let extra = map([("args", Value::Array(vec![value::error(&message)]))]);
         self.router
             .deliver(from, Bytes::from(encode_frame(&header, Some(&extra))));
@@ -315,7 +335,7 @@ impl Manager {
             }
             ReplyKind::Reject(e) => {
                 if let Some((_, p)) = self.pending.remove(session) {
-                    let _ = p.reply.send(Err(e));
+                    let _ = p.reply.send(Err(ManagerError::Remote(e)));
                 }
             }
         }
@@ -328,7 +348,7 @@ impl Manager {
             Ok(ctx) => ctx,
             Err(e) => {
                 tracing::warn!(method = %call.method, caller = %call.from, error = %e, "manager call refused");
-                if let Some((to, frame)) = call.reply(&self.addr, Err(e)) {
+                if let Some((to, frame)) = call.reply(&self.addr, Err(e.wire())) {
                     self.router.deliver(&to, Bytes::from(frame));
                 }
                 return;
@@ -361,7 +381,7 @@ impl Manager {
         if let Err(e) = &result {
             tracing::debug!(method = %call.method, caller = %ctx.from, error = %e, "manager call failed");
         }
-        let Some((to, frame)) = call.reply(&self.addr, result) else {
+        let Some((to, frame)) = call.reply(&self.addr, result.map_err(|e| e.wire())) else {
             return;
         };
         if frame.len() <= chunks::WHOLE_FRAME_LIMIT {
@@ -382,32 +402,31 @@ impl Manager {
             .deliver_large(&to, frame, &key, heartbeat, caller)
             .await
         {
-            let failed = Err(format!(
-                "RuntimeError: the result could not be delivered in chunks: {e}"
-            ));
-            if let Some((to, frame)) = call.reply(&self.addr, failed) {
+            let failed =
+                ManagerError::Internal(format!("the result could not be delivered in chunks: {e}"));
+            if let Some((to, frame)) = call.reply(&self.addr, Err(failed.wire())) {
                 self.router.deliver(&to, Bytes::from(frame));
             }
         }
     }
 
-    async fn dispatch(self: &Arc<Self>, ctx: &Ctx, call: &Call) -> Result<Value, String> {
+    async fn dispatch(self: &Arc<Self>, ctx: &Ctx, call: &Call) -> ManagerResult<Value> {
         let m = call.method.as_str();
         if let Some(name) = m.strip_prefix("services.built-in.message_cache.") {
             return self.cache.call(self, ctx, name, call);
         }
         if let Some(name) = m.strip_prefix("services.built-in.") {
             let params = BUILT_IN.iter().find(|(n, _)| *n == name).map(|(_, p)| *p);
-            let params = params.ok_or_else(|| format!("Method not found: {m}"))?;
+            let params = params.ok_or_else(|| ManagerError::MethodNotFound(m.to_owned()))?;
             let args = bind(name, params, call)?;
             return match name {
                 "get_service" => match args[0].as_str() {
                     Some("default") => Ok(self.default_service()),
                     Some("built-in") => Ok(self.built_in_service()),
-                    other => Err(format!(
-                        "KeyError: Service not found: {}",
+                    other => Err(ManagerError::NotFound(format!(
+                        "Service not found: {}",
                         other.unwrap_or_default()
-                    )),
+                    ))),
                 },
                 _ => Ok("pong".into()),
             };
@@ -420,26 +439,31 @@ impl Manager {
             // Only the peer the callback was handed to may call it (like session
             // callbacks in hypha-rpc, §3.7).
             if owner != ctx.from {
-                return Err(format!("PermissionError: {} may not call {m}", ctx.from));
+                return Err(ManagerError::Permission(format!(
+                    "{} may not call {m}",
+                    ctx.from
+                )));
             }
             return f(call.clone()).await;
         }
-        Err(format!("Method not found: {m}"))
+        Err(ManagerError::MethodNotFound(m.to_owned()))
     }
 
     /// Calls `method` on client `to` (`"<ws>/<cid>"`) with a compact promise and waits for
     /// the reply; every heartbeat restarts the `timeout`. The call carries `ws` = the
     /// target's workspace and the root user, as the reference's manager does (§2.3).
     ///
-    /// Errors: the callee's reject text, "Peer … is not connected", a timeout, or the peer
-    /// disconnecting meanwhile.
+    /// Errors: [`ManagerError::Remote`] with the callee's reject text;
+    /// [`ManagerError::Disconnected`] when the peer is not connected (`Peer … is not
+    /// connected`) or leaves meanwhile (`Client disconnected: …`);
+    /// [`ManagerError::Timeout`] (`Method call timed out: …`).
     pub async fn call_client(
         &self,
         to: &str,
         method: &str,
         args: Vec<Value>,
         timeout: Duration,
-    ) -> Result<Value, String> {
+    ) -> ManagerResult<Value> {
         let ws = to.split_once('/').map(|(w, _)| w).unwrap_or_default();
         self.call_client_as(to, method, args, None, (ws, &self.root_user), timeout)
             .await
@@ -456,7 +480,25 @@ impl Manager {
         kwargs: Option<Value>,
         caller: (&str, &Value),
         timeout: Duration,
-    ) -> Result<Value, String> {
+    ) -> ManagerResult<Value> {
+        let sent = self
+            .send_call(to, method, args, kwargs, caller, timeout)
+            .await?;
+        self.wait_reply(sent).await
+    }
+
+    /// The first half of [`Manager::call_client_as`]: sends the call and registers it as
+    /// pending. Errors: the call could not be delivered (the peer is not connected, or an
+    /// upload into its `message_cache` failed).
+    async fn send_call(
+        &self,
+        to: &str,
+        method: &str,
+        args: Vec<Value>,
+        kwargs: Option<Value>,
+        caller: (&str, &Value),
+        timeout: Duration,
+    ) -> ManagerResult<SentCall> {
         let session = format!("mgr{}", random_string(16));
         let frame = encode_call(
             &self.addr,
@@ -469,7 +511,7 @@ impl Manager {
             kwargs,
             timeout.as_secs_f64(),
         );
-        let (tx, mut rx) = oneshot::channel();
+        let (tx, rx) = oneshot::channel();
         let heartbeat = Arc::new(Notify::new());
         self.pending.insert(
             session.clone(),
@@ -490,13 +532,42 @@ impl Manager {
             self.pending.remove(&session);
             return Err(e);
         }
+        Ok(SentCall {
+            session,
+            reply: rx,
+            heartbeat,
+            to: to.to_owned(),
+            method: method.to_owned(),
+            timeout,
+        })
+    }
+
+    /// The second half of [`Manager::call_client_as`]: waits for the reply to `sent`; every
+    /// heartbeat restarts the timeout. Errors: the callee's reject, the callee leaving
+    /// meanwhile, or the timeout.
+    async fn wait_reply(&self, sent: SentCall) -> ManagerResult<Value> {
+        let SentCall {
+            session,
+            mut reply,
+            heartbeat,
+            to,
+            method,
+            timeout,
+        } = sent;
         loop {
             tokio::select! {
-                r = &mut rx => return r.unwrap_or_else(|_| Err(format!("ConnectionError: Client disconnected: {to}"))),
+                r = &mut reply => {
+                    return r.unwrap_or_else(|_| {
+                        Err(ManagerError::Disconnected(format!("Client disconnected: {to}")))
+                    })
+                }
                 _ = heartbeat.notified() => continue,
                 _ = tokio::time::sleep(timeout) => {
                     self.pending.remove(&session);
-                    return Err(format!("TimeoutError: Method call timed out: {method} on {to} ({}s)", timeout.as_secs_f64()));
+                    return Err(ManagerError::Timeout(format!(
+                        "Method call timed out: {method} on {to} ({}s)",
+                        timeout.as_secs_f64()
+                    )));
                 }
             }
         }
@@ -534,9 +605,9 @@ impl Manager {
             .collect();
         for s in sessions {
             if let Some((_, p)) = self.pending.remove(&s) {
-                let _ = p
-                    .reply
-                    .send(Err(format!("ConnectionError: Client disconnected: {addr}")));
+                let _ = p.reply.send(Err(ManagerError::Disconnected(format!(
+                    "Client disconnected: {addr}"
+                ))));
             }
         }
         self.cache.drop_owner(addr);
@@ -669,7 +740,7 @@ mod tests {
     fn a_call_whose_user_record_does_not_parse_is_refused() {
         for bad in [Value::Nil, Value::from("root"), map([("id", 5.into())])] {
             let err = Ctx::from_call(&call_with_user(bad.clone())).unwrap_err();
-            assert!(err.starts_with("PermissionError"), "{bad}: {err}");
+            assert!(matches!(err, ManagerError::Permission(_)), "{bad}: {err}");
         }
         let mut anon = UserInfo::root();
         anon.id = "anonymouz-x".into();

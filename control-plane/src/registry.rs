@@ -4,6 +4,7 @@
 //! In-process and in-memory: records belong to live clients and are purged when they
 //! disconnect. A `std::sync::Mutex` guards the map; it is never held across an `.await`.
 
+use crate::error::{ManagerError, ManagerResult};
 use rhizo_protocol::value::{get, get_str};
 use rmpv::Value;
 use std::collections::BTreeMap;
@@ -71,17 +72,17 @@ pub struct ServiceRecord {
 
 impl ServiceRecord {
     /// Builds a record from the map a client registered; `id` must already be the full
-    /// `"<ws>/<cid>:<name>"`.
-    pub fn from_value(record: Value) -> Result<Self, String> {
+    /// `"<ws>/<cid>:<name>"`. Errors: [`ManagerError::InvalidArgument`] when it is not.
+    pub fn from_value(record: Value) -> ManagerResult<Self> {
         let id = get_str(&record, "id")
-            .ok_or("ValueError: service id is required")?
+            .ok_or_else(|| ManagerError::InvalidArgument("service id is required".into()))?
             .to_owned();
         let (addr, name) = id
             .split_once(':')
-            .ok_or("ValueError: service id must contain ':'")?;
+            .ok_or_else(|| ManagerError::InvalidArgument("service id must contain ':'".into()))?;
         let (ws, cid) = addr
             .split_once('/')
-            .ok_or("ValueError: service id must contain '/'")?;
+            .ok_or_else(|| ManagerError::InvalidArgument("service id must contain '/'".into()))?;
         let config = get(&record, "config").cloned().unwrap_or(Value::Nil);
         let authorized = rhizo_protocol::value::get_strs(&config, "authorized_workspaces");
         Ok(ServiceRecord {
@@ -214,7 +215,9 @@ pub enum Inserted {
 impl Registry {
     /// Stores `record`, replacing any record with the same full id. Enforces the singleton
     /// rule (workspace-api.md §2.4). Cost: the workspace's records, not the whole registry.
-    pub fn insert(&self, record: ServiceRecord) -> Result<Inserted, String> {
+    ///
+    /// Errors: [`ManagerError::InvalidArgument`] when a singleton of that name exists.
+    pub fn insert(&self, record: ServiceRecord) -> ManagerResult<Inserted> {
         let mut map = self.services.lock().expect("registry lock");
         let id = record.id();
         let ws_prefix = format!("{}/", record.ws);
@@ -222,10 +225,10 @@ impl Registry {
             .filter(|(_, r)| r.name == record.name && r.cid != record.cid);
         for (_, other) in same_name {
             if other.singleton || record.singleton {
-                return Err(format!(
-                    "ValueError: A singleton service with the name '{}' already exists in workspace {}",
+                return Err(ManagerError::InvalidArgument(format!(
+                    "A singleton service with the name '{}' already exists in workspace {}",
                     record.name, record.ws
-                ));
+                )));
             }
         }
         let replaced = remove_prefix(&mut map, &format!("{id}@"));
@@ -380,10 +383,11 @@ mod tests {
     fn singleton_is_unique_by_name() {
         let r = Registry::default();
         r.insert(rec("w/c:s", "public", true)).unwrap();
-        assert!(r
-            .insert(rec("w/d:s", "public", false))
-            .unwrap_err()
-            .contains("singleton"));
+        let err = r.insert(rec("w/d:s", "public", false)).unwrap_err();
+        assert!(
+            matches!(&err, ManagerError::InvalidArgument(m) if m.contains("singleton")),
+            "{err}"
+        );
         // Re-registering the same id is allowed.
         r.insert(rec("w/c:s", "public", true)).unwrap();
     }

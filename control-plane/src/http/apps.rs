@@ -6,14 +6,19 @@
 //!   the client; `receive` and `send` are callbacks on the manager, so the request body is
 //!   handed over in chunks and the response streams back as the app sends it — neither is
 //!   buffered whole.
+//!
+//! The app's own answers pass through as it made them, error statuses included. Where
+//! the server fails the request (unknown workspace or service, no such function, the call
+//! to the app failed) the answer is an [`ApiError`], `{"success": false, "detail": …}`.
 
 use super::services::caller;
+use crate::error::{ApiError, ManagerError, ManagerResult};
 use crate::manager::{Callback, Ctx, Manager};
 use crate::names::random_string;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{Redirect, Response};
 use axum::routing::{any, get as get_route};
 use futures_util::StreamExt;
 use rhizo_protocol::value::{self, get, get_str, map};
@@ -41,17 +46,10 @@ pub(super) fn routes() -> axum::Router<Arc<Manager>> {
         .route("/{ws}/apps/{service_id}/{*path}", any(serve_path))
 }
 
-fn text(status: StatusCode, body: String) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        body,
-    )
-        .into_response()
-}
-
-fn error_response(message: String) -> Response {
-    text(super::services::status_of(&message), message)
+/// A failed request served by an app: a 500 with `detail` (the app's own answers, errors
+/// included, pass through as it made them).
+fn server_error(detail: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, detail)
 }
 
 async fn serve_root(
@@ -59,7 +57,7 @@ async fn serve_root(
     Path((ws, service_id)): Path<(String, String)>,
     Query(q): Query<BTreeMap<String, String>>,
     req: Request,
-) -> Response {
+) -> Result<Response, ApiError> {
     serve(m, ws, service_id, String::new(), q, req).await
 }
 
@@ -68,7 +66,7 @@ async fn serve_path(
     Path((ws, service_id, path)): Path<(String, String, String)>,
     Query(q): Query<BTreeMap<String, String>>,
     req: Request,
-) -> Response {
+) -> Result<Response, ApiError> {
     serve(m, ws, service_id, path, q, req).await
 }
 
@@ -79,25 +77,15 @@ async fn serve(
     path: String,
     q: BTreeMap<String, String>,
     req: Request,
-) -> Response {
-    let ctx = match caller(&m, req.headers(), &q, &ws) {
-        Ok(c) => c,
-        Err(e) => return e.into_response(),
-    };
-    let svc = match m
+) -> Result<Response, ApiError> {
+    let ctx = caller(&m, req.headers(), &q, &ws)?;
+    let svc = m
         .http_service_object(&ctx, &ws, &service_id, q.get("_mode").map(String::as_str))
-        .await
-    {
-        Ok(s) => s,
-        Err(e) => return error_response(e),
-    };
+        .await?;
     match get_str(&svc, "type").unwrap_or_default() {
         "functions" => functions(&m, &ctx, &svc, &path, req).await,
         "asgi" | "ASGI" => asgi(m.clone(), ctx, &svc, &ws, &service_id, &path, req).await,
-        other => text(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("Invalid service type: {other}"),
-        ),
+        other => Err(server_error(format!("Invalid service type: {other}"))),
     }
 }
 
@@ -165,21 +153,24 @@ fn pick_function<'a>(svc: &'a Value, path: &str) -> Option<(&'a Value, Option<St
     Some((default, Some(format!("/{trimmed}"))))
 }
 
-async fn functions(m: &Manager, ctx: &Ctx, svc: &Value, path: &str, req: Request) -> Response {
+async fn functions(
+    m: &Manager,
+    ctx: &Ctx,
+    svc: &Value,
+    path: &str,
+    req: Request,
+) -> Result<Response, ApiError> {
     let origin = req.headers().get(header::ORIGIN).cloned();
     let Some((f, function_path)) = pick_function(svc, path) else {
-        return text(StatusCode::NOT_FOUND, format!("Function not found: {path}"));
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("Function not found: {path}"),
+        ));
     };
     let (parts, body) = req.into_parts();
-    let body = match axum::body::to_bytes(body, 16 * 1024 * 1024).await {
-        Ok(b) => b,
-        Err(_) => {
-            return text(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "Request body too large".into(),
-            )
-        }
-    };
+    let body = axum::body::to_bytes(body, 16 * 1024 * 1024)
+        .await
+        .map_err(|_| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large"))?;
     let headers = Value::Map(
         parts
             .headers
@@ -218,15 +209,10 @@ async fn functions(m: &Manager, ctx: &Ctx, svc: &Value, path: &str, req: Request
     if let Some(fp) = function_path {
         value::set(&mut event, "function_path", fp.into());
     }
-    let result = match m.http_invoke(ctx, f, vec![event], APP_TIMEOUT).await {
-        Ok(r) => r,
-        Err(e) => {
-            return text(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("Internal Server Error: {e}"),
-            )
-        }
-    };
+    let result = m
+        .http_invoke(ctx, f, vec![event], APP_TIMEOUT)
+        .await
+        .map_err(|e| server_error(format!("Internal Server Error: {e}")))?;
     let status = get(&result, "status")
         .and_then(Value::as_u64)
         .unwrap_or(200);
@@ -250,11 +236,12 @@ async fn functions(m: &Manager, ctx: &Ctx, svc: &Value, path: &str, req: Request
         }
     }
     cors(response.headers_mut(), origin.as_ref());
-    response
+    Ok(response)
 }
 
 /// One ASGI request: the scope goes out with `serve`, the body goes out through
-/// `receive`, and whatever the app `send`s comes back through `out`.
+/// `receive`, and whatever the app `send`s comes back through `out` — followed by the
+/// error of `serve`, if it fails.
 async fn asgi(
     m: Arc<Manager>,
     ctx: Ctx,
@@ -263,15 +250,12 @@ async fn asgi(
     service_id: &str,
     path: &str,
     req: Request,
-) -> Response {
+) -> Result<Response, ApiError> {
     let Some(serve) = get(svc, "serve")
         .filter(|s| get_str(s, "_rtype") == Some("method"))
         .cloned()
     else {
-        return text(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "ASGI service has no serve function".into(),
-        );
+        return Err(server_error("ASGI service has no serve function"));
     };
     let owner = get_str(&serve, "_rtarget").unwrap_or_default().to_owned();
     let sub_path = format!("/{}", path.trim_start_matches('/'));
@@ -324,7 +308,9 @@ async fn asgi(
                 match stream.next().await {
                     Some(Ok(chunk)) => *pending = chunk,
                     Some(Err(e)) => {
-                        return Err(format!("RuntimeError: reading the request body: {e}"))
+                        return Err(ManagerError::Internal(format!(
+                            "reading the request body: {e}"
+                        )))
                     }
                     None => {}
                 }
@@ -351,16 +337,16 @@ async fn asgi(
             ]))
         })
     });
-    let (out_tx, mut out_rx) = mpsc::channel::<Value>(16);
+    let (out_tx, mut out_rx) = mpsc::channel::<ManagerResult<Value>>(16);
     let failed_tx = out_tx.clone();
     let send: Callback = Arc::new(move |call| {
         let out = out_tx.clone();
         Box::pin(async move {
             let message = call.args.into_iter().next().unwrap_or(Value::Nil);
             // Backpressure: the app's `send` waits while the HTTP client is slow.
-            out.send(message)
+            out.send(Ok(message))
                 .await
-                .map_err(|_| "RuntimeError: the HTTP client went away".to_owned())?;
+                .map_err(|_| ManagerError::Internal("the HTTP client went away".into()))?;
             Ok(Value::Nil)
         })
     });
@@ -374,12 +360,7 @@ async fn asgi(
         let session = session.clone();
         tokio::spawn(async move {
             if let Err(e) = m.http_invoke(&ctx, &serve, vec![args], APP_TIMEOUT).await {
-                let _ = failed_tx
-                    .send(map([
-                        ("type", "rhizo.error".into()),
-                        ("message", e.as_str().into()),
-                    ]))
-                    .await;
+                let _ = failed_tx.send(Err(e)).await;
             }
             // Dropping the callbacks drops the last senders: the response stream ends.
             m.drop_callbacks(&session);
@@ -389,26 +370,23 @@ async fn asgi(
     // The app's first message must be http.response.start.
     let start = match out_rx.recv().await {
         None => {
-            return text(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "Internal Server Error: the app returned without a response".into(),
-            )
+            return Err(server_error(
+                "Internal Server Error: the app returned without a response",
+            ))
         }
-        Some(msg) if get_str(&msg, "type") == Some("rhizo.error") => {
-            let detail = get_str(&msg, "message").unwrap_or_default().to_owned();
-            return text(
-                super::services::status_of(&detail),
-                format!("Internal Server Error: {detail}"),
-            );
+        Some(Err(e)) => {
+            return Err(ApiError::new(
+                e.status(),
+                format!("Internal Server Error: {e}"),
+            ))
         }
-        Some(msg) => Some(msg),
+        Some(Ok(msg)) => msg,
     };
-    let Some(start) = start.filter(|s| get_str(s, "type") == Some("http.response.start")) else {
-        return text(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "Internal Server Error: expected http.response.start".into(),
-        );
-    };
+    if get_str(&start, "type") != Some("http.response.start") {
+        return Err(server_error(
+            "Internal Server Error: expected http.response.start",
+        ));
+    }
     let status = get(&start, "status").and_then(Value::as_u64).unwrap_or(200);
     let mut builder =
         Response::builder().status(StatusCode::from_u16(status as u16).unwrap_or(StatusCode::OK));
@@ -434,16 +412,17 @@ async fn asgi(
     let stream = body_stream(out_rx, response_alive);
     builder
         .body(Body::from_stream(stream))
-        .unwrap_or_else(|e| text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+        .map_err(|e| server_error(e.to_string()))
 }
 
 /// The response body: the `body` of each `http.response.body` the app sends, until one has
-/// `more_body: false` or the app finishes.
+/// `more_body: false` or the app finishes; the error of a failed `serve` ends it as an I/O
+/// error.
 ///
 /// `alive` is held by the stream and dropped with it (the response is done or the client
 /// left), which releases a pending `receive`.
 fn body_stream(
-    out_rx: mpsc::Receiver<Value>,
+    out_rx: mpsc::Receiver<ManagerResult<Value>>,
     alive: tokio::sync::watch::Sender<()>,
 ) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> {
     futures_util::stream::unfold(
@@ -453,14 +432,14 @@ fn body_stream(
                 return None;
             }
             loop {
-                let msg = rx.recv().await?;
-                match get_str(&msg, "type") {
-                    Some("http.response.body") => {}
-                    Some("rhizo.error") => {
-                        let detail = get_str(&msg, "message").unwrap_or_default().to_owned();
-                        return Some((Err(std::io::Error::other(detail)), (rx, true, alive)));
+                let msg = match rx.recv().await? {
+                    Ok(msg) => msg,
+                    Err(e) => {
+                        return Some((Err(std::io::Error::other(e.wire())), (rx, true, alive)));
                     }
-                    _ => continue,
+                };
+                if get_str(&msg, "type") != Some("http.response.body") {
+                    continue;
                 }
                 let chunk = match get(&msg, "body") {
                     Some(Value::Binary(b)) => Bytes::from(b.clone()),

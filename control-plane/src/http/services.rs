@@ -6,6 +6,7 @@
 //! as `anonymouz-http` from `ws-anonymous`.
 
 use super::{anonymous_http_user, request_token};
+use crate::error::{ApiError, ManagerError};
 use crate::manager::{Ctx, Manager};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
@@ -36,69 +37,18 @@ pub(super) fn routes() -> axum::Router<Arc<Manager>> {
         .layer(DefaultBodyLimit::max(16 * 1024 * 1024))
 }
 
-/// An error answer: `{"success": false, "detail": …}` with the status of §8.3.
-pub(super) struct HttpError(StatusCode, String);
-
-impl IntoResponse for HttpError {
-    fn into_response(self) -> Response {
-        (
-            self.0,
-            axum::Json(serde_json::json!({"success": false, "detail": self.1})),
-        )
-            .into_response()
-    }
-}
-
-/// Maps an error message from the manager or a callee to an HTTP status (§8.3).
-pub(super) fn status_of(message: &str) -> StatusCode {
-    let lower = message.to_lowercase();
-    if message.contains("TimeoutError") || message.contains("Method call timed out") {
-        StatusCode::GATEWAY_TIMEOUT
-    } else if message.contains("PermissionError") || lower.contains("permission denied") {
-        StatusCode::FORBIDDEN
-    } else if message.contains("KeyError") || lower.contains("not found") {
-        StatusCode::NOT_FOUND
-    } else if ["TypeError", "ValueError", "AssertionError"].iter().any(|e| message.contains(e))
-        // Python callees report bad arguments without the exception class.
-        || ["unexpected keyword argument", "required positional argument", "positional arguments but"]
-            .iter()
-            .any(|e| message.contains(e))
-    {
-        StatusCode::BAD_REQUEST
-    } else {
-        StatusCode::INTERNAL_SERVER_ERROR
-    }
-}
-
-/// The listing and info routes map permission errors to 403 and everything else to 404
-/// (§8.3).
-fn listing_error(message: String) -> HttpError {
-    let status = if status_of(&message) == StatusCode::FORBIDDEN {
-        StatusCode::FORBIDDEN
-    } else {
-        StatusCode::NOT_FOUND
-    };
-    HttpError(status, message)
-}
-
-fn failed(message: String) -> HttpError {
-    HttpError(status_of(&message), message)
-}
-
-/// The caller's context for a request to workspace `ws`.
+/// The caller's context for a request to workspace `ws`. Errors: 401 when the token does
+/// not verify.
 pub(super) fn caller(
     m: &Manager,
     headers: &HeaderMap,
     query: &BTreeMap<String, String>,
     ws: &str,
-) -> Result<Ctx, HttpError> {
+) -> Result<Ctx, ApiError> {
     let token = request_token(headers).or_else(|| query.get("token").cloned());
     let user = match token {
         None => anonymous_http_user(),
-        Some(t) => m
-            .tokens
-            .verify(&t)
-            .map_err(|e| HttpError(StatusCode::UNAUTHORIZED, e.to_string()))?,
+        Some(t) => m.tokens.verify(&t)?,
     };
     Ok(m.http_ctx(user, ws))
 }
@@ -134,9 +84,9 @@ async fn list(
     Path(ws): Path<String>,
     Query(q): Query<BTreeMap<String, String>>,
     headers: HeaderMap,
-) -> Result<Response, HttpError> {
+) -> Result<Response, ApiError> {
     let ctx = caller(&m, &headers, &q, &ws)?;
-    let list = m.http_list_services(&ctx, &ws).map_err(listing_error)?;
+    let list = m.http_list_services(&ctx, &ws).map_err(ApiError::listing)?;
     Ok(encode(&list, false))
 }
 
@@ -147,19 +97,13 @@ async fn workspace_info(
     Path(ws): Path<String>,
     Query(q): Query<BTreeMap<String, String>>,
     headers: HeaderMap,
-) -> Result<Response, HttpError> {
+) -> Result<Response, ApiError> {
     let ctx = caller(&m, &headers, &q, &ws)?;
-    if !ctx.user.can(&ws, rhizo_protocol::user::Permission::Read) {
-        return Err(HttpError(
-            StatusCode::FORBIDDEN,
-            format!("PermissionError: Permission denied for workspace {ws}"),
-        ));
-    }
+    ctx.require(&ws, rhizo_protocol::user::Permission::Read)?;
     let info = m.workspaces.get(&ws).ok_or_else(|| {
-        HttpError(
-            StatusCode::NOT_FOUND,
-            format!("KeyError: Workspace {ws} does not exist or is not accessible"),
-        )
+        ManagerError::NotFound(format!(
+            "Workspace {ws} does not exist or is not accessible"
+        ))
     })?;
     Ok(axum::Json(serde_json::to_value(info).unwrap_or_default()).into_response())
 }
@@ -169,11 +113,11 @@ async fn info(
     Path((ws, service_id)): Path<(String, String)>,
     Query(q): Query<BTreeMap<String, String>>,
     headers: HeaderMap,
-) -> Result<Response, HttpError> {
+) -> Result<Response, ApiError> {
     let ctx = caller(&m, &headers, &q, &ws)?;
     let info = m
         .http_service_info(&ctx, &ws, &service_id, q.get("_mode").map(String::as_str))
-        .map_err(listing_error)?;
+        .map_err(ApiError::listing)?;
     Ok(encode(&info, false))
 }
 
@@ -204,7 +148,7 @@ fn respond(m: Arc<Manager>, ctx: Ctx, result: Value, msgpack: bool) -> Response 
             }
             Ok(v) => (stream_item(&v, msgpack), Some((m, ctx, generator))),
             Err(e) => {
-                let err = value::map([("error", e.as_str().into()), ("traceback", "".into())]);
+                let err = value::map([("error", e.wire().into()), ("traceback", "".into())]);
                 (stream_item(&err, msgpack), None)
             }
         };
@@ -257,7 +201,7 @@ async fn call_get(
     Path((ws, service_id, function_key)): Path<(String, String, String)>,
     Query(q): Query<BTreeMap<String, String>>,
     headers: HeaderMap,
-) -> Result<Response, HttpError> {
+) -> Result<Response, ApiError> {
     let ctx = caller(&m, &headers, &q, &ws)?;
     let kwargs = Value::Map(
         q.iter()
@@ -274,8 +218,7 @@ async fn call_get(
             kwargs,
             q.get("_mode").map(String::as_str),
         )
-        .await
-        .map_err(failed)?;
+        .await?;
     Ok(respond(m, ctx, r, wants_msgpack(&headers)))
 }
 
@@ -304,7 +247,7 @@ async fn call_post(
     Query(q): Query<BTreeMap<String, String>>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Response, HttpError> {
+) -> Result<Response, ApiError> {
     let ctx = caller(&m, &headers, &q, &ws)?;
     let msgpack = wants_msgpack(&headers);
     let content_type = headers
@@ -321,17 +264,18 @@ async fn call_post(
         Value::Nil
     } else if msgpack {
         rmpv::decode::read_value(&mut &body[..]).map_err(|e| {
-            HttpError(
+            ApiError::new(
                 StatusCode::BAD_REQUEST,
                 format!("Invalid msgpack body: {e}"),
             )
         })?
     } else if mime == "application/json" || mime.is_empty() {
-        let j: serde_json::Value = serde_json::from_slice(&body)
-            .map_err(|e| HttpError(StatusCode::BAD_REQUEST, format!("Invalid JSON body: {e}")))?;
+        let j: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
+            ApiError::new(StatusCode::BAD_REQUEST, format!("Invalid JSON body: {e}"))
+        })?;
         value::from_json(&j)
     } else {
-        return Err(HttpError(
+        return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             format!(
                 "Invalid content-type: {content_type}; use application/json or application/msgpack"
@@ -347,42 +291,13 @@ async fn call_post(
             body_kwargs(decoded),
             q.get("_mode").map(String::as_str),
         )
-        .await
-        .map_err(failed)?;
+        .await?;
     Ok(respond(m, ctx, r, msgpack))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn statuses_follow_the_reference_mapping() {
-        assert_eq!(
-            status_of("PermissionError: Permission denied for workspace x"),
-            StatusCode::FORBIDDEN
-        );
-        assert_eq!(
-            status_of("KeyError: Service not found: x"),
-            StatusCode::NOT_FOUND
-        );
-        assert_eq!(
-            status_of("TypeError: f() got an unexpected keyword argument 'z'"),
-            StatusCode::BAD_REQUEST
-        );
-        assert_eq!(
-            status_of("TimeoutError: Method call timed out: f"),
-            StatusCode::GATEWAY_TIMEOUT
-        );
-        assert_eq!(
-            status_of("RuntimeError: boom"),
-            StatusCode::INTERNAL_SERVER_ERROR
-        );
-        assert_eq!(
-            status_of("add() got an unexpected keyword argument 'z'"),
-            StatusCode::BAD_REQUEST
-        );
-    }
 
     #[test]
     fn query_and_body_arguments() {

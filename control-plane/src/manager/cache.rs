@@ -8,9 +8,10 @@
 //! uploads of at most `Limits::cache_bytes_per_client` bytes together (so one message is
 //! capped at that size too); everything a client uploaded is freed when it disconnects.
 
-use super::{Ctx, Manager};
+use super::{bind, Ctx, Manager};
+use crate::error::{ManagerError, ManagerResult};
 use dashmap::DashMap;
-use rhizo_protocol::message::{bind, Call, Message};
+use rhizo_protocol::message::{Call, Message};
 use rhizo_protocol::value;
 use rmpv::Value;
 use std::collections::BTreeMap;
@@ -40,10 +41,11 @@ struct Usage {
     bytes: usize,
 }
 
-fn key_of(v: &Value) -> Result<String, String> {
+/// The key of an upload: a string as it is, any other value as its text.
+fn key_of(v: &Value) -> String {
     match v {
-        Value::String(s) => Ok(s.as_str().unwrap_or_default().to_owned()),
-        other => Ok(other.to_string()),
+        Value::String(s) => s.as_str().unwrap_or_default().to_owned(),
+        other => other.to_string(),
     }
 }
 
@@ -66,7 +68,7 @@ impl MessageCache {
         ctx: &Ctx,
         name: &str,
         call: &Call,
-    ) -> Result<Value, String> {
+    ) -> ManagerResult<Value> {
         let owner = ctx.from.clone();
         match name {
             "create" => {
@@ -75,12 +77,14 @@ impl MessageCache {
                     &[("key", false), ("heartbeat", true), ("overwrite", true)],
                     call,
                 )?;
-                let key = key_of(&a[0])?;
+                let key = key_of(&a[0]);
                 self.heartbeat(mgr, &key, &a[1])?;
                 let overwrite = a[2].as_bool().unwrap_or(false);
                 let slot = (owner.clone(), key.clone());
                 if !overwrite && self.entries.contains_key(&slot) {
-                    return Err(format!("KeyError: Message with key {key} already exists"));
+                    return Err(ManagerError::NotFound(format!(
+                        "Message with key {key} already exists"
+                    )));
                 }
                 if let Some((_, old)) = self.entries.remove(&slot) {
                     self.release(&owner, 1, old.size);
@@ -88,11 +92,11 @@ impl MessageCache {
                 {
                     let mut u = self.usage.entry(owner.clone()).or_default();
                     if u.entries >= self.max_entries {
-                        return Err(format!(
-                            "RuntimeError: too many messages being uploaded by {owner} \
+                        return Err(ManagerError::Quota(format!(
+                            "too many messages being uploaded by {owner} \
                              (limit {}); process or remove some first",
                             self.max_entries
-                        ));
+                        )));
                     }
                     u.entries += 1;
                 }
@@ -111,26 +115,28 @@ impl MessageCache {
                         ],
                         call,
                     )?;
-                    let index = a[1]
-                        .as_u64()
-                        .ok_or("TypeError: index must be a non-negative integer")?;
-                    (key_of(&a[0])?, Some(index), a[2].clone(), a[3].clone())
+                    let index = a[1].as_u64().ok_or_else(|| {
+                        ManagerError::BadCall("index must be a non-negative integer".into())
+                    })?;
+                    (key_of(&a[0]), Some(index), a[2].clone(), a[3].clone())
                 } else {
                     let a = bind(
                         name,
                         &[("key", false), ("chunk", false), ("heartbeat", true)],
                         call,
                     )?;
-                    (key_of(&a[0])?, None, a[1].clone(), a[2].clone())
+                    (key_of(&a[0]), None, a[1].clone(), a[2].clone())
                 };
                 self.heartbeat(mgr, &key, &hb)?;
                 let Value::Binary(chunk) = chunk else {
-                    return Err("TypeError: chunk must be binary".into());
+                    return Err(ManagerError::BadCall("chunk must be binary".into()));
                 };
                 let mut entry = self
                     .entries
                     .get_mut(&(owner.clone(), key.clone()))
-                    .ok_or_else(|| format!("KeyError: Message with key {key} does not exist"))?;
+                    .ok_or_else(|| {
+                        ManagerError::NotFound(format!("Message with key {key} does not exist"))
+                    })?;
                 let index =
                     index.unwrap_or_else(|| entry.chunks.keys().next_back().map_or(0, |k| k + 1));
                 let replaced = entry.chunks.get(&index).map_or(0, Vec::len);
@@ -139,11 +145,12 @@ impl MessageCache {
                     let mut u = self.usage.entry(owner.clone()).or_default();
                     let after = u.bytes.saturating_sub(replaced) + chunk.len();
                     if after > self.max_bytes {
-                        return Err(format!(
-                            "ValueError: Message {key} exceeds {} bytes \
+                        // A bound, but `ValueError` on the wire as the reference has it.
+                        return Err(ManagerError::InvalidArgument(format!(
+                            "Message {key} exceeds {} bytes \
                              (all uploads of one client together)",
                             self.max_bytes
-                        ));
+                        )));
                     }
                     u.bytes = after;
                 }
@@ -153,19 +160,21 @@ impl MessageCache {
             }
             "process" => {
                 let a = bind(name, &[("key", false), ("heartbeat", true)], call)?;
-                let key = key_of(&a[0])?;
+                let key = key_of(&a[0]);
                 self.heartbeat(mgr, &key, &a[1])?;
                 let (_, entry) = self
                     .entries
                     .remove(&(owner.clone(), key.clone()))
-                    .ok_or_else(|| format!("KeyError: Message with key {key} does not exist"))?;
+                    .ok_or_else(|| {
+                        ManagerError::NotFound(format!("Message with key {key} does not exist"))
+                    })?;
                 self.release(&owner, 1, entry.size);
                 let mut whole = Vec::with_capacity(entry.size);
                 for c in entry.chunks.values() {
                     whole.extend_from_slice(c);
                 }
                 let mut m = Message::decode(&whole)
-                    .map_err(|e| format!("ValueError: cached message: {e}"))?;
+                    .map_err(|e| ManagerError::InvalidArgument(format!("cached message: {e}")))?;
                 // The trusted fields come from the `process` call, never from the upload.
                 for target in [&mut m.header, &mut m.merged] {
                     value::set(target, "from", call.from.as_str().into());
@@ -174,30 +183,27 @@ impl MessageCache {
                     value::set(target, "user", call.user.clone());
                 }
                 // The reassembled message runs on its own task, with a call slot of its own.
-                let slot = mgr
-                    .calls
-                    .acquire(&call.from)
-                    .map_err(|e| format!("RuntimeError: {e}"))?;
+                let slot = mgr.calls.acquire(&call.from)?;
                 let me = mgr.clone();
                 tokio::spawn(async move { me.handle_message(m, slot).await });
                 Ok(Value::Nil)
             }
             "remove" => {
                 let a = bind(name, &[("key", false)], call)?;
-                if let Some((_, old)) = self.entries.remove(&(owner.clone(), key_of(&a[0])?)) {
+                if let Some((_, old)) = self.entries.remove(&(owner.clone(), key_of(&a[0]))) {
                     self.release(&owner, 1, old.size);
                 }
                 Ok(Value::Nil)
             }
-            _ => Err(format!(
-                "Method not found: services.built-in.message_cache.{name}"
-            )),
+            _ => Err(ManagerError::MethodNotFound(format!(
+                "services.built-in.message_cache.{name}"
+            ))),
         }
     }
 
     /// With `heartbeat` true the key is a session of the manager's own pending call: reset
     /// its timer, or fail if there is none (§5.1).
-    fn heartbeat(&self, mgr: &Manager, key: &str, heartbeat: &Value) -> Result<(), String> {
+    fn heartbeat(&self, mgr: &Manager, key: &str, heartbeat: &Value) -> ManagerResult<()> {
         if heartbeat.as_bool() != Some(true) {
             return Ok(());
         }
@@ -206,7 +212,7 @@ impl MessageCache {
                 p.heartbeat.notify_one();
                 Ok(())
             }
-            None => Err(format!("KeyError: Session not found: {key}")),
+            None => Err(ManagerError::NotFound(format!("Session not found: {key}"))),
         }
     }
 

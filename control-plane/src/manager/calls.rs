@@ -4,6 +4,7 @@
 //! queued: the caller gets a reject it can act on, and the manager's memory stays bounded
 //! whatever a client sends (STYLE.md practice 8; linkerd's load shedding).
 
+use crate::error::{ManagerError, ManagerResult};
 use dashmap::DashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -46,26 +47,26 @@ impl CallLimits {
 
     /// Takes a slot for a call from `client` (`"<ws>/<cid>"`).
     ///
-    /// Errors: the bound that is reached, as text for the caller's reject.
-    pub(crate) fn acquire(&self, client: &str) -> Result<CallSlot, String> {
+    /// Errors: [`ManagerError::Quota`] naming the bound that is reached.
+    pub(crate) fn acquire(&self, client: &str) -> ManagerResult<CallSlot> {
         let i = &self.inner;
         let before = i.running.fetch_add(1, Ordering::AcqRel);
         if i.total != 0 && before >= i.total {
             i.running.fetch_sub(1, Ordering::AcqRel);
-            return Err(format!(
+            return Err(ManagerError::Quota(format!(
                 "the server is busy: {} calls are running in the manager (limit {})",
                 before, i.total
-            ));
+            )));
         }
         {
             let mut n = i.by_client.entry(client.to_owned()).or_default();
             if i.per_client != 0 && *n >= i.per_client {
                 drop(n);
                 i.running.fetch_sub(1, Ordering::AcqRel);
-                return Err(format!(
+                return Err(ManagerError::Quota(format!(
                     "too many calls from {client} running in the manager (limit {})",
                     i.per_client
-                ));
+                )));
             }
             *n += 1;
         }
@@ -104,10 +105,16 @@ mod tests {
         let a1 = l.acquire("w/a").unwrap();
         let _a2 = l.acquire("w/a").unwrap();
         let err = l.acquire("w/a").unwrap_err();
-        assert!(err.contains("w/a") && err.contains("limit 2"), "{err}");
+        assert_eq!(
+            err,
+            ManagerError::Quota("too many calls from w/a running in the manager (limit 2)".into())
+        );
         let _b1 = l.acquire("w/b").unwrap();
         let err = l.acquire("w/c").unwrap_err();
-        assert!(err.contains("limit 3"), "{err}");
+        assert!(
+            matches!(&err, ManagerError::Quota(m) if m.contains("limit 3")),
+            "{err}"
+        );
         assert_eq!(l.running(), 3, "refused calls hold no slot");
         drop(a1);
         assert_eq!(l.running(), 2);

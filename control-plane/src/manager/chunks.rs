@@ -5,6 +5,7 @@
 //! `message_cache` in chunks and then `process`ed there, as clients do for each other.
 
 use super::Manager;
+use crate::error::{ManagerError, ManagerResult};
 use bytes::Bytes;
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use rhizo_protocol::value::get;
@@ -28,8 +29,8 @@ const CHUNK_CALL_TIMEOUT: Duration = Duration::from_secs(60);
 pub enum ChunkError {
     /// The target has no `message_cache` (e.g. a minimal client); send the frame whole.
     Unsupported,
-    /// An upload call failed (text of the failure).
-    Failed(String),
+    /// An upload call failed.
+    Failed(ManagerError),
 }
 
 // === impl Manager (outgoing chunks) ===
@@ -50,7 +51,7 @@ impl Manager {
         key: &str,
         heartbeat: bool,
         caller: (&str, &Value),
-    ) -> Result<(), String> {
+    ) -> ManagerResult<()> {
         if frame.len() <= WHOLE_FRAME_LIMIT {
             return self.deliver_whole(to, frame);
         }
@@ -64,11 +65,15 @@ impl Manager {
         }
     }
 
-    pub(crate) fn deliver_whole(&self, to: &str, frame: Vec<u8>) -> Result<(), String> {
+    /// Hands `frame` to the router for `to`. Errors: [`ManagerError::Disconnected`]
+    /// (`Peer … is not connected`).
+    pub(crate) fn deliver_whole(&self, to: &str, frame: Vec<u8>) -> ManagerResult<()> {
         if self.router.deliver(to, Bytes::from(frame)) {
             Ok(())
         } else {
-            Err(format!("ConnectionError: Peer {to} is not connected"))
+            Err(ManagerError::Disconnected(format!(
+                "Peer {to} is not connected"
+            )))
         }
     }
 

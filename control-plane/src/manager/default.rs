@@ -1,16 +1,17 @@
 //! The `default` service of the manager: the workspace-manager methods
 //! (protocol.md §4.3–4.7, workspace-api.md §5.1, §5.2, §5.4, §5.5).
 //!
-//! Errors are returned as text starting with the Python exception class the reference
-//! raises (`PermissionError: …`, `KeyError: …`, `ValueError: …`), because clients and test
-//! suites match on those words.
+//! Errors are [`ManagerError`]s of the variant whose Python exception class the reference
+//! raises (`PermissionError: …`, `KeyError: …`, `ValueError: …` on the wire), because
+//! clients and test suites match on those words.
 
-use super::{Ctx, Manager};
+use super::{bind, Ctx, Manager};
+use crate::error::{ManagerError, ManagerResult};
 use crate::events::{self, check_subscription};
 use crate::names::readable_id;
 use crate::registry::{Inserted, Pattern, ServiceRecord, Visibility};
 use crate::tokens::TokenError;
-use rhizo_protocol::message::{bind, Call, Param};
+use rhizo_protocol::message::{Call, Param};
 use rhizo_protocol::token::{self};
 use rhizo_protocol::user::{Permission, ScopeInfo, UserInfo};
 use rhizo_protocol::value::{self, get, get_str, map};
@@ -254,7 +255,7 @@ struct ServiceId {
     app: Option<String>,
 }
 
-fn parse_service_id(ctx: &Ctx, id: &str) -> Result<ServiceId, String> {
+fn parse_service_id(ctx: &Ctx, id: &str) -> ManagerResult<ServiceId> {
     let (id, app) = match id.split_once('@') {
         Some((i, a)) => (i, Some(a.to_owned())),
         None => (id, None),
@@ -264,14 +265,18 @@ fn parse_service_id(ctx: &Ctx, id: &str) -> Result<ServiceId, String> {
         None => (ctx.ws.clone(), id),
     };
     if rest.contains('/') {
-        return Err(format!("ValueError: Invalid service id: {id}"));
+        return Err(ManagerError::InvalidArgument(format!(
+            "Invalid service id: {id}"
+        )));
     }
     let (cid, name) = match rest.split_once(':') {
         Some((c, n)) => (c.to_owned(), n.to_owned()),
         None => ("*".to_owned(), rest.to_owned()),
     };
     if name.is_empty() {
-        return Err(format!("ValueError: Invalid service id: {id}"));
+        return Err(ManagerError::InvalidArgument(format!(
+            "Invalid service id: {id}"
+        )));
     }
     Ok(ServiceId { ws, cid, name, app })
 }
@@ -284,11 +289,11 @@ impl Manager {
         ctx: &Ctx,
         name: &str,
         call: &Call,
-    ) -> Result<Value, String> {
+    ) -> ManagerResult<Value> {
         let (_, params, _) = METHODS
             .iter()
             .find(|(n, _, _)| *n == name)
-            .ok_or_else(|| format!("Method not found: services.default.{name}"))?;
+            .ok_or_else(|| ManagerError::MethodNotFound(format!("services.default.{name}")))?;
         let a = bind(name, params, call)?;
         match name {
             "register_service" => self.register_service(ctx, a[0].clone()),
@@ -366,32 +371,38 @@ impl Manager {
             "log_event" => self.log_event(ctx, &a[0], &a[1]).await,
             "get_events" => self.get_events(ctx, &a[0], &a[1], &a[2]).await,
             "get_event_stats" => self.get_event_stats(ctx, &a[0], &a[1], &a[2]).await,
-            _ => Err(format!("Method not found: services.default.{name}")),
+            _ => Err(ManagerError::MethodNotFound(format!(
+                "services.default.{name}"
+            ))),
         }
     }
 
-    fn register_service(&self, ctx: &Ctx, mut svc: Value) -> Result<Value, String> {
+    fn register_service(&self, ctx: &Ctx, mut svc: Value) -> ManagerResult<Value> {
         if !svc.is_map() {
-            return Err("ValueError: service must be a map".into());
+            return Err(ManagerError::InvalidArgument(
+                "service must be a map".into(),
+            ));
         }
         ctx.require(&ctx.ws, Permission::ReadWrite)?;
         let mut id = get_str(&svc, "id")
-            .ok_or("ValueError: Service id is required")?
+            .ok_or_else(|| ManagerError::InvalidArgument("Service id is required".into()))?
             .to_owned();
         if !id.contains('/') {
             id = format!("{}/{id}", ctx.ws);
         }
         let (ws, rest) = id.split_once('/').expect("has /");
-        let (cid, name) = rest
-            .split_once(':')
-            .ok_or("ValueError: Service id info must contain ':'")?;
+        let (cid, name) = rest.split_once(':').ok_or_else(|| {
+            ManagerError::InvalidArgument("Service id info must contain ':'".into())
+        })?;
         if ws != ctx.ws {
-            return Err("PermissionError: Cannot register services in other workspaces".into());
+            return Err(ManagerError::Permission(
+                "Cannot register services in other workspaces".into(),
+            ));
         }
         if cid != ctx.cid {
-            return Err(format!(
-                "PermissionError: Cannot register services for another client ({cid})"
-            ));
+            return Err(ManagerError::Permission(format!(
+                "Cannot register services for another client ({cid})"
+            )));
         }
         let mut config = get(&svc, "config").cloned().unwrap_or(Value::Nil);
         if name.starts_with("_rintf_")
@@ -402,14 +413,15 @@ impl Manager {
         let visibility = Visibility::parse(get_str(&config, "visibility"));
         let authorized = get(&config, "authorized_workspaces").filter(|v| !v.is_nil());
         if authorized.is_some() && visibility != Visibility::Protected {
-            return Err(
-                "ValueError: authorized_workspaces can only be set when visibility is 'protected'"
-                    .into(),
-            );
+            return Err(ManagerError::InvalidArgument(
+                "authorized_workspaces can only be set when visibility is 'protected'".into(),
+            ));
         }
         let app_id = get_str(&svc, "app_id").unwrap_or("*").to_owned();
         if app_id.contains('/') {
-            return Err("ValueError: app_id must not contain '/'".into());
+            return Err(ManagerError::InvalidArgument(
+                "app_id must not contain '/'".into(),
+            ));
         }
         let built_in = name == "built-in";
         let created_by = if built_in {
@@ -473,7 +485,7 @@ impl Manager {
 
     /// `HYPHA_MAX_SERVICES_PER_CLIENT`: a client may hold that many services besides
     /// `built-in`; re-registering a name it holds does not count (workspace-api.md §5.1).
-    fn check_service_quota(&self, ctx: &Ctx, name: &str) -> Result<(), String> {
+    fn check_service_quota(&self, ctx: &Ctx, name: &str) -> ManagerResult<()> {
         let limit = self.config.limits.services_per_client;
         if limit == 0 {
             return Ok(());
@@ -489,10 +501,10 @@ impl Manager {
             .filter(|r| !r.is_built_in() && r.name != name)
             .count();
         if crate::config::reached(held, limit) {
-            return Err(format!(
-                "RuntimeError: Service quota exceeded: client {} already has {held} services (limit {limit})",
+            return Err(ManagerError::Quota(format!(
+                "Service quota exceeded: client {} already has {held} services (limit {limit})",
                 ctx.from
-            ));
+            )));
         }
         Ok(())
     }
@@ -500,11 +512,11 @@ impl Manager {
     /// Resolves the caller's own service (§4.7); admins of the workspace may name any
     /// service of their workspace by full id. Safer than the reference (QUIRK in
     /// workspace-api.md §5.1: no ownership check there).
-    fn unregister_service(&self, ctx: &Ctx, service_id: &Value) -> Result<Value, String> {
+    fn unregister_service(&self, ctx: &Ctx, service_id: &Value) -> ManagerResult<Value> {
         ctx.require(&ctx.ws, Permission::ReadWrite)?;
         let raw = service_id
             .as_str()
-            .ok_or("ValueError: service_id must be a string")?;
+            .ok_or_else(|| ManagerError::InvalidArgument("service_id must be a string".into()))?;
         let raw = raw.split_once('@').map(|(i, _)| i).unwrap_or(raw);
         let id = if raw.contains('/') {
             raw.to_owned()
@@ -517,11 +529,13 @@ impl Manager {
         let cid = rest.split_once(':').map(|(c, _)| c).unwrap_or_default();
         let allowed = ws == ctx.ws && (cid == ctx.cid || ctx.user.can(ws, Permission::Admin));
         if !allowed {
-            return Err(format!("PermissionError: Permission denied: cannot unregister service {id} of another client"));
+            return Err(ManagerError::Permission(format!(
+                "Permission denied: cannot unregister service {id} of another client"
+            )));
         }
         let removed = self.registry.remove_id(&id);
         if removed.is_empty() {
-            return Err(format!("KeyError: Service not found: {id}"));
+            return Err(ManagerError::NotFound(format!("Service not found: {id}")));
         }
         for r in removed {
             if r.is_built_in() {
@@ -566,12 +580,12 @@ impl Manager {
         ctx: &Ctx,
         service_id: &str,
         mode: Option<&str>,
-    ) -> Result<(ServiceRecord, bool), String> {
+    ) -> ManagerResult<(ServiceRecord, bool)> {
         let sid = parse_service_id(ctx, service_id)?;
         if sid.ws == "*" {
-            return Err(
-                "ValueError: Workspace '*' is not allowed here; call list_services instead".into(),
-            );
+            return Err(ManagerError::InvalidArgument(
+                "Workspace '*' is not allowed here; call list_services instead".into(),
+            ));
         }
         let pattern = Pattern {
             ws: Some(&sid.ws),
@@ -589,17 +603,17 @@ impl Manager {
             sid.app.as_deref().unwrap_or("*")
         );
         if found.is_empty() {
-            return Err(format!("KeyError: Service not found: {full}"));
+            return Err(ManagerError::NotFound(format!("Service not found: {full}")));
         }
         let visible: Vec<(ServiceRecord, bool)> = found
             .into_iter()
             .filter_map(|r| self.visible(ctx, &r).map(|h| (r, h)))
             .collect();
         if visible.is_empty() {
-            return Err(format!(
-                "PermissionError: Permission denied for non-public service in workspace {}",
+            return Err(ManagerError::Permission(format!(
+                "Permission denied for non-public service in workspace {}",
                 sid.ws
-            ));
+            )));
         }
         let default_mode = if sid.ws == "public" {
             "random"
@@ -611,10 +625,10 @@ impl Manager {
             "exact" => {
                 if visible.len() > 1 {
                     let ids: Vec<String> = visible.iter().map(|(r, _)| r.id()).collect();
-                    return Err(format!(
-                        "ValueError: Multiple services found for {full}: {}; pass a client id or config.mode",
+                    return Err(ManagerError::InvalidArgument(format!(
+                        "Multiple services found for {full}: {}; pass a client id or config.mode",
                         ids.join(", ")
-                    ));
+                    )));
                 }
                 0
             }
@@ -622,7 +636,11 @@ impl Manager {
             "last" => visible.len() - 1,
             "random" | "native:random" => rand::random::<usize>() % visible.len(),
             m if m.starts_with("select:") => rand::random::<usize>() % visible.len(),
-            m => return Err(format!("ValueError: Invalid service selection mode: {m}")),
+            m => {
+                return Err(ManagerError::InvalidArgument(format!(
+                    "Invalid service selection mode: {m}"
+                )))
+            }
         };
         Ok(visible.into_iter().nth(pick).expect("index in range"))
     }
@@ -632,10 +650,10 @@ impl Manager {
         ctx: &Ctx,
         service_id: &Value,
         config: &Value,
-    ) -> Result<Value, String> {
+    ) -> ManagerResult<Value> {
         let id = service_id
             .as_str()
-            .ok_or("ValueError: service_id must be a string")?;
+            .ok_or_else(|| ManagerError::InvalidArgument("service_id must be a string".into()))?;
         if id == "~" || id.ends_with("/~") {
             let mut rec = self.default_service();
             value::set(&mut rec, "id", "~".into());
@@ -650,12 +668,14 @@ impl Manager {
         ctx: &Ctx,
         service_id: &Value,
         config: &Value,
-    ) -> Result<Value, String> {
+    ) -> ManagerResult<Value> {
         let id = service_id
             .as_str()
-            .ok_or("ValueError: service_id must be a string")?;
+            .ok_or_else(|| ManagerError::InvalidArgument("service_id must be a string".into()))?;
         if id == "*" {
-            return Err("ValueError: Service id '*' is not allowed".into());
+            return Err(ManagerError::InvalidArgument(
+                "Service id '*' is not allowed".into(),
+            ));
         }
         let mut svc = if id == "~" || id.ends_with("/~") {
             self.default_service()
@@ -665,29 +685,30 @@ impl Manager {
                 .filter(|t| *t > 0.0)
                 .unwrap_or(GET_SERVICE_TIMEOUT);
             let addr = format!("{}/{}", r.ws, r.cid);
-            let mut svc = self
-                .call_client(
+            // Sent as `call_client` does; a provider that is not connected fails here as
+            // such, one that leaves while answering fails in the wait below.
+            let sent = self
+                .send_call(
                     &addr,
                     "services.built-in.get_service",
                     vec![r.name.as_str().into()],
+                    None,
+                    (&r.ws, &self.root_user),
                     Duration::from_secs_f64(timeout),
                 )
-                .await
-                .map_err(|e| {
-                    if e.contains("Client disconnected") {
-                        format!(
-                            "ConnectionError: Client disconnected while retrieving service: {}",
-                            r.id()
-                        )
-                    } else {
-                        e
-                    }
-                })?;
-            if !svc.is_map() {
-                return Err(format!(
-                    "ValueError: Provider returned no service object for {}",
+                .await?;
+            let mut svc = self.wait_reply(sent).await.map_err(|e| match e {
+                ManagerError::Disconnected(_) => ManagerError::Disconnected(format!(
+                    "Client disconnected while retrieving service: {}",
                     r.id()
-                ));
+                )),
+                e => e,
+            })?;
+            if !svc.is_map() {
+                return Err(ManagerError::InvalidArgument(format!(
+                    "Provider returned no service object for {}",
+                    r.id()
+                )));
             }
             // The object now reaches the caller from the manager, not from the provider:
             // bare targets (JavaScript providers send their cid alone) must carry the
@@ -727,7 +748,7 @@ impl Manager {
         ctx: &Ctx,
         query: &Value,
         include_unlisted: bool,
-    ) -> Result<Value, String> {
+    ) -> ManagerResult<Value> {
         let mut ws = ctx.ws.clone();
         let (mut cid, mut name, mut kind, mut app, mut vis): (
             Option<String>,
@@ -776,7 +797,9 @@ impl Manager {
                 for (k, v) in entries {
                     let k = k.as_str().unwrap_or_default();
                     if !KEYS.contains(&k) {
-                        return Err(format!("ValueError: Invalid query keys: {k}"));
+                        return Err(ManagerError::InvalidArgument(format!(
+                            "Invalid query keys: {k}"
+                        )));
                     }
                     let v = v.as_str().map(str::to_owned);
                     match k {
@@ -799,13 +822,17 @@ impl Manager {
                     }
                 }
             }
-            _ => return Err("ValueError: query must be a string or a map".into()),
+            _ => {
+                return Err(ManagerError::InvalidArgument(
+                    "query must be a string or a map".into(),
+                ))
+            }
         }
         if include_unlisted && ws != ctx.ws {
-            return Err(format!(
-                "PermissionError: include_unlisted is only allowed for your own workspace {}",
+            return Err(ManagerError::Permission(format!(
+                "include_unlisted is only allowed for your own workspace {}",
                 ctx.ws
-            ));
+            )));
         }
         let all_ws = ws == "*";
         let pattern = Pattern {
@@ -837,7 +864,7 @@ impl Manager {
         Ok(Value::Array(out))
     }
 
-    fn list_clients(&self, ctx: &Ctx, workspace: Option<&str>) -> Result<Value, String> {
+    fn list_clients(&self, ctx: &Ctx, workspace: Option<&str>) -> ManagerResult<Value> {
         let ws = workspace.unwrap_or(&ctx.ws);
         ctx.require(ws, Permission::Read)?;
         let clients = self
@@ -855,14 +882,18 @@ impl Manager {
         Ok(Value::Array(clients))
     }
 
-    fn subscribe(&self, ctx: &Ctx, names: &Value, on: bool) -> Result<Value, String> {
+    fn subscribe(&self, ctx: &Ctx, names: &Value, on: bool) -> ManagerResult<Value> {
         let names: Vec<String> = match names {
             Value::String(s) => vec![s.as_str().unwrap_or_default().to_owned()],
             Value::Array(a) => a
                 .iter()
                 .filter_map(|v| v.as_str().map(str::to_owned))
                 .collect(),
-            _ => return Err("ValueError: event_type must be a string or a list of strings".into()),
+            _ => {
+                return Err(ManagerError::InvalidArgument(
+                    "event_type must be a string or a list of strings".into(),
+                ))
+            }
         };
         if on {
             for n in &names {
@@ -875,10 +906,10 @@ impl Manager {
             self.router.unsubscribe(&ctx.from, &names)
         };
         if !live {
-            return Err(format!(
-                "RuntimeError: Connection not found for client {}",
+            return Err(ManagerError::Internal(format!(
+                "Connection not found for client {}",
                 ctx.from
-            ));
+            )));
         }
         Ok(Value::Boolean(true))
     }
@@ -906,7 +937,7 @@ impl Manager {
     }
 
     /// Mints a token for a child identity (workspace-api.md §5.4).
-    fn generate_token(&self, ctx: &Ctx, config: &Value) -> Result<Value, String> {
+    fn generate_token(&self, ctx: &Ctx, config: &Value) -> ManagerResult<Value> {
         let target = get_str(config, "workspace").unwrap_or(&ctx.ws).to_owned();
         // Ownership counts only for the owner itself and only where its token grants nothing
         // explicit: a read or read-write child token cannot mint admin tokens through its
@@ -917,16 +948,20 @@ impl Manager {
             Some(Permission::Admin) => {}
             _ if owner => {}
             None => {
-                return Err(format!(
-                    "PermissionError: You do not have any permission for workspace: {target}"
+                return Err(ManagerError::Permission(format!(
+                    "You do not have any permission for workspace: {target}"
+                )))
+            }
+            Some(_) => {
+                return Err(ManagerError::Permission(
+                    "Only admin can generate token.".into(),
                 ))
             }
-            Some(_) => return Err("PermissionError: Only admin can generate token.".into()),
         }
         let permission = match get_str(config, "permission") {
             None => Permission::ReadWrite,
             Some(p) => Permission::parse(p)
-                .ok_or_else(|| format!("ValueError: Invalid permission: {p}"))?,
+                .ok_or_else(|| ManagerError::InvalidArgument(format!("Invalid permission: {p}")))?,
         };
         let expires_in = num(get(config, "expires_in"))
             .filter(|e| *e > 0.0)
@@ -936,9 +971,9 @@ impl Manager {
             .iter()
             .any(|s| s.starts_with("ws:") || s.starts_with("cid:") || s.starts_with("wid:"))
         {
-            return Err(
-                "ValueError: extra_scopes must not contain ws:, cid: or wid: scopes".into(),
-            );
+            return Err(ManagerError::InvalidArgument(
+                "extra_scopes must not contain ws:, cid: or wid: scopes".into(),
+            ));
         }
         let mut scope = ScopeInfo {
             current_workspace: Some(target.clone()),
@@ -950,7 +985,9 @@ impl Manager {
         let email = match get_str(config, "email") {
             Some(e) if ctx.user.roles.iter().any(|r| r == "admin") => Some(e.to_owned()),
             Some(_) => {
-                return Err("PermissionError: Only admin users can set the email of a token".into())
+                return Err(ManagerError::Permission(
+                    "Only admin users can set the email of a token".into(),
+                ))
             }
             None => ctx.user.email.clone(),
         };
@@ -980,20 +1017,21 @@ impl Manager {
         Ok(self.tokens.sign(&child, expires_in).into())
     }
 
-    fn parse_token(&self, ctx: &Ctx, token: &Value) -> Result<Value, String> {
+    fn parse_token(&self, ctx: &Ctx, token: &Value) -> ManagerResult<Value> {
         ctx.require(&ctx.ws, Permission::Read)?;
-        let token = token.as_str().ok_or("ValueError: token must be a string")?;
+        let token = token
+            .as_str()
+            .ok_or_else(|| ManagerError::InvalidArgument("token must be a string".into()))?;
         let user = self.tokens.verify(token).map_err(|e| match e {
-            TokenError::Expired => format!("PermissionError: {e}"),
-            TokenError::Invalid(_) => format!("ValueError: {e}"),
-            TokenError::Revoked => format!("PermissionError: {e}"),
+            TokenError::Expired | TokenError::Revoked => ManagerError::Permission(e.to_string()),
+            TokenError::Invalid(_) => ManagerError::InvalidArgument(e.to_string()),
         })?;
         if let Some(w) = &user.scope.current_workspace {
             if *w != ctx.ws {
-                return Err(format!(
-                    "PermissionError: Token is not authorized for workspace {}",
+                return Err(ManagerError::Permission(format!(
+                    "Token is not authorized for workspace {}",
                     ctx.ws
-                ));
+                )));
             }
         }
         let _ = token::is_specialized(&user.scope);
@@ -1008,11 +1046,13 @@ impl Manager {
         &self,
         ctx: &Ctx,
         workspace: Option<&str>,
-    ) -> Result<Value, String> {
+    ) -> ManagerResult<Value> {
         let ws = workspace.unwrap_or(&ctx.ws);
         ctx.require(ws, Permission::Read)?;
         let info = self.workspaces.get(ws).ok_or_else(|| {
-            format!("KeyError: Workspace {ws} does not exist or is not accessible")
+            ManagerError::NotFound(format!(
+                "Workspace {ws} does not exist or is not accessible"
+            ))
         })?;
         Ok(value::from_json(
             &serde_json::to_value(info).unwrap_or_default(),

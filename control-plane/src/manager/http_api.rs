@@ -2,6 +2,7 @@
 //! services on behalf of an HTTP caller, with the same visibility rules as RPC callers.
 
 use super::{Ctx, Manager};
+use crate::error::{ManagerError, ManagerResult};
 use crate::names::random_string;
 use rhizo_protocol::message::{Call, Promise};
 use rhizo_protocol::user::UserInfo;
@@ -38,7 +39,7 @@ impl Manager {
     }
 
     /// Services of `ws` visible to the caller, ids as `client:service` (§8.1).
-    pub fn http_list_services(&self, ctx: &Ctx, ws: &str) -> Result<Value, String> {
+    pub fn http_list_services(&self, ctx: &Ctx, ws: &str) -> ManagerResult<Value> {
         let list = self.list_services(ctx, &Value::from(ws), false)?;
         let Value::Array(items) = list else {
             return Ok(list);
@@ -65,7 +66,7 @@ impl Manager {
         ws: &str,
         service_id: &str,
         mode: Option<&str>,
-    ) -> Result<Value, String> {
+    ) -> ManagerResult<Value> {
         let config = mode_config(mode);
         self.get_service_info(ctx, &Value::from(absolute_id(ws, service_id)), &config)
     }
@@ -74,8 +75,9 @@ impl Manager {
     /// `ws` itself means the workspace manager) with keyword arguments `kwargs`. A member
     /// that is not a function is returned as its value.
     ///
-    /// Errors: resolution and permission errors, `KeyError: <key> not found.`, the
-    /// callee's error, or a timeout (`TimeoutError: Method call timed out: …`).
+    /// Errors: resolution and permission errors, [`ManagerError::NotFound`]
+    /// (`<key> not found.`), the callee's error ([`ManagerError::Remote`]), or a
+    /// [`ManagerError::Timeout`].
     pub async fn http_call(
         self: &Arc<Self>,
         ctx: &Ctx,
@@ -84,7 +86,7 @@ impl Manager {
         function_key: &str,
         kwargs: Value,
         mode: Option<&str>,
-    ) -> Result<Value, String> {
+    ) -> ManagerResult<Value> {
         if service_id == "ws" {
             let call = Call {
                 method: format!("services.default.{function_key}"),
@@ -101,14 +103,13 @@ impl Manager {
         let svc = self.http_service_object(ctx, ws, service_id, mode).await?;
         let mut member = &svc;
         for key in function_key.split('.').filter(|k| !k.is_empty()) {
-            member =
-                get(member, key).ok_or_else(|| format!("KeyError: {function_key} not found."))?;
+            member = get(member, key)
+                .ok_or_else(|| ManagerError::NotFound(format!("{function_key} not found.")))?;
         }
         if get_str(member, "_rtype") != Some("method") {
             return Ok(member.clone());
         }
-        let target = get_str(member, "_rtarget").ok_or("ValueError: method without a target")?;
-        let method = get_str(member, "_rmethod").ok_or("ValueError: method without a path")?;
+        let (target, method) = method_route(member)?;
         let user = user_value(&ctx.user);
         self.call_client_as(
             target,
@@ -132,7 +133,7 @@ impl Manager {
         ws: &str,
         service_id: &str,
         mode: Option<&str>,
-    ) -> Result<Value, String> {
+    ) -> ManagerResult<Value> {
         let config = mode_config(mode);
         self.get_service(ctx, &Value::from(absolute_id(ws, service_id)), &config)
             .await
@@ -146,9 +147,8 @@ impl Manager {
         member: &Value,
         args: Vec<Value>,
         timeout: Duration,
-    ) -> Result<Value, String> {
-        let target = get_str(member, "_rtarget").ok_or("ValueError: method without a target")?;
-        let method = get_str(member, "_rmethod").ok_or("ValueError: method without a path")?;
+    ) -> ManagerResult<Value> {
+        let (target, method) = method_route(member)?;
         let user = user_value(&ctx.user);
         self.call_client_as(target, method, args, None, (&ctx.ws, &user), timeout)
             .await
@@ -171,4 +171,12 @@ fn absolute_id(ws: &str, service_id: &str) -> String {
 
 fn user_value(user: &UserInfo) -> Value {
     value::from_json(&serde_json::to_value(user).unwrap_or_default())
+}
+
+/// The `_rtarget` and `_rmethod` of an encoded method.
+fn method_route(member: &Value) -> ManagerResult<(&str, &str)> {
+    let missing = |what: &str| ManagerError::InvalidArgument(format!("method without a {what}"));
+    let target = get_str(member, "_rtarget").ok_or_else(|| missing("target"))?;
+    let method = get_str(member, "_rmethod").ok_or_else(|| missing("path"))?;
+    Ok((target, method))
 }

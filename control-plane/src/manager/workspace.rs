@@ -6,6 +6,7 @@
 //! reference has a QUIRK, the safer behaviour is taken (docs/compat.md).
 
 use super::{Ctx, Manager};
+use crate::error::{ManagerError, ManagerResult};
 use crate::events;
 use crate::registry::Visibility;
 use crate::tokens::now_secs;
@@ -42,20 +43,20 @@ fn to_value(v: &impl serde::Serialize) -> Value {
     value::from_json(&serde_json::to_value(v).unwrap_or_default())
 }
 
-fn valid_workspace_id(id: &str, root: bool) -> Result<(), String> {
+fn valid_workspace_id(id: &str, root: bool) -> ManagerResult<()> {
     if id.is_empty()
         || !id
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
     {
-        return Err(format!(
-            "ValueError: Invalid workspace id: {id} (lowercase letters, digits and '-' only)"
-        ));
+        return Err(ManagerError::InvalidArgument(format!(
+            "Invalid workspace id: {id} (lowercase letters, digits and '-' only)"
+        )));
     }
     if !root && !id.contains('-') {
-        return Err(format!(
-            "ValueError: Workspace id must contain a hyphen: {id}"
-        ));
+        return Err(ManagerError::InvalidArgument(format!(
+            "Workspace id must contain a hyphen: {id}"
+        )));
     }
     Ok(())
 }
@@ -77,33 +78,37 @@ impl Manager {
         ctx: &Ctx,
         config: &Value,
         overwrite: bool,
-    ) -> Result<Value, String> {
+    ) -> ManagerResult<Value> {
         if ctx.user.is_anonymous {
-            return Err("PermissionError: Only registered user can create workspace.".into());
+            return Err(ManagerError::Permission(
+                "Only registered user can create workspace.".into(),
+            ));
         }
         let id = get_str(config, "id")
             .or_else(|| get_str(config, "name"))
-            .ok_or("ValueError: Workspace id is required")?;
+            .ok_or_else(|| ManagerError::InvalidArgument("Workspace id is required".into()))?;
         let root = ctx.user.id == "root";
         valid_workspace_id(id, root)?;
         if let Some(existing) = self.workspaces.get(id) {
             if !overwrite {
-                return Err(format!("RuntimeError: Workspace already exists: {id}"));
+                return Err(ManagerError::Internal(format!(
+                    "Workspace already exists: {id}"
+                )));
             }
             let owner = existing.owners.contains(&ctx.user.id);
             if !(root || owner || ctx.user.can(id, Permission::Admin)) {
-                return Err(format!(
-                    "PermissionError: Permission denied for workspace {id}"
-                ));
+                return Err(ManagerError::Permission(format!(
+                    "Permission denied for workspace {id}"
+                )));
             }
         } else if !root {
             let limit = self.config.limits.workspaces_per_user;
             let owned = self.workspaces.count_owned_by(&ctx.user.id);
             if crate::config::reached(owned, limit) {
-                return Err(format!(
-                    "RuntimeError: Workspace quota exceeded: user {} owns {owned} workspaces (limit {limit})",
+                return Err(ManagerError::Quota(format!(
+                    "Workspace quota exceeded: user {} owns {owned} workspaces (limit {limit})",
                     ctx.user.id
-                ));
+                )));
             }
         }
         let mut owners = value::get_strs(config, "owners");
@@ -211,14 +216,14 @@ impl Manager {
         ctx: &Ctx,
         workspace: Option<&str>,
         timeout: Option<f64>,
-    ) -> Result<Value, String> {
+    ) -> ManagerResult<Value> {
         self.require_admin_or_owner(ctx, &ctx.ws)?;
         let ws = workspace.unwrap_or(&ctx.ws).to_owned();
         self.require_admin_or_owner(ctx, &ws)?;
         let info = self
             .workspaces
             .get(&ws)
-            .ok_or_else(|| format!("KeyError: Workspace not found: {ws}"))?;
+            .ok_or_else(|| ManagerError::NotFound(format!("Workspace not found: {ws}")))?;
         let mut clients: std::collections::BTreeSet<String> = self
             .registry
             .clients(&ws)
@@ -272,25 +277,27 @@ impl Manager {
         }
     }
 
-    fn require_admin_or_owner(&self, ctx: &Ctx, ws: &str) -> Result<(), String> {
+    fn require_admin_or_owner(&self, ctx: &Ctx, ws: &str) -> ManagerResult<()> {
         if ctx.user.can(ws, Permission::Admin) || self.workspaces.owned_by(ws, &ctx.user.id) {
             Ok(())
         } else {
-            Err(format!(
-                "PermissionError: Permission denied for workspace {ws}"
-            ))
+            Err(ManagerError::Permission(format!(
+                "Permission denied for workspace {ws}"
+            )))
         }
     }
 
-    pub(super) fn delete_workspace(&self, ctx: &Ctx, ws: &str) -> Result<Value, String> {
+    pub(super) fn delete_workspace(&self, ctx: &Ctx, ws: &str) -> ManagerResult<Value> {
         if ["public", "ws-user-root", "ws-anonymous"].contains(&ws) {
-            return Err(format!("PermissionError: Workspace {ws} cannot be deleted"));
+            return Err(ManagerError::Permission(format!(
+                "Workspace {ws} cannot be deleted"
+            )));
         }
         self.require_admin_or_owner(ctx, ws)?;
         let info = self
             .workspaces
             .remove(ws)
-            .ok_or_else(|| format!("KeyError: Workspace not found: {ws}"))?;
+            .ok_or_else(|| ManagerError::NotFound(format!("Workspace not found: {ws}")))?;
         self.set_bookmark(&ctx.user.personal_workspace(), ws, None);
         events::emit(
             &*self.router,
@@ -307,12 +314,14 @@ impl Manager {
         matching: &Value,
         offset: &Value,
         limit: &Value,
-    ) -> Result<Value, String> {
+    ) -> ManagerResult<Value> {
         ctx.require(&ctx.ws, Permission::Read)?;
         let offset = offset.as_u64().unwrap_or(0) as usize;
         let limit = limit.as_u64().unwrap_or(256);
         if !(1..=256).contains(&limit) {
-            return Err("ValueError: limit must be between 1 and 256".into());
+            return Err(ManagerError::InvalidArgument(
+                "limit must be between 1 and 256".into(),
+            ));
         }
         let mut all = self.workspaces.all();
         all.sort_by(|a, b| a.id.cmp(&b.id));
@@ -331,11 +340,11 @@ impl Manager {
         Ok(Value::Array(items))
     }
 
-    pub(super) fn set_env(&self, ctx: &Ctx, key: &Value, val: &Value) -> Result<Value, String> {
+    pub(super) fn set_env(&self, ctx: &Ctx, key: &Value, val: &Value) -> ManagerResult<Value> {
         ctx.require(&ctx.ws, Permission::ReadWrite)?;
         let key = key
             .as_str()
-            .ok_or("ValueError: key must be a string")?
+            .ok_or_else(|| ManagerError::InvalidArgument("key must be a string".into()))?
             .to_owned();
         let val = value::to_json(val);
         self.workspaces
@@ -349,27 +358,26 @@ impl Manager {
                     }
                 }
             })
-            .ok_or_else(|| format!("KeyError: Workspace not found: {}", ctx.ws))?;
+            .ok_or_else(|| ManagerError::NotFound(format!("Workspace not found: {}", ctx.ws)))?;
         Ok(Value::Nil)
     }
 
-    pub(super) fn get_env(&self, ctx: &Ctx, key: &Value) -> Result<Value, String> {
+    pub(super) fn get_env(&self, ctx: &Ctx, key: &Value) -> ManagerResult<Value> {
         ctx.require(&ctx.ws, Permission::ReadWrite)?;
         let info = self
             .workspaces
             .get(&ctx.ws)
-            .ok_or_else(|| format!("KeyError: Workspace not found: {}", ctx.ws))?;
+            .ok_or_else(|| ManagerError::NotFound(format!("Workspace not found: {}", ctx.ws)))?;
         let env = info.config.get("environs").cloned().unwrap_or(json!({}));
         match key.as_str() {
             None => Ok(value::from_json(&env)),
-            Some(k) => env
-                .get(k)
-                .map(value::from_json)
-                .ok_or_else(|| format!("KeyError: Environment variable not found: {k}")),
+            Some(k) => env.get(k).map(value::from_json).ok_or_else(|| {
+                ManagerError::NotFound(format!("Environment variable not found: {k}"))
+            }),
         }
     }
 
-    pub(super) fn check_status(&self, ctx: &Ctx) -> Result<Value, String> {
+    pub(super) fn check_status(&self, ctx: &Ctx) -> ManagerResult<Value> {
         ctx.require(&ctx.ws, Permission::Read)?;
         let permission: Value = ctx
             .user
@@ -389,12 +397,12 @@ impl Manager {
         })
     }
 
-    pub(super) fn get_summary(&self, ctx: &Ctx) -> Result<Value, String> {
+    pub(super) fn get_summary(&self, ctx: &Ctx) -> ManagerResult<Value> {
         ctx.require(&ctx.ws, Permission::Read)?;
         let info = self
             .workspaces
             .get(&ctx.ws)
-            .ok_or_else(|| format!("KeyError: Workspace not found: {}", ctx.ws))?;
+            .ok_or_else(|| ManagerError::NotFound(format!("Workspace not found: {}", ctx.ws)))?;
         let clients: Vec<Value> = self
             .registry
             .clients(&ctx.ws)
@@ -433,18 +441,17 @@ impl Manager {
         ]))
     }
 
-    pub(super) fn bookmark(&self, ctx: &Ctx, item: &Value, add: bool) -> Result<Value, String> {
+    pub(super) fn bookmark(&self, ctx: &Ctx, item: &Value, add: bool) -> ManagerResult<Value> {
         let id = get_str(item, "id")
-            .ok_or("ValueError: bookmark id is required")?
+            .ok_or_else(|| ManagerError::InvalidArgument("bookmark id is required".into()))?
             .to_owned();
         let entry = if add {
             let kind = get_str(item, "bookmark_type").unwrap_or_default();
             let entry = match kind {
                 "workspace" => {
-                    let w = self
-                        .workspaces
-                        .get(&id)
-                        .ok_or_else(|| format!("KeyError: Workspace not found: {id}"))?;
+                    let w = self.workspaces.get(&id).ok_or_else(|| {
+                        ManagerError::NotFound(format!("Workspace not found: {id}"))
+                    })?;
                     workspace_bookmark(&w)
                 }
                 "service" => {
@@ -453,7 +460,11 @@ impl Manager {
                     json!({"bookmark_type": "service", "id": id, "name": get_str(&info, "name"),
                            "description": get_str(&info, "description"), "config": value::to_json(get(&info, "config").unwrap_or(&Value::Nil))})
                 }
-                other => return Err(format!("ValueError: Invalid bookmark type: {other}")),
+                other => {
+                    return Err(ManagerError::InvalidArgument(format!(
+                        "Invalid bookmark type: {other}"
+                    )))
+                }
             };
             Some(entry)
         } else {
@@ -461,7 +472,7 @@ impl Manager {
         };
         let personal = ctx.user.personal_workspace();
         self.set_bookmark(&personal, &id, entry)
-            .ok_or_else(|| format!("KeyError: Workspace not found: {personal}"))?;
+            .ok_or_else(|| ManagerError::NotFound(format!("Workspace not found: {personal}")))?;
         Ok(Value::Nil)
     }
 
@@ -483,17 +494,20 @@ impl Manager {
         &self,
         ctx: &Ctx,
         type_info: &Value,
-    ) -> Result<Value, String> {
+    ) -> ManagerResult<Value> {
         ctx.require(&ctx.ws, Permission::ReadWrite)?;
-        let raw = get_str(type_info, "id").ok_or("ValueError: service type id is required")?;
+        let raw = get_str(type_info, "id")
+            .ok_or_else(|| ManagerError::InvalidArgument("service type id is required".into()))?;
         let (ws, id) = raw.split_once('/').unwrap_or((ctx.ws.as_str(), raw));
         if ws != ctx.ws {
-            return Err(
-                "PermissionError: Cannot register service types in other workspaces".into(),
-            );
+            return Err(ManagerError::Permission(
+                "Cannot register service types in other workspaces".into(),
+            ));
         }
         if get(type_info, "definition").is_none() {
-            return Err("ValueError: service type definition is required".into());
+            return Err(ManagerError::InvalidArgument(
+                "service type definition is required".into(),
+            ));
         }
         let mut info = value::to_json(type_info);
         info["id"] = json!(id);
@@ -506,25 +520,27 @@ impl Manager {
                 w.service_types.insert(id.to_owned(), info.clone());
                 true
             })
-            .ok_or_else(|| format!("KeyError: Workspace not found: {}", ctx.ws))?;
+            .ok_or_else(|| ManagerError::NotFound(format!("Workspace not found: {}", ctx.ws)))?;
         if !stored {
-            return Err(format!("KeyError: Service type already exists: {id}"));
+            return Err(ManagerError::NotFound(format!(
+                "Service type already exists: {id}"
+            )));
         }
         info["id"] = json!(format!("{ws}/{id}"));
         Ok(value::from_json(&info))
     }
 
-    pub(super) fn get_service_type(&self, ctx: &Ctx, type_id: &Value) -> Result<Value, String> {
+    pub(super) fn get_service_type(&self, ctx: &Ctx, type_id: &Value) -> ManagerResult<Value> {
         let raw = type_id
             .as_str()
-            .ok_or("ValueError: type_id must be a string")?;
+            .ok_or_else(|| ManagerError::InvalidArgument("type_id must be a string".into()))?;
         let (ws, id) = raw.split_once('/').unwrap_or((ctx.ws.as_str(), raw));
         let info = self
             .workspaces
             .get(ws)
             .and_then(|w| w.service_types.get(id).cloned());
-        let mut info =
-            info.ok_or_else(|| format!("KeyError: Service type not found: {ws}/{id}"))?;
+        let mut info = info
+            .ok_or_else(|| ManagerError::NotFound(format!("Service type not found: {ws}/{id}")))?;
         let public = info.pointer("/config/visibility").and_then(|v| v.as_str()) == Some("public");
         if !public {
             ctx.require(ws, Permission::Read)?;
@@ -537,13 +553,13 @@ impl Manager {
         &self,
         ctx: &Ctx,
         workspace: Option<&str>,
-    ) -> Result<Value, String> {
+    ) -> ManagerResult<Value> {
         let ws = workspace.unwrap_or(&ctx.ws);
         ctx.require(ws, Permission::Read)?;
         let w = self
             .workspaces
             .get(ws)
-            .ok_or_else(|| format!("KeyError: Workspace not found: {ws}"))?;
+            .ok_or_else(|| ManagerError::NotFound(format!("Workspace not found: {ws}")))?;
         Ok(Value::Array(
             w.service_types.values().map(value::from_json).collect(),
         ))
@@ -557,7 +573,7 @@ impl Manager {
         query: &Value,
         limit: &Value,
         offset: &Value,
-    ) -> Result<Value, String> {
+    ) -> ManagerResult<Value> {
         let words: Vec<String> = query
             .as_str()
             .unwrap_or_default()
@@ -619,13 +635,15 @@ impl Manager {
         ctx: &Ctx,
         event_type: &Value,
         data: &Value,
-    ) -> Result<Value, String> {
+    ) -> ManagerResult<Value> {
         ctx.require(&ctx.ws, Permission::ReadWrite)?;
         let kind = event_type
             .as_str()
-            .ok_or("ValueError: event_type must be a string")?;
+            .ok_or_else(|| ManagerError::InvalidArgument("event_type must be a string".into()))?;
         if kind.is_empty() || kind.contains(' ') {
-            return Err("ValueError: event_type must not be empty or contain spaces".into());
+            return Err(ManagerError::InvalidArgument(
+                "event_type must not be empty or contain spaces".into(),
+            ));
         }
         self.record_event(ctx, kind, value::to_json(data)).await?;
         Ok(Value::Nil)
@@ -637,7 +655,7 @@ impl Manager {
         ctx: &Ctx,
         kind: &str,
         data: serde_json::Value,
-    ) -> Result<(), String> {
+    ) -> ManagerResult<()> {
         match self.store.get() {
             Some(store) => store
                 .log_event(
@@ -649,7 +667,7 @@ impl Manager {
                 )
                 .await
                 .map(|_| ())
-                .map_err(|e| format!("RuntimeError: could not log the event: {e}")),
+                .map_err(|e| ManagerError::Store(format!("could not log the event: {e}"))),
             None => {
                 self.log_event_row(ctx, kind, data);
                 Ok(())
@@ -665,7 +683,7 @@ impl Manager {
         event_type: &Value,
         start: &Value,
         end: &Value,
-    ) -> Result<Vec<EventLog>, String> {
+    ) -> ManagerResult<Vec<EventLog>> {
         if let Some(store) = self.store.get() {
             let mut filter = crate::storage::EventFilter::new(&ctx.ws, &ctx.user.id);
             filter.event_type = event_type.as_str().map(str::to_owned);
@@ -674,7 +692,7 @@ impl Manager {
             let rows = store
                 .get_events(&filter)
                 .await
-                .map_err(|e| format!("RuntimeError: reading events: {e}"))?;
+                .map_err(|e| ManagerError::Store(format!("reading events: {e}")))?;
             return Ok(rows
                 .into_iter()
                 .map(|r| EventLog {
@@ -704,7 +722,7 @@ impl Manager {
         event_type: &Value,
         start: &Value,
         end: &Value,
-    ) -> Result<Value, String> {
+    ) -> ManagerResult<Value> {
         ctx.require(&ctx.ws, Permission::Read)?;
         let rows = self
             .events_for(ctx, event_type, start, end)
@@ -730,7 +748,7 @@ impl Manager {
         event_type: &Value,
         start: &Value,
         end: &Value,
-    ) -> Result<Value, String> {
+    ) -> ManagerResult<Value> {
         ctx.require(&ctx.ws, Permission::Read)?;
         let mut counts = std::collections::BTreeMap::new();
         for e in self.events_for(ctx, event_type, start, end).await? {
@@ -746,18 +764,19 @@ impl Manager {
 
     /// `revoke_token(token)`: needs admin on the caller's workspace; persisted when a
     /// store is configured, so the revocation survives a restart.
-    pub(super) async fn revoke_token(&self, ctx: &Ctx, token: &Value) -> Result<Value, String> {
+    pub(super) async fn revoke_token(&self, ctx: &Ctx, token: &Value) -> ManagerResult<Value> {
         ctx.require(&ctx.ws, Permission::Admin)?;
-        let token = token.as_str().ok_or("ValueError: token must be a string")?;
+        let token = token
+            .as_str()
+            .ok_or_else(|| ManagerError::InvalidArgument("token must be a string".into()))?;
         let (hash, exp) = self
             .tokens
             .revoke(token)
-            .map_err(|e| format!("ValueError: Invalid token: {e}"))?;
+            .map_err(|e| ManagerError::InvalidArgument(format!("Invalid token: {e}")))?;
         if let Some(store) = self.store.get() {
-            store
-                .revoke_token(&hash, exp as i64)
-                .await
-                .map_err(|e| format!("RuntimeError: could not persist the revocation: {e}"))?;
+            store.revoke_token(&hash, exp as i64).await.map_err(|e| {
+                ManagerError::Store(format!("could not persist the revocation: {e}"))
+            })?;
         }
         // Connections opened with the token (or a reconnection token descending from it)
         // end now. The caller's own connection is left to receive this reply; its next
@@ -777,7 +796,7 @@ impl Manager {
 
     /// Writes the record of workspace `id` to the store: persistent workspaces are saved,
     /// a missing one is deleted, temporary ones are left out. No-op without a store.
-    pub(crate) async fn persist_workspace(&self, id: &str) -> Result<(), String> {
+    pub(crate) async fn persist_workspace(&self, id: &str) -> ManagerResult<()> {
         let Some(store) = self.store.get() else {
             return Ok(());
         };
@@ -786,7 +805,7 @@ impl Manager {
             Some(_) => return Ok(()),
             None => store.delete_workspace(id).await.map(|_| ()),
         };
-        result.map_err(|e| format!("RuntimeError: could not persist workspace {id}: {e}"))
+        result.map_err(|e| ManagerError::Store(format!("could not persist workspace {id}: {e}")))
     }
 }
 
@@ -814,12 +833,9 @@ impl Manager {
     pub async fn attach_store(
         &self,
         store: std::sync::Arc<dyn crate::storage::Store>,
-    ) -> Result<(usize, usize), String> {
-        let workspaces = store.list_workspaces().await.map_err(|e| e.to_string())?;
-        let revocations = store
-            .list_revocations(crate::storage::now_unix())
-            .await
-            .map_err(|e| e.to_string())?;
+    ) -> Result<(usize, usize), crate::storage::StoreError> {
+        let workspaces = store.list_workspaces().await?;
+        let revocations = store.list_revocations(crate::storage::now_unix()).await?;
         let counts = (workspaces.len(), revocations.len());
         for r in workspaces {
             let mut w = WorkspaceInfo::new(&r.id, &r.description, r.persistent, r.owners);
