@@ -7,7 +7,7 @@ use futures_util::{SinkExt, StreamExt};
 use rhizo_client::{Client, ClientError, ConnectOptions, Event};
 use rhizo_protocol::message::encode_frame;
 use rhizo_protocol::value::{self, get_str, map};
-use rhizo_router::RouterConfig;
+use rhizo_router::{RouterConfig, RouterControl};
 use rmpv::Value;
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message as Ws;
@@ -296,8 +296,7 @@ async fn slow_consumer_does_not_stall_senders_and_is_closed() {
     assert!(
         common::eventually(T, || s
             .router
-            .table()
-            .get_addr(&format!("{}/stuck", sender.workspace()))
+            .client(&format!("{}/stuck", sender.workspace()))
             .is_some())
         .await
     );
@@ -339,7 +338,7 @@ async fn slow_consumer_does_not_stall_senders_and_is_closed() {
     let closed = common::eventually(Duration::from_secs(10), || {
         i += 1;
         let _ = sender.send_frame(call(i));
-        s.router.table().get_addr(&addr).is_none()
+        s.router.client(&addr).is_none()
     })
     .await;
     assert!(closed, "slow consumer closed");
@@ -443,7 +442,7 @@ async fn silent_handshake_and_idle_connections_are_closed() {
         }
     }
     assert!(idle_error);
-    assert!(common::eventually(T, || s.router.table().is_empty()).await);
+    assert!(common::eventually(T, || RouterControl::counters(&s.router).connections == 0).await);
 }
 
 #[tokio::test]

@@ -3,7 +3,7 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use rhizo_benches::{call_frame, connect, router};
-use rhizo_router::route::RouteCache;
+use rhizo_router::internals::{self, RouteCache};
 use std::hint::black_box;
 
 fn forward(c: &mut Criterion) {
@@ -17,7 +17,7 @@ fn forward(c: &mut Criterion) {
         group.throughput(Throughput::Elements(1));
         group.bench_with_input(BenchmarkId::from_parameter(size), &frame, |b, frame| {
             b.iter(|| {
-                r.route_from_cached(&caller, black_box(frame.clone()), &mut cache)
+                internals::route_from_cached(&r, &caller, black_box(frame.clone()), &mut cache)
                     .unwrap();
                 let out = prx.try_recv().unwrap();
                 provider.egress.sent(out.len());

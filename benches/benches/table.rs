@@ -3,6 +3,7 @@
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use rhizo_benches::{connect, router};
+use rhizo_router::internals;
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -23,7 +24,7 @@ fn lookups(c: &mut Criterion) {
         let mut i = 0;
         b.iter(|| {
             i = (i + 1) & 1023;
-            black_box(r.table().get_addr(&addrs[i]).is_some())
+            black_box(internals::table(&r).get_addr(&addrs[i]).is_some())
         })
     });
 
@@ -36,7 +37,7 @@ fn lookups(c: &mut Criterion) {
             let mut i = 0;
             while !stop.load(Ordering::Relaxed) {
                 i = (i + 1) & 1023;
-                black_box(r.table().get_addr(&addrs[i]));
+                black_box(internals::table(&r).get_addr(&addrs[i]));
             }
         }));
     }
@@ -52,7 +53,7 @@ fn lookups(c: &mut Criterion) {
                     &format!("ws-{}", id % 1000),
                     &format!("churn{}", id % 64),
                 );
-                r.table().remove(&conn);
+                internals::table(&r).remove(&conn);
             }
         }));
     }
@@ -60,7 +61,7 @@ fn lookups(c: &mut Criterion) {
         let mut i = 0;
         b.iter(|| {
             i = (i + 1) & 1023;
-            black_box(r.table().get_addr(&addrs[i]).is_some())
+            black_box(internals::table(&r).get_addr(&addrs[i]).is_some())
         })
     });
     stop.store(true, Ordering::Relaxed);

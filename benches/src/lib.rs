@@ -6,9 +6,8 @@ use bytes::Bytes;
 use rhizo_protocol::handshake::AuthRequest;
 use rhizo_protocol::message::encode_frame;
 use rhizo_protocol::value::{self, map};
-use rhizo_router::egress::{Egress, Outbound};
 use rhizo_router::hooks::{Admission, BoxFuture, ConnRef, Refusal};
-use rhizo_router::table::Conn;
+use rhizo_router::internals::{self, Conn, Egress, Outbound};
 use rhizo_router::{ControlHooks, Router, RouterConfig};
 use rmpv::Value;
 use std::sync::Arc;
@@ -101,6 +100,6 @@ pub fn connect(
         true,
         egress,
     ));
-    router.table().insert(conn.clone());
+    internals::table(router).insert(conn.clone());
     (conn, rx)
 }

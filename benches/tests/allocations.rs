@@ -4,7 +4,7 @@
 //! the check is exact, not timed.
 
 use rhizo_benches::{call_frame, connect, router};
-use rhizo_router::route::RouteCache;
+use rhizo_router::internals::{self, RouteCache};
 
 #[test]
 fn forwarding_a_frame_allocates_one_buffer() {
@@ -19,22 +19,20 @@ fn forwarding_a_frame_allocates_one_buffer() {
             let frame = call_frame(to, size);
             // Warm up: first-contact bookkeeping, the route cache, the queue's first block.
             for _ in 0..64 {
-                r.route_from_cached(&caller, frame.clone(), &mut cache)
-                    .unwrap();
+                internals::route_from_cached(&r, &caller, frame.clone(), &mut cache).unwrap();
             }
             drain();
             const N: u64 = 256;
             // As a connection task does it (with its route cache), and one-off.
             let cached = allocation_counter::measure(|| {
                 for _ in 0..N {
-                    r.route_from_cached(&caller, frame.clone(), &mut cache)
-                        .unwrap();
+                    internals::route_from_cached(&r, &caller, frame.clone(), &mut cache).unwrap();
                 }
             });
             drain();
             let uncached = allocation_counter::measure(|| {
                 for _ in 0..N {
-                    r.route_from(&caller, frame.clone()).unwrap();
+                    internals::route_from(&r, &caller, frame.clone()).unwrap();
                 }
             });
             drain();

@@ -42,6 +42,7 @@ impl Outbound {
     }
 
     /// True for an item of no bytes.
+    #[cfg_attr(not(feature = "internals"), allow(dead_code))]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -105,6 +106,7 @@ impl Egress {
     }
 
     /// [`Egress::push`] with the current time given (for tests).
+    #[cfg(test)]
     pub fn push_at(&self, item: Outbound, now: Instant) -> Result<(), PushError> {
         self.push_with_clock(item, || now)
     }

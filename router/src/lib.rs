@@ -14,11 +14,13 @@
 //! * [`close`] — close reasons. [`rate`] — per-connection message budgets.
 
 mod control;
-pub mod egress;
+mod egress;
 pub mod http_stream;
+#[cfg(feature = "internals")]
+pub mod internals;
 pub mod rate;
 pub mod route;
-pub mod table;
+mod table;
 pub mod ws;
 
 /// Close reasons and the control-plane hooks live in the interface crate that both planes

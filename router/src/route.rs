@@ -43,7 +43,7 @@ pub enum RouteError {
 /// Where a routed frame goes, decided from its header alone by the resolve step before
 /// any byte is copied (protocol.md §2.4). `'t` borrows the frame's normalised target.
 #[derive(Debug, Clone)]
-pub enum Destination<'t> {
+pub(crate) enum Destination<'t> {
     /// A live connection of this router instance (`"<ws>/<cid>"`).
     Local(Arc<Conn>),
     /// The manager peer (`"*/<manager_id>"`), reached through
@@ -56,6 +56,7 @@ pub enum Destination<'t> {
     /// reached through the Bus (DESIGN.md "Router"). Not produced yet: this router knows
     /// only its own connections until the Redis Bus lands; delivering it reports the
     /// target as not connected.
+    #[allow(dead_code)] // constructed by the Bus (scale-out issue)
     Remote(String),
 }
 
@@ -135,7 +136,7 @@ impl Router {
     }
 
     /// The live client table.
-    pub fn table(&self) -> &ClientTable {
+    pub(crate) fn table(&self) -> &ClientTable {
         &self.inner.table
     }
 
@@ -165,13 +166,13 @@ impl Router {
     ///
     /// Errors are already reported to the sender when this returns; the value is for
     /// counting and tests.
-    pub fn route_from(&self, conn: &Arc<Conn>, frame: Bytes) -> Result<(), RouteError> {
+    pub(crate) fn route_from(&self, conn: &Arc<Conn>, frame: Bytes) -> Result<(), RouteError> {
         self.route_from_cached(conn, frame, &mut RouteCache::disabled())
     }
 
     /// [`Router::route_from`] with the sending connection's [`RouteCache`], which spares the
     /// table lookup while the sender keeps talking to the same peer.
-    pub fn route_from_cached(
+    pub(crate) fn route_from_cached(
         &self,
         conn: &Arc<Conn>,
         frame: Bytes,

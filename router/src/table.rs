@@ -149,6 +149,7 @@ impl Conn {
     }
 
     /// True once a newer connection for the same address replaced this one.
+    #[cfg(test)]
     pub fn is_superseded(&self) -> bool {
         self.superseded.load(Ordering::Acquire)
     }
@@ -244,11 +245,13 @@ impl ClientTable {
     }
 
     /// Number of live connections.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.workspaces.iter().map(|m| m.len()).sum()
     }
 
     /// True if no connection is live.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
