@@ -3,7 +3,8 @@
 //! [`Store`] is what the rest of the control plane holds, as `Arc<dyn Store>`, so tests can
 //! swap backends (STYLE.md §3, practice 16). [`SqlStore`] implements it on SQLite and
 //! PostgreSQL with one schema (`control-plane/migrations/{sqlite,postgres}`), migrated on
-//! connect.
+//! connect; [`MemoryStore`] keeps the same tables in memory (`--database-uri memory`).
+//! Both run through one contract test suite (`control-plane/tests/storage.rs`).
 //!
 //! What is stored:
 //! * workspace records ([`WorkspaceRecord`], workspace-api.md §2.5);
@@ -13,8 +14,10 @@
 //! Times are integers: revocation expiry in unix seconds, event timestamps in unix
 //! milliseconds (UTC).
 
+mod memory;
 mod sql;
 
+pub use memory::{MemoryStore, DEFAULT_EVENT_LIMIT};
 pub use sql::SqlStore;
 
 use async_trait::async_trait;

@@ -1,10 +1,10 @@
-//! The `Store` contract, run unchanged against SQLite (a temp file, reopened to prove the
-//! data survives a restart; and `sqlite::memory:`) and PostgreSQL (a database of its own,
+//! The `Store` contract, run unchanged against the in-memory store, SQLite (a temp file,
+//! reopened to prove the data survives a restart; and `sqlite::memory:`) and PostgreSQL (a database of its own,
 //! dropped at the end). PostgreSQL must be reachable at `postgres://postgres@127.0.0.1:5432`
 //! (trust auth); the test starts the local cluster if it is down and fails if it cannot.
 
 use rhizo_control_plane::storage::{
-    now_unix, token_hash, EventFilter, SqlStore, Store, StoreError, WorkspaceRecord,
+    now_unix, token_hash, EventFilter, MemoryStore, SqlStore, Store, StoreError, WorkspaceRecord,
 };
 use serde_json::json;
 use sqlx::Connection as _;
@@ -220,6 +220,13 @@ async fn sqlite_file_store_keeps_data_across_reopen() {
     check_persisted(&reopened).await;
     reopened.close().await;
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn memory_store_meets_the_contract() {
+    let store = Arc::new(MemoryStore::new());
+    exercise(store.clone()).await;
+    check_persisted(store.as_ref()).await;
 }
 
 #[tokio::test]
