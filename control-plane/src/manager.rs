@@ -10,6 +10,7 @@ mod cache;
 mod calls;
 mod chunks;
 mod default;
+mod driver;
 mod http_api;
 mod workspace;
 
@@ -25,15 +26,13 @@ use bytes::Bytes;
 use dashmap::DashMap;
 use rhizo_interface::RouterControl;
 use rhizo_protocol::frame::HeaderView;
-use rhizo_protocol::message::{
-    encode_call, encode_frame, Call, Incoming, Message, Param, ReplyKind,
-};
+use rhizo_protocol::message::{encode_frame, Call, Message, Param};
+use rhizo_protocol::peer::CallRequest;
 use rhizo_protocol::user::{Permission, UserInfo};
 use rhizo_protocol::value::{self, map, method, RPromise};
 use rmpv::Value;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{oneshot, Notify};
 
 /// The trusted context of a call: taken from the router-stamped header (§3.7).
 #[derive(Debug, Clone)]
@@ -97,20 +96,10 @@ pub(crate) fn bind(name: &str, params: &[Param], call: &Call) -> ManagerResult<V
     rhizo_protocol::message::bind(name, params, call).map_err(ManagerError::bad_call)
 }
 
-/// A call the manager sent and is waiting on ([`Manager::wait_reply`]).
-struct SentCall {
-    session: String,
-    reply: oneshot::Receiver<ManagerResult<Value>>,
-    heartbeat: Arc<Notify>,
-    to: String,
-    method: String,
-    timeout: Duration,
-}
-
-struct PendingCall {
-    reply: oneshot::Sender<ManagerResult<Value>>,
-    heartbeat: Arc<Notify>,
-    target: String,
+/// A call the manager sent and is waiting on ([`Manager::wait_reply`]); dropping it
+/// forgets the call.
+pub(crate) struct SentCall {
+    guard: driver::CallGuard,
 }
 
 /// The manager peer and the state it serves from.
@@ -128,7 +117,9 @@ pub struct Manager {
     pub tokens: TokenService,
     manager_id: String,
     addr: String,
-    pending: DashMap<String, PendingCall>,
+    /// The sans-IO RPC peer: the manager's outgoing calls (replies, heartbeats,
+    /// timeouts) and the heartbeats and replies of the calls it answers.
+    driver: Arc<driver::Driver>,
     cache: cache::MessageCache,
     /// Slots of the calls running in the manager, per caller and in all.
     calls: calls::CallLimits,
@@ -191,6 +182,12 @@ impl Manager {
         let handshakes = Some(config.limits.concurrent_handshakes)
             .filter(|n| *n > 0)
             .map(tokio::sync::Semaphore::new);
+        let driver = driver::Driver::new(
+            &addr,
+            &config.public_base_url,
+            format!("mgr{}", random_string(16)),
+        );
+        driver.spawn_timer(router.clone());
         let l = &config.limits;
         let calls = calls::CallLimits::new(l.manager_calls_per_client, l.manager_calls_total);
         let cache = cache::MessageCache::new(l.cache_entries_per_client, l.cache_bytes_per_client);
@@ -202,7 +199,7 @@ impl Manager {
             tokens,
             manager_id,
             addr,
-            pending: DashMap::new(),
+            driver: driver.clone(),
             calls,
             cache,
             http_requests: DashMap::new(),
@@ -260,7 +257,7 @@ impl Manager {
         let method = view.method(&frame).unwrap_or_default();
         if let Some((session, name)) = method.rsplit_once('.') {
             let reply = matches!(name, "resolve" | "reject" | "heartbeat");
-            if reply && !method.starts_with("services.") && !self.pending.contains_key(session) {
+            if reply && !method.starts_with("services.") && !self.driver.is_pending(session) {
                 return;
             }
         }
@@ -312,78 +309,42 @@ impl Manager {
         slot: calls::CallSlot,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
         Box::pin(async move {
-            match m.classify() {
-                Incoming::Call(call) => self.clone().answer(*call).await,
-                Incoming::Reply { session, kind } => self.complete(&session, kind),
-                Incoming::Other => {}
+            // Replies and heartbeats of the manager's own calls are settled inside the
+            // peer; calls into the manager come back to be run here, holding the slot.
+            let (transmits, incoming) = self.driver.handle_message(m);
+            for t in transmits {
+                self.router.deliver(&t.to, Bytes::from(t.frame));
+            }
+            for inc in incoming {
+                self.clone().answer(inc).await;
             }
             drop(slot);
         })
     }
 
-    fn complete(&self, session: &str, kind: ReplyKind) {
-        match kind {
-            ReplyKind::Heartbeat => {
-                if let Some(p) = self.pending.get(session) {
-                    p.heartbeat.notify_one();
-                }
-            }
-            ReplyKind::Resolve(v) => {
-                if let Some((_, p)) = self.pending.remove(session) {
-                    let _ = p.reply.send(Ok(v));
-                }
-            }
-            ReplyKind::Reject(e) => {
-                if let Some((_, p)) = self.pending.remove(session) {
-                    let _ = p.reply.send(Err(ManagerError::Remote(e)));
-                }
-            }
-        }
-    }
-
-    /// Runs a call and sends its reply; heartbeats the caller while the call runs longer
-    /// than its interval.
-    async fn answer(self: Arc<Self>, call: Call) {
-        let ctx = match Ctx::from_call(&call) {
-            Ok(ctx) => ctx,
+    /// Runs an incoming call and sends its reply. While it runs, the peer heartbeats the
+    /// caller at the interval the caller asked for (§3.4).
+    async fn answer(self: Arc<Self>, inc: driver::Incoming) {
+        let call = &inc.call;
+        let result = match Ctx::from_call(call) {
+            Ok(ctx) => self.dispatch(&ctx, call).await,
             Err(e) => {
                 tracing::warn!(method = %call.method, caller = %call.from, error = %e, "manager call refused");
-                if let Some((to, frame)) = call.reply(&self.addr, Err(e.wire())) {
-                    self.router.deliver(&to, Bytes::from(frame));
-                }
-                return;
-            }
-        };
-        let interval = match &call.promise {
-            rhizo_protocol::message::Promise::Compact { interval } => *interval,
-            rhizo_protocol::message::Promise::Explicit { interval, .. } => *interval,
-            rhizo_protocol::message::Promise::None => None,
-        };
-        let work = self.dispatch(&ctx, &call);
-        tokio::pin!(work);
-        let result = match interval.filter(|i| *i > 0.0) {
-            None => work.await,
-            Some(i) => {
-                let mut tick = tokio::time::interval(Duration::from_secs_f64(i));
-                tick.tick().await;
-                loop {
-                    tokio::select! {
-                        r = &mut work => break r,
-                        _ = tick.tick() => {
-                            if let Some((to, hb)) = call.heartbeat(&self.addr) {
-                                self.router.deliver(&to, Bytes::from(hb));
-                            }
-                        }
-                    }
-                }
+                Err(e)
             }
         };
         if let Err(e) = &result {
-            tracing::debug!(method = %call.method, caller = %ctx.from, error = %e, "manager call failed");
+            tracing::debug!(method = %call.method, caller = %call.from, error = %e, "manager call failed");
         }
-        let Some((to, frame)) = call.reply(&self.addr, result.map_err(|e| e.wire())) else {
-            return;
-        };
+        for t in self.driver.respond(inc.id, result.map_err(|e| e.wire())) {
+            self.send_reply(call, t).await;
+        }
+    }
+
+    /// Sends the reply frame `t` of `call`: whole, or through the caller's
+    /// `message_cache` when it is large.
+    async fn send_reply(&self, call: &Call, t: rhizo_protocol::peer::Transmit) {
+        let (to, frame) = (t.to, t.frame);
         if frame.len() <= chunks::WHOLE_FRAME_LIMIT {
             self.router.deliver(&to, Bytes::from(frame));
             return;
@@ -404,8 +365,8 @@ impl Manager {
         {
             let failed =
                 ManagerError::Internal(format!("the result could not be delivered in chunks: {e}"));
-            if let Some((to, frame)) = call.reply(&self.addr, Err(failed.wire())) {
-                self.router.deliver(&to, Bytes::from(frame));
+            if let Some(t) = rhizo_protocol::peer::reply(call, &self.addr, Err(failed.wire())) {
+                self.router.deliver(&t.to, Bytes::from(t.frame));
             }
         }
     }
@@ -499,78 +460,27 @@ impl Manager {
         caller: (&str, &Value),
         timeout: Duration,
     ) -> ManagerResult<SentCall> {
-        let session = format!("mgr{}", random_string(16));
-        let frame = encode_call(
-            &self.addr,
-            to,
-            caller.0,
-            caller.1,
-            method,
-            &session,
-            args,
-            kwargs,
-            timeout.as_secs_f64(),
-        );
-        let (tx, rx) = oneshot::channel();
-        let heartbeat = Arc::new(Notify::new());
-        self.pending.insert(
-            session.clone(),
-            PendingCall {
-                reply: tx,
-                heartbeat: heartbeat.clone(),
-                target: to.to_owned(),
-            },
-        );
-        let sent = if frame.len() <= chunks::WHOLE_FRAME_LIMIT {
-            self.deliver_whole(to, frame)
+        let req = CallRequest::new(to, method, args, timeout)
+            .with_kwargs(kwargs)
+            .on_behalf_of(caller.0, caller.1.clone());
+        let (guard, t) = self.driver.call(req);
+        let frame = t.frame;
+        if frame.len() <= chunks::WHOLE_FRAME_LIMIT {
+            self.deliver_whole(to, frame)?;
         } else {
             // Large arguments (e.g. an HTTP body) go through the callee's message_cache.
             let key = format!("mgr{}", random_string(16));
-            Box::pin(self.deliver_large(to, frame, &key, false, caller)).await
-        };
-        if let Err(e) = sent {
-            self.pending.remove(&session);
-            return Err(e);
+            Box::pin(self.deliver_large(to, frame, &key, false, caller)).await?;
         }
-        Ok(SentCall {
-            session,
-            reply: rx,
-            heartbeat,
-            to: to.to_owned(),
-            method: method.to_owned(),
-            timeout,
-        })
+        // On an error above, dropping the guard forgot the call.
+        Ok(SentCall { guard })
     }
 
     /// The second half of [`Manager::call_client_as`]: waits for the reply to `sent`; every
     /// heartbeat restarts the timeout. Errors: the callee's reject, the callee leaving
     /// meanwhile, or the timeout.
     async fn wait_reply(&self, sent: SentCall) -> ManagerResult<Value> {
-        let SentCall {
-            session,
-            mut reply,
-            heartbeat,
-            to,
-            method,
-            timeout,
-        } = sent;
-        loop {
-            tokio::select! {
-                r = &mut reply => {
-                    return r.unwrap_or_else(|_| {
-                        Err(ManagerError::Disconnected(format!("Client disconnected: {to}")))
-                    })
-                }
-                _ = heartbeat.notified() => continue,
-                _ = tokio::time::sleep(timeout) => {
-                    self.pending.remove(&session);
-                    return Err(ManagerError::Timeout(format!(
-                        "Method call timed out: {method} on {to} ({}s)",
-                        timeout.as_secs_f64()
-                    )));
-                }
-            }
-        }
+        sent.guard.wait().await
     }
 
     /// Hands out a callback: returns the encoded method (`_rpromise: "*"`) that `owner`
@@ -597,19 +507,7 @@ impl Manager {
 
     /// A client left: fail the manager's calls waiting on it, drop its cached messages.
     pub fn fail_calls_to(&self, addr: &str) {
-        let sessions: Vec<String> = self
-            .pending
-            .iter()
-            .filter(|p| p.target == addr)
-            .map(|p| p.key().clone())
-            .collect();
-        for s in sessions {
-            if let Some((_, p)) = self.pending.remove(&s) {
-                let _ = p.reply.send(Err(ManagerError::Disconnected(format!(
-                    "Client disconnected: {addr}"
-                ))));
-            }
-        }
+        self.driver.fail_calls_to(addr);
         self.cache.drop_owner(addr);
         self.callbacks.retain(|_, (owner, _)| owner != addr);
     }

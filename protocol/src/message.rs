@@ -6,8 +6,8 @@
 //!    ([`ReplyKind`]) to a call we made, or something else (ignored).
 //! 3. For a call: [`bind`] its arguments against the method's parameter list, run it,
 //!    then build the answer with [`Call::reply`].
-//! 4. For our own outgoing calls: [`encode_call`] with a fresh session id and wait for the
-//!    matching reply; heartbeats reset the caller's timer.
+//! 4. Outgoing calls, with their sessions, timeouts and heartbeats, are the business of
+//!    the RPC peer state machine ([`crate::peer::RpcPeer`]), which builds on these types.
 
 use crate::value::{self, get, get_str};
 use crate::FrameError;
@@ -299,47 +299,6 @@ impl Call {
         ]);
         Some((to, encode_frame(&header, None)))
     }
-}
-
-/// Builds a call frame from the manager: compact promise with `t = timeout / 2` seconds
-/// (mandatory for Python callees, §3.4).
-///
-/// `ws` and `user` are what the callee sees as the caller's workspace and identity;
-/// `kwargs`, if given, is appended to `args` with `with_kwargs: true` (§3.5).
-#[allow(clippy::too_many_arguments)]
-pub fn encode_call(
-    manager: &str,
-    to: &str,
-    ws: &str,
-    user: &Value,
-    method: &str,
-    session: &str,
-    mut args: Vec<Value>,
-    kwargs: Option<Value>,
-    timeout_secs: f64,
-) -> Vec<u8> {
-    let header = value::map([
-        ("type", "method".into()),
-        ("from", manager.into()),
-        ("to", to.into()),
-        ("ws", ws.into()),
-        ("user", user.clone()),
-        ("method", method.into()),
-        ("session", session.into()),
-    ]);
-    let with_kwargs = kwargs.is_some();
-    if let Some(kw) = kwargs {
-        args.push(kw);
-    }
-    let mut extra = value::map([
-        ("args", Value::Array(args)),
-        ("promise", "*".into()),
-        ("t", Value::F64(timeout_secs / 2.0)),
-    ]);
-    if with_kwargs {
-        value::set(&mut extra, "with_kwargs", true.into());
-    }
-    encode_frame(&header, Some(&extra))
 }
 
 /// A declared parameter: name and whether it has a default (missing → nil).

@@ -207,12 +207,10 @@ impl MessageCache {
         if heartbeat.as_bool() != Some(true) {
             return Ok(());
         }
-        match mgr.pending.get(key) {
-            Some(p) => {
-                p.heartbeat.notify_one();
-                Ok(())
-            }
-            None => Err(ManagerError::NotFound(format!("Session not found: {key}"))),
+        if mgr.driver.extend(key) {
+            Ok(())
+        } else {
+            Err(ManagerError::NotFound(format!("Session not found: {key}")))
         }
     }
 
