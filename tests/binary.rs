@@ -133,6 +133,38 @@ fn weak_root_token_is_a_usage_error() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("root-token"));
 }
 
+/// Values clap accepts but the server cannot use stop it before it binds, with exit 64
+/// and the flag's name (they used to be clamped silently).
+#[test]
+fn unusable_values_are_usage_errors_before_anything_is_bound() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    for (args, flag) in [
+        (&["--read-buffer-bytes", "16"][..], "--read-buffer-bytes"),
+        (&["--ws-idle-timeout", "0"][..], "--ws-idle-timeout"),
+        (
+            &["--workspace-unload-grace-period=-5"][..],
+            "--workspace-unload-grace-period",
+        ),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_rhizo"))
+            .args(["serve", "--port", &port.to_string()])
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(64), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(flag), "{args:?}: {err}");
+        assert!(
+            !err.contains("listening"),
+            "{args:?} bound before failing: {err}"
+        );
+    }
+}
+
 const ROOT_TOKEN: &str = "rz-binary-Zm9yVGVzdHNPbmx5QmluYXJ5VGVzdA-55aa";
 
 fn stop(mut s: Server) {
