@@ -276,26 +276,28 @@ async fn state_survives_a_restart_on_sqlite() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[tokio::test]
-async fn state_survives_a_restart_on_postgres() {
-    // PostgreSQL runs on 127.0.0.1:5432 with trust auth on the project's machines; start it
-    // if it is down, and fail (not skip) if it cannot be reached.
-    let psql = |sql: &str| {
-        Command::new("psql")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-U",
-                "postgres",
-                "-d",
-                "postgres",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-c",
-                sql,
-            ])
-            .output()
-    };
+/// Runs `sql` with psql as the `postgres` user on 127.0.0.1:5432.
+fn psql(sql: &str) -> std::io::Result<std::process::Output> {
+    Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            sql,
+        ])
+        .output()
+}
+
+/// A new, empty PostgreSQL database `<prefix>_<pid>`. PostgreSQL runs on 127.0.0.1:5432 with
+/// trust auth on the project's machines; it is started if it is down, and the test fails
+/// (not skips) if it cannot be reached.
+fn fresh_postgres_database(prefix: &str) -> String {
     if !psql("select 1")
         .map(|o| o.status.success())
         .unwrap_or(false)
@@ -308,13 +310,57 @@ async fn state_survives_a_restart_on_postgres() {
             .status();
         std::thread::sleep(Duration::from_secs(3));
     }
-    let db = format!("rhizo_bin_{}", std::process::id());
+    let db = format!("{prefix}_{}", std::process::id());
+    let _ = psql(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
     let created = psql(&format!("CREATE DATABASE {db}")).expect("psql runs");
     assert!(
         created.status.success(),
         "PostgreSQL at 127.0.0.1:5432 is needed: {}",
         String::from_utf8_lossy(&created.stderr)
     );
+    db
+}
+
+#[tokio::test]
+async fn state_survives_a_restart_on_postgres() {
+    let db = fresh_postgres_database("rhizo_bin");
     state_survives_a_restart(&format!("postgres://postgres@127.0.0.1:5432/{db}")).await;
     let _ = psql(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
+}
+
+/// `/health/readiness` asks the database: 200 while it answers, 503 naming the store once
+/// it is gone (here: dropped under the running server), so a balancer stops sending
+/// clients to this instance.
+#[tokio::test]
+async fn readiness_reports_a_database_that_is_gone() {
+    let db = fresh_postgres_database("rhizo_ready");
+    let s = spawn(&[
+        "--database-uri",
+        &format!("postgres://postgres@127.0.0.1:5432/{db}"),
+    ]);
+    let (status, body) = http_get(&s.url, "/health/readiness");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("ready"), "{body}");
+    let dropped = psql(&format!("DROP DATABASE {db} WITH (FORCE)")).expect("psql runs");
+    assert!(
+        dropped.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dropped.stderr)
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (status, body) = loop {
+        let (status, body) = http_get(&s.url, "/health/readiness");
+        if status != 200 || Instant::now() > deadline {
+            break (status, body);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("\"store\"") && body.contains("error"),
+        "{body}"
+    );
+    // Liveness is about the process, not the store.
+    assert_eq!(http_get(&s.url, "/health/liveness").0, 200);
+    stop(s);
 }
