@@ -17,7 +17,7 @@
 use crate::settings::{ConfigError, Settings};
 use anyhow::Context;
 use axum::serve::ListenerExt;
-use rhizo_control_plane::storage::SqlStore;
+use rhizo_control_plane::storage::{MemoryStore, SqlStore, Store};
 use rhizo_control_plane::{Manager, ServerConfig};
 use rhizo_interface::RouterControl;
 use rhizo_router::{Router, RouterConfig};
@@ -45,7 +45,7 @@ pub enum StartError {
 enum Database {
     /// `--database-uri`, or `sqlite://<data-dir>/rhizo.db`.
     FromSettings,
-    /// Nothing is stored: all state lives in memory.
+    /// The in-memory store ([`MemoryStore`]): nothing survives the process.
     Memory,
 }
 
@@ -86,8 +86,8 @@ impl ServerBuilder {
         self
     }
 
-    /// Keeps every record in memory: no database is opened, nothing survives the process.
-    /// The same as `--database-uri memory`.
+    /// Keeps every record in the in-memory store ([`MemoryStore`]): no database is opened,
+    /// nothing survives the process. The same as `--database-uri memory`.
     pub fn in_memory(mut self) -> Self {
         self.database = Database::Memory;
         self
@@ -126,10 +126,6 @@ impl ServerBuilder {
         for f in self.control {
             f(&mut config);
         }
-        let router = Router::new(&format!("manager-{}", config.server_id), router_config);
-        let (manager, hooks) = rhizo_control_plane::start(config, Arc::new(router.clone()));
-        router.set_hooks(hooks);
-
         let uri = match (&self.database, s.database_uri.as_deref()) {
             (Database::Memory, _) | (_, Some("memory")) => None,
             (_, Some(u)) => Some(u.to_owned()),
@@ -138,16 +134,19 @@ impl ServerBuilder {
                 s.data_dir.join("rhizo.db").display()
             )),
         };
-        if let Some(uri) = uri {
-            let store = SqlStore::connect(&uri)
-                .await
-                .context("opening the database (--database-uri)")?;
-            let (workspaces, revocations) = manager
-                .attach_store(Arc::new(store))
-                .await
-                .map_err(|e| anyhow::anyhow!("loading from the database: {e}"))?;
-            tracing::info!(workspaces, revocations, "state loaded from the database");
-        }
+        let store: Arc<dyn Store> = match uri {
+            None => Arc::new(MemoryStore::new()),
+            Some(uri) => Arc::new(
+                SqlStore::connect(&uri)
+                    .await
+                    .context("opening the database (--database-uri)")?,
+            ),
+        };
+        let router = Router::new(&format!("manager-{}", config.server_id), router_config);
+        let (manager, hooks) = rhizo_control_plane::start(config, Arc::new(router.clone()), store)
+            .await
+            .map_err(|e| anyhow::anyhow!("loading from the database: {e}"))?;
+        router.set_hooks(hooks);
 
         let app = http_app(&router, &manager, &base);
         // Small frames flow both ways on every socket: without TCP_NODELAY, Nagle plus

@@ -5,19 +5,17 @@
 //! cleans up after departed clients.
 
 use crate::config::reached;
-use crate::events;
 use crate::manager::Manager;
 use crate::names::readable_id;
 use crate::sessions::Session;
 use crate::tokens::now_secs;
 use crate::tokens::TokenError;
-use crate::workspaces::WorkspaceInfo;
 use bytes::Bytes;
 use rhizo_interface::{Admission, BoxFuture, ConnRef, ControlHooks, Refusal};
 use rhizo_protocol::handshake::AuthRequest;
 use rhizo_protocol::token::is_specialized;
 use rhizo_protocol::user::{Permission, ScopeInfo, UserInfo};
-use rhizo_protocol::value::{self, map};
+use rhizo_protocol::value;
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
@@ -174,21 +172,7 @@ impl Manager {
                     "Workspace {ws} does not exist or is not accessible"
                 )));
             };
-            // A registered user's workspace persists (bookmarks, environment); an
-            // anonymous one goes with its last client (workspace-api.md §4.1).
-            let persistent = !owner.starts_with("anonymouz-");
-            let info = WorkspaceInfo::new(
-                &ws,
-                &format!("Workspace for user {owner}"),
-                persistent,
-                vec![owner],
-            );
-            self.workspaces.get_or_create(info);
-            if persistent {
-                if let Err(e) = self.persist_workspace(&ws).await {
-                    tracing::warn!(workspace = %ws, error = %e, "personal workspace not stored");
-                }
-            }
+            self.workspaces.ensure_personal(&ws, &owner).await;
         }
         // Explicit grants win; listed ownership only fills in where the token grants nothing.
         let permission = user.permission(&ws).or_else(|| {
@@ -225,7 +209,7 @@ impl Manager {
                 }
             }
             // A stale client of that id: its records go; the new connection supersedes it.
-            self.registry.remove_client(&ws, &cid);
+            self.registry.supersede(&ws, &cid);
         }
 
         let user_json = serde_json::to_value(&user).expect("user record serialises");
@@ -378,18 +362,10 @@ impl Manager {
         let addr = format!("{ws}/{cid}");
         self.sessions.close(&addr, conn_id);
         self.fail_calls_to(&addr);
-        self.registry.remove_client(ws, cid);
         tracing::debug!(client = %addr, ?foreign_callers, "client gone");
-        let data = map([("id", cid.into()), ("workspace", ws.into())]);
-        let event = events::frame("client_disconnected", data);
-        self.router
-            .broadcast(ws, "client_disconnected", event.clone());
-        for caller in foreign_callers {
-            self.router
-                .deliver_event(caller, "client_disconnected", event.clone());
-        }
+        self.registry.client_gone(ws, cid, foreign_callers);
         if self.router.client_count(ws) == 0 {
-            self.schedule_unload(ws);
+            self.workspaces.schedule_unload(ws);
         }
     }
 }

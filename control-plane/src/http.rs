@@ -54,16 +54,13 @@ async fn liveness(State(m): State<Arc<Manager>>) -> Json<serde_json::Value> {
 /// How long readiness waits for the store's answer.
 const READINESS_STORE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
-/// `/health/readiness`: 200 when the store answers a query within 3 s (or none is
-/// attached: everything is in memory), else 503 with the store's error, so that a balancer
-/// stops sending clients to an instance whose database is gone.
+/// `/health/readiness`: 200 when the store answers a query within 3 s (the in-memory
+/// store always does), else 503 with the store's error, so that a balancer stops sending
+/// clients to an instance whose database is gone.
 async fn readiness(State(m): State<Arc<Manager>>) -> Response {
-    let store = match m.store() {
-        None => Ok(()),
-        Some(s) => match tokio::time::timeout(READINESS_STORE_TIMEOUT, s.ping()).await {
-            Ok(r) => r.map_err(|e| e.to_string()),
-            Err(_) => Err("no answer within 3 s".to_owned()),
-        },
+    let store = match tokio::time::timeout(READINESS_STORE_TIMEOUT, m.store().ping()).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(_) => Err("no answer within 3 s".to_owned()),
     };
     match store {
         Ok(()) => Json(json!({"status": "OK", "detail": {"store": "ready", "event_bus": "ready"}}))

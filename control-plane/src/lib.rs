@@ -5,9 +5,13 @@
 //! * [`admission`] — WebSocket handshake decisions (protocol.md §1.3) and the router hooks.
 //! * [`service`] — [`service::ControlService`], the interface of the control-plane
 //!   services that live in crates of their own (artifacts, server apps, …).
-//! * [`registry`] — service records. [`workspaces`] — workspace records.
-//! * [`sessions`] — live sessions by address (limits, revocation).
-//! * [`tokens`] — JWTs in the reference format. [`events`] — workspace events (§6.3).
+//! * The domains, each owning its state, the persistence of that state and the events
+//!   it emits: [`registry`] — services, resolution, listing; [`workspaces`] — workspace
+//!   records, lifecycle, settings; [`tokens`] — JWTs in the reference format and their
+//!   revocation; [`sessions`] — live sessions by address (limits, revocation);
+//!   [`event_log`] — the `log_event` rows.
+//! * [`events`] — the workspace event frames (§6.3). [`storage`] — the [`storage::Store`]
+//!   every domain writes through: in memory or SQL.
 //! * [`error`] — [`ManagerError`], mapped once to reject texts and once to HTTP statuses.
 //! * [`http`] — the control plane's axum routes.
 //!
@@ -16,6 +20,7 @@
 pub mod admission;
 pub mod config;
 pub mod error;
+pub mod event_log;
 pub mod events;
 pub mod http;
 pub mod manager;
@@ -33,15 +38,24 @@ pub use manager::Manager;
 
 use rhizo_interface::{ControlHooks, RouterControl};
 use std::sync::Arc;
+use storage::{Store, StoreError};
 
-/// Builds the control plane over `router`. Returns the manager and the hooks the router
-/// must be given (`Router::set_hooks`) before it serves: the binary wires the two planes
-/// together, neither knows the other's type.
-pub fn start(
+/// Builds the control plane over `router`, its state kept in `store`
+/// ([`storage::MemoryStore`] or [`storage::SqlStore`]), and loads what the store holds
+/// (persistent workspaces, token revocations still in force). Returns the manager and the
+/// hooks the router must be given (`Router::set_hooks`) before it serves: the binary
+/// wires the two planes together, neither knows the other's type.
+///
+/// Errors: the store could not be read.
+pub async fn start(
     config: ServerConfig,
     router: Arc<dyn RouterControl>,
-) -> (Arc<Manager>, Arc<dyn ControlHooks>) {
-    let manager = Manager::new(config, router);
+    store: Arc<dyn Store>,
+) -> Result<(Arc<Manager>, Arc<dyn ControlHooks>), StoreError> {
+    let manager = Manager::new(config, router, store);
+    let workspaces = manager.workspaces.load().await?;
+    let revocations = manager.tokens.load().await?;
+    tracing::info!(workspaces, revocations, "state loaded from the store");
     let hooks = Arc::new(admission::Hooks(manager.clone()));
-    (manager, hooks)
+    Ok((manager, hooks))
 }

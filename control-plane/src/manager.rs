@@ -6,20 +6,23 @@
 //! makes calls of its own (fetching a provider's service object for `get_service`, pinging
 //! clients) and waits for their replies, with heartbeats resetting the timeout (§3.4).
 
+mod built_in;
 mod cache;
 mod calls;
 mod chunks;
 mod default;
 mod driver;
 mod http_api;
-mod workspace;
 
 pub use http_api::HTTP_CALL_TIMEOUT;
 
 use crate::config::ServerConfig;
 use crate::error::{ManagerError, ManagerResult};
+use crate::event_log::EventLogs;
 use crate::names::random_string;
 use crate::registry::Registry;
+use crate::sessions::Sessions;
+use crate::storage::Store;
 use crate::tokens::TokenService;
 use crate::workspaces::Workspaces;
 use bytes::Bytes;
@@ -109,12 +112,18 @@ pub struct Manager {
     /// The router, through which every frame leaves (DESIGN.md "Two planes"): the control
     /// plane sees only this interface, never the router's tables.
     pub router: Arc<dyn RouterControl>,
-    /// Service records.
+    /// The service registry: records, resolution, service events.
     pub registry: Registry,
-    /// Workspace records.
-    pub workspaces: Workspaces,
-    /// Token minting and verification.
+    /// Workspaces: records, lifecycle, settings, their persistence and events.
+    pub workspaces: Arc<Workspaces>,
+    /// Token minting, verification and (persisted) revocation.
     pub tokens: TokenService,
+    /// Live sessions of this instance (limits, refresh, revocation).
+    pub sessions: Arc<Sessions>,
+    /// The event log (`log_event`, `get_events`), kept in the store.
+    pub event_logs: EventLogs,
+    /// The store the domains write through (and `/health/readiness` pings).
+    store: Arc<dyn Store>,
     manager_id: String,
     addr: String,
     /// The sans-IO RPC peer: the manager's outgoing calls (replies, heartbeats,
@@ -128,15 +137,6 @@ pub struct Manager {
     pub http_requests: DashMap<(String, u16), u64>,
     /// Callbacks the manager handed out (method path → owner allowed to call it, handler).
     callbacks: DashMap<String, (String, Callback)>,
-    /// The event log of `log_event` (in memory, newest last, bounded).
-    event_log: std::sync::Mutex<Vec<workspace::EventLog>>,
-    /// Where persistent workspaces and token revocations are kept, if configured.
-    store: std::sync::OnceLock<Arc<dyn crate::storage::Store>>,
-    /// Live sessions of this instance (limits, refresh, revocation).
-    pub sessions: crate::sessions::Sessions,
-    /// Workspaces waiting out the unload grace period → the ticket of the latest wait.
-    pending_unloads: DashMap<String, u64>,
-    unload_tickets: std::sync::atomic::AtomicU64,
     /// Turns for handshakes (`HYPHA_MAX_CONCURRENT_CONNECTIONS`); `None` when unlimited.
     pub(crate) handshakes: Option<tokio::sync::Semaphore>,
 }
@@ -160,24 +160,35 @@ impl std::fmt::Debug for Manager {
     }
 }
 
-/// Parameters of the `built-in` service's methods.
-const BUILT_IN: [(&str, &[Param]); 2] = [
-    ("get_service", &[("service_id", false)]),
-    ("ping", &[("msg", true)]),
-];
-
 // === impl Manager ===
 
 impl Manager {
-    /// A manager whose id is `manager-<server_id>`; the router must already use that id.
-    pub fn new(config: ServerConfig, router: Arc<dyn RouterControl>) -> Arc<Self> {
+    /// A manager whose id is `manager-<server_id>` (the router must already use that id),
+    /// its domains writing through `store`. Nothing is loaded from the store yet: see
+    /// [`crate::start`].
+    pub fn new(
+        config: ServerConfig,
+        router: Arc<dyn RouterControl>,
+        store: Arc<dyn Store>,
+    ) -> Arc<Self> {
         let addr = router.manager_addr().to_owned();
         let manager_id = addr.trim_start_matches("*/").to_owned();
         let tokens = TokenService::new(
             &config.jwt_secret,
             config.claims.clone(),
             config.root_token.clone(),
+            store.clone(),
         );
+        let sessions = Arc::new(Sessions::default());
+        let event_logs = EventLogs::new(store.clone());
+        let workspaces = Arc::new(Workspaces::new(
+            &config,
+            store.clone(),
+            router.clone(),
+            sessions.clone(),
+            event_logs.clone(),
+        ));
+        let registry = Registry::new(router.clone(), config.limits.services_per_client);
         let root = serde_json::to_value(UserInfo::root()).expect("user record serialises");
         let handshakes = Some(config.limits.concurrent_handshakes)
             .filter(|n| *n > 0)
@@ -194,9 +205,12 @@ impl Manager {
         Arc::new(Manager {
             config,
             router,
-            registry: Registry::default(),
-            workspaces: Workspaces::default(),
+            registry,
+            workspaces,
             tokens,
+            sessions,
+            event_logs,
+            store,
             manager_id,
             addr,
             driver: driver.clone(),
@@ -204,11 +218,6 @@ impl Manager {
             cache,
             http_requests: DashMap::new(),
             callbacks: DashMap::new(),
-            event_log: std::sync::Mutex::new(Vec::new()),
-            store: std::sync::OnceLock::new(),
-            sessions: Default::default(),
-            pending_unloads: DashMap::new(),
-            unload_tickets: Default::default(),
             handshakes,
             root_user: value::from_json(&root),
         })
@@ -234,9 +243,9 @@ impl Manager {
         self.cache.usage_of(addr)
     }
 
-    /// The attached store, if any.
-    pub fn store(&self) -> Option<&Arc<dyn crate::storage::Store>> {
-        self.store.get()
+    /// The store the domains write through.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
     }
 
     /// Handles one stamped frame addressed to the manager. Never blocks, and runs on the
@@ -377,20 +386,7 @@ impl Manager {
             return self.cache.call(self, ctx, name, call);
         }
         if let Some(name) = m.strip_prefix("services.built-in.") {
-            let params = BUILT_IN.iter().find(|(n, _)| *n == name).map(|(_, p)| *p);
-            let params = params.ok_or_else(|| ManagerError::MethodNotFound(m.to_owned()))?;
-            let args = bind(name, params, call)?;
-            return match name {
-                "get_service" => match args[0].as_str() {
-                    Some("default") => Ok(self.default_service()),
-                    Some("built-in") => Ok(self.built_in_service()),
-                    other => Err(ManagerError::NotFound(format!(
-                        "Service not found: {}",
-                        other.unwrap_or_default()
-                    ))),
-                },
-                _ => Ok("pong".into()),
-            };
+            return self.call_built_in(name, call);
         }
         if let Some(name) = m.strip_prefix("services.default.") {
             return self.call_default(ctx, name, call).await;
@@ -512,6 +508,7 @@ impl Manager {
         self.callbacks.retain(|_, (owner, _)| owner != addr);
     }
 
+    /// The encoded method `services.<service>.<name>` of the manager, described by `doc`.
     fn encoded(&self, service: &str, name: &str, doc: &str) -> Value {
         method(
             &self.addr,
@@ -521,98 +518,6 @@ impl Manager {
             doc,
             &self.config.public_base_url,
         )
-    }
-
-    /// Server information merged into the manager service's `config` (workspace-api.md §3).
-    fn server_info(&self) -> Vec<(&'static str, Value)> {
-        let c = &self.config;
-        vec![
-            ("server_id", c.server_id.as_str().into()),
-            ("hypha_version", c.version.as_str().into()),
-            ("public_base_url", c.public_base_url.as_str().into()),
-            ("local_base_url", c.local_base_url.as_str().into()),
-            ("auth0_client_id", Value::Nil),
-            ("auth0_domain", Value::Nil),
-            ("auth0_audience", c.claims.audience.as_str().into()),
-            ("auth0_issuer", c.claims.issuer.as_str().into()),
-            (
-                "login_service_url",
-                format!("{}/public/services/hypha-login", c.public_base_url).into(),
-            ),
-        ]
-    }
-
-    /// The `default` service object (§4.3).
-    pub fn default_service(&self) -> Value {
-        let mut config = vec![
-            (Value::from("require_context"), Value::Boolean(true)),
-            (Value::from("visibility"), Value::from("public")),
-        ];
-        config.extend(
-            self.server_info()
-                .into_iter()
-                .map(|(k, v)| (Value::from(k), v)),
-        );
-        let mut entries = vec![
-            (Value::from("id"), Value::from("default")),
-            (
-                Value::from("name"),
-                Value::from("Default workspace management service"),
-            ),
-            (
-                Value::from("description"),
-                Value::from("Services for managing workspace."),
-            ),
-            (Value::from("type"), Value::from("generic")),
-            (Value::from("config"), Value::Map(config)),
-        ];
-        for (name, _, doc) in default::METHODS {
-            entries.push((Value::from(*name), self.encoded("default", name, doc)));
-        }
-        Value::Map(entries)
-    }
-
-    /// The manager's `built-in` service object (§4.2).
-    pub fn built_in_service(&self) -> Value {
-        let cache = Value::Map(
-            ["create", "append", "set", "process", "remove"]
-                .iter()
-                .map(|n| {
-                    let m = method(
-                        &self.addr,
-                        &format!("services.built-in.message_cache.{n}"),
-                        RPromise::Compact,
-                        n,
-                        "",
-                        &self.config.public_base_url,
-                    );
-                    (Value::from(*n), m)
-                })
-                .collect(),
-        );
-        map([
-            ("id", "built-in".into()),
-            ("type", "built-in".into()),
-            ("name", "Built-in services".into()),
-            ("description", "".into()),
-            (
-                "config",
-                map([
-                    ("require_context", true.into()),
-                    ("visibility", "public".into()),
-                    ("api_version", 3.into()),
-                ]),
-            ),
-            (
-                "ping",
-                self.encoded("built-in", "ping", "Ping the manager."),
-            ),
-            (
-                "get_service",
-                self.encoded("built-in", "get_service", "Get a service of the manager."),
-            ),
-            ("message_cache", cache),
-        ])
     }
 }
 

@@ -1,394 +1,317 @@
-//! The service registry: every registered service record, keyed by its full id and app id
-//! (protocol.md §4.5–4.7, workspace-api.md §2.1–2.4, §5.1).
+//! The service registry (protocol.md §4.5–4.7, workspace-api.md §2.1–2.4, §5.1): the
+//! records of the services live clients registered, how a service id resolves to one of
+//! them, listing and text search, and the service events.
 //!
-//! In-process and in-memory: records belong to live clients and are purged when they
-//! disconnect. A `std::sync::Mutex` guards the map; it is never held across an `.await`.
+//! [`Registry`] owns its table ([`table`]), so every change goes through one of its
+//! methods, and each of those emits the events the change means (`service_added`,
+//! `service_removed`, `client_connected`, `client_updated`, `client_disconnected`,
+//! workspace-api.md §6.2) before it returns: there is no way to change the registry and
+//! forget to tell the workspace. Records belong to live clients and are kept in memory
+//! only; they are purged when their client leaves.
+//!
+//! * [`resolve`] — `get_service` / `get_service_info` resolution and visibility.
+//! * [`listing`] — `list_services`, `search_services`, `list_clients`.
+
+mod listing;
+mod resolve;
+mod table;
+
+pub use listing::ServiceQuery;
+pub use table::{glob, Inserted, Pattern, ServiceRecord, Visibility};
 
 use crate::error::{ManagerError, ManagerResult};
-use rhizo_protocol::value::{get, get_str};
+use crate::events;
+use crate::manager::Ctx;
+use rhizo_interface::RouterControl;
+use rhizo_protocol::user::Permission;
+use rhizo_protocol::value::{self, get, get_str, map};
 use rmpv::Value;
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::Arc;
+use table::ServiceTable;
 
-/// Visibility of a service (workspace-api.md §2.3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Visibility {
-    /// Anyone may resolve, call and list it.
-    Public,
-    /// Anyone who knows the id may resolve and call it; listed only on request in its own
-    /// workspace.
-    Unlisted,
-    /// Only callers with read permission on its workspace, or from an authorized workspace.
-    Protected,
-}
-
-// === impl Visibility ===
-
-impl Visibility {
-    /// Parses `config.visibility`; anything unknown or absent is `protected`.
-    pub fn parse(s: Option<&str>) -> Self {
-        match s {
-            Some("public") => Visibility::Public,
-            Some("unlisted") => Visibility::Unlisted,
-            _ => Visibility::Protected,
-        }
-    }
-
-    /// The wire name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Visibility::Public => "public",
-            Visibility::Unlisted => "unlisted",
-            Visibility::Protected => "protected",
-        }
-    }
-}
-
-/// One registered service.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ServiceRecord {
-    /// Workspace of the providing client.
-    pub ws: String,
-    /// Providing client id.
-    pub cid: String,
-    /// Service name (the part after `:`).
-    pub name: String,
-    /// App id, `*` when none.
-    pub app_id: String,
-    /// Parsed `config.visibility`.
-    pub visibility: Visibility,
-    /// `config.authorized_workspaces` (protected services only).
-    pub authorized: Vec<String>,
-    /// `type`, `generic` by default.
-    pub kind: String,
-    /// Whether `config.singleton` is set.
-    pub singleton: bool,
-    /// The stored record as sent to clients (`id`, `name`, `type`, `description`, `docs`,
-    /// `app_id`, `config`, `service_schema`).
-    pub record: Value,
-}
-
-// === impl ServiceRecord ===
-
-impl ServiceRecord {
-    /// Builds a record from the map a client registered; `id` must already be the full
-    /// `"<ws>/<cid>:<name>"`. Errors: [`ManagerError::InvalidArgument`] when it is not.
-    pub fn from_value(record: Value) -> ManagerResult<Self> {
-        let id = get_str(&record, "id")
-            .ok_or_else(|| ManagerError::InvalidArgument("service id is required".into()))?
-            .to_owned();
-        let (addr, name) = id
-            .split_once(':')
-            .ok_or_else(|| ManagerError::InvalidArgument("service id must contain ':'".into()))?;
-        let (ws, cid) = addr
-            .split_once('/')
-            .ok_or_else(|| ManagerError::InvalidArgument("service id must contain '/'".into()))?;
-        let config = get(&record, "config").cloned().unwrap_or(Value::Nil);
-        let authorized = rhizo_protocol::value::get_strs(&config, "authorized_workspaces");
-        Ok(ServiceRecord {
-            ws: ws.to_owned(),
-            cid: cid.to_owned(),
-            name: name.to_owned(),
-            app_id: get_str(&record, "app_id").unwrap_or("*").to_owned(),
-            visibility: Visibility::parse(get_str(&config, "visibility")),
-            authorized,
-            kind: get_str(&record, "type").unwrap_or("generic").to_owned(),
-            singleton: get(&config, "singleton")
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
-            record,
-        })
-    }
-
-    /// `"<ws>/<cid>:<name>"`.
-    pub fn id(&self) -> String {
-        format!("{}/{}:{}", self.ws, self.cid, self.name)
-    }
-
-    /// Registry key: `"<ws>/<cid>:<name>@<app_id>"`.
-    pub fn key(&self) -> String {
-        format!("{}@{}", self.id(), self.app_id)
-    }
-
-    /// Whether this is a client's `built-in` service (its presence marks the client live).
-    pub fn is_built_in(&self) -> bool {
-        self.name == "built-in"
-    }
-}
-
-/// A lookup pattern: `None` or `"*"` parts match anything; other parts may hold `*`
-/// wildcards.
-#[derive(Debug, Clone, Default)]
-pub struct Pattern<'a> {
-    /// Workspace pattern.
-    pub ws: Option<&'a str>,
-    /// Client id pattern.
-    pub cid: Option<&'a str>,
-    /// Service name pattern.
-    pub name: Option<&'a str>,
-    /// App id pattern.
-    pub app_id: Option<&'a str>,
-    /// Type pattern.
-    pub kind: Option<&'a str>,
-}
-
-/// Glob match with `*` as the only wildcard.
-pub fn glob(pattern: &str, text: &str) -> bool {
-    let parts: Vec<&str> = pattern.split('*').collect();
-    if parts.len() == 1 {
-        return pattern == text;
-    }
-    let mut rest = text;
-    for (i, part) in parts.iter().enumerate() {
-        if i == 0 {
-            match rest.strip_prefix(part) {
-                Some(r) => rest = r,
-                None => return false,
-            }
-        } else if i == parts.len() - 1 {
-            return rest.ends_with(part);
-        } else if let Some(pos) = rest.find(part) {
-            rest = &rest[pos + part.len()..];
-        } else {
-            return false;
-        }
-    }
-    true
-}
-
-fn matches(p: Option<&str>, v: &str) -> bool {
-    p.is_none_or(|p| glob(p, v))
-}
-
-// === impl Pattern ===
-
-impl Pattern<'_> {
-    fn accepts(&self, r: &ServiceRecord) -> bool {
-        matches(self.ws, &r.ws)
-            && matches(self.cid, &r.cid)
-            && matches(self.name, &r.name)
-            && matches(self.app_id, &r.app_id)
-            && matches(self.kind, &r.kind)
-    }
-}
-
-/// The records whose key starts with `prefix` (keys are `ws/cid:name@app`).
-fn with_prefix<'a>(
-    map: &'a BTreeMap<String, ServiceRecord>,
-    prefix: &'a str,
-) -> impl Iterator<Item = (&'a String, &'a ServiceRecord)> + 'a {
-    map.range::<str, _>((
-        std::ops::Bound::Included(prefix),
-        std::ops::Bound::Unbounded,
-    ))
-    .take_while(move |(k, _)| k.starts_with(prefix))
-}
-
-/// `p` if it is a literal (no `*` wildcard).
-fn literal(p: Option<&str>) -> Option<&str> {
-    p.filter(|p| !p.contains('*'))
-}
-
-/// Removes and returns the records whose key starts with `prefix`.
-fn remove_prefix(map: &mut BTreeMap<String, ServiceRecord>, prefix: &str) -> Vec<ServiceRecord> {
-    let keys: Vec<String> = with_prefix(map, prefix).map(|(k, _)| k.clone()).collect();
-    keys.iter().filter_map(|k| map.remove(k)).collect()
-}
-
-/// All registered services of this server.
-#[derive(Debug, Default)]
+/// The service registry of this server: records, resolution and the service events.
 pub struct Registry {
-    services: Mutex<BTreeMap<String, ServiceRecord>>,
+    table: ServiceTable,
+    /// Where the service events go (broadcast to the workspace's subscribers).
+    router: Arc<dyn RouterControl>,
+    /// `HYPHA_MAX_SERVICES_PER_CLIENT` (0: unlimited), `built-in` not counted.
+    services_per_client: usize,
 }
 
-/// What [`Registry::insert`] did.
-#[derive(Debug)]
-pub enum Inserted {
-    /// A new record.
-    New,
-    /// Replaced records with the same full id (any app id).
-    Replaced(Vec<ServiceRecord>),
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("services", &self.table.len())
+            .finish_non_exhaustive()
+    }
 }
+
+/// The fields of `service` the reference persists (workspace-api.md §2.2).
+const KEPT_FIELDS: [&str; 8] = [
+    "id",
+    "name",
+    "type",
+    "description",
+    "docs",
+    "app_id",
+    "config",
+    "service_schema",
+];
 
 // === impl Registry ===
 
 impl Registry {
-    /// Stores `record`, replacing any record with the same full id. Enforces the singleton
-    /// rule (workspace-api.md §2.4). Cost: the workspace's records, not the whole registry.
-    ///
-    /// Errors: [`ManagerError::InvalidArgument`] when a singleton of that name exists.
-    pub fn insert(&self, record: ServiceRecord) -> ManagerResult<Inserted> {
-        let mut map = self.services.lock().expect("registry lock");
-        let id = record.id();
-        let ws_prefix = format!("{}/", record.ws);
-        let same_name = with_prefix(&map, &ws_prefix)
-            .filter(|(_, r)| r.name == record.name && r.cid != record.cid);
-        for (_, other) in same_name {
-            if other.singleton || record.singleton {
-                return Err(ManagerError::InvalidArgument(format!(
-                    "A singleton service with the name '{}' already exists in workspace {}",
-                    record.name, record.ws
-                )));
-            }
+    /// An empty registry emitting its events through `router`; a client may hold at most
+    /// `services_per_client` services besides `built-in` (0: unlimited).
+    pub fn new(router: Arc<dyn RouterControl>, services_per_client: usize) -> Self {
+        Registry {
+            table: ServiceTable::default(),
+            router,
+            services_per_client,
         }
-        let replaced = remove_prefix(&mut map, &format!("{id}@"));
-        map.insert(record.key(), record);
-        Ok(if replaced.is_empty() {
-            Inserted::New
-        } else {
-            Inserted::Replaced(replaced)
-        })
     }
 
-    /// Removes the records with full id `id` (any app id).
-    pub fn remove_id(&self, id: &str) -> Vec<ServiceRecord> {
-        let mut map = self.services.lock().expect("registry lock");
-        remove_prefix(&mut map, &format!("{id}@"))
-    }
-
-    /// Removes every record of client `ws/cid`.
-    pub fn remove_client(&self, ws: &str, cid: &str) -> Vec<ServiceRecord> {
-        let mut map = self.services.lock().expect("registry lock");
-        remove_prefix(&mut map, &format!("{ws}/{cid}:"))
-    }
-
-    /// Records matching `pattern`, in key order. A literal workspace (and client id)
-    /// narrows the scan to that key range.
+    /// Records matching `pattern`, in key order (`ws/cid:name@app`).
     pub fn find(&self, pattern: &Pattern<'_>) -> Vec<ServiceRecord> {
-        let map = self.services.lock().expect("registry lock");
-        let prefix = match (literal(pattern.ws), literal(pattern.cid)) {
-            (Some(ws), Some(cid)) => format!("{ws}/{cid}:"),
-            (Some(ws), None) => format!("{ws}/"),
-            _ => String::new(),
-        };
-        with_prefix(&map, &prefix)
-            .filter(|(_, r)| pattern.accepts(r))
-            .map(|(_, r)| r.clone())
-            .collect()
+        self.table.find(pattern)
     }
 
-    /// Client ids of `ws` that have a `built-in` service (the live clients, §4.5), with the
-    /// built-in record.
+    /// The `built-in` records of `ws`: one per live client (§4.5).
     pub fn clients(&self, ws: &str) -> Vec<ServiceRecord> {
-        self.find(&Pattern {
-            ws: Some(ws),
-            name: Some("built-in"),
-            ..Default::default()
-        })
+        self.table.clients(ws)
     }
 
-    /// Number of records per workspace.
+    /// Number of records per workspace (for `/metrics`).
     pub fn counts_by_workspace(&self) -> BTreeMap<String, usize> {
-        let map = self.services.lock().expect("registry lock");
-        let mut counts = BTreeMap::new();
-        for r in map.values() {
-            *counts.entry(r.ws.clone()).or_insert(0) += 1;
-        }
-        counts
+        self.table.counts_by_workspace()
     }
 
     /// Number of records.
     pub fn len(&self) -> usize {
-        self.services.lock().expect("registry lock").len()
+        self.table.len()
     }
 
     /// True if no service is registered.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use rhizo_protocol::value::map;
-
-    fn rec(id: &str, vis: &str, singleton: bool) -> ServiceRecord {
-        ServiceRecord::from_value(map([
-            ("id", id.into()),
-            (
-                "config",
-                map([("visibility", vis.into()), ("singleton", singleton.into())]),
-            ),
-        ]))
-        .unwrap()
+        self.table.is_empty()
     }
 
-    #[test]
-    fn glob_patterns() {
-        assert!(glob("*", "x"));
-        assert!(glob("a*c", "abbc"));
-        assert!(glob("ws-*", "ws-1"));
-        assert!(!glob("ws-*", "w"));
-        assert!(glob("*:svc", "c:svc"));
-        assert!(!glob("abc", "abcd"));
+    /// `register_service(service)` for the caller `ctx` (workspace-api.md §5.1): checks the
+    /// id (`<ws>/<cid>:<name>`, relative ids taken in the caller's workspace) belongs to the
+    /// caller, normalises the record (workspace, visibility, `created_by`; only the
+    /// persisted fields kept), applies the per-client quota and [`Registry::add`]s it.
+    /// Services named `_rintf_*` or marked `_local_only` are not recorded.
+    ///
+    /// Errors: [`ManagerError::InvalidArgument`] (not a map, no id, bad id or app id,
+    /// `authorized_workspaces` without `protected`, singleton taken),
+    /// [`ManagerError::Permission`] (another workspace or client, no write permission),
+    /// [`ManagerError::Quota`].
+    pub fn register(&self, ctx: &Ctx, mut svc: Value) -> ManagerResult<()> {
+        if !svc.is_map() {
+            return Err(ManagerError::InvalidArgument(
+                "service must be a map".into(),
+            ));
+        }
+        ctx.require(&ctx.ws, Permission::ReadWrite)?;
+        let mut id = get_str(&svc, "id")
+            .ok_or_else(|| ManagerError::InvalidArgument("Service id is required".into()))?
+            .to_owned();
+        if !id.contains('/') {
+            id = format!("{}/{id}", ctx.ws);
+        }
+        let (ws, rest) = id.split_once('/').expect("has /");
+        let (cid, name) = rest.split_once(':').ok_or_else(|| {
+            ManagerError::InvalidArgument("Service id info must contain ':'".into())
+        })?;
+        if ws != ctx.ws {
+            return Err(ManagerError::Permission(
+                "Cannot register services in other workspaces".into(),
+            ));
+        }
+        if cid != ctx.cid {
+            return Err(ManagerError::Permission(format!(
+                "Cannot register services for another client ({cid})"
+            )));
+        }
+        let mut config = get(&svc, "config").cloned().unwrap_or(Value::Nil);
+        if name.starts_with("_rintf_")
+            || get(&config, "_local_only").and_then(Value::as_bool) == Some(true)
+        {
+            return Ok(());
+        }
+        let visibility = Visibility::parse(get_str(&config, "visibility"));
+        let authorized = get(&config, "authorized_workspaces").filter(|v| !v.is_nil());
+        if authorized.is_some() && visibility != Visibility::Protected {
+            return Err(ManagerError::InvalidArgument(
+                "authorized_workspaces can only be set when visibility is 'protected'".into(),
+            ));
+        }
+        let app_id = get_str(&svc, "app_id").unwrap_or("*").to_owned();
+        if app_id.contains('/') {
+            return Err(ManagerError::InvalidArgument(
+                "app_id must not contain '/'".into(),
+            ));
+        }
+        let built_in = name == "built-in";
+        let created_by = if built_in {
+            value::from_json(&serde_json::to_value(&ctx.user).unwrap_or_default())
+        } else {
+            map([("id", ctx.user.id.as_str().into())])
+        };
+        value::set(&mut config, "workspace", ctx.ws.as_str().into());
+        value::set(&mut config, "visibility", visibility.as_str().into());
+        value::set(&mut config, "created_by", created_by);
+        value::remove(&mut config, "service_embedding");
+        value::set(&mut svc, "id", id.as_str().into());
+        value::set(&mut svc, "app_id", app_id.as_str().into());
+        value::set(&mut svc, "config", config);
+        if get_str(&svc, "name").is_none() {
+            value::set(&mut svc, "name", name.into());
+        }
+        if get_str(&svc, "type").is_none() {
+            value::set(&mut svc, "type", "generic".into());
+        }
+        if let Value::Map(entries) = &mut svc {
+            entries.retain(|(k, _)| k.as_str().is_some_and(|k| KEPT_FIELDS.contains(&k)));
+        }
+        let record = ServiceRecord::from_value(svc)?;
+        if !built_in {
+            self.check_quota(ctx, &record.name)?;
+        }
+        self.add(record).map(|_| ())
     }
 
-    #[test]
-    fn insert_replace_and_purge() {
-        let r = Registry::default();
-        assert!(matches!(
-            r.insert(rec("w/c:s", "public", false)).unwrap(),
-            Inserted::New
-        ));
-        assert!(
-            matches!(r.insert(rec("w/c:s", "protected", false)).unwrap(), Inserted::Replaced(v) if v.len() == 1)
-        );
-        r.insert(rec("w/c:built-in", "public", false)).unwrap();
-        r.insert(rec("w/d:s", "public", false)).unwrap();
-        assert_eq!(
-            r.find(&Pattern {
-                ws: Some("w"),
-                name: Some("s"),
+    /// Stores `record` (replacing records with its full id) and tells its workspace: a
+    /// client's `built-in` service is `client_connected` (or `client_updated` when it
+    /// replaces one), any other service `service_added`, after a `service_removed` for
+    /// each record it replaced.
+    ///
+    /// Errors: [`ManagerError::InvalidArgument`] when a singleton of that name exists.
+    pub fn add(&self, record: ServiceRecord) -> ManagerResult<Inserted> {
+        let ws = record.ws.clone();
+        let client = map([
+            ("id", format!("{}/{}", record.ws, record.cid).into()),
+            ("workspace", ws.as_str().into()),
+        ]);
+        let built_in = record.is_built_in();
+        let data = record.record.clone();
+        let inserted = self.table.insert(record)?;
+        let emit = |kind: &str, data: Value| events::emit(&*self.router, &ws, kind, data);
+        match &inserted {
+            Inserted::New if built_in => emit("client_connected", client),
+            Inserted::Replaced(_) if built_in => emit("client_updated", client),
+            Inserted::New => emit("service_added", data),
+            Inserted::Replaced(old) => {
+                for o in old {
+                    emit("service_removed", o.record.clone());
+                }
+                emit("service_added", data);
+            }
+        }
+        Ok(inserted)
+    }
+
+    /// `HYPHA_MAX_SERVICES_PER_CLIENT`: a client may hold that many services besides
+    /// `built-in`; re-registering a name it holds does not count (workspace-api.md §5.1).
+    fn check_quota(&self, ctx: &Ctx, name: &str) -> ManagerResult<()> {
+        let limit = self.services_per_client;
+        if limit == 0 {
+            return Ok(());
+        }
+        let held = self
+            .table
+            .find(&Pattern {
+                ws: Some(&ctx.ws),
+                cid: Some(&ctx.cid),
                 ..Default::default()
             })
-            .len(),
-            2
-        );
-        assert_eq!(r.clients("w").len(), 1);
-        assert_eq!(r.remove_client("w", "c").len(), 2);
-        assert_eq!(r.len(), 1);
-    }
-
-    #[test]
-    fn prefix_lookups_do_not_mix_similar_ids() {
-        let r = Registry::default();
-        for id in ["ws-1/c:s", "ws-10/c:s", "ws-1/c2:s", "ws-1/c:s2"] {
-            r.insert(rec(id, "public", false)).unwrap();
+            .iter()
+            .filter(|r| !r.is_built_in() && r.name != name)
+            .count();
+        if crate::config::reached(held, limit) {
+            return Err(ManagerError::Quota(format!(
+                "Service quota exceeded: client {} already has {held} services (limit {limit})",
+                ctx.from
+            )));
         }
-        let in_ws1 = r.find(&Pattern {
-            ws: Some("ws-1"),
-            ..Default::default()
-        });
-        assert_eq!(in_ws1.len(), 3);
-        let of_c = r.find(&Pattern {
-            ws: Some("ws-1"),
-            cid: Some("c"),
-            ..Default::default()
-        });
-        let mut ids: Vec<String> = of_c.iter().map(|x| x.id()).collect();
-        ids.sort();
-        assert_eq!(ids, vec!["ws-1/c:s", "ws-1/c:s2"]);
-        assert_eq!(r.remove_id("ws-1/c:s").len(), 1);
-        assert_eq!(r.remove_client("ws-1", "c").len(), 1);
-        assert_eq!(r.len(), 2);
-        let wild = r.find(&Pattern {
-            ws: Some("ws-1*"),
-            ..Default::default()
-        });
-        assert_eq!(wild.len(), 2);
+        Ok(())
     }
 
-    #[test]
-    fn singleton_is_unique_by_name() {
-        let r = Registry::default();
-        r.insert(rec("w/c:s", "public", true)).unwrap();
-        let err = r.insert(rec("w/d:s", "public", false)).unwrap_err();
-        assert!(
-            matches!(&err, ManagerError::InvalidArgument(m) if m.contains("singleton")),
-            "{err}"
-        );
-        // Re-registering the same id is allowed.
-        r.insert(rec("w/c:s", "public", true)).unwrap();
+    /// `unregister_service(service_id)`: removes the caller's own service (`name`,
+    /// `cid:name` or a full id, any `@app` ignored); admins of the workspace may name any
+    /// service of it. Safer than the reference (QUIRK in workspace-api.md §5.1: no
+    /// ownership check there). Emits `service_removed` per record (`client_disconnected`
+    /// for a `built-in` one).
+    ///
+    /// Errors: [`ManagerError::Permission`], [`ManagerError::InvalidArgument`] when
+    /// `service_id` is not a string, [`ManagerError::NotFound`].
+    pub fn unregister(&self, ctx: &Ctx, service_id: Option<&str>) -> ManagerResult<()> {
+        ctx.require(&ctx.ws, Permission::ReadWrite)?;
+        let raw = service_id
+            .ok_or_else(|| ManagerError::InvalidArgument("service_id must be a string".into()))?;
+        let raw = raw.split_once('@').map(|(i, _)| i).unwrap_or(raw);
+        let id = if raw.contains('/') {
+            raw.to_owned()
+        } else if raw.contains(':') {
+            format!("{}/{raw}", ctx.ws)
+        } else {
+            format!("{}/{}:{raw}", ctx.ws, ctx.cid)
+        };
+        let (ws, rest) = id.split_once('/').expect("has /");
+        let cid = rest.split_once(':').map(|(c, _)| c).unwrap_or_default();
+        let allowed = ws == ctx.ws && (cid == ctx.cid || ctx.user.can(ws, Permission::Admin));
+        if !allowed {
+            return Err(ManagerError::Permission(format!(
+                "Permission denied: cannot unregister service {id} of another client"
+            )));
+        }
+        let removed = self.table.remove_id(&id);
+        if removed.is_empty() {
+            return Err(ManagerError::NotFound(format!("Service not found: {id}")));
+        }
+        for r in removed {
+            if r.is_built_in() {
+                self.client_disconnected(&r.ws, &r.cid);
+            } else {
+                events::emit(&*self.router, &r.ws, "service_removed", r.record);
+            }
+        }
+        Ok(())
+    }
+
+    /// A client left for good (§6.4): its records go, and `client_disconnected` goes to its
+    /// workspace and to `foreign_callers` (clients of other workspaces that had called it,
+    /// so that their calls fail at once; an improvement on the reference).
+    pub fn client_gone(&self, ws: &str, cid: &str, foreign_callers: &[String]) {
+        self.table.remove_client(ws, cid);
+        let data = map([("id", cid.into()), ("workspace", ws.into())]);
+        let event = events::frame("client_disconnected", data);
+        self.router
+            .broadcast(ws, "client_disconnected", event.clone());
+        for caller in foreign_callers {
+            self.router
+                .deliver_event(caller, "client_disconnected", event.clone());
+        }
+    }
+
+    /// A client `cleanup` found unresponsive: its records go, and if it had any its
+    /// workspace hears `client_disconnected`.
+    pub fn remove_unresponsive(&self, ws: &str, cid: &str) {
+        if !self.table.remove_client(ws, cid).is_empty() {
+            self.client_disconnected(ws, cid);
+        }
+    }
+
+    /// A new connection takes over the address `ws/cid` of a stale client (admission,
+    /// protocol.md §1.3): the stale records go silently, as in the reference — the new
+    /// client's `built-in` registration follows as `client_connected`.
+    pub fn supersede(&self, ws: &str, cid: &str) {
+        self.table.remove_client(ws, cid);
+    }
+
+    fn client_disconnected(&self, ws: &str, cid: &str) {
+        let data = map([("id", cid.into()), ("workspace", ws.into())]);
+        events::emit(&*self.router, ws, "client_disconnected", data);
     }
 }

@@ -1,9 +1,16 @@
 //! Minting and verifying HS256 JWTs in the reference claim format (protocol.md §8,
-//! workspace-api.md §1.4–1.5), and the root token.
+//! workspace-api.md §1.4–1.5), the root token, and token revocation (§5.4).
+//!
+//! [`TokenService`] owns the revocation set and the store it is kept in: a token is
+//! revoked only through [`TokenService::revoke`], which writes the revocation through the
+//! store, so a revocation always survives a restart ([`TokenService::load`]).
 
+use crate::error::{ManagerError, ManagerResult};
+use crate::storage::{Store, StoreError};
 use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rhizo_protocol::token::ClaimFormat;
 use rhizo_protocol::user::UserInfo;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Why a token was refused.
@@ -23,11 +30,28 @@ pub enum TokenError {
 // === impl TokenService (revocation) ===
 
 impl TokenService {
-    /// Revokes a valid token until it would have expired; returns the SHA-256 hex key and
-    /// the expiry (seconds since the epoch) for the caller to persist.
+    /// Revokes a valid token until it would have expired (a year when it names no
+    /// expiry), here and in the store; returns its SHA-256 hex ([`token_hash`]), the
+    /// origin of the sessions it opened.
     ///
-    /// Errors: the token does not verify (invalid, expired, already revoked).
-    pub fn revoke(&self, token: &str) -> Result<(String, u64), TokenError> {
+    /// Errors: [`ManagerError::InvalidArgument`] (`Invalid token: …`) when the token does
+    /// not verify (invalid, expired, already revoked) or is the root token;
+    /// [`ManagerError::Store`] when the revocation could not be stored (it holds on this
+    /// instance until restart).
+    ///
+    /// [`token_hash`]: crate::storage::token_hash
+    pub async fn revoke(&self, token: &str) -> ManagerResult<String> {
+        let (hash, exp) = self
+            .revoke_here(token)
+            .map_err(|e| ManagerError::InvalidArgument(format!("Invalid token: {e}")))?;
+        self.store
+            .revoke_token(&hash, exp as i64)
+            .await
+            .map_err(|e| ManagerError::Store(format!("could not persist the revocation: {e}")))?;
+        Ok(hash)
+    }
+
+    fn revoke_here(&self, token: &str) -> Result<(String, u64), TokenError> {
         if self.root_token.as_deref() == Some(token.trim()) {
             return Err(TokenError::Invalid(
                 "the root token cannot be revoked".into(),
@@ -45,10 +69,18 @@ impl TokenService {
         Ok((hash, exp))
     }
 
-    /// Marks a token (by its SHA-256 hex, as stored) revoked until `expires_at` (seconds
-    /// since the epoch); used to restore revocations at start.
-    pub fn load_revoked(&self, token_hash: String, expires_at: u64) {
-        self.revoked.insert(token_hash, expires_at);
+    /// Restores the revocations still in force from the store; returns how many. Call
+    /// once at start, before serving. Errors: the store could not be read.
+    pub async fn load(&self) -> Result<usize, StoreError> {
+        let revocations = self
+            .store
+            .list_revocations(crate::storage::now_unix())
+            .await?;
+        let n = revocations.len();
+        for (hash, exp) in revocations {
+            self.revoked.insert(hash, exp.max(0) as u64);
+        }
+        Ok(n)
     }
 }
 
@@ -60,7 +92,7 @@ pub fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
-/// Signs and verifies tokens with one shared secret.
+/// Signs and verifies tokens with one shared secret, and keeps the revocations.
 pub struct TokenService {
     encoding: EncodingKey,
     decoding: DecodingKey,
@@ -68,6 +100,8 @@ pub struct TokenService {
     root_token: Option<String>,
     /// SHA-256 hex of revoked tokens → their expiry (seconds since the epoch).
     revoked: dashmap::DashMap<String, u64>,
+    /// Where revocations are written (and read at start).
+    store: Arc<dyn Store>,
 }
 
 impl std::fmt::Debug for TokenService {
@@ -81,14 +115,21 @@ impl std::fmt::Debug for TokenService {
 // === impl TokenService ===
 
 impl TokenService {
-    /// A service signing with `secret`; `root_token` (opaque string) maps to the root user.
-    pub fn new(secret: &str, format: ClaimFormat, root_token: Option<String>) -> Self {
+    /// A service signing with `secret`; `root_token` (opaque string) maps to the root user;
+    /// revocations are kept in `store` (call [`TokenService::load`] before serving).
+    pub fn new(
+        secret: &str,
+        format: ClaimFormat,
+        root_token: Option<String>,
+        store: Arc<dyn Store>,
+    ) -> Self {
         TokenService {
             encoding: EncodingKey::from_secret(secret.as_bytes()),
             decoding: DecodingKey::from_secret(secret.as_bytes()),
             format,
             root_token: root_token.filter(|t| !t.is_empty()),
             revoked: dashmap::DashMap::new(),
+            store,
         }
     }
 
@@ -171,11 +212,21 @@ pub const ORIGIN_CLAIM: &str = "rhizo_origin";
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::MemoryStore;
     use rhizo_protocol::token::parse_scope;
+
+    fn service(secret: &str, root: Option<String>) -> TokenService {
+        TokenService::new(
+            secret,
+            ClaimFormat::default(),
+            root,
+            Arc::new(MemoryStore::new()),
+        )
+    }
 
     #[test]
     fn sign_verify_and_refuse() {
-        let t = TokenService::new("s3cret", ClaimFormat::default(), Some("r".repeat(40)));
+        let t = service("s3cret", Some("r".repeat(40)));
         let mut u = UserInfo::root();
         u.id = "u1".into();
         u.roles = vec![];
@@ -184,15 +235,15 @@ mod tests {
         let back = t.verify(&tok).unwrap();
         assert_eq!(back.id, "u1");
         assert_eq!(back.scope.current_workspace.as_deref(), Some("ws-a"));
-        let other = TokenService::new("other", ClaimFormat::default(), None);
+        let other = service("other", None);
         assert!(matches!(other.verify(&tok), Err(TokenError::Invalid(_))));
         assert!(matches!(t.verify("not-a-jwt"), Err(TokenError::Invalid(_))));
         assert_eq!(t.verify(&"r".repeat(40)).unwrap().id, "root");
     }
 
-    #[test]
-    fn revoking_a_token_revokes_its_descendants() {
-        let t = TokenService::new("s", ClaimFormat::default(), None);
+    #[tokio::test]
+    async fn revoking_a_token_revokes_its_descendants() {
+        let t = service("s", None);
         let mut u = UserInfo::root();
         u.id = "u1".into();
         u.roles = vec![];
@@ -206,7 +257,7 @@ mod tests {
             assert_eq!(o.as_deref(), Some(origin.as_str()));
             t.sign_descendant(&u, 60, o.as_deref())
         };
-        t.revoke(&first).unwrap();
+        assert_eq!(t.revoke(&first).await.unwrap(), origin);
         assert_eq!(t.verify(&first), Err(TokenError::Revoked));
         assert_eq!(t.verify(&child), Err(TokenError::Revoked));
         assert_eq!(t.verify(&grandchild), Err(TokenError::Revoked));
@@ -216,7 +267,7 @@ mod tests {
 
     #[test]
     fn expired_tokens_are_refused() {
-        let t = TokenService::new("s", ClaimFormat::default(), None);
+        let t = service("s", None);
         let claims = ClaimFormat::default().claims(&UserInfo::root(), now_secs() - 100, 10);
         let tok = encode(
             &Header::new(Algorithm::HS256),

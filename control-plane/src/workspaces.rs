@@ -1,210 +1,193 @@
-//! Workspaces known to this server (workspace-api.md §2.5, §4). In memory for now:
-//! `public` and `ws-user-root` exist from start; users' own workspaces are created on
-//! connect and, unless persistent, removed when their last client leaves.
+//! Workspaces (workspace-api.md §2.5, §4, §5.3–5.5): the records of the workspaces this
+//! server has loaded, their lifecycle (create, delete, unload) and their settings
+//! (environment, bookmarks, service types).
+//!
+//! [`Workspaces`] owns the table ([`table`]), so a record changes only inside one of its
+//! methods, and each of those writes the record through the store (persistent workspaces
+//! are saved, deleted ones removed, temporary ones never stored) and then emits the events
+//! the change means (`workspace_loaded`, `workspace_ready`, `workspace_changed`,
+//! `workspace_deleted`, `workspace_unloaded`, `workspace_status_changed`, §6.2): no
+//! caller can change a workspace and skip either.
+//!
+//! * [`lifecycle`] — create, delete, personal workspaces on connect, unloading.
+//! * [`settings`] — environment, bookmarks, service types, status.
 
+mod lifecycle;
+mod settings;
+mod table;
+
+pub use lifecycle::WorkspaceSpec;
+pub use settings::workspace_bookmark;
+pub use table::{Hold, WorkspaceInfo};
+
+use crate::config::ServerConfig;
+use crate::error::{ManagerError, ManagerResult};
+use crate::event_log::EventLogs;
+use crate::events;
+use crate::manager::Ctx;
+use crate::sessions::Sessions;
+use crate::storage::{Store, StoreError, WorkspaceRecord};
 use dashmap::DashMap;
-use serde::{Deserialize, Serialize};
+use rhizo_interface::RouterControl;
+use rhizo_protocol::user::Permission;
+use rhizo_protocol::value::{self, map};
+use rmpv::Value;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+use table::WorkspaceTable;
 
-/// A workspace record (subset of the reference's `WorkspaceInfo`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct WorkspaceInfo {
-    /// `"workspace"`.
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// Workspace id.
-    pub id: String,
-    /// Display name (defaults to the id).
-    pub name: String,
-    /// Free text.
-    pub description: String,
-    /// Whether it survives its last client.
-    pub persistent: bool,
-    /// User ids (or e-mails) that own it.
-    pub owners: Vec<String>,
-    /// Whether clients may only read.
-    pub read_only: bool,
-    /// Free-form settings; the server uses `bookmarks` (list) and `environs` (map).
-    #[serde(default)]
-    pub config: serde_json::Map<String, serde_json::Value>,
-    /// Service types registered in the workspace, by id.
-    #[serde(default)]
-    pub service_types: std::collections::BTreeMap<String, serde_json::Value>,
-}
-
-// === impl WorkspaceInfo ===
-
-impl WorkspaceInfo {
-    /// A workspace record.
-    pub fn new(id: &str, description: &str, persistent: bool, owners: Vec<String>) -> Self {
-        WorkspaceInfo {
-            kind: "workspace".into(),
-            id: id.into(),
-            name: id.into(),
-            description: description.into(),
-            persistent,
-            owners,
-            read_only: false,
-            config: serde_json::Map::new(),
-            service_types: std::collections::BTreeMap::new(),
-        }
-    }
-}
-
-/// The workspace table.
-#[derive(Debug)]
+/// The workspaces of this server: records, lifecycle, settings, their persistence and
+/// their events.
 pub struct Workspaces {
-    map: DashMap<String, WorkspaceInfo>,
-    /// Admissions in progress per workspace ([`Workspaces::hold`]): a workspace is never
-    /// unloaded while a client is being admitted to it.
-    holds: DashMap<String, usize>,
+    table: WorkspaceTable,
+    /// Where persistent records are written (and read at start).
+    store: Arc<dyn Store>,
+    /// Where the workspace events go.
+    router: Arc<dyn RouterControl>,
+    /// Live sessions: an admitted client keeps its workspace loaded.
+    sessions: Arc<Sessions>,
+    /// The event log, for the server's own rows (`env_set`, `env_removed`).
+    event_logs: EventLogs,
+    /// `HYPHA_MAX_WORKSPACES_PER_USER` (0: unlimited; root is exempt).
+    workspaces_per_user: usize,
+    /// `HYPHA_WORKSPACE_UNLOAD_GRACE_PERIOD`: how long an empty temporary workspace stays.
+    unload_grace: Duration,
+    /// Workspaces waiting out the unload grace period → the ticket of the latest wait.
+    pending_unloads: DashMap<String, u64>,
+    unload_tickets: AtomicU64,
 }
 
-/// A client is being admitted to a workspace: while this lives, the workspace is not
-/// unloaded ([`Workspaces::unload_if_temporary`]). Dropping it releases the hold.
-#[derive(Debug)]
-pub struct Hold<'a> {
-    table: &'a Workspaces,
-    id: String,
-}
-
-impl Drop for Hold<'_> {
-    fn drop(&mut self) {
-        if let Some(mut n) = self.table.holds.get_mut(&self.id) {
-            *n = n.saturating_sub(1);
-        }
-        self.table.holds.remove_if(&self.id, |_, n| *n == 0);
+impl std::fmt::Debug for Workspaces {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Workspaces")
+            .field("table", &self.table)
+            .finish_non_exhaustive()
     }
 }
 
-impl Default for Workspaces {
-    fn default() -> Self {
-        let map = DashMap::new();
-        let mut public =
-            WorkspaceInfo::new("public", "Public workspace", true, vec!["root".into()]);
-        public.read_only = true;
-        map.insert("public".into(), public);
-        map.insert(
-            "ws-user-root".into(),
-            WorkspaceInfo::new("ws-user-root", "Root workspace", true, vec!["root".into()]),
-        );
-        map.insert(
-            "ws-anonymous".into(),
-            WorkspaceInfo::new(
-                "ws-anonymous",
-                "Anonymous Workspace",
-                true,
-                vec!["root".into()],
-            ),
-        );
-        Workspaces {
-            map,
-            holds: DashMap::new(),
-        }
+/// The stored form of `w`.
+fn record_of(w: &WorkspaceInfo) -> WorkspaceRecord {
+    WorkspaceRecord {
+        id: w.id.clone(),
+        name: w.name.clone(),
+        description: w.description.clone(),
+        persistent: w.persistent,
+        owners: w.owners.clone(),
+        read_only: w.read_only,
+        config: w.config.clone(),
+        service_types: w.service_types.clone(),
     }
+}
+
+/// A record as sent to clients.
+fn to_value(v: &impl serde::Serialize) -> Value {
+    value::from_json(&serde_json::to_value(v).unwrap_or_default())
 }
 
 // === impl Workspaces ===
 
 impl Workspaces {
+    /// The built-in workspaces (`public`, `ws-user-root`, `ws-anonymous`), writing through
+    /// `store` and emitting through `router`; limits and the unload grace from `config`.
+    /// Call [`Workspaces::load`] before serving.
+    pub fn new(
+        config: &ServerConfig,
+        store: Arc<dyn Store>,
+        router: Arc<dyn RouterControl>,
+        sessions: Arc<Sessions>,
+        event_logs: EventLogs,
+    ) -> Self {
+        Workspaces {
+            table: WorkspaceTable::default(),
+            store,
+            router,
+            sessions,
+            event_logs,
+            workspaces_per_user: config.limits.workspaces_per_user,
+            unload_grace: config.workspace_unload_grace,
+            pending_unloads: DashMap::new(),
+            unload_tickets: AtomicU64::new(0),
+        }
+    }
+
+    /// Loads every stored workspace record (replacing a built-in one of the same id);
+    /// returns how many. Errors: the store could not be read.
+    pub async fn load(&self) -> Result<usize, StoreError> {
+        let records = self.store.list_workspaces().await?;
+        let n = records.len();
+        for r in records {
+            let mut w = WorkspaceInfo::new(&r.id, &r.description, r.persistent, r.owners);
+            w.name = r.name;
+            w.read_only = r.read_only;
+            w.config = r.config;
+            w.service_types = r.service_types;
+            self.table.put(w);
+        }
+        Ok(n)
+    }
+
     /// The record of `id`.
     pub fn get(&self, id: &str) -> Option<WorkspaceInfo> {
-        self.map.get(id).map(|w| w.clone())
-    }
-
-    /// Creates `info` unless a workspace with its id exists; returns the stored record.
-    pub fn get_or_create(&self, info: WorkspaceInfo) -> WorkspaceInfo {
-        self.map.entry(info.id.clone()).or_insert(info).clone()
-    }
-
-    /// Stores `info`, replacing any record with its id.
-    pub fn put(&self, info: WorkspaceInfo) {
-        self.map.insert(info.id.clone(), info);
-    }
-
-    /// Applies `f` to the record of `id`; `None` if there is none.
-    pub fn update<T>(&self, id: &str, f: impl FnOnce(&mut WorkspaceInfo) -> T) -> Option<T> {
-        self.map.get_mut(id).map(|mut w| f(&mut w))
-    }
-
-    /// Removes the record of `id`.
-    pub fn remove(&self, id: &str) -> Option<WorkspaceInfo> {
-        self.map.remove(id).map(|(_, w)| w)
+        self.table.get(id)
     }
 
     /// Every record (a snapshot).
     pub fn all(&self) -> Vec<WorkspaceInfo> {
-        self.map.iter().map(|w| w.clone()).collect()
-    }
-
-    /// Holds `id` for an admission (see [`Hold`]). Taken under the record's lock, so an
-    /// unload either happened before (the admission then finds no record) or sees the hold.
-    pub fn hold(&self, id: &str) -> Hold<'_> {
-        let _record = self.map.get(id);
-        *self.holds.entry(id.to_owned()).or_default() += 1;
-        Hold {
-            table: self,
-            id: id.to_owned(),
-        }
-    }
-
-    /// Removes a non-persistent workspace that nobody is being admitted to and for which
-    /// `in_use` says no (checked under the record's lock, so it cannot race an admission's
-    /// [`Workspaces::hold`]); returns its record if it was removed.
-    pub fn unload_if_temporary(
-        &self,
-        id: &str,
-        in_use: impl FnOnce() -> bool,
-    ) -> Option<WorkspaceInfo> {
-        self.map
-            .remove_if(id, |_, w| {
-                !w.persistent && !self.holds.contains_key(id) && !in_use()
-            })
-            .map(|(_, w)| w)
+        self.table.all()
     }
 
     /// How many workspaces list `user_id` among their owners.
     pub fn count_owned_by(&self, user_id: &str) -> usize {
-        self.map
-            .iter()
-            .filter(|w| w.owners.iter().any(|o| o == user_id))
-            .count()
+        self.table.count_owned_by(user_id)
     }
 
     /// Whether `user_id` owns `id` (listed owner, or its personal workspace).
     pub fn owned_by(&self, id: &str, user_id: &str) -> bool {
-        id == format!("ws-user-{user_id}")
-            || self
-                .get(id)
-                .is_some_and(|w| w.owners.iter().any(|o| o == user_id))
+        self.table.owned_by(id, user_id)
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+    /// Holds `id` for an admission: it is not unloaded while the [`Hold`] lives.
+    pub fn hold(&self, id: &str) -> Hold<'_> {
+        self.table.hold(id)
+    }
 
-    #[test]
-    fn a_held_workspace_is_not_unloaded() {
-        let t = Workspaces::default();
-        t.put(WorkspaceInfo::new("ws-t", "", false, vec![]));
-        let hold = t.hold("ws-t");
-        let second = t.hold("ws-t");
-        assert!(t.unload_if_temporary("ws-t", || false).is_none());
-        drop(hold);
-        assert!(
-            t.unload_if_temporary("ws-t", || false).is_none(),
-            "one hold left"
-        );
-        drop(second);
-        assert!(
-            t.unload_if_temporary("ws-t", || true).is_none(),
-            "still in use"
-        );
-        assert!(t.unload_if_temporary("ws-t", || false).is_some());
-        assert!(t.get("ws-t").is_none());
-        assert!(
-            t.unload_if_temporary("public", || false).is_none(),
-            "persistent"
-        );
+    /// Fails with [`ManagerError::Permission`] (`Permission denied for workspace <ws>`)
+    /// unless the caller is admin of `ws` or owns it.
+    pub fn require_admin_or_owner(&self, ctx: &Ctx, ws: &str) -> ManagerResult<()> {
+        if ctx.user.can(ws, Permission::Admin) || self.table.owned_by(ws, &ctx.user.id) {
+            Ok(())
+        } else {
+            Err(ManagerError::Permission(format!(
+                "Permission denied for workspace {ws}"
+            )))
+        }
+    }
+
+    /// Writes the record of `id` to the store: a persistent workspace is saved, a missing
+    /// one deleted, a temporary one left out. Every mutation below ends here.
+    async fn persist(&self, id: &str) -> ManagerResult<()> {
+        let result = match self.table.get(id) {
+            Some(w) if w.persistent => self.store.put_workspace(&record_of(&w)).await,
+            Some(_) => return Ok(()),
+            None => self.store.delete_workspace(id).await.map(|_| ()),
+        };
+        result.map_err(|e| ManagerError::Store(format!("could not persist workspace {id}: {e}")))
+    }
+
+    /// Persists `ws` and tells it `workspace_changed <WorkspaceInfo>` (bookmarks,
+    /// environment, service types; workspace-api.md §6.2).
+    async fn changed(&self, ws: &str) -> ManagerResult<()> {
+        self.persist(ws).await?;
+        if let Some(info) = self.table.get(ws) {
+            events::emit(&*self.router, ws, "workspace_changed", to_value(&info));
+        }
+        Ok(())
+    }
+
+    /// Broadcasts `workspace_status_changed {workspace, status}` to `ws` (§4.4).
+    fn status_changed(&self, ws: &str, status: &str) {
+        let data = map([("workspace", ws.into()), ("status", status.into())]);
+        events::emit(&*self.router, ws, "workspace_status_changed", data);
     }
 }

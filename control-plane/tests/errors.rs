@@ -5,7 +5,7 @@
 
 use bytes::Bytes;
 use rhizo_control_plane::registry::ServiceRecord;
-use rhizo_control_plane::workspaces::WorkspaceInfo;
+use rhizo_control_plane::storage::{MemoryStore, Store, WorkspaceRecord};
 use rhizo_control_plane::{Manager, ServerConfig};
 use rhizo_interface::{ClientPresence, CloseReason, CountersSnapshot, RouterControl};
 use rhizo_protocol::user::{Permission, ScopeInfo, UserInfo};
@@ -55,7 +55,7 @@ impl RouterControl for NoClients {
 fn register(m: &Manager, id: &str, visibility: &str) {
     let record = from_json(&json!({"id": id, "name": "svc", "config": {"visibility": visibility}}));
     m.registry
-        .insert(ServiceRecord::from_value(record).unwrap())
+        .add(ServiceRecord::from_value(record).unwrap())
         .unwrap();
 }
 
@@ -80,15 +80,33 @@ fn alice() -> UserInfo {
     }
 }
 
+/// The stored record of `ws-a`: persistent, owned by alice.
+fn workspace_a() -> WorkspaceRecord {
+    WorkspaceRecord {
+        id: "ws-a".into(),
+        name: "ws-a".into(),
+        description: String::new(),
+        persistent: true,
+        owners: vec!["alice".into()],
+        read_only: false,
+        config: Default::default(),
+        service_types: Default::default(),
+    }
+}
+
 /// The control plane with: `ws-a` (owned by alice) holding a protected service `calc` and
 /// a public service `twin` registered by two clients; a limit of one workspace per user.
 /// Returns the manager and the base URL of its HTTP routes.
 async fn serve() -> (Arc<Manager>, String) {
     let mut config = ServerConfig::default();
     config.limits.workspaces_per_user = 1;
-    let (m, _hooks) = rhizo_control_plane::start(config, Arc::new(NoClients));
-    m.workspaces
-        .put(WorkspaceInfo::new("ws-a", "", true, vec!["alice".into()]));
+    // ws-a is in the store before start: the manager loads it.
+    let store = Arc::new(MemoryStore::new());
+    store.put_workspace(&workspace_a()).await.unwrap();
+    let (m, _hooks) = rhizo_control_plane::start(config, Arc::new(NoClients), store)
+        .await
+        .unwrap();
+    assert!(m.workspaces.get("ws-a").is_some());
     register(&m, "ws-a/c1:calc", "protected");
     register(&m, "ws-a/c1:twin", "public");
     register(&m, "ws-a/c2:twin", "public");

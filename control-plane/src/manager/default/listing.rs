@@ -1,0 +1,129 @@
+//! `list_services`, `search_services`, `list_clients` and `get_summary`
+//! (workspace-api.md §5.1, §5.3): reads of the [`crate::registry::Registry`] (and, for the
+//! summary, of the caller's workspace record).
+
+use super::{args, opt_string, Ctx, Manager};
+use crate::error::{ManagerError, ManagerResult};
+use crate::registry::ServiceQuery;
+use rhizo_protocol::user::Permission;
+use rhizo_protocol::value::map;
+use rmpv::Value;
+
+/// `list_services(query, include_unlisted, …)`.
+#[derive(Debug)]
+pub(crate) struct ListServices {
+    query: ServiceQuery,
+    include_unlisted: bool,
+}
+
+// === impl ListServices ===
+
+impl ListServices {
+    /// Errors: [`ManagerError::InvalidArgument`] for a query that does not parse.
+    pub(crate) fn parse(a: Vec<Value>) -> ManagerResult<Self> {
+        let [query, include_unlisted, _apps, _running] = args(a);
+        Ok(ListServices {
+            query: ServiceQuery::parse(&query)?,
+            include_unlisted: include_unlisted.as_bool().unwrap_or(false),
+        })
+    }
+
+    pub(crate) fn apply(self, m: &Manager, ctx: &Ctx) -> ManagerResult<Value> {
+        m.registry
+            .list(ctx, &self.query, self.include_unlisted)
+            .map(Value::Array)
+    }
+}
+
+// === impl Manager (listing) ===
+
+impl Manager {
+    /// `list_services(query, include_unlisted)` with a wire `query` (also for HTTP callers).
+    pub(in crate::manager) fn list_services(
+        &self,
+        ctx: &Ctx,
+        query: &Value,
+        include_unlisted: bool,
+    ) -> ManagerResult<Value> {
+        let query = ServiceQuery::parse(query)?;
+        ListServices {
+            query,
+            include_unlisted,
+        }
+        .apply(self, ctx)
+    }
+}
+
+/// `search_services(query, filters, limit, offset, …)`: text search (at most `limit`
+/// hits, default 5, after skipping `offset`).
+#[derive(Debug)]
+pub(crate) struct SearchServices {
+    query: String,
+    limit: usize,
+    offset: usize,
+}
+
+// === impl SearchServices ===
+
+impl SearchServices {
+    pub(crate) fn parse(a: Vec<Value>) -> Self {
+        let [query, _filters, limit, offset, _fields, _order, _pages, _unlisted] = args(a);
+        SearchServices {
+            query: query.as_str().unwrap_or_default().to_owned(),
+            limit: limit.as_u64().unwrap_or(5) as usize,
+            offset: offset.as_u64().unwrap_or(0) as usize,
+        }
+    }
+
+    pub(crate) fn apply(self, m: &Manager, ctx: &Ctx) -> Value {
+        Value::Array(m.registry.search(ctx, &self.query, self.limit, self.offset))
+    }
+}
+
+/// `list_clients(workspace)`.
+#[derive(Debug)]
+pub(crate) struct ListClients {
+    workspace: Option<String>,
+}
+
+// === impl ListClients ===
+
+impl ListClients {
+    pub(crate) fn parse(a: Vec<Value>) -> Self {
+        let [workspace] = args(a);
+        ListClients {
+            workspace: opt_string(&workspace),
+        }
+    }
+
+    pub(crate) fn apply(self, m: &Manager, ctx: &Ctx) -> ManagerResult<Value> {
+        m.registry
+            .list_clients(ctx, self.workspace.as_deref())
+            .map(Value::Array)
+    }
+}
+
+/// `get_summary()`: name, description, clients and services of the caller's workspace.
+#[derive(Debug)]
+pub(crate) struct GetSummary;
+
+// === impl GetSummary ===
+
+impl GetSummary {
+    pub(crate) fn apply(self, m: &Manager, ctx: &Ctx) -> ManagerResult<Value> {
+        ctx.require(&ctx.ws, Permission::Read)?;
+        let info = m
+            .workspaces
+            .get(&ctx.ws)
+            .ok_or_else(|| ManagerError::NotFound(format!("Workspace not found: {}", ctx.ws)))?;
+        let (clients, services) = m.registry.summary(&ctx.ws);
+        Ok(map([
+            ("name", info.name.as_str().into()),
+            ("description", info.description.as_str().into()),
+            ("client_count", clients.len().into()),
+            ("clients", Value::Array(clients)),
+            ("service_count", services.len().into()),
+            ("services", Value::Array(services)),
+        ]))
+    }
+}

@@ -1,0 +1,330 @@
+//! `get_service(service_id, config)` and `get_service_info(service_id, config)`
+//! (protocol.md §4.6, workspace-api.md §5.1): resolution by the
+//! [`crate::registry::Registry`], then, for `get_service`, the provider's live service
+//! object fetched by the manager peer and fitted for the caller.
+
+use super::{args, num, Ctx, Manager};
+use crate::error::{ManagerError, ManagerResult};
+use rhizo_protocol::value::{self, get, get_str};
+use rmpv::Value;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Default time the manager waits for a provider's service object (GetServiceConfig).
+const GET_SERVICE_TIMEOUT: f64 = 10.0;
+
+/// The `config` of `get_service` / `get_service_info` (GetServiceConfig).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct LookupConfig {
+    /// Selection mode among several providers ([`crate::registry::Registry::resolve`]).
+    mode: Option<String>,
+    /// Seconds to wait for the provider's service object (positive; default 10).
+    timeout: f64,
+    /// `camel` or `snake`: rename the object's keys.
+    case_conversion: Option<String>,
+}
+
+// === impl LookupConfig ===
+
+impl LookupConfig {
+    fn parse(config: &Value) -> Self {
+        LookupConfig {
+            mode: get_str(config, "mode").map(str::to_owned),
+            timeout: num(get(config, "timeout"))
+                .filter(|t| *t > 0.0)
+                .unwrap_or(GET_SERVICE_TIMEOUT),
+            case_conversion: get_str(config, "case_conversion").map(str::to_owned),
+        }
+    }
+}
+
+/// The `service_id` argument, which must be a string.
+fn service_id(v: &Value) -> ManagerResult<String> {
+    v.as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| ManagerError::InvalidArgument("service_id must be a string".into()))
+}
+
+/// Whether `id` names the workspace manager itself (`~` or `<ws>/~`).
+fn is_manager(id: &str) -> bool {
+    id == "~" || id.ends_with("/~")
+}
+
+/// `get_service`: a service id and how to look it up.
+#[derive(Debug)]
+pub(crate) struct GetService {
+    service_id: String,
+    config: LookupConfig,
+}
+
+// === impl GetService ===
+
+impl GetService {
+    /// Errors: [`ManagerError::InvalidArgument`] when `service_id` is not a string or is
+    /// `*`.
+    pub(crate) fn parse(a: Vec<Value>) -> ManagerResult<Self> {
+        let [id, config] = args(a);
+        let service_id = service_id(&id)?;
+        if service_id == "*" {
+            return Err(ManagerError::InvalidArgument(
+                "Service id '*' is not allowed".into(),
+            ));
+        }
+        Ok(GetService {
+            service_id,
+            config: LookupConfig::parse(&config),
+        })
+    }
+
+    pub(crate) async fn apply(self, m: &Arc<Manager>, ctx: &Ctx) -> ManagerResult<Value> {
+        m.fetch_service(ctx, &self).await
+    }
+}
+
+/// `get_service_info`: a service id and how to look it up.
+#[derive(Debug)]
+pub(crate) struct GetServiceInfo {
+    service_id: String,
+    config: LookupConfig,
+}
+
+// === impl GetServiceInfo ===
+
+impl GetServiceInfo {
+    /// Errors: [`ManagerError::InvalidArgument`] when `service_id` is not a string.
+    pub(crate) fn parse(a: Vec<Value>) -> ManagerResult<Self> {
+        let [id, config] = args(a);
+        Ok(GetServiceInfo {
+            service_id: service_id(&id)?,
+            config: LookupConfig::parse(&config),
+        })
+    }
+
+    pub(crate) fn apply(self, m: &Manager, ctx: &Ctx) -> ManagerResult<Value> {
+        if is_manager(&self.service_id) {
+            let mut rec = m.default_service();
+            value::set(&mut rec, "id", "~".into());
+            return Ok(rec);
+        }
+        m.registry
+            .info(ctx, &self.service_id, self.config.mode.as_deref())
+    }
+}
+
+// === impl Manager (service lookup) ===
+
+impl Manager {
+    /// `get_service_info(service_id, config)` with wire arguments (also for HTTP callers).
+    pub(in crate::manager) fn get_service_info(
+        &self,
+        ctx: &Ctx,
+        service_id: &Value,
+        config: &Value,
+    ) -> ManagerResult<Value> {
+        GetServiceInfo::parse(vec![service_id.clone(), config.clone()])?.apply(self, ctx)
+    }
+
+    /// `get_service(service_id, config)` with wire arguments (also for HTTP callers).
+    pub(in crate::manager) async fn get_service(
+        &self,
+        ctx: &Ctx,
+        service_id: &Value,
+        config: &Value,
+    ) -> ManagerResult<Value> {
+        let cmd = GetService::parse(vec![service_id.clone(), config.clone()])?;
+        self.fetch_service(ctx, &cmd).await
+    }
+
+    /// Resolves `cmd.service_id` and asks its provider for the service object
+    /// (`services.built-in.get_service`), waiting `cmd.config.timeout`; then makes bare
+    /// targets absolute, sets `config.workspace`, `config.url` and the full `id` (and
+    /// `app_id`), hides `authorized_workspaces` from callers admitted through it, and
+    /// converts key case if asked.
+    ///
+    /// Errors: resolution errors; [`ManagerError::Disconnected`] (the provider is not
+    /// connected, or leaves while answering), [`ManagerError::Timeout`], the provider's
+    /// reject, [`ManagerError::InvalidArgument`] when it returns no map.
+    async fn fetch_service(&self, ctx: &Ctx, cmd: &GetService) -> ManagerResult<Value> {
+        let mut svc = if is_manager(&cmd.service_id) {
+            self.default_service()
+        } else {
+            let (r, hide) =
+                self.registry
+                    .resolve(ctx, &cmd.service_id, cmd.config.mode.as_deref())?;
+            let addr = format!("{}/{}", r.ws, r.cid);
+            // Sent as `call_client` does; a provider that is not connected fails here as
+            // such, one that leaves while answering fails in the wait below.
+            let sent = self
+                .send_call(
+                    &addr,
+                    "services.built-in.get_service",
+                    vec![r.name.as_str().into()],
+                    None,
+                    (&r.ws, &self.root_user),
+                    Duration::from_secs_f64(cmd.config.timeout),
+                )
+                .await?;
+            let mut svc = self.wait_reply(sent).await.map_err(|e| match e {
+                ManagerError::Disconnected(_) => ManagerError::Disconnected(format!(
+                    "Client disconnected while retrieving service: {}",
+                    r.id()
+                )),
+                e => e,
+            })?;
+            if !svc.is_map() {
+                return Err(ManagerError::InvalidArgument(format!(
+                    "Provider returned no service object for {}",
+                    r.id()
+                )));
+            }
+            // The object now reaches the caller from the manager, not from the provider:
+            // bare targets (JavaScript providers send their cid alone) must carry the
+            // provider's workspace, or the caller would resolve them against `*`.
+            absolutize_targets(&mut svc, &r.ws, 0);
+            let mut cfg = get(&svc, "config").cloned().unwrap_or(Value::Nil);
+            value::set(&mut cfg, "workspace", r.ws.as_str().into());
+            value::set(
+                &mut cfg,
+                "url",
+                format!(
+                    "{}/{}/services/{}:{}",
+                    self.config.public_base_url, r.ws, r.cid, r.name
+                )
+                .into(),
+            );
+            if hide {
+                value::remove(&mut cfg, "authorized_workspaces");
+            }
+            value::set(&mut svc, "config", cfg);
+            value::set(&mut svc, "id", r.id().into());
+            if r.app_id != "*" {
+                value::set(&mut svc, "app_id", r.app_id.as_str().into());
+            }
+            svc
+        };
+        match cmd.config.case_conversion.as_deref() {
+            Some("camel") => svc = convert_case(&svc, true),
+            Some("snake") => svc = convert_case(&svc, false),
+            _ => {}
+        }
+        Ok(svc)
+    }
+}
+
+/// Renames map keys recursively to `camel` or `snake` case; keys starting with `_` and the
+/// inside of encoded values (`_rtype` maps) are left alone.
+fn convert_case(v: &Value, camel: bool) -> Value {
+    match v {
+        Value::Map(m) if value::get(v, "_rtype").is_none() => Value::Map(
+            m.iter()
+                .map(|(k, val)| {
+                    let key = match k.as_str() {
+                        Some(s) if !s.starts_with('_') => {
+                            Value::from(if camel { to_camel(s) } else { to_snake(s) })
+                        }
+                        _ => k.clone(),
+                    };
+                    (key, convert_case(val, camel))
+                })
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+fn to_camel(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut up = false;
+    for c in s.chars() {
+        if c == '_' {
+            up = true;
+        } else if up {
+            out.extend(c.to_uppercase());
+            up = false;
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn to_snake(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 4);
+    for c in s.chars() {
+        if c.is_uppercase() {
+            out.push('_');
+            out.extend(c.to_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Prefixes `ws/` to every `_rtarget` without a `/` in `v` (protocol.md §3.1: a bare
+/// target means the message sender's workspace). Stops below 32 levels of nesting.
+fn absolutize_targets(v: &mut Value, ws: &str, depth: usize) {
+    if depth > 32 {
+        return;
+    }
+    match v {
+        Value::Map(entries) => {
+            for (k, val) in entries.iter_mut() {
+                if k.as_str() == Some("_rtarget") {
+                    if let Some(t) = val.as_str().filter(|t| !t.contains('/')) {
+                        *val = format!("{ws}/{t}").into();
+                    }
+                } else {
+                    absolutize_targets(val, ws, depth + 1);
+                }
+            }
+        }
+        Value::Array(items) => {
+            for item in items {
+                absolutize_targets(item, ws, depth + 1);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rhizo_protocol::value::map;
+
+    #[test]
+    fn bare_targets_get_the_provider_workspace() {
+        let method = |t: &str| map([("_rtype", "method".into()), ("_rtarget", t.into())]);
+        let mut svc = map([
+            ("hi", method("cid-1")),
+            ("nested", map([("deep", method("ws-b/cid-2"))])),
+            ("list", Value::Array(vec![method("cid-3")])),
+        ]);
+        absolutize_targets(&mut svc, "ws-a", 0);
+        assert_eq!(
+            get_str(get(&svc, "hi").unwrap(), "_rtarget"),
+            Some("ws-a/cid-1")
+        );
+        let deep = get(get(&svc, "nested").unwrap(), "deep").unwrap();
+        assert_eq!(get_str(deep, "_rtarget"), Some("ws-b/cid-2"));
+        let listed = &get(&svc, "list").unwrap().as_array().unwrap()[0];
+        assert_eq!(get_str(listed, "_rtarget"), Some("ws-a/cid-3"));
+    }
+
+    #[test]
+    fn case_conversion_skips_encoded_values() {
+        let v = map([
+            (
+                "my_fn",
+                map([("_rtype", "method".into()), ("_rtarget", "a".into())]),
+            ),
+            ("config", map([("api_version", 3.into())])),
+        ]);
+        let c = convert_case(&v, true);
+        assert!(get(&c, "myFn").is_some());
+        assert!(get(get(&c, "config").unwrap(), "apiVersion").is_some());
+        assert_eq!(get_str(get(&c, "myFn").unwrap(), "_rtarget"), Some("a"));
+        assert_eq!(to_snake("apiVersion"), "api_version");
+    }
+}
