@@ -17,6 +17,7 @@
 use crate::settings::{ConfigError, Settings};
 use anyhow::Context;
 use axum::serve::ListenerExt;
+use rhizo_control_plane::service::{ControlService, ServiceSet};
 use rhizo_control_plane::storage::{MemoryStore, SqlStore, Store};
 use rhizo_control_plane::{Manager, ServerConfig};
 use rhizo_interface::RouterControl;
@@ -58,6 +59,7 @@ pub struct ServerBuilder {
     router: Vec<Adjust<RouterConfig>>,
     control: Vec<Adjust<ServerConfig>>,
     database: Database,
+    services: Vec<Arc<dyn ControlService>>,
 }
 
 /// A running instance: its address, both planes, and its HTTP task.
@@ -90,6 +92,13 @@ impl ServerBuilder {
     /// nothing survives the process. The same as `--database-uri memory`.
     pub fn in_memory(mut self) -> Self {
         self.database = Database::Memory;
+        self
+    }
+
+    /// Exposes a control-plane service (the interface later crates implement: artifacts,
+    /// server apps, …) as `public/<id>` through the manager, with its HTTP routes.
+    pub fn service(mut self, service: Arc<dyn ControlService>) -> Self {
+        self.services.push(service);
         self
     }
 
@@ -143,9 +152,18 @@ impl ServerBuilder {
             ),
         };
         let router = Router::new(&format!("manager-{}", config.server_id), router_config);
-        let (manager, hooks) = rhizo_control_plane::start(config, Arc::new(router.clone()), store)
-            .await
-            .map_err(|e| anyhow::anyhow!("loading from the database: {e}"))?;
+        let mut services = ServiceSet::default();
+        for s in self.services {
+            services.add(s).map_err(|e| anyhow::anyhow!(e))?;
+        }
+        let (manager, hooks) = rhizo_control_plane::start_with_services(
+            config,
+            Arc::new(router.clone()),
+            store,
+            services,
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("loading from the database: {e}"))?;
         router.set_hooks(hooks);
 
         let app = http_app(&router, &manager, &base);
@@ -240,6 +258,7 @@ impl Server {
             router: Vec::new(),
             control: Vec::new(),
             database: Database::FromSettings,
+            services: Vec::new(),
         }
     }
 

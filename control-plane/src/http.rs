@@ -21,13 +21,23 @@ mod services;
 
 /// The control plane's routes, with their state.
 pub fn routes(manager: Arc<Manager>) -> axum::Router {
-    axum::Router::new()
+    let own: Vec<axum::Router> = manager
+        .services()
+        .iter()
+        .filter_map(|s| s.routes())
+        .collect();
+    let mut app = axum::Router::new()
         .merge(health())
         .merge(assets())
         .merge(metrics::routes())
         .merge(services::routes())
         .merge(apps::routes())
-        .with_state(manager)
+        .with_state(manager);
+    // Each control-plane service's own routes (e.g. the artifact manager's downloads).
+    for r in own {
+        app = app.merge(r);
+    }
+    app
 }
 
 /// Wraps the whole HTTP app (both planes' routes): every request is counted by route

@@ -34,7 +34,7 @@ pub mod workspaces;
 
 pub use config::ServerConfig;
 pub use error::{ApiError, ManagerError, ManagerResult};
-pub use manager::Manager;
+pub use manager::{Ctx, Manager};
 
 use rhizo_interface::{ControlHooks, RouterControl};
 use std::sync::Arc;
@@ -52,7 +52,21 @@ pub async fn start(
     router: Arc<dyn RouterControl>,
     store: Arc<dyn Store>,
 ) -> Result<(Arc<Manager>, Arc<dyn ControlHooks>), StoreError> {
-    let manager = Manager::new(config, router, store);
+    start_with_services(config, router, store, service::ServiceSet::default()).await
+}
+
+/// [`start`], exposing `services` (control-plane services from their own crates, see
+/// [`service::ControlService`]) as `public/<id>` through the manager, with their HTTP
+/// routes merged into [`http::routes`].
+///
+/// Errors: the store could not be read.
+pub async fn start_with_services(
+    config: ServerConfig,
+    router: Arc<dyn RouterControl>,
+    store: Arc<dyn Store>,
+    services: service::ServiceSet,
+) -> Result<(Arc<Manager>, Arc<dyn ControlHooks>), StoreError> {
+    let manager = Manager::new(config, router, store, services);
     let workspaces = manager.workspaces.load().await?;
     let revocations = manager.tokens.load().await?;
     tracing::info!(workspaces, revocations, "state loaded from the store");

@@ -21,6 +21,7 @@ use crate::error::{ManagerError, ManagerResult};
 use crate::event_log::EventLogs;
 use crate::names::random_string;
 use crate::registry::Registry;
+use crate::service::ServiceSet;
 use crate::sessions::Sessions;
 use crate::storage::Store;
 use crate::tokens::TokenService;
@@ -139,6 +140,9 @@ pub struct Manager {
     callbacks: DashMap<String, (String, Callback)>,
     /// Turns for handshakes (`HYPHA_MAX_CONCURRENT_CONNECTIONS`); `None` when unlimited.
     pub(crate) handshakes: Option<tokio::sync::Semaphore>,
+    /// The control-plane services in crates of their own (artifacts, server apps, …),
+    /// exposed as `public/<id>` with methods on the manager ([`crate::service`]).
+    services: ServiceSet,
 }
 
 /// A callback the manager hands to a client as an encoded method (`<session>.<name>` on
@@ -170,6 +174,7 @@ impl Manager {
         config: ServerConfig,
         router: Arc<dyn RouterControl>,
         store: Arc<dyn Store>,
+        services: ServiceSet,
     ) -> Arc<Self> {
         let addr = router.manager_addr().to_owned();
         let manager_id = addr.trim_start_matches("*/").to_owned();
@@ -220,6 +225,7 @@ impl Manager {
             callbacks: DashMap::new(),
             handshakes,
             root_user: value::from_json(&root),
+            services,
         })
     }
 
@@ -391,6 +397,9 @@ impl Manager {
         if let Some(name) = m.strip_prefix("services.default.") {
             return self.call_default(ctx, name, call).await;
         }
+        if let Some(call_service) = self.services.dispatch(ctx, m, call) {
+            return call_service.await;
+        }
         let callback = self.callbacks.get(m).map(|c| c.value().clone());
         if let Some((owner, f)) = callback {
             // Only the peer the callback was handed to may call it (like session
@@ -404,6 +413,25 @@ impl Manager {
             return f(call.clone()).await;
         }
         Err(ManagerError::MethodNotFound(m.to_owned()))
+    }
+
+    /// The service object of a control-plane service named by `service_id`: `public/<id>`
+    /// or `public/<manager_id>:<id>` (what the object's own `id` says), if one is
+    /// registered.
+    pub(crate) fn control_service_object(&self, service_id: &str) -> Option<Value> {
+        let rest = service_id.strip_prefix("public/")?;
+        let id = match rest.split_once(':') {
+            Some((cid, id)) if cid == self.manager_id || cid == "*" => id,
+            Some(_) => return None,
+            None => rest,
+        };
+        self.services
+            .service_object(id, &self.addr, &self.config.public_base_url)
+    }
+
+    /// The control-plane services this manager exposes.
+    pub fn services(&self) -> &ServiceSet {
+        &self.services
     }
 
     /// Calls `method` on client `to` (`"<ws>/<cid>"`) with a compact promise and waits for

@@ -169,10 +169,7 @@ impl ServiceSet {
                 .iter()
                 .find(|f| f.name == function)
                 .ok_or_else(|| ManagerError::MethodNotFound(method.to_owned()))?;
-            // `bind` words its errors as Python's TypeError; the variant carries the class.
-            let args = bind(function, spec.params, call).map_err(|e| {
-                ManagerError::BadCall(e.strip_prefix("TypeError: ").unwrap_or(&e).to_owned())
-            })?;
+            let args = bind(function, spec.params, call).map_err(ManagerError::bad_call)?;
             service.call(ctx, function, args).await
         }))
     }

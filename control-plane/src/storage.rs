@@ -26,9 +26,6 @@ use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Where the server keeps its database unless told otherwise (a SQLite file).
-pub const DEFAULT_DATABASE_URI: &str = "sqlite://./data/rhizo.db";
-
 /// A stored workspace: the persistent fields of `WorkspaceInfo` (workspace-api.md §2.5).
 /// `status` is runtime state and is not stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
