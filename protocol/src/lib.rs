@@ -4,6 +4,8 @@
 //! plane feed bytes and times in and take bytes out, so every codec and state machine is
 //! tested with plain calls (the way `quinn-proto` sits under `quinn`).
 //!
+//! * [`envelope`] — the inter-node envelope: how one rhizo node hands a frame to another over
+//!   the Bus (a small header, then the frame untouched).
 //! * [`frame`] — two-segment msgpack frames: header-only decode and the trusted-field rewrite
 //!   (protocol.md §2).
 //! * [`msgpack`] — allocation-free cursor helpers used by [`frame`].
@@ -18,6 +20,7 @@
 //! * [`token`] — JWT claims and scope strings in the reference format (protocol.md §8).
 //! * [`user`] — the user record stamped into headers (protocol.md §8.3).
 
+pub mod envelope;
 pub mod frame;
 pub mod handshake;
 pub mod message;

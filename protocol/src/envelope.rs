@@ -1,0 +1,266 @@
+//! The inter-node envelope: how one rhizo node hands a frame to another over the Bus
+//! (DESIGN.md "Router", issue 10). Sans-IO: encoding writes into the caller's `Vec`,
+//! decoding borrows its input and returns the frame as a sub-slice (a [`Bytes::slice`] with
+//! [`decode_bytes`]), so a received payload is never copied.
+//!
+//! Layout (all lengths big-endian, strings UTF-8):
+//!
+//! ```text
+//! offset  size  field
+//! 0       1     version           = 1 (VERSION)
+//! 1       1     kind              1 unicast, 2 broadcast, 3 reject-back, 4 event
+//! 2       1     origin length  O  (1..=255) — node id of the sender
+//! 3       O     origin
+//! 3+O     2     target length  T  (0..=65535)
+//! 5+O     T     target            client address `<ws>/<cid>` (unicast, reject, event)
+//!                                 or workspace id (broadcast)
+//! [broadcast and event only]
+//! 5+O+T   2     event length   E
+//! 7+O+T   E     event type        the frame's `type`, which subscribers filter on
+//! ...     rest  frame             the original two-segment msgpack frame, untouched
+//! ```
+//!
+//! Kinds: a **unicast** goes to one client address on the receiving node; a **broadcast**
+//! to every connection of a workspace subscribed to its event type; a **reject-back**
+//! carries a ready `<session>.reject` frame to the original caller on the origin node and
+//! is never bounced again; an **event** is a server event for one client address,
+//! delivered only if that client subscribed to its type.
+
+use bytes::Bytes;
+
+/// The envelope format version this module writes and reads.
+pub const VERSION: u8 = 1;
+
+/// Bytes of the fixed part of the header (version, kind, origin length, target length).
+const FIXED: usize = 1 + 1 + 1 + 2;
+
+/// What an envelope asks the receiving node to do with its frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind<'a> {
+    /// Deliver to the client at the target address.
+    Unicast,
+    /// Fan out to the connections of the target workspace subscribed to `event`.
+    Broadcast {
+        /// The frame's event type (its header's `type`).
+        event: &'a str,
+    },
+    /// A reject frame for the caller at the target address; never answered with
+    /// another reject.
+    Reject,
+    /// Deliver to the client at the target address if it subscribed to `event`.
+    Event {
+        /// The event type.
+        event: &'a str,
+    },
+}
+
+// === impl Kind ===
+
+impl Kind<'_> {
+    fn code(&self) -> u8 {
+        match self {
+            Kind::Unicast => 1,
+            Kind::Broadcast { .. } => 2,
+            Kind::Reject => 3,
+            Kind::Event { .. } => 4,
+        }
+    }
+
+    fn event(&self) -> Option<&str> {
+        match self {
+            Kind::Broadcast { event } | Kind::Event { event } => Some(event),
+            Kind::Unicast | Kind::Reject => None,
+        }
+    }
+}
+
+/// An envelope's header, borrowed from the bytes it was decoded from (or to be encoded).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Envelope<'a> {
+    /// What to do with the frame.
+    pub kind: Kind<'a>,
+    /// Node id of the sender (1 to 255 bytes).
+    pub origin: &'a str,
+    /// Client address or workspace id (at most 65535 bytes), see [`Kind`].
+    pub target: &'a str,
+}
+
+/// Why an envelope could not be encoded or decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnvelopeError {
+    /// The input ends inside the header.
+    #[error("envelope truncated")]
+    Truncated,
+    /// The first byte is not a version this node reads.
+    #[error("unknown envelope version {0}")]
+    UnknownVersion(u8),
+    /// The kind byte is not one of [`Kind`].
+    #[error("unknown envelope kind {0}")]
+    UnknownKind(u8),
+    /// A string field is not UTF-8.
+    #[error("envelope field {0} is not UTF-8")]
+    NotUtf8(&'static str),
+    /// A field is empty or too long to encode (origin 1..=255 bytes, target and event at
+    /// most 65535).
+    #[error("envelope field {0} has a bad length")]
+    BadLength(&'static str),
+}
+
+// === impl Envelope ===
+
+impl<'a> Envelope<'a> {
+    /// Bytes the header takes, excluding the frame.
+    pub fn header_len(&self) -> usize {
+        header_len_parts(self.kind, self.origin, self.target.len())
+    }
+
+    /// Appends the header then `frame` to `out`.
+    ///
+    /// Errors: [`EnvelopeError::BadLength`] if origin, target or event do not fit; `out` is
+    /// unchanged then.
+    pub fn encode_into(&self, out: &mut Vec<u8>, frame: &[u8]) -> Result<(), EnvelopeError> {
+        out.reserve(self.header_len() + frame.len());
+        write_header(out, self.kind, self.origin, &[self.target])?;
+        out.extend_from_slice(frame);
+        Ok(())
+    }
+
+    /// The header then `frame` in a new buffer.
+    pub fn encode(&self, frame: &[u8]) -> Result<Vec<u8>, EnvelopeError> {
+        let mut out = Vec::new();
+        self.encode_into(&mut out, frame)?;
+        Ok(out)
+    }
+
+    /// Reads the header of `input`; returns it and the frame as a sub-slice of `input`.
+    ///
+    /// Errors: [`EnvelopeError`] for truncated or malformed headers; never panics.
+    pub fn decode(input: &'a [u8]) -> Result<(Envelope<'a>, &'a [u8]), EnvelopeError> {
+        let (env, at) = decode_header(input)?;
+        Ok((env, &input[at..]))
+    }
+}
+
+/// Bytes the header takes for `kind`, `origin` and a target of `target_len` bytes.
+pub fn header_len_parts(kind: Kind<'_>, origin: &str, target_len: usize) -> usize {
+    FIXED + origin.len() + target_len + kind.event().map_or(0, |e| 2 + e.len())
+}
+
+/// Appends a header whose target is the concatenation of `target` (e.g. `[ws, "/", cid]`,
+/// to spare the caller a joined string). The frame is to be appended by the caller.
+///
+/// Errors: [`EnvelopeError::BadLength`] if origin, target or event do not fit; nothing is
+/// written then.
+pub fn write_header(
+    out: &mut Vec<u8>,
+    kind: Kind<'_>,
+    origin: &str,
+    target: &[&str],
+) -> Result<(), EnvelopeError> {
+    let target_len: usize = target.iter().map(|t| t.len()).sum();
+    if origin.is_empty() || origin.len() > u8::MAX as usize {
+        return Err(EnvelopeError::BadLength("origin"));
+    }
+    let target_len = u16::try_from(target_len).map_err(|_| EnvelopeError::BadLength("target"))?;
+    let event = match kind.event() {
+        Some(e) => Some((
+            u16::try_from(e.len()).map_err(|_| EnvelopeError::BadLength("event"))?,
+            e,
+        )),
+        None => None,
+    };
+    out.push(VERSION);
+    out.push(kind.code());
+    out.push(origin.len() as u8);
+    out.extend_from_slice(origin.as_bytes());
+    out.extend_from_slice(&target_len.to_be_bytes());
+    for t in target {
+        out.extend_from_slice(t.as_bytes());
+    }
+    if let Some((len, e)) = event {
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(e.as_bytes());
+    }
+    Ok(())
+}
+
+/// [`Envelope::decode`] for a `Bytes` buffer: the frame is a [`Bytes::slice`] of `input`
+/// (shares its allocation, no copy).
+pub fn decode_bytes(input: &Bytes) -> Result<(Envelope<'_>, Bytes), EnvelopeError> {
+    let (env, at) = decode_header(input)?;
+    Ok((env, input.slice(at..)))
+}
+
+/// Reads the header; returns it and the offset where the frame starts.
+fn decode_header(input: &[u8]) -> Result<(Envelope<'_>, usize), EnvelopeError> {
+    let mut r = Reader { input, at: 0 };
+    let version = r.byte()?;
+    if version != VERSION {
+        return Err(EnvelopeError::UnknownVersion(version));
+    }
+    let code = r.byte()?;
+    if !(1..=4).contains(&code) {
+        return Err(EnvelopeError::UnknownKind(code));
+    }
+    let origin_len = r.byte()? as usize;
+    if origin_len == 0 {
+        return Err(EnvelopeError::BadLength("origin"));
+    }
+    let origin = r.str(origin_len, "origin")?;
+    let target_len = r.u16()? as usize;
+    let target = r.str(target_len, "target")?;
+    let kind = match code {
+        1 => Kind::Unicast,
+        3 => Kind::Reject,
+        c => {
+            let len = r.u16()? as usize;
+            let event = r.str(len, "event")?;
+            if c == 2 {
+                Kind::Broadcast { event }
+            } else {
+                Kind::Event { event }
+            }
+        }
+    };
+    Ok((
+        Envelope {
+            kind,
+            origin,
+            target,
+        },
+        r.at,
+    ))
+}
+
+struct Reader<'a> {
+    input: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], EnvelopeError> {
+        let end = self.at.checked_add(n).ok_or(EnvelopeError::Truncated)?;
+        let s = self
+            .input
+            .get(self.at..end)
+            .ok_or(EnvelopeError::Truncated)?;
+        self.at = end;
+        Ok(s)
+    }
+
+    fn byte(&mut self) -> Result<u8, EnvelopeError> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn u16(&mut self) -> Result<u16, EnvelopeError> {
+        let b = self.take(2)?;
+        Ok(u16::from_be_bytes([b[0], b[1]]))
+    }
+
+    fn str(&mut self, n: usize, field: &'static str) -> Result<&'a str, EnvelopeError> {
+        std::str::from_utf8(self.take(n)?).map_err(|_| EnvelopeError::NotUtf8(field))
+    }
+}
+
+#[cfg(test)]
+mod tests;
