@@ -159,6 +159,9 @@ pub struct ApiError {
     pub status: StatusCode,
     /// The `detail` text.
     pub detail: String,
+    /// Sent as the bare text (`text/plain`) instead of the JSON object: the answers the
+    /// reference gives on `/{ws}/apps/…` (workspace-api.md §8.4).
+    pub plain: bool,
 }
 
 // === impl ApiError ===
@@ -169,6 +172,15 @@ impl ApiError {
         ApiError {
             status,
             detail: detail.into(),
+            plain: false,
+        }
+    }
+
+    /// The same error sent as plain text (workspace-api.md §8.4: the app routes).
+    pub fn into_plain(self) -> Self {
+        ApiError {
+            plain: true,
+            ..self
         }
     }
 
@@ -197,6 +209,9 @@ impl IntoResponse for ApiError {
         if self.status.is_server_error() {
             tracing::warn!(status = %self.status, detail = %self.detail, "HTTP request failed");
         }
+        if self.plain {
+            return (self.status, self.detail).into_response();
+        }
         let body = serde_json::json!({"success": false, "detail": self.detail});
         (self.status, axum::Json(body)).into_response()
     }
@@ -218,6 +233,28 @@ mod tests {
         assert_eq!(
             ManagerError::Remote("Exception: boom".into()).wire(),
             "Exception: boom"
+        );
+    }
+
+    #[tokio::test]
+    async fn app_route_errors_are_plain_text_the_rest_json() {
+        use axum::body::to_bytes;
+        let plain = ApiError::new(StatusCode::NOT_FOUND, "Function not found: a/b")
+            .into_plain()
+            .into_response();
+        assert_eq!(plain.status(), StatusCode::NOT_FOUND);
+        let ct = plain.headers()[axum::http::header::CONTENT_TYPE]
+            .to_str()
+            .unwrap();
+        assert!(ct.starts_with("text/plain"), "{ct}");
+        let body = to_bytes(plain.into_body(), 1024).await.unwrap();
+        assert_eq!(&body[..], b"Function not found: a/b");
+        let json = ApiError::from(ManagerError::NotFound("x".into())).into_response();
+        let body = to_bytes(json.into_body(), 1024).await.unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"success": false, "detail": "KeyError: x"})
         );
     }
 

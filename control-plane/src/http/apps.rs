@@ -9,7 +9,8 @@
 //!
 //! The app's own answers pass through as it made them, error statuses included. Where
 //! the server fails the request (unknown workspace or service, no such function, the call
-//! to the app failed) the answer is an [`ApiError`], `{"success": false, "detail": …}`.
+//! to the app failed) the answer is an [`ApiError`] sent as plain text, as the reference
+//! does on these routes (§8.4: e.g. 404 `Function not found: <path>`).
 
 use super::services::caller;
 use crate::error::{ApiError, ManagerError, ManagerResult};
@@ -58,7 +59,9 @@ async fn serve_root(
     Query(q): Query<BTreeMap<String, String>>,
     req: Request,
 ) -> Result<Response, ApiError> {
-    serve(m, ws, service_id, String::new(), q, req).await
+    serve(m, ws, service_id, String::new(), q, req)
+        .await
+        .map_err(ApiError::into_plain)
 }
 
 async fn serve_path(
@@ -67,7 +70,9 @@ async fn serve_path(
     Query(q): Query<BTreeMap<String, String>>,
     req: Request,
 ) -> Result<Response, ApiError> {
-    serve(m, ws, service_id, path, q, req).await
+    serve(m, ws, service_id, path, q, req)
+        .await
+        .map_err(ApiError::into_plain)
 }
 
 async fn serve(
