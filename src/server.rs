@@ -21,7 +21,8 @@ use rhizo_control_plane::service::{ControlService, ServiceSet};
 use rhizo_control_plane::storage::{MemoryStore, SqlStore, Store};
 use rhizo_control_plane::{Manager, ServerConfig};
 use rhizo_interface::RouterControl;
-use rhizo_router::{Router, RouterConfig};
+use rhizo_router::bus::redis::{RedisBus, RedisConfig};
+use rhizo_router::{Bus, InProcess, Router, RouterConfig};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -151,7 +152,11 @@ impl ServerBuilder {
                     .context("opening the database (--database-uri)")?,
             ),
         };
-        let router = Router::new(&format!("manager-{}", config.server_id), router_config);
+        let router = Router::with_bus(
+            &format!("manager-{}", config.server_id),
+            router_config,
+            bus(s, &config.server_id)?,
+        );
         let mut services = ServiceSet::default();
         for s in self.services {
             services.add(s).map_err(|e| anyhow::anyhow!(e))?;
@@ -207,6 +212,21 @@ pub fn http_app(router: &Router, manager: &Arc<Manager>, base: &str) -> axum::Ro
     } else {
         axum::Router::new().nest(base, app)
     }
+}
+
+/// The Bus picked once at start: Redis with `--redis-uri` (node id = the server id), else
+/// the single-node in-process bus. Nothing connects here; an unreachable Redis is retried
+/// by the bus in the background.
+fn bus(s: &Settings, node_id: &str) -> Result<Arc<dyn Bus>, ConfigError> {
+    let Some(uri) = s.redis_uri.as_deref() else {
+        return Ok(Arc::new(InProcess));
+    };
+    let cfg = RedisConfig::new(uri, &s.redis_prefix, node_id);
+    let bus = RedisBus::new(cfg).map_err(|e| ConfigError {
+        flag: "--redis-uri",
+        problem: e.to_string(),
+    })?;
+    Ok(Arc::new(bus))
 }
 
 fn resolve(host: &str, port: u16) -> anyhow::Result<SocketAddr> {
@@ -291,6 +311,8 @@ impl Server {
             let _ = stop.send(());
         }
         self.router.shutdown();
+        // Tell the other nodes now (no TTL wait); bounded so a dead Redis cannot hold us.
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.router.bus_settled()).await;
         let deadline = tokio::time::Instant::now() + SHUTDOWN_DEADLINE;
         while RouterControl::counters(&self.router).connections > 0
             && tokio::time::Instant::now() < deadline

@@ -104,6 +104,17 @@ pub struct Settings {
     /// Handshakes handled at once; others wait up to 30 s, then get 1013 (0: no limit).
     #[arg(long, env = "HYPHA_MAX_CONCURRENT_CONNECTIONS", default_value_t = Limits::default().concurrent_handshakes)]
     pub max_concurrent_connections: usize,
+    /// Redis shared by the nodes of a cluster, e.g. `redis://127.0.0.1:6379/0`: frames for
+    /// clients on other nodes and broadcasts go through it, and it holds the directory of
+    /// which node has which client. The node id is the server id. Without it the server
+    /// is a single node and nothing leaves the process. An unreachable Redis does not
+    /// stop the server: it serves its own clients and reconnects with backoff.
+    #[arg(long, env = "HYPHA_REDIS_URI")]
+    pub redis_uri: Option<String>,
+    /// Prefix of every Redis key and channel of the cluster, so that clusters (or tests)
+    /// can share one Redis.
+    #[arg(long, env = "RHIZO_REDIS_PREFIX", default_value = "rhizo")]
+    pub redis_prefix: String,
 }
 
 /// A setting that cannot be used, found before anything is bound. `rhizo serve` exits
@@ -182,6 +193,23 @@ impl Settings {
         }
         if !(self.base_path.is_empty() || self.base_path.starts_with('/')) {
             return Err(bad("--base-path", "must start with '/'"));
+        }
+        if self.redis_prefix.is_empty() || self.redis_prefix.contains(char::is_whitespace) {
+            return Err(bad(
+                "--redis-prefix",
+                "must be non-empty and without whitespace",
+            ));
+        }
+        if let Some(u) = &self.redis_uri {
+            if !(u.starts_with("redis://")
+                || u.starts_with("rediss://")
+                || u.starts_with("unix://"))
+            {
+                return Err(bad(
+                    "--redis-uri",
+                    "must be a redis://, rediss:// or unix:// URI",
+                ));
+            }
         }
         if let Some(u) = &self.public_base_url {
             if !(u.starts_with("http://") || u.starts_with("https://")) {
@@ -292,6 +320,17 @@ mod tests {
         assert_eq!(s.port, 0);
         assert_eq!(s.base(), "/hypha");
         assert_eq!(s.validate(), Ok(()));
+        assert!(s.redis_uri.is_none(), "single node unless --redis-uri");
+        assert_eq!(s.redis_prefix, "rhizo");
+        let s = parse(&[
+            "--redis-uri",
+            "redis://127.0.0.1:6379/0",
+            "--redis-prefix",
+            "t1",
+        ]);
+        assert_eq!(s.redis_uri.as_deref(), Some("redis://127.0.0.1:6379/0"));
+        assert_eq!(s.redis_prefix, "t1");
+        assert_eq!(s.validate(), Ok(()));
     }
 
     #[test]
@@ -334,6 +373,8 @@ mod tests {
             (&["--base-path", "hypha"][..], "--base-path"),
             (&["--public-base-url", "ftp://x"][..], "--public-base-url"),
             (&["--root-token", "short"][..], "--root-token"),
+            (&["--redis-uri", "http://x"][..], "--redis-uri"),
+            (&["--redis-prefix", ""][..], "--redis-prefix"),
         ] {
             let err = parse(args).validate().unwrap_err();
             assert_eq!(err.flag, flag, "{args:?}");

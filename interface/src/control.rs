@@ -24,7 +24,9 @@ pub struct ClientPresence {
 }
 
 /// A point-in-time copy of the router's load and traffic counters (all monotonic since
-/// start, except the gauges `connections`, `queued_bytes_total` and `queued_bytes_max`).
+/// start, except the gauges `connections`, `queued_bytes_total`, `queued_bytes_max`,
+/// `bus_inbox_backlog` and `bus_connected`). The `bus_*` figures are those of the cluster
+/// bus (issue 10) and stay 0 on a single node.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CountersSnapshot {
     /// Binary frames received from clients.
@@ -47,6 +49,18 @@ pub struct CountersSnapshot {
     pub queued_bytes_total: u64,
     /// Bytes waiting in the fullest egress queue now.
     pub queued_bytes_max: u64,
+    /// Envelopes this node handed to the cluster bus (written to Redis).
+    pub bus_sent: u64,
+    /// Envelopes received from other nodes (delivered or dropped).
+    pub bus_received: u64,
+    /// Received envelopes dropped because the bus inbox was full.
+    pub bus_inbox_dropped: u64,
+    /// Outgoing envelopes dropped: bus queue full, bus disconnected, or a failed write.
+    pub bus_outbox_dropped: u64,
+    /// Envelopes waiting in the bus inbox now.
+    pub bus_inbox_backlog: u64,
+    /// 1 while the cluster bus is connected, else 0 (always 0 on a single node).
+    pub bus_connected: u64,
 }
 
 /// The router as the control plane drives it. Implemented by `rhizo_router::Router`.

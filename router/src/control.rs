@@ -91,6 +91,7 @@ impl RouterControl for Router {
             total += q;
             max = max.max(q);
         }
+        let bus = self.inner.bus.stats();
         CountersSnapshot {
             frames_in: c.frames_in.load(Relaxed),
             bytes_in: c.bytes_in.load(Relaxed),
@@ -102,6 +103,12 @@ impl RouterControl for Router {
             connections: c.connections.load(Relaxed),
             queued_bytes_total: total,
             queued_bytes_max: max,
+            bus_sent: bus.sent,
+            bus_received: bus.received,
+            bus_inbox_dropped: bus.inbox_dropped,
+            bus_outbox_dropped: bus.outbox_dropped,
+            bus_inbox_backlog: bus.inbox_backlog,
+            bus_connected: u64::from(bus.connected),
         }
     }
 }

@@ -12,8 +12,12 @@
 //! * [`table`] — the sharded client table.
 //! * [`egress`] — per-connection bounded queues and the slow-consumer policy.
 //! * [`close`] — close reasons. [`rate`] — per-connection message budgets.
+//! * [`bus`] — the Bus between nodes (in-process | Redis); [`directory`] — which node
+//!   holds which client.
 
+pub mod bus;
 mod control;
+pub mod directory;
 mod egress;
 pub mod http_stream;
 #[cfg(feature = "internals")]
@@ -23,6 +27,7 @@ pub mod route;
 mod table;
 pub mod ws;
 
+pub use bus::{Bus, BusStats, InProcess};
 /// Close reasons and the control-plane hooks live in the interface crate that both planes
 /// depend on; re-exported here under their old paths.
 pub use rhizo_interface::{close, hooks};

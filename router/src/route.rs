@@ -2,18 +2,20 @@
 //! stamp the trusted fields, deliver to one connection, the manager or the subscribers of a
 //! workspace, and answer undeliverable calls with a reject the caller understands.
 
+use crate::bus::{Bus, BusError, InProcess, LocalClients};
 use crate::close::CloseReason;
 use crate::egress::{Outbound, PushError};
 use crate::hooks::ControlHooks;
 use crate::table::{ClientTable, Conn};
 use crate::{Counters, RouterConfig};
 use bytes::Bytes;
+use rhizo_protocol::envelope::{self, Kind};
 use rhizo_protocol::frame::{rewritten_len, write_rewritten_header, HeaderView};
 use rhizo_protocol::handshake;
 use rhizo_protocol::message::encode_frame;
 use rhizo_protocol::value;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, Weak};
 
 /// Why a frame from a client was not delivered. Every variant is reported to the sender:
 /// as a `<session>.reject` when the frame carries a session, otherwise as an
@@ -38,6 +40,10 @@ pub enum RouteError {
     /// Broadcast into another workspace.
     #[error("Permission denied: cannot broadcast to workspace {0} from workspace {1}")]
     ForeignBroadcast(String, String),
+    /// The target may be on another node, but the cluster bus is disconnected (it
+    /// reconnects with backoff).
+    #[error("Peer {0} cannot be reached now: the cluster bus (Redis) is disconnected")]
+    ClusterDown(String),
 }
 
 /// Where a routed frame goes, decided from its header alone by the resolve step before
@@ -52,12 +58,10 @@ pub(crate) enum Destination<'t> {
     /// Every connection of this workspace subscribed to the frame's `type` (a `"<ws>/*"`
     /// broadcast, fan-out).
     Workspace(&'t str),
-    /// A client connected to another router instance, named by that instance's node id,
-    /// reached through the Bus (DESIGN.md "Router"). Not produced yet: this router knows
-    /// only its own connections until the Redis Bus lands; delivering it reports the
-    /// target as not connected.
-    #[allow(dead_code)] // constructed by the Bus (scale-out issue)
-    Remote(String),
+    /// A client connected to another router instance, named by that instance's node id
+    /// (from the [`crate::directory`]), reached through the Bus as one envelope (DESIGN.md
+    /// "Router").
+    Remote(Arc<str>),
 }
 
 /// A connection's memory of its last unicast target: the raw `to` it wrote, the
@@ -97,25 +101,54 @@ pub(crate) struct Inner {
     pub(crate) counters: Counters,
     pub(crate) next_id: std::sync::atomic::AtomicU64,
     pub(crate) shutdown: tokio::sync::watch::Sender<bool>,
+    /// The Bus to other nodes, picked once at start ([`InProcess`] by default).
+    pub(crate) bus: Arc<dyn Bus>,
+}
+
+/// The local clients as the Bus sees them (without keeping the router alive).
+struct LocalView(Weak<Inner>);
+
+impl LocalClients for LocalView {
+    fn addresses(&self) -> Vec<String> {
+        self.0
+            .upgrade()
+            .map(|i| i.table.all().iter().map(|c| c.addr.clone()).collect())
+            .unwrap_or_default()
+    }
 }
 
 // === impl Router ===
 
 impl Router {
-    /// A router whose manager peer is `*/<manager_id>`.
+    /// A single-node router ([`InProcess`] bus) whose manager peer is `*/<manager_id>`.
     pub fn new(manager_id: &str, config: RouterConfig) -> Self {
+        Router::with_bus(manager_id, config, Arc::new(InProcess))
+    }
+
+    /// A router whose manager peer is `*/<manager_id>`, reaching other nodes through
+    /// `bus`. Starts the bus (a clustered bus needs a tokio runtime) and the task that
+    /// delivers what other nodes send here.
+    pub fn with_bus(manager_id: &str, config: RouterConfig, bus: Arc<dyn Bus>) -> Self {
         let (shutdown, _) = tokio::sync::watch::channel(false);
-        Router {
-            inner: Arc::new(Inner {
-                table: ClientTable::default(),
-                manager_addr: format!("*/{manager_id}"),
-                hooks: OnceLock::new(),
-                config,
-                counters: Counters::default(),
-                next_id: std::sync::atomic::AtomicU64::new(1),
-                shutdown,
-            }),
+        let inner = Arc::new(Inner {
+            table: ClientTable::with_bus(bus.clone()),
+            manager_addr: format!("*/{manager_id}"),
+            hooks: OnceLock::new(),
+            config,
+            counters: Counters::default(),
+            next_id: std::sync::atomic::AtomicU64::new(1),
+            shutdown,
+            bus,
+        });
+        if let Some(inbox) = inner.bus.start(Arc::new(LocalView(Arc::downgrade(&inner)))) {
+            tokio::spawn(drain_inbox(Arc::downgrade(&inner), inbox));
         }
+        Router { inner }
+    }
+
+    /// The Bus to other nodes.
+    pub fn bus(&self) -> &Arc<dyn Bus> {
+        &self.inner.bus
     }
 
     /// Installs the control plane. Must be called once before serving.
@@ -150,12 +183,21 @@ impl Router {
         &self.inner.config
     }
 
-    /// Tells every connection to close with `CloseReason::Shutdown`.
+    /// Tells every connection to close with `CloseReason::Shutdown`, and the other nodes
+    /// at once that this one is leaving ([`Bus::shutdown`]; await
+    /// [`Router::bus_settled`] before exiting so the announcement gets out).
     pub fn shutdown(&self) {
         let _ = self.inner.shutdown.send(true);
+        self.inner.bus.shutdown();
         for c in self.inner.table.all() {
             c.egress.close(CloseReason::Shutdown);
         }
+    }
+
+    /// Completes once the bus stopped after [`Router::shutdown`] (at once for the
+    /// in-process bus). Bound it with a timeout.
+    pub async fn bus_settled(&self) {
+        self.inner.bus.settled().await
     }
 
     pub(crate) fn shutdown_signal(&self) -> tokio::sync::watch::Receiver<bool> {
@@ -272,7 +314,7 @@ impl Router {
             }
         }
         let Some(t) = self.inner.table.get(ws, cid) else {
-            return Err(RouteError::NotConnected(format!("{ws}/{cid}")));
+            return self.resolve_remote(ws, cid);
         };
         if !cache.disabled {
             cache.generation = generation;
@@ -281,6 +323,23 @@ impl Router {
             cache.target = Some(t.clone());
         }
         Ok(Destination::Local(t))
+    }
+
+    /// A local miss: the node the directory names for `ws`/`cid`, if any (issue 10).
+    /// Errors: [`RouteError::ClusterDown`] when the directory knows nobody and the bus is
+    /// disconnected (it may be stale), else [`RouteError::NotConnected`]. No I/O; allocates
+    /// only the error.
+    fn resolve_remote<'t>(&self, ws: &str, cid: &str) -> Result<Destination<'t>, RouteError> {
+        let bus = &self.inner.bus;
+        if bus.clustered() {
+            if let Some(node) = bus.locate(ws, cid) {
+                return Ok(Destination::Remote(node));
+            }
+            if !bus.connected() {
+                return Err(RouteError::ClusterDown(format!("{ws}/{cid}")));
+            }
+        }
+        Err(RouteError::NotConnected(format!("{ws}/{cid}")))
     }
 
     /// Builds the frame `conn` sent, with its header rewritten for `to` (protocol.md §2.3
@@ -297,9 +356,20 @@ impl Router {
     ) -> Result<(), RouteError> {
         let stamp = &conn.stamp[..];
         let body = &frame[view.header_len()..];
+        let to_len = ws.len() + 1 + cid.len();
+        // For another node the envelope header goes first, in the same buffer.
+        let node_id = self.inner.bus.node_id();
+        let envelope_len = match dest {
+            Destination::Remote(_) => envelope::header_len_parts(Kind::Unicast, node_id, to_len),
+            _ => 0,
+        };
         let mut out = Vec::with_capacity(
-            rewritten_len(view, ws.len() + 1 + cid.len(), stamp.len()) + body.len(),
+            envelope_len + rewritten_len(view, to_len, stamp.len()) + body.len(),
         );
+        if envelope_len > 0 {
+            envelope::write_header(&mut out, Kind::Unicast, node_id, &[ws, "/", cid])
+                .map_err(|_| RouteError::NotConnected(format!("{ws}/{cid}")))?;
+        }
         write_rewritten_header(&mut out, frame, view, &[ws, "/", cid], stamp);
         out.extend_from_slice(body);
         let out = Bytes::from(out);
@@ -311,6 +381,7 @@ impl Router {
             Destination::Workspace(ws) => {
                 let kind = view.kind(frame).unwrap_or_default();
                 self.fan_out(ws, kind, &out);
+                self.publish_broadcast(ws, kind, &out);
                 Ok(())
             }
             Destination::Local(target) => {
@@ -320,8 +391,117 @@ impl Router {
                 self.push(&target, Outbound::Binary(out))
                     .map_err(|_| RouteError::SlowPeer(format!("{ws}/{cid}")))
             }
-            Destination::Remote(_) => Err(RouteError::NotConnected(format!("{ws}/{cid}"))),
+            Destination::Remote(node) => self
+                .inner
+                .bus
+                .send_to_node(&node, out)
+                .map_err(|e| bus_refusal(e, ws, cid)),
         }
+    }
+
+    /// Publishes a broadcast `frame` of event type `kind` in `ws` for the other nodes
+    /// (a no-op on a single node). Best effort: a refused envelope is counted by the bus.
+    fn publish_broadcast(&self, ws: &str, kind: &str, frame: &[u8]) {
+        let bus = &self.inner.bus;
+        if !bus.clustered() {
+            return;
+        }
+        let head = envelope::Envelope {
+            kind: Kind::Broadcast { event: kind },
+            origin: bus.node_id(),
+            target: ws,
+        };
+        if let Ok(env) = head.encode(frame) {
+            let _ = bus.publish_workspace(ws, Bytes::from(env));
+        }
+    }
+
+    /// Sends `frame` to `addr` on `node` as one envelope of `kind`.
+    fn send_remote(
+        &self,
+        node: &Arc<str>,
+        kind: Kind<'_>,
+        addr: &str,
+        frame: &[u8],
+    ) -> Result<(), BusError> {
+        let bus = &self.inner.bus;
+        let head = envelope::Envelope {
+            kind,
+            origin: bus.node_id(),
+            target: addr,
+        };
+        let env = head.encode(frame).map_err(|_| BusError::Full)?;
+        bus.send_to_node(node, Bytes::from(env))
+    }
+
+    /// Delivers one envelope another node sent here (the inbox drain calls it). The frame
+    /// was stamped by the origin node's router, which is trusted; the target is checked
+    /// again here: a call (a frame with a `session`) for a client that is not connected,
+    /// or whose queue is full, is answered with a reject-back to the origin node.
+    /// Malformed envelopes are dropped and counted.
+    pub(crate) fn receive_envelope(&self, env: Bytes) {
+        let Ok((head, frame)) = envelope::decode_bytes(&env) else {
+            self.inner.counters.dropped.fetch_add(1, Relaxed);
+            return;
+        };
+        match head.kind {
+            Kind::Unicast => match self.inner.table.get_addr(head.target) {
+                Some(t) => {
+                    if self.push(&t, Outbound::Binary(frame.clone())).is_err() {
+                        let e = RouteError::SlowPeer(head.target.to_owned());
+                        self.reject_back(head.origin, head.target, &frame, &e.to_string());
+                    }
+                }
+                None => {
+                    let e = RouteError::NotConnected(head.target.to_owned());
+                    self.reject_back(head.origin, head.target, &frame, &e.to_string());
+                }
+            },
+            Kind::Event { event } => {
+                if let Some(t) = self.inner.table.get_addr(head.target) {
+                    if t.subscribed(event) {
+                        let _ = self.push(&t, Outbound::Binary(frame));
+                    }
+                }
+            }
+            Kind::Broadcast { event } => {
+                if head.origin != self.inner.bus.node_id() {
+                    self.fan_out(head.target, event, &frame);
+                }
+            }
+            Kind::Reject => {
+                if head.target == self.inner.manager_addr {
+                    self.hooks().manager_frame(frame);
+                } else if let Some(t) = self.inner.table.get_addr(head.target) {
+                    let _ = self.push(&t, Outbound::Binary(frame));
+                }
+            }
+        }
+    }
+
+    /// Answers a call in `frame` (sent from a client on `origin` to `target` here) with
+    /// `<session>.reject` carrying `message`, through the origin node. Frames without a
+    /// session are dropped and counted.
+    fn reject_back(&self, origin: &str, target: &str, frame: &[u8], message: &str) {
+        self.inner.counters.rejected.fetch_add(1, Relaxed);
+        // Rare path: the stamped `from` is not among the routing fields, so the header is
+        // decoded whole here.
+        let Ok(rmpv::Value::Map(header)) = rmpv::decode::read_value(&mut &frame[..]) else {
+            return;
+        };
+        let field = |k: &str| {
+            header
+                .iter()
+                .find(|(key, _)| key.as_str() == Some(k))
+                .and_then(|(_, v)| v.as_str())
+        };
+        let (Some(session), Some(from)) = (field("session"), field("from")) else {
+            self.inner.counters.dropped.fetch_add(1, Relaxed);
+            return;
+        };
+        let reject = reject_frame(target, from, session, message);
+        let node: Arc<str> = Arc::from(origin);
+        let _ = self.send_remote(&node, Kind::Reject, from, &reject);
     }
 
     fn manager_id(&self) -> &str {
@@ -365,14 +545,7 @@ impl Router {
     /// Sends the synthetic `<session>.reject` of protocol.md §2.6 to `conn`, as if from
     /// `target`.
     fn reject_to(&self, conn: &Arc<Conn>, target: &str, session: &str, message: &str) {
-        let header = value::map([
-            ("type", "method".into()),
-            ("from", target.into()),
-            ("to", conn.addr.as_str().into()),
-            ("method", format!("{session}.reject").into()),
-        ]);
-        let extra = value::map([("args", rmpv::Value::Array(vec![value::error(message)]))]);
-        let frame = encode_frame(&header, Some(&extra));
+        let frame = reject_frame(target, &conn.addr, session, message);
         // Bounded like any frame: a client that floods bad frames and never reads cannot
         // grow its own queue without limit.
         let _ = self.push(conn, Outbound::Binary(Bytes::from(frame)));
@@ -380,24 +553,79 @@ impl Router {
 
     /// Delivers a frame built by the manager (already carrying `from: "*/<manager_id>"`) to
     /// one client address. Returns false if the client is not connected or not accepting.
+    /// A client on another node is reached through the Bus; then true means the envelope
+    /// was queued for that node.
     pub fn deliver(&self, to: &str, frame: Bytes) -> bool {
-        let Some(target) = self.inner.table.get_addr(to) else {
-            return false;
-        };
-        self.push(&target, Outbound::Binary(frame)).is_ok()
+        match self.inner.table.get_addr(to) {
+            Some(target) => self.push(&target, Outbound::Binary(frame)).is_ok(),
+            None => self
+                .locate_addr(to)
+                .is_some_and(|node| self.send_remote(&node, Kind::Unicast, to, &frame).is_ok()),
+        }
     }
 
-    /// Delivers a server event (a single-map frame) to the subscribers of `kind` in `ws`.
+    /// Delivers a server event (a single-map frame) to the subscribers of `kind` in `ws`,
+    /// on this node and (through the Bus) on the others.
     pub fn broadcast_event(&self, ws: &str, kind: &str, frame: Bytes) {
         self.fan_out(ws, kind, &frame);
+        self.publish_broadcast(ws, kind, &frame);
     }
 
-    /// Delivers a server event to one client address if it subscribed to `kind`.
+    /// Delivers a server event to one client address if it subscribed to `kind`, on
+    /// whichever node it is connected to.
     pub fn deliver_event(&self, to: &str, kind: &str, frame: Bytes) {
-        if let Some(target) = self.inner.table.get_addr(to) {
-            if target.subscribed(kind) {
-                let _ = self.push(&target, Outbound::Binary(frame));
+        match self.inner.table.get_addr(to) {
+            Some(target) => {
+                if target.subscribed(kind) {
+                    let _ = self.push(&target, Outbound::Binary(frame));
+                }
             }
+            None => {
+                if let Some(node) = self.locate_addr(to) {
+                    let _ = self.send_remote(&node, Kind::Event { event: kind }, to, &frame);
+                }
+            }
+        }
+    }
+
+    fn locate_addr(&self, addr: &str) -> Option<Arc<str>> {
+        let (ws, cid) = addr.split_once('/')?;
+        self.inner.bus.locate(ws, cid)
+    }
+}
+
+/// The synthetic `<session>.reject` of protocol.md §2.6 from `from` to `to`.
+fn reject_frame(from: &str, to: &str, session: &str, message: &str) -> Vec<u8> {
+    let header = value::map([
+        ("type", "method".into()),
+        ("from", from.into()),
+        ("to", to.into()),
+        ("method", format!("{session}.reject").into()),
+    ]);
+    let extra = value::map([("args", rmpv::Value::Array(vec![value::error(message)]))]);
+    encode_frame(&header, Some(&extra))
+}
+
+/// The error a sender gets when the Bus refused its frame for `ws`/`cid`.
+fn bus_refusal(e: BusError, ws: &str, cid: &str) -> RouteError {
+    match e {
+        BusError::Full => RouteError::SlowPeer(format!("{ws}/{cid}")),
+        BusError::Disconnected => RouteError::ClusterDown(format!("{ws}/{cid}")),
+        BusError::NotClustered => RouteError::NotConnected(format!("{ws}/{cid}")),
+    }
+}
+
+/// Delivers what other nodes send to this one, in batches, until the bus or the router
+/// goes away. The bus's reader only `try_send`s into `inbox`; this task does the work.
+async fn drain_inbox(inner: Weak<Inner>, mut inbox: tokio::sync::mpsc::Receiver<Bytes>) {
+    let mut batch = Vec::with_capacity(64);
+    while inbox.recv_many(&mut batch, 64).await > 0 {
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        let router = Router { inner };
+        for env in batch.drain(..) {
+            router.receive_envelope(env);
         }
     }
 }

@@ -1,7 +1,13 @@
 //! The client table: every live connection of this router, keyed by workspace and client
 //! id (DESIGN.md "Router"). Sharded `DashMap`s; no guard is ever held across an `.await`
 //! (callers clone the `Arc<Conn>` out and drop the guard before sending).
+//!
+//! The table tells the [`Bus`] about local interest: a workspace's first local member and
+//! its last ([`Bus::workspace_interest`]), and every address gained or lost
+//! ([`Bus::client_joined`], [`Bus::client_left`]). Those calls are made under the shard
+//! lock that orders the change, so the bus sees them in table order; they never wait.
 
+use crate::bus::{Bus, InProcess};
 use crate::egress::Egress;
 use crate::http_stream::StreamCredentials;
 use bytes::Bytes;
@@ -162,16 +168,40 @@ type Hasher = foldhash::fast::RandomState;
 type Members = Arc<DashMap<String, Arc<Conn>, Hasher>>;
 
 /// Live connections: workspace → client id → connection.
-#[derive(Debug, Default)]
 pub struct ClientTable {
     workspaces: DashMap<String, Members, Hasher>,
     /// Bumped by every insert and removal; route caches compare it.
     generation: std::sync::atomic::AtomicU64,
+    /// Told about local interest (see the module docs).
+    bus: Arc<dyn Bus>,
+}
+
+impl Default for ClientTable {
+    fn default() -> Self {
+        ClientTable::with_bus(Arc::new(InProcess))
+    }
+}
+
+impl std::fmt::Debug for ClientTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientTable")
+            .field("workspaces", &self.workspaces.len())
+            .finish_non_exhaustive()
+    }
 }
 
 // === impl ClientTable ===
 
 impl ClientTable {
+    /// An empty table that reports local interest to `bus`.
+    pub fn with_bus(bus: Arc<dyn Bus>) -> Self {
+        ClientTable {
+            workspaces: DashMap::default(),
+            generation: Default::default(),
+            bus,
+        }
+    }
+
     /// Inserts `conn`, returning the connection it supersedes (now marked superseded).
     ///
     /// The member is inserted while the workspace's entry is held (its shard locked), so a
@@ -181,7 +211,14 @@ impl ClientTable {
     /// awaits.
     pub fn insert(&self, conn: Arc<Conn>) -> Option<Arc<Conn>> {
         let old = {
-            let members = self.workspaces.entry(conn.ws.clone()).or_default();
+            let members = match self.workspaces.entry(conn.ws.clone()) {
+                dashmap::Entry::Occupied(o) => o.into_ref(),
+                dashmap::Entry::Vacant(v) => {
+                    self.bus.workspace_interest(&conn.ws, true);
+                    v.insert(Members::default())
+                }
+            };
+            self.bus.client_joined(&conn.addr);
             members.insert(conn.cid.clone(), conn)
         };
         self.generation.fetch_add(1, Ordering::Release);
@@ -203,12 +240,24 @@ impl ClientTable {
                 return false;
             };
             members
-                .remove_if(&conn.cid, |_, c| c.id == conn.id)
+                .remove_if(&conn.cid, |_, c| {
+                    let current = c.id == conn.id;
+                    if current {
+                        self.bus.client_left(&conn.addr);
+                    }
+                    current
+                })
                 .is_some()
         };
         if removed {
             self.generation.fetch_add(1, Ordering::Release);
-            self.workspaces.remove_if(&conn.ws, |_, m| m.is_empty());
+            self.workspaces.remove_if(&conn.ws, |_, m| {
+                let empty = m.is_empty();
+                if empty {
+                    self.bus.workspace_interest(&conn.ws, false);
+                }
+                empty
+            });
         }
         removed
     }
@@ -305,6 +354,84 @@ mod tests {
         assert!(a.subscribed("ev"));
         a.unsubscribe(["ev"]);
         assert!(!a.subscribed("ev"));
+    }
+
+    /// Records what the table tells the bus.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<String>>);
+
+    impl Bus for Recorder {
+        fn node_id(&self) -> &str {
+            "n"
+        }
+        fn clustered(&self) -> bool {
+            true
+        }
+        fn connected(&self) -> bool {
+            true
+        }
+        fn locate(&self, _: &str, _: &str) -> Option<Arc<str>> {
+            None
+        }
+        fn send_to_node(&self, _: &Arc<str>, _: Bytes) -> Result<(), crate::bus::BusError> {
+            Ok(())
+        }
+        fn publish_workspace(&self, _: &str, _: Bytes) -> Result<(), crate::bus::BusError> {
+            Ok(())
+        }
+        fn workspace_interest(&self, ws: &str, wanted: bool) {
+            let verb = if wanted { "sub" } else { "unsub" };
+            self.0.lock().unwrap().push(format!("{verb} {ws}"));
+        }
+        fn client_joined(&self, addr: &str) {
+            self.0.lock().unwrap().push(format!("join {addr}"));
+        }
+        fn client_left(&self, addr: &str) {
+            self.0.lock().unwrap().push(format!("leave {addr}"));
+        }
+        fn start(
+            &self,
+            _: Arc<dyn crate::bus::LocalClients>,
+        ) -> Option<tokio::sync::mpsc::Receiver<Bytes>> {
+            None
+        }
+        fn shutdown(&self) {}
+        fn settled(&self) -> crate::bus::Settle {
+            Box::pin(async {})
+        }
+        fn stats(&self) -> crate::bus::BusStats {
+            Default::default()
+        }
+    }
+
+    /// First member in subscribes, last one out unsubscribes; a superseded connection's
+    /// removal tells the bus nothing (its successor holds the address).
+    #[test]
+    fn interest_follows_first_and_last_member() {
+        let rec = Arc::new(Recorder::default());
+        let t = ClientTable::with_bus(rec.clone());
+        let (a, b, a2) = (conn(1, "w", "a"), conn(2, "w", "b"), conn(3, "w", "a"));
+        t.insert(a.clone());
+        t.insert(b.clone());
+        t.insert(a2.clone());
+        assert!(!t.remove(&a));
+        assert!(t.remove(&b));
+        assert!(t.remove(&a2));
+        t.insert(conn(4, "w", "c"));
+        assert_eq!(
+            *rec.0.lock().unwrap(),
+            [
+                "sub w",
+                "join w/a",
+                "join w/b",
+                "join w/a",
+                "leave w/b",
+                "leave w/a",
+                "unsub w",
+                "sub w",
+                "join w/c",
+            ]
+        );
     }
 
     /// Threads join and leave one workspace, each under its own client id, so the

@@ -115,6 +115,47 @@ async fn metrics(State(m): State<Arc<Manager>>) -> impl IntoResponse {
         "Bytes waiting in the fullest egress queue.",
         c.queued_bytes_max,
     );
+    // The cluster bus (issue 10); all 0 on a single node.
+    for (name, kind, help, value) in [
+        (
+            "rhizo_bus_envelopes_sent_total",
+            "counter",
+            "Envelopes handed to the cluster bus.",
+            c.bus_sent,
+        ),
+        (
+            "rhizo_bus_envelopes_received_total",
+            "counter",
+            "Envelopes received from other nodes.",
+            c.bus_received,
+        ),
+        (
+            "rhizo_bus_inbox_dropped_total",
+            "counter",
+            "Received envelopes dropped because the bus inbox was full.",
+            c.bus_inbox_dropped,
+        ),
+        (
+            "rhizo_bus_outbox_dropped_total",
+            "counter",
+            "Outgoing envelopes dropped (bus queue full, disconnected, failed write).",
+            c.bus_outbox_dropped,
+        ),
+        (
+            "rhizo_bus_inbox_backlog",
+            "gauge",
+            "Envelopes waiting in the bus inbox.",
+            c.bus_inbox_backlog,
+        ),
+        (
+            "rhizo_bus_connected",
+            "gauge",
+            "1 while the cluster bus is connected.",
+            c.bus_connected,
+        ),
+    ] {
+        metric(name, kind, help, value);
+    }
     let clients = m.router.workspace_counts();
     let _ = writeln!(out, "# HELP rhizo_workspace_clients Connected clients per workspace.\n# TYPE rhizo_workspace_clients gauge");
     for (ws, n) in &clients {

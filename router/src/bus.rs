@@ -1,0 +1,175 @@
+//! The Bus: how router instances (nodes) hand frames to each other (DESIGN.md "Router",
+//! "Modes"; STYLE.md practices 12–13). One implementation is picked once at start and the
+//! router holds it as `Arc<dyn Bus>`:
+//!
+//! * [`InProcess`] — the default: a single node, nothing leaves the process, every call is
+//!   a no-op and [`Bus::locate`] finds nobody, so the router behaves as without a Bus.
+//! * [`self::redis::RedisBus`] — Redis pub/sub between nodes that share one Redis, with the
+//!   [`crate::directory`] of which node holds which client.
+//!
+//! Contract: every method is synchronous and never waits on I/O. Sending hands an encoded
+//! envelope ([`rhizo_protocol::envelope`]) to a bounded outgoing queue drained by the bus's
+//! own task; a full queue or a disconnected bus is an immediate error, which the router
+//! turns into a reject like a slow peer's. Received envelopes reach the router through the
+//! bounded inbox that [`Bus::start`] returns; when it is full they are dropped and counted.
+//!
+//! Interest: the client table calls [`Bus::workspace_interest`] on a workspace's first
+//! local member and its last (under the table's shard lock, so the calls for one workspace
+//! are ordered), and [`Bus::client_joined`] / [`Bus::client_left`] for every address it
+//! gains or loses. The Redis bus keeps the wanted set and reconciles its subscriptions with
+//! it, also after a reconnect; a subscription that fails is retried at the next reconnect
+//! rather than undone, since the local member it serves is already connected.
+
+pub mod redis;
+
+use bytes::Bytes;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// Why an envelope was not handed to the bus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BusError {
+    /// Single-node bus: there is no other node.
+    #[error("no other node: this server runs without a cluster bus")]
+    NotClustered,
+    /// The outgoing queue is full (Redis is slower than the senders); the envelope was
+    /// dropped and counted.
+    #[error("the cluster bus is congested")]
+    Full,
+    /// The bus is not connected to Redis now; it reconnects with backoff.
+    #[error("the cluster bus is disconnected")]
+    Disconnected,
+}
+
+/// The bus figures shown in `/metrics`: monotonic counts since start, and gauges.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BusStats {
+    /// Envelopes handed to Redis.
+    pub sent: u64,
+    /// Envelopes received from Redis (accepted into the inbox or dropped).
+    pub received: u64,
+    /// Received envelopes dropped because the inbox was full.
+    pub inbox_dropped: u64,
+    /// Outgoing envelopes dropped: queue full, bus disconnected, or lost in a failed write.
+    pub outbox_dropped: u64,
+    /// Envelopes waiting in the inbox now (gauge).
+    pub inbox_backlog: u64,
+    /// Whether the bus is connected now (gauge; always false for [`InProcess`]).
+    pub connected: bool,
+}
+
+/// What a bus may read of the local node: the addresses of its live clients, to rewrite
+/// its directory entries after a reconnect.
+pub trait LocalClients: Send + Sync + 'static {
+    /// Every live local client address, `<ws>/<cid>`.
+    fn addresses(&self) -> Vec<String>;
+}
+
+/// A future the caller may await or drop.
+pub type Settle = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// The transport between nodes. See the module docs for the contract.
+pub trait Bus: Send + Sync + 'static {
+    /// This node's id (the server id); empty for [`InProcess`].
+    fn node_id(&self) -> &str;
+
+    /// Whether other nodes may exist (false for [`InProcess`]: the router then skips every
+    /// cross-node step).
+    fn clustered(&self) -> bool;
+
+    /// Whether the bus can send now.
+    fn connected(&self) -> bool;
+
+    /// The node holding the client `ws`/`cid`, from the in-memory directory. Never does
+    /// I/O.
+    fn locate(&self, ws: &str, cid: &str) -> Option<Arc<str>>;
+
+    /// Queues `envelope` for the node `node`. Never waits.
+    ///
+    /// Errors: [`BusError`]; the envelope is dropped and counted.
+    fn send_to_node(&self, node: &Arc<str>, envelope: Bytes) -> Result<(), BusError>;
+
+    /// Queues `envelope` (a broadcast) for the other nodes with members of `ws`. Never
+    /// waits.
+    ///
+    /// Errors: [`BusError`]; the envelope is dropped and counted.
+    fn publish_workspace(&self, ws: &str, envelope: Bytes) -> Result<(), BusError>;
+
+    /// `wanted`: this node got its first local member of `ws`; otherwise its last left.
+    fn workspace_interest(&self, ws: &str, wanted: bool);
+
+    /// A local client connected at `addr`.
+    fn client_joined(&self, addr: &str);
+
+    /// The local client at `addr` disconnected.
+    fn client_left(&self, addr: &str);
+
+    /// Starts the bus's tasks (needs a tokio runtime); returns the inbox of envelopes for
+    /// this node, or `None` when nothing can arrive. Called once by the router.
+    fn start(&self, local: Arc<dyn LocalClients>) -> Option<mpsc::Receiver<Bytes>>;
+
+    /// Announces at once that this node is leaving (others drop its directory entries)
+    /// and stops the bus's tasks; returns without waiting. Idempotent.
+    fn shutdown(&self);
+
+    /// Completes once the bus stopped after [`Bus::shutdown`]: the announcement was
+    /// written or could not be. Fine to drop; callers bound it with a timeout.
+    fn settled(&self) -> Settle;
+
+    /// The figures now.
+    fn stats(&self) -> BusStats;
+}
+
+/// The single-node bus: nothing leaves the process.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct InProcess;
+
+// === impl InProcess ===
+
+impl Bus for InProcess {
+    fn node_id(&self) -> &str {
+        ""
+    }
+
+    fn clustered(&self) -> bool {
+        false
+    }
+
+    fn connected(&self) -> bool {
+        false
+    }
+
+    fn locate(&self, _ws: &str, _cid: &str) -> Option<Arc<str>> {
+        None
+    }
+
+    fn send_to_node(&self, _node: &Arc<str>, _envelope: Bytes) -> Result<(), BusError> {
+        Err(BusError::NotClustered)
+    }
+
+    fn publish_workspace(&self, _ws: &str, _envelope: Bytes) -> Result<(), BusError> {
+        Err(BusError::NotClustered)
+    }
+
+    fn workspace_interest(&self, _ws: &str, _wanted: bool) {}
+
+    fn client_joined(&self, _addr: &str) {}
+
+    fn client_left(&self, _addr: &str) {}
+
+    fn start(&self, _local: Arc<dyn LocalClients>) -> Option<mpsc::Receiver<Bytes>> {
+        None
+    }
+
+    fn shutdown(&self) {}
+
+    fn settled(&self) -> Settle {
+        Box::pin(async {})
+    }
+
+    fn stats(&self) -> BusStats {
+        BusStats::default()
+    }
+}
