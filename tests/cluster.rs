@@ -247,6 +247,31 @@ async fn graceful_shutdown_clears_the_directory_at_once() {
     b.shutdown().await;
 }
 
+/// A node that vanished without a word (here: one that only ever announced a client and
+/// has no `alive` key) is dropped by the periodic heartbeat check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_a_heartbeat_is_dropped() {
+    let _serial = SERIAL.lock().await;
+    ensure_redis().await;
+    let p = prefix("expiry");
+    let b = node("b", &p).await;
+    redis_cli(&[
+        "PUBLISH",
+        &format!("{p}:control"),
+        "join
+zombie
+ws-z/c",
+    ])
+    .unwrap();
+    assert!(eventually(T, || knows(&b, "ws-z", "c")).await);
+    // Heartbeat 2 s: gone within one or two beats.
+    assert!(
+        eventually(Duration::from_secs(6), || !knows(&b, "ws-z", "c")).await,
+        "the dead node's entries outlived its heartbeat"
+    );
+    b.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_bus_reconnects_after_redis_connections_are_killed() {
     let _serial = SERIAL.lock().await;

@@ -676,10 +676,16 @@ async fn beat(s: &Shared, cmd: &mut MultiplexedConnection) -> redis::RedisResult
         // Someone took this node for dead (or a directory change was missed).
         rewrite_own(s, cmd).await?;
     }
-    let nodes: Vec<String> = redis::cmd("SMEMBERS")
+    let mut nodes: Vec<String> = redis::cmd("SMEMBERS")
         .arg(&n.nodes)
         .query_async(cmd)
         .await?;
+    // Also the nodes only the replica knows (announced, never or no longer in the set).
+    for known in s.directory.nodes() {
+        if !nodes.iter().any(|x| **x == *known) {
+            nodes.push(known.to_string());
+        }
+    }
     for node in nodes.iter().filter(|x| *x != me) {
         let alive: bool = redis::cmd("EXISTS")
             .arg(n.alive(node))
