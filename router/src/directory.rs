@@ -180,7 +180,7 @@ impl Directory {
         }
     }
 
-    /// Nodes with at least one entry.
+    /// Nodes announced (by a join or a reload) and not dropped since.
     pub fn nodes(&self) -> Vec<Arc<str>> {
         self.nodes.iter().map(|e| e.value().clone()).collect()
     }
