@@ -189,6 +189,18 @@ pub struct TargetArgs {
     /// Treat --url as a bare relay: no handshake, no manager (echo only).
     #[arg(long)]
     pub relay: bool,
+    /// Further nodes of the same cluster, for cross-node runs (repeat, or comma-separated;
+    /// echo and fanout only). echo: the providers stay on --url and pair i's caller
+    /// connects to node i mod N (alias --caller-url); fanout: the publisher stays on --url
+    /// and subscriber i connects to node i mod N. List --url among them too to keep part
+    /// of that side on the first node.
+    #[arg(
+        long = "node-url",
+        visible_alias = "caller-url",
+        value_name = "URL",
+        value_delimiter = ','
+    )]
+    pub node_urls: Vec<String>,
     /// Server process id: report its CPU time and resident memory (Linux /proc).
     #[arg(long)]
     pub server_pid: Option<u32>,
@@ -365,6 +377,8 @@ pub struct RelayArgs {
 pub struct CompareArgs {
     /// A target as NAME=URL (repeat; the first is the baseline). Name one `relay`
     /// (relay://HOST:PORT) and one `reference` to get ratios against them too.
+    /// NAME=URL,NODE_URL,… is a cluster target (echo, fanout): providers or the publisher
+    /// on URL, callers or subscribers spread over the NODE_URLs as with --node-url.
     #[arg(long = "target", required = true, value_name = "NAME=URL")]
     pub targets: Vec<String>,
     /// Rounds; each runs every target once, interleaved.
@@ -567,6 +581,8 @@ pub fn plan(cli: Cli) -> Result<Plan, String> {
         if target.relay && !matches!(scenario, Scenario::Echo(_)) {
             return Err("--relay / relay:// targets only support the echo scenario".into());
         }
+        target = target.with_nodes(&t.node_urls).map_err(|e| e.to_string())?;
+        check_nodes(&scenario, &target)?;
         if !out.allow_remote {
             target.check_loopback().map_err(|e| e.to_string())?;
         }
@@ -591,6 +607,7 @@ pub fn plan(cli: Cli) -> Result<Plan, String> {
             if !out.allow_remote {
                 t.check_loopback().map_err(|e| e.to_string())?;
             }
+            check_nodes(&scenario, &t)?;
             if targets.iter().any(|x: &Target| x.name == t.name) {
                 return Err(format!("two targets are named {:?}", t.name));
             }
@@ -668,6 +685,17 @@ pub fn plan(cli: Cli) -> Result<Plan, String> {
             }
         },
     }
+}
+
+/// Refuses further nodes for scenarios other than echo and fanout.
+fn check_nodes(scenario: &Scenario, target: &Target) -> Result<(), String> {
+    if target.is_cluster() && !matches!(scenario, Scenario::Echo(_) | Scenario::Fanout(_)) {
+        return Err(format!(
+            "further nodes (--node-url, NAME=URL,URL…) are for echo and fanout, not {}",
+            scenario.name()
+        ));
+    }
+    Ok(())
 }
 
 /// The binary's entry point.
@@ -757,7 +785,7 @@ pub async fn execute(plan: Plan) -> anyhow::Result<ExitCode> {
                 "{} -> {} ({}): {}",
                 scenario.name(),
                 target.name,
-                target.url,
+                target.urls(),
                 describe(&scenario)
             );
             let r = scenario.run(&target, &ctx).await?;
@@ -792,7 +820,7 @@ pub async fn execute(plan: Plan) -> anyhow::Result<ExitCode> {
                 cfg.rounds,
                 cfg.targets
                     .iter()
-                    .map(|t| format!("{}={}", t.name, t.url))
+                    .map(|t| format!("{}={}", t.name, t.urls()))
                     .collect::<Vec<_>>()
                     .join(", ")
             );
@@ -957,6 +985,85 @@ mod tests {
             "a=ws://127.0.0.1:1/ws",
             "--pid",
             "a"
+        ])
+        .is_err());
+    }
+
+    #[test]
+    fn cross_node_flags() {
+        // echo: providers on --url, callers on the other node(s).
+        let p = parse(&[
+            "echo",
+            "--url",
+            "ws://127.0.0.1:9601/ws",
+            "--caller-url",
+            "ws://127.0.0.1:9602/ws",
+        ])
+        .unwrap();
+        let Plan::Single { target, .. } = p else {
+            panic!()
+        };
+        assert_eq!(target.url, "ws://127.0.0.1:9601/ws");
+        assert_eq!(target.nodes, vec!["ws://127.0.0.1:9602/ws"]);
+        assert_eq!(target.node_url(0), "ws://127.0.0.1:9602/ws");
+        // fanout: repeated and comma-separated --node-url add up, in order.
+        let p = parse(&[
+            "fanout",
+            "--url",
+            "ws://127.0.0.1:9601/ws",
+            "--node-url",
+            "ws://127.0.0.1:9602/ws,ws://127.0.0.1:9603/ws",
+            "--node-url",
+            "ws://127.0.0.1:9601/ws",
+        ])
+        .unwrap();
+        let Plan::Single {
+            scenario: Scenario::Fanout(_),
+            target,
+            ..
+        } = p
+        else {
+            panic!()
+        };
+        let ports: Vec<String> = (0..4).map(|i| target.node_url(i)).collect();
+        assert_eq!(
+            ports,
+            [9602, 9603, 9601, 9602].map(|p| format!("ws://127.0.0.1:{p}/ws"))
+        );
+        // Not for other scenarios, not with a relay, not to remote nodes.
+        let e = parse(&["connect", "--node-url", "ws://127.0.0.1:2/ws"]).unwrap_err();
+        assert!(e.contains("echo and fanout"), "{e}");
+        assert!(parse(&[
+            "echo",
+            "--url",
+            "relay://127.0.0.1:9600",
+            "--node-url",
+            "ws://127.0.0.1:2/ws"
+        ])
+        .is_err());
+        let e = parse(&["echo", "--node-url", "ws://10.1.1.1:2/ws"]).unwrap_err();
+        assert!(e.contains("not a loopback"), "{e}");
+        assert!(parse(&["echo", "--node-url", "ftp://127.0.0.1:2"]).is_err());
+        // compare: a cluster target beside a single-node one.
+        let p = parse(&[
+            "compare",
+            "echo",
+            "--target",
+            "single=ws://127.0.0.1:9600/ws",
+            "--target",
+            "cross=ws://127.0.0.1:9601/ws,ws://127.0.0.1:9602/ws",
+        ])
+        .unwrap();
+        let Plan::Compare { cfg, .. } = p else {
+            panic!()
+        };
+        assert!(!cfg.targets[0].is_cluster());
+        assert_eq!(cfg.targets[1].nodes, vec!["ws://127.0.0.1:9602/ws"]);
+        assert!(parse(&[
+            "compare",
+            "mixed",
+            "--target",
+            "cross=ws://127.0.0.1:9601/ws,ws://127.0.0.1:9602/ws",
         ])
         .is_err());
     }

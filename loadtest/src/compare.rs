@@ -108,7 +108,7 @@ pub async fn run(
         .iter()
         .map(|t| TargetRuns {
             name: t.name.clone(),
-            url: t.url.clone(),
+            url: t.urls(),
             runs: Vec::new(),
             failures: Vec::new(),
             median: Medians::default(),

@@ -4,7 +4,12 @@
 //! Against a Hypha server every provider registers a real public service
 //! (`loadtest-echo`, member `echo`) and every caller resolves it once through the manager's
 //! `get_service`, then calls `<ws>/<provider cid>` method `services.loadtest-echo.echo`
-//! directly, with compact promises (protocol.md §3.4). Against a relay ([`crate::relay`])
+//! directly, with compact promises (protocol.md §3.4). With further cluster nodes
+//! ([`Target::nodes`]) the providers stay on the first node and pair `i`'s caller connects
+//! to [`Target::node_url`]`(i)`; there it resolves the service through its own node's
+//! manager, or, where that node cannot (yet) see services of other nodes, calls the
+//! address the provider's registration returned — the same frames either way; the report
+//! counts which (`resolved_by_get_service`, `resolved_by_address`). Against a relay ([`crate::relay`])
 //! both sides skip the handshake and the manager and exchange the same frames over the pipe.
 //!
 //! The hot path is lean: one task per connection that owns its socket, call frames built
@@ -96,6 +101,7 @@ impl EchoConfig {
 }
 
 /// One caller's view of where to send calls.
+#[derive(Debug, PartialEq, Eq)]
 struct Route {
     to: String,
     method: String,
@@ -127,13 +133,10 @@ pub async fn run(cfg: &EchoConfig, target: &Target, ctx: &RunContext) -> anyhow:
     // callers, which resolve the service once.
     let mut callers = Vec::with_capacity(cfg.pairs);
     let mut providers = Vec::with_capacity(cfg.pairs);
+    let mut by_get_service = 0usize;
     for i in 0..cfg.pairs {
-        let (caller, route, provider) = if target.relay {
-            setup_relay_pair(target).await?
-        } else {
-            setup_hypha_pair(target, &tag, i, &live, stop_rx.clone(), &mut providers).await?
-        };
-        if let Some(p) = provider {
+        let (caller, route) = if target.relay {
+            let (caller, route, p) = setup_relay_pair(target).await?;
             providers.push(tokio::spawn(provider_loop(
                 p,
                 None,
@@ -141,7 +144,13 @@ pub async fn run(cfg: &EchoConfig, target: &Target, ctx: &RunContext) -> anyhow:
                 stop_rx.clone(),
                 live.clone(),
             )));
-        }
+            (caller, route)
+        } else {
+            let (caller, route, how) =
+                setup_hypha_pair(target, &tag, i, &live, stop_rx.clone(), &mut providers).await?;
+            by_get_service += usize::from(how == Resolved::GetService);
+            (caller, route)
+        };
         callers.push((caller, route));
     }
 
@@ -207,6 +216,15 @@ pub async fn run(cfg: &EchoConfig, target: &Target, ctx: &RunContext) -> anyhow:
     r.mib_per_s = Some(live.bytes.load(Relaxed) as f64 / (1 << 20) as f64 / r.duration_s);
     r.server = probe.map(|p| p.finish(r.ops));
     r.detail("mode", if target.relay { "relay" } else { "hypha" });
+    if target.is_cluster() {
+        // Where the callers were (the providers are on `url`), and how many of them
+        // resolved the service through their own node's get_service rather than using the
+        // registered address.
+        let nodes: Vec<String> = (0..cfg.pairs).map(|i| target.node_url(i)).collect();
+        r.detail("caller_nodes", nodes);
+        r.detail("resolved_by_get_service", by_get_service);
+        r.detail("resolved_by_address", cfg.pairs - by_get_service);
+    }
     r.detail("pairs", cfg.pairs);
     r.detail("in_flight_per_pair", cfg.in_flight);
     r.detail("payload_bytes", payload);
@@ -221,9 +239,7 @@ type CallerSide = (WsStream, Option<Responder>);
 
 /// Connects a caller and a provider to a relay, in that order (the relay pairs
 /// connections in arrival order).
-async fn setup_relay_pair(
-    target: &Target,
-) -> anyhow::Result<(CallerSide, Route, Option<WsStream>)> {
+async fn setup_relay_pair(target: &Target) -> anyhow::Result<(CallerSide, Route, WsStream)> {
     let url = target.ws_url();
     let caller = raw::open(&url)
         .await
@@ -233,11 +249,23 @@ async fn setup_relay_pair(
         to: "relay/provider".into(),
         method: format!("services.{SERVICE}.echo"),
     };
-    Ok(((caller, None), route, Some(provider)))
+    Ok(((caller, None), route, provider))
 }
 
-/// Connects a provider (registers the echo service, starts its loop) and a caller
-/// (resolves the service through the manager).
+/// How a caller found its provider's echo service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Resolved {
+    /// Through `get_service` on the caller's node.
+    GetService,
+    /// Cross-node, where the caller's node could not resolve the service: the address the
+    /// provider's registration returned (the service is public, so the call is allowed).
+    Registered,
+}
+
+/// Connects a provider to the target's first node (registers the echo service, starts
+/// its loop) and a caller to [`Target::node_url`]`(i)`, which resolves the service through
+/// its node's manager. Cross-node, a failed or foreign resolution falls back to the
+/// registered address ([`Resolved::Registered`]); on one node it is an error.
 async fn setup_hypha_pair(
     target: &Target,
     tag: &str,
@@ -245,8 +273,10 @@ async fn setup_hypha_pair(
     live: &Arc<Live>,
     stop: watch::Receiver<bool>,
     providers: &mut Vec<tokio::task::JoinHandle<()>>,
-) -> anyhow::Result<(CallerSide, Route, Option<WsStream>)> {
+) -> anyhow::Result<(CallerSide, Route, Resolved)> {
     let url = target.ws_url();
+    let caller_url = target.node_url(i);
+    let cross = caller_url != url;
     let opts = |role: &str| ConnectOptions {
         client_id: Some(format!("lt-echo-{tag}-{role}{i}")),
         ..Default::default()
@@ -267,22 +297,51 @@ async fn setup_hypha_pair(
         stop,
         live.clone(),
     )));
-    let mut caller = RawConnection::connect(&url, opts("c"))
+    let mut caller = RawConnection::connect(&caller_url, opts("c"))
         .await
-        .with_context(|| format!("connecting caller {i} to {url}"))?;
-    let svc = caller
-        .manager_call("get_service", vec![sid.as_str().into()])
-        .await
-        .with_context(|| format!("resolving {sid} through the manager"))?;
-    let echo = get(&svc, "echo").context("the resolved service has no `echo` member")?;
-    let to = get_str(echo, "_rtarget").unwrap_or_default().to_owned();
-    let method = get_str(echo, "_rmethod").unwrap_or_default().to_owned();
-    anyhow::ensure!(
-        to == provider_addr && method == format!("services.{SERVICE}.echo"),
-        "get_service returned echo at {to:?} {method:?}, expected {provider_addr:?}"
-    );
+        .with_context(|| format!("connecting caller {i} to {caller_url}"))?;
+    let expected = Route {
+        to: provider_addr.clone(),
+        method: format!("services.{SERVICE}.echo"),
+    };
+    let resolved = resolve(&mut caller, &sid).await;
+    let (route, how) = match resolved {
+        Ok(r) if r == expected => (r, Resolved::GetService),
+        Ok(_) if cross => (expected, Resolved::Registered),
+        Err(_) if cross => {
+            // The answer may still come (after a timeout) and would look like a stray
+            // reply to the caller loop: start from a fresh connection.
+            let _ = tokio::time::timeout(Duration::from_secs(2), caller.close()).await;
+            caller = RawConnection::connect(&caller_url, opts("c2"))
+                .await
+                .with_context(|| format!("reconnecting caller {i} to {caller_url}"))?;
+            (expected, Resolved::Registered)
+        }
+        Ok(Route { to, method }) => anyhow::bail!(
+            "get_service returned echo at {to:?} {method:?}, expected {provider_addr:?}"
+        ),
+        Err(e) => return Err(e),
+    };
     let (cws, cresp) = caller.into_parts();
-    Ok(((cws, Some(cresp)), Route { to, method }, None))
+    Ok(((cws, Some(cresp)), route, how))
+}
+
+/// Resolves `sid` through the caller's manager to the echo member's target and method.
+///
+/// Errors: the manager refused or took longer than 10 s, or the service has no `echo`.
+async fn resolve(caller: &mut RawConnection, sid: &str) -> anyhow::Result<Route> {
+    let svc = tokio::time::timeout(
+        Duration::from_secs(10),
+        caller.manager_call("get_service", vec![sid.into()]),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("get_service({sid}) unanswered after 10s"))?
+    .with_context(|| format!("resolving {sid} through the manager"))?;
+    let echo = get(&svc, "echo").context("the resolved service has no `echo` member")?;
+    Ok(Route {
+        to: get_str(echo, "_rtarget").unwrap_or_default().to_owned(),
+        method: get_str(echo, "_rmethod").unwrap_or_default().to_owned(),
+    })
 }
 
 /// Answers echo calls until `stop` or the socket closes. `method` is the echo path;

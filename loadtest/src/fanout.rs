@@ -6,6 +6,10 @@
 //! "ts", "pad"}}` frames at a fixed rate. The latency of one message is from its send time
 //! (`ts`) until the LAST subscriber received it; per-delivery latency is reported too.
 //!
+//! With further cluster nodes ([`Target::nodes`]) the publisher stays on the first node and
+//! subscriber `i` (and stuck subscriber `i`) connects to [`Target::node_url`]`(i)`, with the
+//! same token: the broadcast reaches them across nodes.
+//!
 //! Each subscriber checks that sequence numbers arrive in order without gaps; a missing,
 //! repeated or out-of-order message is an error, as is a message that has not reached
 //! every subscriber by the end.
@@ -247,9 +251,10 @@ pub async fn run(
     let join: Join = mint_token(&mut publisher).await?;
     let ids: Vec<usize> = (0..cfg.subscribers).collect();
     let subs = crate::bounded(ids, 64, |i| {
-        let (url, join, tag) = (&url, &join, &tag);
+        let (join, tag) = (&join, &tag);
+        let url = target.node_url(i);
         async move {
-            let mut c = connect_one(url, format!("lt-fan-{tag}-s{i}"), join, None, false)
+            let mut c = connect_one(&url, format!("lt-fan-{tag}-s{i}"), join, None, false)
                 .await
                 .map_err(|(k, e)| anyhow::anyhow!("subscriber {i}: {k}: {e}"))?;
             c.manager_call("subscribe", vec![vec![rmpv::Value::from(EVENT)].into()])
@@ -263,7 +268,8 @@ pub async fn run(
     // Slow consumers: subscribed like the others, then never read. Held until the end.
     let mut stuck = Vec::with_capacity(cfg.stuck);
     for i in 0..cfg.stuck {
-        let mut c = connect_one(&url, format!("lt-fan-{tag}-stuck{i}"), &join, None, false)
+        let node = target.node_url(i);
+        let mut c = connect_one(&node, format!("lt-fan-{tag}-stuck{i}"), &join, None, false)
             .await
             .map_err(|(k, e)| anyhow::anyhow!("stuck subscriber {i}: {k}: {e}"))?;
         c.manager_call("subscribe", vec![vec![rmpv::Value::from(EVENT)].into()])
@@ -352,6 +358,14 @@ pub async fn run(
     r.detail("delivery_latency", deliveries.summary());
     r.detail("payload_bytes", cfg.payload);
     r.detail("stuck_subscribers", cfg.stuck);
+    if target.is_cluster() {
+        // Subscribers per node (the publisher is on `url`).
+        let mut per_node = std::collections::BTreeMap::<String, usize>::new();
+        for i in 0..cfg.subscribers {
+            *per_node.entry(target.node_url(i)).or_default() += 1;
+        }
+        r.detail("subscriber_nodes", per_node);
+    }
     drop(stuck);
     Ok(r)
 }

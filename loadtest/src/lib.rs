@@ -45,11 +45,18 @@ pub struct Target {
     pub url: String,
     /// A bare relay: no handshake, no manager, frames piped to the paired connection.
     pub relay: bool,
+    /// Further nodes of the same cluster (URLs as given), for cross-node runs: echo puts
+    /// its callers there, fan-out its subscribers, spread by [`Target::node_url`]. Empty:
+    /// everything connects to `url`.
+    pub nodes: Vec<String>,
 }
 
 /// Why a target was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TargetError {
+    /// A relay target with further nodes: a relay has no cluster.
+    #[error("a relay target cannot have further nodes")]
+    RelayNodes,
     /// The URL scheme is not `ws`, `wss`, `http`, `https` or `relay`.
     #[error("unsupported URL {0:?}: use ws://host:port/ws, http://host:port or relay://host:port")]
     Scheme(String),
@@ -65,17 +72,28 @@ pub enum TargetError {
 
 impl Target {
     /// Parses `NAME=URL` or a bare `URL` (then the name is `host:port`, or `relay`).
+    /// `NAME=URL,NODE_URL,…` names further nodes of the same cluster (see
+    /// [`Target::nodes`]): `cross=ws://127.0.0.1:9601/ws,ws://127.0.0.1:9602/ws` keeps
+    /// providers (or the publisher) on the first node and the other side on the second.
     ///
-    /// Errors: [`TargetError::Scheme`].
+    /// Errors: [`TargetError::Scheme`] for any of the URLs, [`TargetError::RelayNodes`].
     pub fn parse(spec: &str) -> Result<Self, TargetError> {
-        let (name, url) = match spec.split_once('=') {
+        let (name, urls) = match spec.split_once('=') {
             Some((n, u)) if !n.contains("://") => (Some(n.to_owned()), u),
             _ => (None, spec),
         };
-        let relay = url.starts_with("relay://");
+        let mut urls = urls.split(',').map(str::trim);
+        let url = urls.next().unwrap_or_default();
+        let nodes: Vec<String> = urls.map(str::to_owned).collect();
         let known = ["ws://", "wss://", "http://", "https://", "relay://"];
-        if !known.iter().any(|s| url.starts_with(s)) {
-            return Err(TargetError::Scheme(url.to_owned()));
+        for u in std::iter::once(url).chain(nodes.iter().map(String::as_str)) {
+            if !known.iter().any(|s| u.starts_with(s)) {
+                return Err(TargetError::Scheme(u.to_owned()));
+            }
+        }
+        let relay = url.starts_with("relay://");
+        if (relay || nodes.iter().any(|n| n.starts_with("relay://"))) && !nodes.is_empty() {
+            return Err(TargetError::RelayNodes);
         }
         let name = name.unwrap_or_else(|| {
             if relay {
@@ -88,7 +106,54 @@ impl Target {
             name,
             url: url.to_owned(),
             relay,
+            nodes,
         })
+    }
+
+    /// The same target with further cluster nodes (the `--node-url` flags).
+    ///
+    /// Errors: [`TargetError::Scheme`] for a node URL, [`TargetError::RelayNodes`].
+    pub fn with_nodes(mut self, nodes: &[String]) -> Result<Self, TargetError> {
+        for n in nodes {
+            if !["ws://", "wss://", "http://", "https://"]
+                .iter()
+                .any(|s| n.starts_with(s))
+            {
+                return Err(if n.starts_with("relay://") {
+                    TargetError::RelayNodes
+                } else {
+                    TargetError::Scheme(n.clone())
+                });
+            }
+        }
+        if self.relay && !nodes.is_empty() {
+            return Err(TargetError::RelayNodes);
+        }
+        self.nodes.extend(nodes.iter().cloned());
+        Ok(self)
+    }
+
+    /// The URL the `i`-th client of the far side (echo caller, fan-out subscriber)
+    /// connects to: `nodes[i % nodes.len()]`, round robin, or `url` without nodes.
+    pub fn node_url(&self, i: usize) -> String {
+        if self.nodes.is_empty() {
+            self.ws_url()
+        } else {
+            self.nodes[i % self.nodes.len()].clone()
+        }
+    }
+
+    /// Whether the far side connects to other nodes than `url`.
+    pub fn is_cluster(&self) -> bool {
+        !self.nodes.is_empty()
+    }
+
+    /// `url` and the nodes, comma-separated, as [`Target::parse`] reads them.
+    pub fn urls(&self) -> String {
+        std::iter::once(self.url.as_str())
+            .chain(self.nodes.iter().map(String::as_str))
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     /// The same target, treated as a relay (the `--relay` flag).
@@ -110,11 +175,12 @@ impl Target {
     ///
     /// Errors: [`TargetError::NotLoopback`].
     pub fn check_loopback(&self) -> Result<(), TargetError> {
-        if is_loopback(host_of(&self.url)) {
-            Ok(())
-        } else {
-            Err(TargetError::NotLoopback(host_of(&self.url).to_owned()))
+        for u in std::iter::once(&self.url).chain(&self.nodes) {
+            if !is_loopback(host_of(u)) {
+                return Err(TargetError::NotLoopback(host_of(u).to_owned()));
+            }
         }
+        Ok(())
     }
 }
 
@@ -201,6 +267,9 @@ impl Scenario {
         if target.relay && !matches!(self, Scenario::Echo(_)) {
             anyhow::bail!("a relay target only supports the echo scenario");
         }
+        if target.is_cluster() && !matches!(self, Scenario::Echo(_) | Scenario::Fanout(_)) {
+            anyhow::bail!("further nodes (--node-url) are for the echo and fanout scenarios");
+        }
         match self {
             Scenario::Echo(c) => echo::run(c, target, ctx).await,
             Scenario::Connect(c) => connect::run(c, target, ctx).await,
@@ -254,6 +323,71 @@ mod tests {
         assert!(Target::parse("ftp://x").is_err());
         let t = Target::parse("ws://127.0.0.1:1/ws").unwrap().as_relay();
         assert!(t.relay);
+    }
+
+    #[test]
+    fn parses_cluster_targets() {
+        let t = Target::parse("cross=ws://127.0.0.1:1/ws,ws://127.0.0.1:2/ws, ws://127.0.0.1:3/ws")
+            .unwrap();
+        assert_eq!(t.name, "cross");
+        assert_eq!(t.url, "ws://127.0.0.1:1/ws");
+        assert_eq!(t.nodes, vec!["ws://127.0.0.1:2/ws", "ws://127.0.0.1:3/ws"]);
+        assert!(t.is_cluster());
+        assert_eq!(
+            t.urls(),
+            "ws://127.0.0.1:1/ws,ws://127.0.0.1:2/ws,ws://127.0.0.1:3/ws"
+        );
+        assert_eq!(Target::parse(&format!("cross={}", t.urls())).unwrap(), t);
+        // A bare list is named after its first node.
+        let t = Target::parse("ws://127.0.0.1:1/ws,ws://127.0.0.1:2/ws").unwrap();
+        assert_eq!(t.name, "127.0.0.1:1");
+        assert!(Target::parse("x=ws://127.0.0.1:1/ws,ftp://y").is_err());
+        assert_eq!(
+            Target::parse("relay://127.0.0.1:1,ws://127.0.0.1:2/ws"),
+            Err(TargetError::RelayNodes)
+        );
+        assert_eq!(
+            Target::parse("ws://127.0.0.1:1/ws,relay://127.0.0.1:2"),
+            Err(TargetError::RelayNodes)
+        );
+        let t = Target::parse("ws://127.0.0.1:1/ws")
+            .unwrap()
+            .with_nodes(&["ws://127.0.0.1:2/ws".into()])
+            .unwrap();
+        assert_eq!(t.nodes, vec!["ws://127.0.0.1:2/ws"]);
+        assert!(Target::parse("relay://127.0.0.1:1")
+            .unwrap()
+            .with_nodes(&["ws://127.0.0.1:2/ws".into()])
+            .is_err());
+        assert!(Target::parse("ws://127.0.0.1:1/ws")
+            .unwrap()
+            .with_nodes(&["relay://127.0.0.1:2".into()])
+            .is_err());
+        // A remote node is refused like a remote first URL.
+        let t = Target::parse("ws://127.0.0.1:1/ws,ws://10.0.0.1:2/ws").unwrap();
+        assert_eq!(
+            t.check_loopback(),
+            Err(TargetError::NotLoopback("10.0.0.1".into()))
+        );
+    }
+
+    #[test]
+    fn spreads_the_far_side_round_robin() {
+        let single = Target::parse("ws://127.0.0.1:1/ws").unwrap();
+        assert!(!single.is_cluster());
+        assert!((0..4).all(|i| single.node_url(i) == "ws://127.0.0.1:1/ws"));
+        let t =
+            Target::parse("c=ws://127.0.0.1:1/ws,ws://127.0.0.1:2/ws,ws://127.0.0.1:3/ws").unwrap();
+        let spread: Vec<String> = (0..5).map(|i| t.node_url(i)).collect();
+        assert_eq!(
+            spread,
+            [2, 3, 2, 3, 2].map(|p| format!("ws://127.0.0.1:{p}/ws"))
+        );
+        // Listing the first node among the nodes keeps some of the far side there.
+        let t =
+            Target::parse("c=ws://127.0.0.1:1/ws,ws://127.0.0.1:1/ws,ws://127.0.0.1:2/ws").unwrap();
+        assert_eq!(t.node_url(0), "ws://127.0.0.1:1/ws");
+        assert_eq!(t.node_url(1), "ws://127.0.0.1:2/ws");
     }
 
     #[test]

@@ -124,7 +124,7 @@ impl RunResult {
         RunResult {
             scenario: scenario.into(),
             target: target.name.clone(),
-            url: target.url.clone(),
+            url: target.urls(),
             duration_s,
             op: op.into(),
             ops,

@@ -1,5 +1,6 @@
-//! Smoke test: the scenarios against an in-process rhizo server on 127.0.0.1:0, and echo
-//! over the bare relay, each run short and checked for zero errors and exact counts.
+//! Smoke test: the scenarios against an in-process rhizo server on 127.0.0.1:0, echo and
+//! fan-out across two in-process nodes sharing the Redis on 127.0.0.1:6379, and echo over
+//! the bare relay, each run short and checked for zero errors and exact counts.
 
 use rhizo_loadtest::connect::ConnectConfig;
 use rhizo_loadtest::echo::EchoConfig;
@@ -20,6 +21,32 @@ async fn start_server() -> (rhizo::Server, String) {
         "smoke",
         "--jwt-secret",
         "loadtest-smoke-secret",
+    ])
+    .unwrap();
+    let server = rhizo::Server::builder(settings)
+        .in_memory()
+        .bind()
+        .await
+        .unwrap();
+    let url = format!("{}/ws", server.url().replace("http://", "ws://"));
+    (server, url)
+}
+
+/// Starts one node of a cluster: like [`start_server`], with `--redis-uri` on the local
+/// Redis (database 0) and the cluster's own key prefix.
+async fn start_node(prefix: &str, id: &str) -> (rhizo::Server, String) {
+    let settings = rhizo::Settings::parse_from([
+        "rhizo",
+        "--port",
+        "0",
+        "--server-id",
+        id,
+        "--jwt-secret",
+        "loadtest-smoke-secret",
+        "--redis-uri",
+        "redis://127.0.0.1:6379/0",
+        "--redis-prefix",
+        prefix,
     ])
     .unwrap();
     let server = rhizo::Server::builder(settings)
@@ -128,6 +155,70 @@ async fn scenarios_run_clean_against_rhizo() {
         r.summary()
     );
     assert_eq!(r.details["protected_leaks"], 0);
+}
+
+/// Two nodes sharing Redis under a prefix of their own: echo with every caller on node b
+/// and every provider on node a, then fan-out from a publisher on a to subscribers on both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scenarios_run_clean_across_two_nodes() {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let prefix = format!("lt-smoke-{}-{nanos}", std::process::id());
+    let (a, url_a) = start_node(&prefix, "a").await;
+    let (b, url_b) = start_node(&prefix, "b").await;
+    let bus = |s: &rhizo::Server| {
+        let c = rhizo_interface::RouterControl::counters(s.router());
+        (c.bus_sent, c.bus_received)
+    };
+    let (a0, b0) = (bus(&a), bus(&b));
+    let ctx = RunContext::default();
+
+    let cross = Target::parse(&format!("cross={url_a},{url_b}")).unwrap();
+    let echo = Scenario::Echo(EchoConfig {
+        pairs: 2,
+        in_flight: 16,
+        payload: 1000,
+        calls: Some(400),
+        duration: Duration::from_secs(20),
+        ..Default::default()
+    });
+    let r = tokio::time::timeout(Duration::from_secs(30), echo.run(&cross, &ctx))
+        .await
+        .expect("cross-node echo in time")
+        .unwrap();
+    assert_clean(&r);
+    assert_eq!(r.ops, 400, "{}", r.summary());
+    assert_eq!(r.latency.count, 400);
+    assert_eq!(r.details["late_replies"], 0);
+    assert_eq!(r.details["caller_nodes"], serde_json::json!([url_b, url_b]));
+    let by = |k: &str| r.details[k].as_u64().unwrap();
+    assert_eq!(by("resolved_by_get_service") + by("resolved_by_address"), 2);
+    // The calls went out of b and their replies out of a through Redis.
+    let (a1, b1) = (bus(&a), bus(&b));
+    assert!(b1.0 - b0.0 >= 400 && a1.1 - a0.1 >= 400, "{b0:?} {b1:?}");
+    assert!(a1.0 - a0.0 >= 400 && b1.1 - b0.1 >= 400, "{a0:?} {a1:?}");
+
+    // Subscribers on both nodes: 3 on b, 2 on a (the publisher's).
+    let spread = Target::parse(&format!("spread={url_a},{url_b},{url_a}")).unwrap();
+    let fanout = Scenario::Fanout(FanoutConfig {
+        subscribers: 5,
+        rate: 500.0,
+        messages: Some(50),
+        duration: Duration::from_secs(5),
+        ..Default::default()
+    });
+    let r = tokio::time::timeout(Duration::from_secs(30), fanout.run(&spread, &ctx))
+        .await
+        .expect("cross-node fan-out in time")
+        .unwrap();
+    assert_clean(&r);
+    assert_eq!(r.ops, 50, "{}", r.summary());
+    assert_eq!(r.details["deliveries"], 250);
+    assert_eq!(r.latency.count, 50);
+    assert_eq!(r.details["subscriber_nodes"][&url_b], 3);
+    assert_eq!(r.details["subscriber_nodes"][&url_a], 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
