@@ -134,6 +134,7 @@ pub async fn run(cfg: &EchoConfig, target: &Target, ctx: &RunContext) -> anyhow:
     let mut callers = Vec::with_capacity(cfg.pairs);
     let mut providers = Vec::with_capacity(cfg.pairs);
     let mut by_get_service = 0usize;
+    let mut fallback_why = None;
     for i in 0..cfg.pairs {
         let (caller, route) = if target.relay {
             let (caller, route, p) = setup_relay_pair(target).await?;
@@ -148,7 +149,12 @@ pub async fn run(cfg: &EchoConfig, target: &Target, ctx: &RunContext) -> anyhow:
         } else {
             let (caller, route, how) =
                 setup_hypha_pair(target, &tag, i, &live, stop_rx.clone(), &mut providers).await?;
-            by_get_service += usize::from(how == Resolved::GetService);
+            match how {
+                Resolved::GetService => by_get_service += 1,
+                Resolved::Registered(why) => {
+                    fallback_why.get_or_insert(why);
+                }
+            }
             (caller, route)
         };
         callers.push((caller, route));
@@ -224,6 +230,9 @@ pub async fn run(cfg: &EchoConfig, target: &Target, ctx: &RunContext) -> anyhow:
         r.detail("caller_nodes", nodes);
         r.detail("resolved_by_get_service", by_get_service);
         r.detail("resolved_by_address", cfg.pairs - by_get_service);
+        if let Some(why) = fallback_why {
+            r.detail("resolve_fallback_reason", why);
+        }
     }
     r.detail("pairs", cfg.pairs);
     r.detail("in_flight_per_pair", cfg.in_flight);
@@ -253,13 +262,14 @@ async fn setup_relay_pair(target: &Target) -> anyhow::Result<(CallerSide, Route,
 }
 
 /// How a caller found its provider's echo service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Resolved {
     /// Through `get_service` on the caller's node.
     GetService,
-    /// Cross-node, where the caller's node could not resolve the service: the address the
-    /// provider's registration returned (the service is public, so the call is allowed).
-    Registered,
+    /// Cross-node, where the caller's node could not resolve the service (why): the
+    /// address the provider's registration returned (the service is public, so the call
+    /// is allowed).
+    Registered(String),
 }
 
 /// Connects a provider to the target's first node (registers the echo service, starts
@@ -307,15 +317,18 @@ async fn setup_hypha_pair(
     let resolved = resolve(&mut caller, &sid).await;
     let (route, how) = match resolved {
         Ok(r) if r == expected => (r, Resolved::GetService),
-        Ok(_) if cross => (expected, Resolved::Registered),
-        Err(_) if cross => {
+        Ok(r) if cross => (
+            expected,
+            Resolved::Registered(format!("get_service answered {r:?}")),
+        ),
+        Err(e) if cross => {
             // The answer may still come (after a timeout) and would look like a stray
             // reply to the caller loop: start from a fresh connection.
             let _ = tokio::time::timeout(Duration::from_secs(2), caller.close()).await;
             caller = RawConnection::connect(&caller_url, opts("c2"))
                 .await
                 .with_context(|| format!("reconnecting caller {i} to {caller_url}"))?;
-            (expected, Resolved::Registered)
+            (expected, Resolved::Registered(format!("{e:#}")))
         }
         Ok(Route { to, method }) => anyhow::bail!(
             "get_service returned echo at {to:?} {method:?}, expected {provider_addr:?}"
