@@ -25,6 +25,14 @@
 //! carries a ready `<session>.reject` frame to the original caller on the origin node and
 //! is never bounced again; an **event** is a server event for one client address,
 //! delivered only if that client subscribed to its type.
+//!
+//! A fifth kind, **cluster** (code 5, [`CLUSTER_KIND`]), carries a message between the
+//! control planes of two nodes (issue 10 stage B) rather than a frame for a client: same
+//! version, kind and origin bytes, then a target that is the receiving node's id (empty
+//! when published to every node), then the message bytes, opaque to the router. It has
+//! its own functions ([`encode_cluster`], [`decode_cluster`]) and is not a [`Kind`]:
+//! the bus hands it to the control plane before the router's inbox, and
+//! [`Envelope::decode`] refuses it as [`EnvelopeError::UnknownKind`].
 
 use bytes::Bytes;
 
@@ -33,6 +41,65 @@ pub const VERSION: u8 = 1;
 
 /// Bytes of the fixed part of the header (version, kind, origin length, target length).
 const FIXED: usize = 1 + 1 + 1 + 2;
+
+/// The kind byte of a control-plane (cluster) envelope; see the module docs.
+pub const CLUSTER_KIND: u8 = 5;
+
+/// A cluster envelope from node `origin` to node `target` (`""`: every node) carrying
+/// `message`.
+///
+/// Errors: [`EnvelopeError::BadLength`] when `origin` is empty or longer than 255 bytes,
+/// or `target` longer than 65535.
+pub fn encode_cluster(
+    origin: &str,
+    target: &str,
+    message: &[u8],
+) -> Result<Vec<u8>, EnvelopeError> {
+    if origin.is_empty() || origin.len() > u8::MAX as usize {
+        return Err(EnvelopeError::BadLength("origin"));
+    }
+    let target_len = u16::try_from(target.len()).map_err(|_| EnvelopeError::BadLength("target"))?;
+    let mut out = Vec::with_capacity(FIXED + origin.len() + target.len() + message.len());
+    out.push(VERSION);
+    out.push(CLUSTER_KIND);
+    out.push(origin.len() as u8);
+    out.extend_from_slice(origin.as_bytes());
+    out.extend_from_slice(&target_len.to_be_bytes());
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(message);
+    Ok(out)
+}
+
+/// Whether `input` starts like a cluster envelope (version and kind bytes); a cheap test
+/// before [`decode_cluster`].
+pub fn is_cluster(input: &[u8]) -> bool {
+    input.len() >= 2 && input[0] == VERSION && input[1] == CLUSTER_KIND
+}
+
+/// Reads a cluster envelope: `(origin, target, message)`, the message a
+/// [`Bytes::slice`] of `input`.
+///
+/// Errors: [`EnvelopeError`] for another version or kind, a truncated or non-UTF-8
+/// header; never panics.
+pub fn decode_cluster(input: &Bytes) -> Result<(&str, &str, Bytes), EnvelopeError> {
+    let mut r = Reader { input, at: 0 };
+    let version = r.byte()?;
+    if version != VERSION {
+        return Err(EnvelopeError::UnknownVersion(version));
+    }
+    let code = r.byte()?;
+    if code != CLUSTER_KIND {
+        return Err(EnvelopeError::UnknownKind(code));
+    }
+    let origin_len = r.byte()? as usize;
+    if origin_len == 0 {
+        return Err(EnvelopeError::BadLength("origin"));
+    }
+    let origin = r.str(origin_len, "origin")?;
+    let target_len = r.u16()? as usize;
+    let target = r.str(target_len, "target")?;
+    Ok((origin, target, input.slice(r.at..)))
+}
 
 /// What an envelope asks the receiving node to do with its frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -139,3 +139,33 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn cluster_envelopes_round_trip_and_are_not_frames() {
+    let buf = Bytes::from(encode_cluster("node-a", "node-b", b"\x81\xa1k\x01").unwrap());
+    assert!(is_cluster(&buf));
+    let (origin, target, msg) = decode_cluster(&buf).unwrap();
+    assert_eq!(
+        (origin, target, &msg[..]),
+        ("node-a", "node-b", &b"\x81\xa1k\x01"[..])
+    );
+    assert_eq!(
+        Envelope::decode(&buf).unwrap_err(),
+        EnvelopeError::UnknownKind(CLUSTER_KIND)
+    );
+    let all = Bytes::from(encode_cluster("a", "", b"").unwrap());
+    assert_eq!(decode_cluster(&all).unwrap().1, "");
+    assert!(encode_cluster("", "b", b"x").is_err());
+    let unicast = Bytes::from(
+        Envelope {
+            kind: Kind::Unicast,
+            origin: "a",
+            target: "w/c",
+        }
+        .encode(b"f")
+        .unwrap(),
+    );
+    assert!(!is_cluster(&unicast));
+    assert!(decode_cluster(&unicast).is_err());
+    assert!(decode_cluster(&Bytes::from_static(b"\x01\x05\x03ab")).is_err());
+}
