@@ -7,7 +7,9 @@
 //! carry their `from` (the manager's `*/<manager_id>`), as protocol.md §2 describes.
 
 use crate::close::CloseReason;
+use crate::hooks::ControlHooks;
 use bytes::Bytes;
+use std::sync::Arc;
 
 /// One live connection of a workspace, as the control plane sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,4 +111,46 @@ pub trait RouterControl: Send + Sync + 'static {
 
     /// The counters now, with the egress queue depths.
     fn counters(&self) -> CountersSnapshot;
+
+    // --- the cluster channel (issue 10, stage B) ---------------------------------------
+    //
+    // How the control plane of this node talks to the control planes of the other nodes
+    // that share the cluster bus. Messages are opaque bytes to the router (the control
+    // plane's own format); delivery is best effort and at most once, in order between two
+    // nodes. On a single node (the in-process bus) there is no other node: the defaults
+    // below say so, and every message goes nowhere.
+
+    /// This node's id in the cluster (the server id); empty on a single node.
+    fn node_id(&self) -> &str {
+        ""
+    }
+
+    /// The other nodes the directory knows to be live now (not this one), unordered.
+    fn nodes(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Starts handing what arrives on the cluster channel to `hooks`
+    /// ([`ControlHooks::cluster_message`], [`ControlHooks::node_joined`],
+    /// [`ControlHooks::node_left`]). The control plane calls it once, as soon as it can
+    /// take messages (the bus may already be connected before the router serves, so this
+    /// does not wait for the router's own hooks to be installed); anything that arrived
+    /// before is lost, so the control plane asks its peers for their state afterwards.
+    fn cluster_attach(&self, hooks: Arc<dyn ControlHooks>) {
+        let _ = hooks;
+    }
+
+    /// Queues `message` for the control plane of every other node. Never waits. Returns
+    /// false when it was not queued (single node, bus disconnected or congested).
+    fn cluster_publish(&self, message: Bytes) -> bool {
+        let _ = message;
+        false
+    }
+
+    /// Queues `message` for the control plane of node `node`. Never waits. Returns false
+    /// when it was not queued (single node, bad node id, bus disconnected or congested).
+    fn cluster_send(&self, node: &str, message: Bytes) -> bool {
+        let _ = (node, message);
+        false
+    }
 }

@@ -65,4 +65,23 @@ pub trait ControlHooks: Send + Sync + 'static {
     /// `conn` ended and was not superseded: purge its services, tell its workspace and
     /// the `foreign_callers` (addresses in other workspaces that had sent it frames).
     fn disconnected(&self, conn: ConnRef<'_>, foreign_callers: Vec<String>);
+
+    /// A message another node's control plane sent with
+    /// [`crate::RouterControl::cluster_publish`] or [`crate::RouterControl::cluster_send`].
+    /// Called from the bus's reader: must not block (hand the work to a task).
+    fn cluster_message(&self, from_node: &str, message: Bytes) {
+        let _ = (from_node, message);
+    }
+
+    /// The directory learned that `node` came up, or came back after losing Redis (it may
+    /// have missed messages). Must not block.
+    fn node_joined(&self, node: &str) {
+        let _ = node;
+    }
+
+    /// The directory dropped `node`: it announced its shutdown (`down`) or its heartbeat
+    /// expired. Must not block.
+    fn node_left(&self, node: &str) {
+        let _ = node;
+    }
 }

@@ -19,10 +19,18 @@
 //! gains or loses. The Redis bus keeps the wanted set and reconciles its subscriptions with
 //! it, also after a reconnect; a subscription that fails is retried at the next reconnect
 //! rather than undone, since the local member it serves is already connected.
+//!
+//! Cluster channel (stage B): [`Bus::cluster_send`] carries the control plane's messages to
+//! its peers, and [`Bus::attach_cluster`] names the hooks that receive theirs and hear of
+//! nodes joining ([`ControlHooks::node_joined`]: a `sync` on the control channel, or a
+//! live node found when this one (re)connects) and leaving
+//! ([`ControlHooks::node_left`]: `down`, or an expired heartbeat). [`InProcess`] has no
+//! peers: sends fail with [`BusError::NotClustered`] and no hook is ever called.
 
 pub mod redis;
 
 use bytes::Bytes;
+use rhizo_interface::ControlHooks;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -120,6 +128,28 @@ pub trait Bus: Send + Sync + 'static {
 
     /// The figures now.
     fn stats(&self) -> BusStats;
+
+    /// Hands cluster messages ([`rhizo_protocol::envelope::CLUSTER_KIND`]) and node
+    /// changes to `hooks` from now on, from the bus's reader or supervisor: the hooks must
+    /// not block. Set once; later calls are ignored. Without it they are dropped.
+    fn attach_cluster(&self, hooks: Arc<dyn ControlHooks>) {
+        let _ = hooks;
+    }
+
+    /// Queues a cluster message for the control plane of `node`, or of every other node
+    /// when `None`. Never waits.
+    ///
+    /// Errors: [`BusError`]; the message is dropped and counted.
+    fn cluster_send(&self, node: Option<&str>, message: Bytes) -> Result<(), BusError> {
+        let _ = (node, message);
+        Err(BusError::NotClustered)
+    }
+
+    /// The other nodes known to be live (announced, loaded or heard from, and not dropped
+    /// since).
+    fn peers(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// The single-node bus: nothing leaves the process.

@@ -1,10 +1,11 @@
 //! The router's side of [`RouterControl`]: everything the control plane may do to the data
-//! plane, as table lookups and queue pushes that never wait (DESIGN.md "Two planes").
+//! plane, as table lookups and queue pushes that never wait (DESIGN.md "Two planes"); the
+//! cluster channel between control planes goes over the router's Bus ([`crate::bus`]).
 
 use crate::table::Conn;
 use crate::Router;
 use bytes::Bytes;
-use rhizo_interface::{ClientPresence, CloseReason, CountersSnapshot, RouterControl};
+use rhizo_interface::{ClientPresence, CloseReason, ControlHooks, CountersSnapshot, RouterControl};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
@@ -110,6 +111,30 @@ impl RouterControl for Router {
             bus_inbox_backlog: bus.inbox_backlog,
             bus_connected: u64::from(bus.connected),
         }
+    }
+
+    fn node_id(&self) -> &str {
+        self.inner.bus.node_id()
+    }
+
+    fn nodes(&self) -> Vec<String> {
+        self.inner.bus.peers()
+    }
+
+    fn cluster_attach(&self, hooks: Arc<dyn ControlHooks>) {
+        self.inner.bus.attach_cluster(hooks);
+    }
+
+    fn cluster_publish(&self, message: Bytes) -> bool {
+        self.inner.bus.clustered() && self.inner.bus.cluster_send(None, message).is_ok()
+    }
+
+    fn cluster_send(&self, node: &str, message: Bytes) -> bool {
+        let bus = &self.inner.bus;
+        bus.clustered()
+            && !node.is_empty()
+            && node != bus.node_id()
+            && bus.cluster_send(Some(node), message).is_ok()
     }
 }
 

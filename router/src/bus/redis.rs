@@ -9,7 +9,7 @@
 //! |----------------------|----------|------------------------------------------------------|
 //! | `P:node:<node>`      | channel  | envelopes for clients of `<node>` (unicast, event, reject-back) |
 //! | `P:ws:<ws>`          | channel  | broadcast envelopes of workspace `<ws>`; a node subscribes while it has a local member of `<ws>` |
-//! | `P:control`          | channel  | directory changes ([`ControlMsg`]: join, leave, down, sync) |
+//! | `P:control`          | channel  | directory changes ([`ControlMsg`]: join, leave, down, sync), and cluster envelopes published to every node |
 //! | `P:clients:<node>`   | hash     | field per client address of `<node>`, value `1`; expires with the heartbeat |
 //! | `P:alive:<node>`     | string   | `1`, expires after [`RedisConfig::ttl`] unless refreshed |
 //! | `P:nodes`            | set      | node ids that joined; a node whose `alive` key expired is removed by whoever notices |
@@ -24,6 +24,15 @@
 //! reconciles the workspace subscriptions with local interest, and on any error drops both
 //! connections, waits (100 ms doubling to 2 s) and reconnects: it resubscribes, reloads the
 //! directory from every live node's hash and rewrites its own.
+//!
+//! Cluster messages (stage B): a cluster envelope ([`envelope::CLUSTER_KIND`]) published to
+//! every node goes on `P:control`, one for a single node on `P:node:<node>`; the push
+//! callback tells them from the text directory changes and the frame envelopes by their
+//! first two bytes and hands them to the attached [`ControlHooks`] on the spot (never into
+//! the router's inbox). The set of peers follows the directory: a `sync` (a node that
+//! (re)connected) or a node found live when this one (re)connects calls
+//! [`ControlHooks::node_joined`]; a `down` or an expired heartbeat
+//! [`ControlHooks::node_left`] (once per node until it joins again).
 
 use super::{Bus, BusError, BusStats, LocalClients, Settle};
 use crate::directory::{ControlMsg, Directory};
@@ -32,6 +41,8 @@ use redis::aio::MultiplexedConnection;
 use redis::{
     AsyncConnectionConfig, IntoConnectionInfo, ProtocolVersion, PushInfo, PushKind, Value,
 };
+use rhizo_interface::ControlHooks;
+use rhizo_protocol::envelope;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 use std::sync::atomic::{AtomicBool, AtomicU64};
@@ -100,6 +111,8 @@ enum Outgoing {
     Workspace(String, Bytes),
     Joined(String),
     Left(String),
+    /// A cluster envelope for one node (`Some`) or every node (`None`: the control channel).
+    Cluster(Option<String>, Bytes),
 }
 
 struct Names {
@@ -143,6 +156,10 @@ struct Shared {
     outbox: mpsc::Sender<Outgoing>,
     inbox: OnceLock<mpsc::Sender<Bytes>>,
     local: OnceLock<Arc<dyn LocalClients>>,
+    /// Where cluster messages and node changes go ([`Bus::attach_cluster`]).
+    cluster: OnceLock<Arc<dyn ControlHooks>>,
+    /// The other nodes known live, for [`Bus::peers`] and to call `node_left` once.
+    peers: Mutex<HashSet<String>>,
     /// Workspaces with local members (the wanted subscriptions). Never locked across an
     /// await.
     wanted: Mutex<HashSet<String>>,
@@ -192,6 +209,8 @@ impl RedisBus {
             outbox,
             inbox: OnceLock::new(),
             local: OnceLock::new(),
+            cluster: OnceLock::new(),
+            peers: Mutex::default(),
             wanted: Mutex::default(),
             reload: Mutex::default(),
             changed: Notify::new(),
@@ -311,6 +330,26 @@ impl Bus for RedisBus {
         })
     }
 
+    fn attach_cluster(&self, hooks: Arc<dyn ControlHooks>) {
+        let _ = self.shared.cluster.set(hooks);
+    }
+
+    fn cluster_send(&self, node: Option<&str>, message: Bytes) -> Result<(), BusError> {
+        let target = node.unwrap_or("");
+        let env = envelope::encode_cluster(&self.shared.cfg.node_id, target, &message)
+            .map_err(|_| BusError::Full)?;
+        self.queue(Outgoing::Cluster(node.map(str::to_owned), Bytes::from(env)))
+    }
+
+    fn peers(&self) -> Vec<String> {
+        let peers = self
+            .shared
+            .peers
+            .lock()
+            .map(|p| p.iter().cloned().collect());
+        peers.unwrap_or_default()
+    }
+
     fn stats(&self) -> BusStats {
         let s = &self.shared;
         let backlog = s
@@ -340,6 +379,10 @@ impl Shared {
                 else {
                     return;
                 };
+                if envelope::is_cluster(&payload) {
+                    self.on_cluster(Bytes::from(payload));
+                    return;
+                }
                 if channel == self.names.control.as_bytes() {
                     self.on_control(&payload);
                     return;
@@ -374,6 +417,62 @@ impl Shared {
             self.changed.notify_one();
         }
         self.directory.apply(msg);
+        match msg {
+            ControlMsg::Sync { node } => self.peer_joined(node, true),
+            ControlMsg::Joined { node, .. } => self.peer_joined(node, false),
+            ControlMsg::Down { node } => self.peer_left(node),
+            ControlMsg::Left { .. } => {}
+        }
+    }
+
+    /// A cluster envelope: to the hooks, unless it is this node's own (published ones
+    /// come back) or meant for another node.
+    fn on_cluster(&self, payload: Bytes) {
+        let Ok((origin, target, message)) = envelope::decode_cluster(&payload) else {
+            return;
+        };
+        let me = self.cfg.node_id.as_str();
+        if origin == me || !(target.is_empty() || target == me) {
+            return;
+        }
+        self.received.fetch_add(1, Relaxed);
+        // A message from a node not known yet (it connected while this one was away).
+        self.peer_joined(origin, false);
+        if let Some(hooks) = self.cluster.get() {
+            hooks.cluster_message(origin, message);
+        }
+    }
+
+    /// `node` is live: noted, and the hooks told when it is new or `always` (it
+    /// reconnected and may have missed messages).
+    fn peer_joined(&self, node: &str, always: bool) {
+        if node == self.cfg.node_id {
+            return;
+        }
+        let new = self
+            .peers
+            .lock()
+            .map(|mut p| p.insert(node.to_owned()))
+            .unwrap_or(false);
+        if new || always {
+            if let Some(hooks) = self.cluster.get() {
+                hooks.node_joined(node);
+            }
+        }
+    }
+
+    /// `node` left (down or expired): the hooks are told once.
+    fn peer_left(&self, node: &str) {
+        let known = self
+            .peers
+            .lock()
+            .map(|mut p| p.remove(node))
+            .unwrap_or(false);
+        if known {
+            if let Some(hooks) = self.cluster.get() {
+                hooks.node_left(node);
+            }
+        }
     }
 
     fn ttl_secs(&self) -> u64 {
@@ -402,7 +501,10 @@ async fn supervise(s: Arc<Shared>, client: redis::Client, mut outbox: mpsc::Rece
                 s.connected.store(false, Release);
                 // What was queued for the lost connection is lost too.
                 while let Ok(item) = outbox.try_recv() {
-                    if matches!(item, Outgoing::Node(..) | Outgoing::Workspace(..)) {
+                    if matches!(
+                        item,
+                        Outgoing::Node(..) | Outgoing::Workspace(..) | Outgoing::Cluster(..)
+                    ) {
                         s.outbox_dropped.fetch_add(1, Relaxed);
                     }
                 }
@@ -495,17 +597,26 @@ async fn load_directory(s: &Shared, cmd: &mut MultiplexedConnection) -> redis::R
             s.directory.drop_node(&old);
         }
     }
+    for old in s.peers.lock().map(|p| p.clone()).unwrap_or_default() {
+        if !known.contains(old.as_str()) {
+            s.peer_left(&old);
+        }
+    }
     for node in nodes.iter().filter(|x| **x != s.cfg.node_id) {
-        reload_node(s, cmd, node).await?;
+        if reload_node(s, cmd, node).await? {
+            // This node (re)connected: it may have missed the peer's messages.
+            s.peer_joined(node, true);
+        }
     }
     Ok(())
 }
 
+/// Reloads `node`'s entries if it is alive (returns true), else drops it.
 async fn reload_node(
     s: &Shared,
     cmd: &mut MultiplexedConnection,
     node: &str,
-) -> redis::RedisResult<()> {
+) -> redis::RedisResult<bool> {
     let n = &s.names;
     let alive: bool = redis::cmd("EXISTS")
         .arg(n.alive(node))
@@ -520,13 +631,14 @@ async fn reload_node(
             .replace_node(node, addrs.iter().map(String::as_str));
     } else {
         s.directory.drop_node(node);
+        s.peer_left(node);
         redis::cmd("SREM")
             .arg(&n.nodes)
             .arg(node)
             .query_async::<()>(cmd)
             .await?;
     }
-    Ok(())
+    Ok(alive)
 }
 
 /// Rewrites this node's hash from the client table and tells the others to reload it.
@@ -616,6 +728,13 @@ async fn write_batch(
                 frames += 1;
                 p.publish(n.ws(&ws), &env[..]).ignore();
             }
+            Outgoing::Cluster(node, env) => {
+                frames += 1;
+                match node {
+                    Some(node) => p.publish(n.node(&node), &env[..]).ignore(),
+                    None => p.publish(&n.control, &env[..]).ignore(),
+                };
+            }
             Outgoing::Joined(addr) => {
                 p.hset(&clients, &addr, 1)
                     .ignore()
@@ -680,10 +799,18 @@ async fn beat(s: &Shared, cmd: &mut MultiplexedConnection) -> redis::RedisResult
         .arg(&n.nodes)
         .query_async(cmd)
         .await?;
-    // Also the nodes only the replica knows (announced, never or no longer in the set).
-    for known in s.directory.nodes() {
-        if !nodes.iter().any(|x| **x == *known) {
-            nodes.push(known.to_string());
+    // Also the nodes only the replica or the peer set know (announced, never or no
+    // longer in the set).
+    let peers = s.peers.lock().map(|p| p.clone()).unwrap_or_default();
+    for known in s
+        .directory
+        .nodes()
+        .iter()
+        .map(|k| k.to_string())
+        .chain(peers)
+    {
+        if !nodes.contains(&known) {
+            nodes.push(known);
         }
     }
     for node in nodes.iter().filter(|x| *x != me) {
@@ -694,6 +821,7 @@ async fn beat(s: &Shared, cmd: &mut MultiplexedConnection) -> redis::RedisResult
         if !alive {
             tracing::info!(node = %node, "cluster bus: node's heartbeat expired; dropping its clients");
             s.directory.drop_node(node);
+            s.peer_left(node);
             redis::cmd("SREM")
                 .arg(&n.nodes)
                 .arg(node)
@@ -730,7 +858,7 @@ async fn follow(
         .map(|mut r| std::mem::take(&mut *r))
         .unwrap_or_default();
     for node in reload {
-        reload_node(s, cmd, &node).await?;
+        let _alive = reload_node(s, cmd, &node).await?;
     }
     Ok(())
 }
