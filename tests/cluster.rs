@@ -1,7 +1,9 @@
 //! Several in-process nodes sharing the real Redis on 127.0.0.1:6379 (started here if it is
 //! down), each test under its own `--redis-prefix` (issue 10, stage A): calls across
 //! nodes, a reject for a client that left, reject-back from a stale directory entry,
-//! broadcasts across nodes, graceful shutdown, Redis connections killed, Redis unreachable.
+//! broadcasts across nodes, graceful shutdown, Redis connections killed, Redis unreachable;
+//! and the control plane across nodes (stage B): services found, listed and called from
+//! another node, unregistration, a node's shutdown and late start, revocations.
 //!
 //! The tests of this file run one at a time: killing Redis connections with `CLIENT KILL
 //! TYPE …` would also cut the other tests' nodes.
@@ -11,7 +13,7 @@ mod common;
 use common::{connect_as, eventually, join};
 use rhizo_client::{handler, Client, ClientError, Event};
 use rhizo_interface::RouterControl;
-use rhizo_protocol::value::map;
+use rhizo_protocol::value::{get, get_str, map};
 use rmpv::Value;
 use std::process::Command;
 use std::time::Duration;
@@ -336,4 +338,237 @@ async fn an_unreachable_redis_leaves_a_working_single_node() {
     assert!(!connected(&a));
     drop((prov, caller));
     a.shutdown().await;
+}
+
+/// The ids `list_services` (with `query`) returns to `c`.
+async fn listed(c: &Client, query: Value) -> Vec<String> {
+    match c.manager_call("list_services", vec![query]).await {
+        Ok(Value::Array(items)) => items
+            .iter()
+            .filter_map(|r| get_str(r, "id").map(str::to_owned))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Polls `list_services` until `id` is listed to `c` (or, with `present` false, is not).
+async fn listed_eventually(
+    c: &Client,
+    query: Value,
+    id: &str,
+    present: bool,
+    within: Duration,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if listed(c, query.clone()).await.iter().any(|x| x == id) == present {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `get_service(id)` for `c`, then `echo(v)` through the object.
+async fn echo_through_object(c: &Client, id: &str, v: &str) -> Result<Value, String> {
+    let svc = c
+        .manager_call("get_service", vec![id.into()])
+        .await
+        .map_err(|e| e.to_string())?;
+    let f = get(&svc, "echo").ok_or("the object has no echo")?;
+    let target = get_str(f, "_rtarget").ok_or("no _rtarget")?.to_owned();
+    let method = get_str(f, "_rmethod").ok_or("no _rmethod")?.to_owned();
+    c.call(&target, &method, vec![v.into()], T)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_of_one_node_are_found_listed_and_called_from_another() {
+    let _serial = SERIAL.lock().await;
+    ensure_redis().await;
+    let p = prefix("registry");
+    let (a, b) = (node("a", &p).await, node("b", &p).await);
+    let prov = provider(a.url(), "prov").await;
+    let ws = prov.workspace().to_owned();
+    let id = format!("{ws}/prov:svc");
+    let caller = join(b.url(), &prov, "caller").await.unwrap();
+    let stranger = connect_as(b.url(), "stranger").await;
+
+    assert!(
+        listed_eventually(&caller, Value::Nil, &id, true, T).await,
+        "B lists A's service"
+    );
+    assert!(listed(&caller, Value::Nil)
+        .await
+        .contains(&format!("{ws}/prov:built-in")));
+    assert_eq!(
+        echo_through_object(&caller, "prov:svc", "same ws").await,
+        Ok(Value::from("same ws"))
+    );
+    // A public service of another workspace, from a client of B's own workspace.
+    assert_eq!(
+        echo_through_object(&stranger, &id, "other ws").await,
+        Ok(Value::from("other ws"))
+    );
+    let info = stranger
+        .manager_call("get_service_info", vec![id.as_str().into()])
+        .await
+        .unwrap();
+    assert_eq!(get_str(&info, "id"), Some(id.as_str()));
+    let clients = caller.manager_call("list_clients", vec![]).await.unwrap();
+    let ids: Vec<&str> = clients
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| get_str(c, "id"))
+        .collect();
+    assert!(ids.contains(&format!("{ws}/prov").as_str()), "{ids:?}");
+    assert!(ids.contains(&format!("{ws}/caller").as_str()), "{ids:?}");
+
+    prov.manager_call("unregister_service", vec!["svc".into()])
+        .await
+        .unwrap();
+    assert!(
+        listed_eventually(&caller, Value::Nil, &id, false, T).await,
+        "unregistered on A, gone on B"
+    );
+    let err = echo_through_object(&stranger, &id, "x").await.unwrap_err();
+    assert!(err.contains("not found"), "{err}");
+    drop((prov, caller, stranger));
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_shutdown_removes_its_services_and_tells_subscribers_at_once() {
+    let _serial = SERIAL.lock().await;
+    ensure_redis().await;
+    let p = prefix("node-left");
+    let (a, b) = (node("a", &p).await, node("b", &p).await);
+    let prov = provider(a.url(), "prov").await;
+    let ws = prov.workspace().to_owned();
+    let id = format!("{ws}/prov:svc");
+    let mut sub = join(b.url(), &prov, "sub").await.unwrap();
+    sub.manager_call(
+        "subscribe",
+        vec![Value::Array(vec!["client_disconnected".into()])],
+    )
+    .await
+    .unwrap();
+    assert!(listed_eventually(&sub, Value::Nil, &id, true, T).await);
+    let stopped = std::time::Instant::now();
+    a.shutdown().await;
+    assert!(
+        listed_eventually(&sub, Value::Nil, &id, false, Duration::from_millis(1500)).await,
+        "B still lists A's service {:?} after A's shutdown",
+        stopped.elapsed()
+    );
+    let event = tokio::time::timeout(T, async {
+        loop {
+            match sub.next_event().await {
+                Some(Event::Frame(m)) => {
+                    let kind = get_str(&m.merged, "type").map(str::to_owned);
+                    if kind.as_deref() == Some("client_disconnected") {
+                        return Some(m.merged);
+                    }
+                }
+                Some(_) => continue,
+                None => return None,
+            }
+        }
+    })
+    .await
+    .ok()
+    .flatten()
+    .expect("the subscriber on B heard client_disconnected");
+    let data = get(&event, "data").expect("data");
+    assert_eq!(get_str(data, "workspace"), Some(ws.as_str()));
+    drop((prov, sub));
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_started_later_sees_the_existing_services() {
+    let _serial = SERIAL.lock().await;
+    ensure_redis().await;
+    let p = prefix("late");
+    let a = node("a", &p).await;
+    let prov = provider(a.url(), "prov").await;
+    let id = format!("{}/prov:svc", prov.workspace());
+    let b = node("b", &p).await;
+    let c = connect_as(b.url(), "late-caller").await;
+    assert!(
+        listed_eventually(&c, "*".into(), &id, true, T).await,
+        "B, started after the registration, lists it"
+    );
+    assert_eq!(
+        echo_through_object(&c, &id, "late").await,
+        Ok(Value::from("late"))
+    );
+    drop((prov, c));
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_revoked_on_one_node_closes_its_session_on_another() {
+    let _serial = SERIAL.lock().await;
+    ensure_redis().await;
+    let p = prefix("revoke");
+    let (a, b) = (node("a", &p).await, node("b", &p).await);
+    let owner = connect_as(a.url(), "owner").await;
+    let ws = owner.workspace().to_owned();
+    let token = common::mint(&owner).await.unwrap();
+    let mut held = rhizo_client::Client::connect(
+        a.url(),
+        rhizo_client::ConnectOptions {
+            client_id: Some("held".into()),
+            workspace: Some(ws.clone()),
+            token: Some(token.clone()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let admin_token = owner
+        .manager_call(
+            "generate_token",
+            vec![map([("permission", "admin".into())])],
+        )
+        .await
+        .unwrap();
+    let admin = rhizo_client::Client::connect(
+        b.url(),
+        rhizo_client::ConnectOptions {
+            client_id: Some("admin".into()),
+            workspace: Some(ws.clone()),
+            token: admin_token.as_str().map(str::to_owned),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    admin
+        .manager_call("revoke_token", vec![token.as_str().into()])
+        .await
+        .unwrap();
+    let closed = tokio::time::timeout(T, async {
+        while let Some(e) = held.next_event().await {
+            if matches!(e, Event::Closed(_)) {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "the session on A opened with the token was closed"
+    );
+    assert!(eventually(T, || !knows(&b, &ws, "held")).await);
+    drop((owner, admin));
+    a.shutdown().await;
+    b.shutdown().await;
 }

@@ -4,6 +4,7 @@
 //! connections, mints reconnection tokens, takes frames addressed to the manager and
 //! cleans up after departed clients.
 
+use crate::cluster::Incoming;
 use crate::config::reached;
 use crate::manager::Manager;
 use crate::names::readable_id;
@@ -388,5 +389,19 @@ impl ControlHooks for Hooks {
     fn disconnected(&self, conn: ConnRef<'_>, foreign_callers: Vec<String>) {
         self.0
             .client_gone(conn.id, conn.ws, conn.cid, &foreign_callers);
+    }
+
+    fn cluster_message(&self, from_node: &str, message: Bytes) {
+        self.0
+            .cluster
+            .push(Incoming::Message(from_node.to_owned(), message));
+    }
+
+    fn node_joined(&self, node: &str) {
+        self.0.cluster.push(Incoming::Joined(node.to_owned()));
+    }
+
+    fn node_left(&self, node: &str) {
+        self.0.cluster.push(Incoming::Left(node.to_owned()));
     }
 }

@@ -3,6 +3,8 @@
 //! * [`manager`] — the manager peer at `*/<manager_id>`: the `built-in` and `default`
 //!   services (protocol.md §4, workspace-api.md §5).
 //! * [`admission`] — WebSocket handshake decisions (protocol.md §1.3) and the router hooks.
+//! * [`cluster`] — the control plane across nodes: registry replica, remote `get_service`,
+//!   revocations (issue 10 stage B; what stays per node is listed there).
 //! * [`service`] — [`service::ControlService`], the interface of the control-plane
 //!   services that live in crates of their own (artifacts, server apps, …).
 //! * The domains, each owning its state, the persistence of that state and the events
@@ -18,6 +20,7 @@
 //! The control plane reaches clients only through the router, like any peer.
 
 pub mod admission;
+pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod event_log;
@@ -70,6 +73,7 @@ pub async fn start_with_services(
     let workspaces = manager.workspaces.load().await?;
     let revocations = manager.tokens.load().await?;
     tracing::info!(workspaces, revocations, "state loaded from the store");
-    let hooks = Arc::new(admission::Hooks(manager.clone()));
+    let hooks: Arc<dyn ControlHooks> = Arc::new(admission::Hooks(manager.clone()));
+    manager.start_cluster(hooks.clone());
     Ok((manager, hooks))
 }

@@ -143,6 +143,9 @@ pub struct Manager {
     /// The control-plane services in crates of their own (artifacts, server apps, …),
     /// exposed as `public/<id>` with methods on the manager ([`crate::service`]).
     services: ServiceSet,
+    /// The cluster channel's queue and the fetches waiting on other nodes
+    /// ([`crate::cluster`]).
+    pub(crate) cluster: crate::cluster::Cluster,
 }
 
 /// A callback the manager hands to a client as an encoded method (`<session>.<name>` on
@@ -226,6 +229,7 @@ impl Manager {
             handshakes,
             root_user: value::from_json(&root),
             services,
+            cluster: crate::cluster::Cluster::new(),
         })
     }
 

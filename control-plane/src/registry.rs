@@ -11,14 +11,20 @@
 //!
 //! * [`resolve`] — `get_service` / `get_service_info` resolution and visibility.
 //! * [`listing`] — `list_services`, `search_services`, `list_clients`.
+//! * `replica` — the other nodes' records (issue 10 stage B, [`crate::cluster`]): every
+//!   lookup and listing sees this node's table and the replica together (a key held here
+//!   wins); local changes are announced to the peers under one lock with the table
+//!   change, so an announcement and a snapshot leave this node in the order they happened.
 
 mod listing;
+mod replica;
 mod resolve;
 mod table;
 
 pub use listing::ServiceQuery;
 pub use table::{glob, Inserted, Pattern, ServiceRecord, Visibility};
 
+use crate::cluster::Msg;
 use crate::error::{ManagerError, ManagerResult};
 use crate::events;
 use crate::manager::Ctx;
@@ -27,7 +33,7 @@ use rhizo_protocol::user::Permission;
 use rhizo_protocol::value::{self, get, get_str, map};
 use rmpv::Value;
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use table::ServiceTable;
 
 /// The service registry of this server: records, resolution and the service events.
@@ -37,6 +43,10 @@ pub struct Registry {
     router: Arc<dyn RouterControl>,
     /// `HYPHA_MAX_SERVICES_PER_CLIENT` (0: unlimited), `built-in` not counted.
     services_per_client: usize,
+    /// The other nodes' records.
+    replica: replica::Replica,
+    /// Held around a table change and its announcement, and around a snapshot.
+    announce: Mutex<()>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -69,6 +79,8 @@ impl Registry {
             table: ServiceTable::default(),
             router,
             services_per_client,
+            replica: replica::Replica::default(),
+            announce: Mutex::new(()),
         }
     }
 
@@ -196,7 +208,16 @@ impl Registry {
         ]);
         let built_in = record.is_built_in();
         let data = record.record.clone();
-        let inserted = self.table.insert(record)?;
+        let inserted = {
+            let _order = self.announce.lock().expect("announce lock");
+            let clustered = self.clustered();
+            let shared = clustered.then(|| record.record.clone());
+            let inserted = self.table.insert(record)?;
+            if let Some(r) = shared {
+                self.router.cluster_publish(Msg::Added(vec![r]).encode());
+            }
+            inserted
+        };
         let emit = |kind: &str, data: Value| events::emit(&*self.router, &ws, kind, data);
         match &inserted {
             Inserted::New if built_in => emit("client_connected", client),
@@ -266,7 +287,15 @@ impl Registry {
                 "Permission denied: cannot unregister service {id} of another client"
             )));
         }
-        let removed = self.table.remove_id(&id);
+        let removed = {
+            let _order = self.announce.lock().expect("announce lock");
+            let removed = self.table.remove_id(&id);
+            if self.clustered() && !removed.is_empty() {
+                let keys = removed.iter().map(ServiceRecord::key).collect();
+                self.router.cluster_publish(Msg::Removed(keys).encode());
+            }
+            removed
+        };
         if removed.is_empty() {
             return Err(ManagerError::NotFound(format!("Service not found: {id}")));
         }
@@ -284,7 +313,7 @@ impl Registry {
     /// workspace and to `foreign_callers` (clients of other workspaces that had called it,
     /// so that their calls fail at once; an improvement on the reference).
     pub fn client_gone(&self, ws: &str, cid: &str, foreign_callers: &[String]) {
-        self.table.remove_client(ws, cid);
+        self.remove_client(ws, cid);
         let data = map([("id", cid.into()), ("workspace", ws.into())]);
         let event = events::frame("client_disconnected", data);
         self.router
@@ -298,7 +327,7 @@ impl Registry {
     /// A client `cleanup` found unresponsive: its records go, and if it had any its
     /// workspace hears `client_disconnected`.
     pub fn remove_unresponsive(&self, ws: &str, cid: &str) {
-        if !self.table.remove_client(ws, cid).is_empty() {
+        if !self.remove_client(ws, cid).is_empty() {
             self.client_disconnected(ws, cid);
         }
     }
@@ -307,11 +336,155 @@ impl Registry {
     /// protocol.md §1.3): the stale records go silently, as in the reference — the new
     /// client's `built-in` registration follows as `client_connected`.
     pub fn supersede(&self, ws: &str, cid: &str) {
-        self.table.remove_client(ws, cid);
+        self.remove_client(ws, cid);
+    }
+
+    /// Removes the client's local records and tells the peers.
+    fn remove_client(&self, ws: &str, cid: &str) -> Vec<ServiceRecord> {
+        let _order = self.announce.lock().expect("announce lock");
+        let removed = self.table.remove_client(ws, cid);
+        if self.clustered() && !removed.is_empty() {
+            let msg = Msg::ClientGone {
+                ws: ws.to_owned(),
+                cid: cid.to_owned(),
+            };
+            self.router.cluster_publish(msg.encode());
+        }
+        removed
     }
 
     fn client_disconnected(&self, ws: &str, cid: &str) {
         let data = map([("id", cid.into()), ("workspace", ws.into())]);
         events::emit(&*self.router, ws, "client_disconnected", data);
+    }
+}
+
+// === impl Registry (across nodes) ===
+
+impl Registry {
+    fn clustered(&self) -> bool {
+        !self.router.node_id().is_empty()
+    }
+
+    /// Records of every node matching `pattern`, in key order; a key held here wins over
+    /// a peer's copy.
+    pub fn find_all(&self, pattern: &Pattern<'_>) -> Vec<ServiceRecord> {
+        let local = self.table.find(pattern);
+        let remote = self.replica.find(pattern);
+        if remote.is_empty() {
+            return local;
+        }
+        let mut all: BTreeMap<String, ServiceRecord> =
+            remote.into_iter().map(|(k, _, r)| (k, r)).collect();
+        for r in local {
+            all.insert(r.key(), r);
+        }
+        all.into_values().collect()
+    }
+
+    /// The `built-in` records of `ws` on every node: one per live client of the cluster.
+    pub fn clients_all(&self, ws: &str) -> Vec<ServiceRecord> {
+        self.find_all(&Pattern {
+            ws: Some(ws),
+            name: Some("built-in"),
+            ..Default::default()
+        })
+    }
+
+    /// The node that announced `r`, when it is not a record of this node.
+    pub fn remote_node(&self, r: &ServiceRecord) -> Option<String> {
+        let key = r.key();
+        let here = self.table.find(&Pattern {
+            ws: Some(&r.ws),
+            cid: Some(&r.cid),
+            name: Some(&r.name),
+            app_id: Some(&r.app_id),
+            kind: None,
+        });
+        if here.iter().any(|h| h.key() == key) {
+            return None;
+        }
+        self.replica.node_of(&key)
+    }
+
+    /// Records the other nodes announced (for `/metrics` and tests).
+    pub fn remote_len(&self) -> usize {
+        self.replica.len()
+    }
+
+    /// Sends this node's full list of records to `node`.
+    pub(crate) fn send_snapshot(&self, node: &str) {
+        let _order = self.announce.lock().expect("announce lock");
+        let records = self
+            .table
+            .find(&Pattern::default())
+            .into_iter()
+            .map(|r| r.record)
+            .collect();
+        self.router
+            .cluster_send(node, Msg::Snapshot(records).encode());
+    }
+
+    fn parse_all(records: Vec<Value>) -> Vec<ServiceRecord> {
+        records
+            .into_iter()
+            .filter_map(|v| ServiceRecord::from_value(v).ok())
+            .collect()
+    }
+
+    /// `node`'s full list: replaces what was known of it. No events (see
+    /// [`crate::cluster`]).
+    pub(crate) fn apply_snapshot(&self, node: &str, records: Vec<Value>) {
+        self.replica.replace(node, Self::parse_all(records));
+    }
+
+    /// `node` registered `records`. No events: `node` broadcast them.
+    pub(crate) fn apply_added(&self, node: &str, records: Vec<Value>) {
+        self.replica.added(node, Self::parse_all(records));
+    }
+
+    /// `node` removed the records with these keys. No events.
+    pub(crate) fn apply_removed(&self, node: &str, keys: &[String]) {
+        self.replica.removed(node, keys);
+    }
+
+    /// A client of `node` left. No events.
+    pub(crate) fn apply_client_gone(&self, node: &str, ws: &str, cid: &str) {
+        self.replica.client_gone(node, ws, cid);
+    }
+
+    /// `node` left the cluster: its records go at once, and the local subscribers of each
+    /// affected workspace (only those of this node: every remaining node does the same
+    /// for its own) hear `service_removed` per service and `client_disconnected` per
+    /// client. Returns the addresses (`ws/cid`) of the departed clients.
+    pub(crate) fn node_left(&self, node: &str) -> Vec<String> {
+        let gone = self.replica.drop_node(node);
+        let mut clients = std::collections::BTreeSet::new();
+        for r in &gone {
+            clients.insert((r.ws.clone(), r.cid.clone()));
+            if !r.is_built_in() {
+                self.emit_local(&r.ws, "service_removed", r.record.clone());
+            }
+        }
+        for (ws, cid) in &clients {
+            let data = map([
+                ("id", cid.as_str().into()),
+                ("workspace", ws.as_str().into()),
+            ]);
+            self.emit_local(ws, "client_disconnected", data);
+        }
+        clients
+            .into_iter()
+            .map(|(ws, cid)| format!("{ws}/{cid}"))
+            .collect()
+    }
+
+    /// Event `kind` to the subscribers of `ws` connected to this node only.
+    fn emit_local(&self, ws: &str, kind: &str, data: Value) {
+        let frame = events::frame(kind, data);
+        for p in self.router.presence(ws) {
+            self.router
+                .deliver_event(&format!("{ws}/{}", p.client_id), kind, frame.clone());
+        }
     }
 }

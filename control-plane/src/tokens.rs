@@ -69,6 +69,22 @@ impl TokenService {
         Ok((hash, exp))
     }
 
+    /// A revocation another node announced (issue 10 stage B): the token with SHA-256
+    /// hex `hash` is refused here too until `exp` (unix seconds). Not written to the store:
+    /// the announcing node did (with a shared database it is already there).
+    pub fn note_revoked(&self, hash: &str, exp: u64) {
+        let now = now_secs();
+        if exp > now {
+            self.revoked.retain(|_, e| *e > now);
+            self.revoked.insert(hash.to_owned(), exp);
+        }
+    }
+
+    /// Until when the token with SHA-256 hex `hash` is revoked (unix seconds), if it is.
+    pub fn revoked_until(&self, hash: &str) -> Option<u64> {
+        self.revoked.get(hash).map(|e| *e)
+    }
+
     /// Restores the revocations still in force from the store; returns how many. Call
     /// once at start, before serving. Errors: the store could not be read.
     pub async fn load(&self) -> Result<usize, StoreError> {

@@ -144,7 +144,7 @@ impl Registry {
             kind: query.kind.as_deref(),
         };
         let mut out = Vec::new();
-        for r in self.table.find(&pattern) {
+        for r in self.find_all(&pattern) {
             if r.is_built_in() && query.name.is_none() && r.ws != ctx.ws {
                 continue;
             }
@@ -178,8 +178,7 @@ impl Registry {
             .split_whitespace()
             .map(str::to_owned)
             .collect();
-        self.table
-            .find(&Pattern::default())
+        self.find_all(&Pattern::default())
             .into_iter()
             .filter(|r| !r.is_built_in())
             .filter(|r| {
@@ -213,8 +212,7 @@ impl Registry {
         let ws = workspace.unwrap_or(&ctx.ws);
         ctx.require(ws, Permission::Read)?;
         Ok(self
-            .table
-            .clients(ws)
+            .clients_all(ws)
             .into_iter()
             .map(|r| {
                 let user = get(&r.record, "config")
@@ -230,14 +228,12 @@ impl Registry {
     /// `built-in` left out) of `ws`, for `get_summary`.
     pub fn summary(&self, ws: &str) -> (Vec<Value>, Vec<Value>) {
         let clients = self
-            .table
-            .clients(ws)
+            .clients_all(ws)
             .iter()
             .map(|r| format!("{}/{}", r.ws, r.cid).into())
             .collect();
         let services = self
-            .table
-            .find(&Pattern {
+            .find_all(&Pattern {
                 ws: Some(ws),
                 ..Default::default()
             })

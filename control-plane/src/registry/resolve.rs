@@ -100,7 +100,7 @@ impl Registry {
             app_id: sid.app.as_deref(),
             kind: None,
         };
-        let found = self.table.find(&pattern);
+        let found = self.find_all(&pattern);
         let full = format!(
             "{}/{}:{}@{}",
             sid.ws,

@@ -164,7 +164,8 @@ fn matches(p: Option<&str>, v: &str) -> bool {
 // === impl Pattern ===
 
 impl Pattern<'_> {
-    fn accepts(&self, r: &ServiceRecord) -> bool {
+    /// Whether `r` matches every part.
+    pub(crate) fn accepts(&self, r: &ServiceRecord) -> bool {
         matches(self.ws, &r.ws)
             && matches(self.cid, &r.cid)
             && matches(self.name, &r.name)

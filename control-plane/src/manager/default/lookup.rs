@@ -153,26 +153,13 @@ impl Manager {
             let (r, hide) =
                 self.registry
                     .resolve(ctx, &cmd.service_id, cmd.config.mode.as_deref())?;
-            let addr = format!("{}/{}", r.ws, r.cid);
-            // Sent as `call_client` does; a provider that is not connected fails here as
-            // such, one that leaves while answering fails in the wait below.
-            let sent = self
-                .send_call(
-                    &addr,
-                    "services.built-in.get_service",
-                    vec![r.name.as_str().into()],
-                    None,
-                    (&r.ws, &self.root_user),
-                    Duration::from_secs_f64(cmd.config.timeout),
-                )
-                .await?;
-            let mut svc = self.wait_reply(sent).await.map_err(|e| match e {
-                ManagerError::Disconnected(_) => ManagerError::Disconnected(format!(
-                    "Client disconnected while retrieving service: {}",
-                    r.id()
-                )),
-                e => e,
-            })?;
+            let timeout = Duration::from_secs_f64(cmd.config.timeout);
+            // A provider on another node is asked by that node's manager (the provider's
+            // reply could not reach this one), see `crate::cluster`.
+            let mut svc = match self.registry.remote_node(&r) {
+                Some(node) => self.fetch_remote(&node, &r, timeout).await?,
+                None => self.ask_provider(&r.ws, &r.cid, &r.name, timeout).await?,
+            };
             if !svc.is_map() {
                 return Err(ManagerError::InvalidArgument(format!(
                     "Provider returned no service object for {}",
@@ -210,6 +197,47 @@ impl Manager {
             _ => {}
         }
         Ok(svc)
+    }
+}
+
+// === impl Manager (asking a local provider) ===
+
+impl Manager {
+    /// The raw service object of `ws/cid`'s service `name`, from the provider itself
+    /// (`services.built-in.get_service`), waiting `timeout` (heartbeats restart it).
+    ///
+    /// Errors: [`ManagerError::Disconnected`] (`Client disconnected while retrieving
+    /// service: …`) when the provider is not connected or leaves while answering,
+    /// [`ManagerError::Timeout`], the provider's reject.
+    pub(crate) async fn ask_provider(
+        &self,
+        ws: &str,
+        cid: &str,
+        name: &str,
+        timeout: Duration,
+    ) -> ManagerResult<Value> {
+        let addr = format!("{ws}/{cid}");
+        let lost = || {
+            ManagerError::Disconnected(format!(
+                "Client disconnected while retrieving service: {ws}/{cid}:{name}"
+            ))
+        };
+        // Sent as `call_client` does; a provider that is not connected fails here as such,
+        // one that leaves while answering fails in the wait below.
+        let sent = self
+            .send_call(
+                &addr,
+                "services.built-in.get_service",
+                vec![name.into()],
+                None,
+                (ws, &self.root_user),
+                timeout,
+            )
+            .await?;
+        self.wait_reply(sent).await.map_err(|e| match e {
+            ManagerError::Disconnected(_) => lost(),
+            e => e,
+        })
     }
 }
 

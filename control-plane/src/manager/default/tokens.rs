@@ -170,6 +170,25 @@ pub(crate) struct RevokeToken {
     token: Option<String>,
 }
 
+// === impl Manager (revocation) ===
+
+impl Manager {
+    /// Closes this node's connections opened with the token of SHA-256 hex `origin` (or a
+    /// reconnection token descending from it), except `spare` (the revoking caller).
+    pub(crate) fn close_sessions_of(&self, origin: &str, spare: Option<&str>) {
+        for addr in self.sessions.with_origin(origin) {
+            if spare == Some(addr.as_str()) {
+                continue;
+            }
+            self.router.close(
+                &addr,
+                None,
+                CloseReason::Policy("Authentication error: Token has been revoked".into()),
+            );
+        }
+    }
+}
+
 // === impl RevokeToken ===
 
 impl RevokeToken {
@@ -193,15 +212,10 @@ impl RevokeToken {
             .token
             .ok_or_else(|| ManagerError::InvalidArgument("token must be a string".into()))?;
         let origin = m.tokens.revoke(&token).await?;
-        for addr in m.sessions.with_origin(&origin) {
-            if addr == ctx.from {
-                continue;
-            }
-            m.router.close(
-                &addr,
-                None,
-                CloseReason::Policy("Authentication error: Token has been revoked".into()),
-            );
+        m.close_sessions_of(&origin, Some(&ctx.from));
+        // The other nodes refuse it too and close their own sessions of it.
+        if let Some(exp) = m.tokens.revoked_until(&origin) {
+            m.announce_revocation(&origin, exp);
         }
         Ok(Value::Nil)
     }

@@ -1,0 +1,519 @@
+//! The control plane across nodes (issue 10 stage B): what this node's control plane tells
+//! its peers on the cluster channel of [`RouterControl`] and what it does with theirs. No
+//! Redis client of its own: the router's Bus carries the bytes.
+//!
+//! **What crosses nodes.**
+//! * The service registry: every node announces its local records (register, unregister,
+//!   a client's departure) and sends its full local list to a node that joins (or asks
+//!   with `hello`); each node keeps the others' records by node
+//!   ([`crate::registry`]'s replica), so resolution, listings, search and `list_clients`
+//!   see every node's services with the same visibility rules. When a node leaves, its
+//!   records go at once and each remaining node tells its *own* subscribers
+//!   `client_disconnected` / `service_removed`.
+//! * `get_service` of a record held by another node: the provider's object is fetched by
+//!   the manager of the provider's node (`fetch` / `fetched`), since a provider's reply to
+//!   another node's manager address is not routable; calls into the object then go
+//!   client to client through the router.
+//! * Token revocations: announced, added to every node's revocation set, and every node
+//!   closes its own sessions descending from the token.
+//!
+//! **Events.** The service and client events a registry change means are emitted once, by
+//! the node where the change happened, as a workspace broadcast, which the router's Bus
+//! already carries to the subscribers on the other nodes; applying a peer's announcement
+//! emits nothing, so nobody hears an event twice. The one exception is a node leaving:
+//! it cannot speak any more, so every remaining node emits the events for its records to
+//! its local subscribers only.
+//!
+//! **What stays per node.** Sessions (for `cleanup`, per-user connection limits, which
+//! connection a token opened), presence counts and the temporary-workspace unload
+//! decision, the per-client service quota and the singleton rule (checked against local
+//! records), manager call limits and the message cache, rate limits, and `cleanup`
+//! itself (it pings and purges this node's clients only).
+//!
+//! **Message format.** A msgpack map with `v` (= 1) and `op`:
+//!
+//! | op | fields | sent |
+//! |----|--------|------|
+//! | `hello` | — | published at start: "send me your records" |
+//! | `snapshot` | `records`: [record] | to a node that joined or said hello |
+//! | `added` | `records`: [record] | published on register |
+//! | `removed` | `keys`: [`ws/cid:name@app`] | published on unregister |
+//! | `client_gone` | `ws`, `cid` | published when a local client leaves |
+//! | `revoked` | `hash` (SHA-256 hex), `exp` (unix s) | published by `revoke_token` |
+//! | `fetch` | `req` (u64), `ws`, `cid`, `name`, `timeout` (s) | to the provider's node |
+//! | `fetched` | `req`, then `ok`: object, or `err`: text and `kind` | back to the asker |
+//!
+//! A record is the stored service record (`id`, `name`, `type`, … `config`), as listed.
+//! Unknown ops and versions are ignored. Delivery is at most once: a lost announcement
+//! is repaired by the next snapshot (a node that reconnects to Redis is sent everyone's).
+
+use crate::error::{ManagerError, ManagerResult};
+use crate::manager::Manager;
+use crate::registry::ServiceRecord;
+use bytes::Bytes;
+use dashmap::DashMap;
+use rhizo_protocol::value::{self, get, get_str};
+use rmpv::Value;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// Version of the message format.
+const VERSION: u64 = 1;
+
+/// Capacity of the queue between the bus's reader and the cluster task, messages.
+const QUEUE: usize = 8192;
+
+/// One message between control planes; see the module docs for the wire shape.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Msg {
+    /// Asks every peer for its records.
+    Hello,
+    /// The sender's full list of local records.
+    Snapshot(Vec<Value>),
+    /// Records the sender registered (or replaced).
+    Added(Vec<Value>),
+    /// Registry keys the sender removed.
+    Removed(Vec<String>),
+    /// A client of the sender left; its records go.
+    ClientGone {
+        /// Workspace.
+        ws: String,
+        /// Client id.
+        cid: String,
+    },
+    /// A token was revoked until `exp`.
+    Revoked {
+        /// SHA-256 hex of the token.
+        hash: String,
+        /// Unix seconds.
+        exp: u64,
+    },
+    /// Asks the receiving node to fetch a local provider's service object.
+    Fetch {
+        /// Request id, chosen by the asker.
+        req: u64,
+        /// Provider workspace.
+        ws: String,
+        /// Provider client id.
+        cid: String,
+        /// Service name.
+        name: String,
+        /// Seconds to wait for the provider.
+        timeout: f64,
+    },
+    /// The answer to a [`Msg::Fetch`].
+    Fetched {
+        /// The request id.
+        req: u64,
+        /// The object, or the error's kind and text.
+        result: Result<Value, (String, String)>,
+    },
+}
+
+fn strs(v: Option<&Value>) -> Vec<String> {
+    v.and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn values(v: Option<&Value>) -> Vec<Value> {
+    v.and_then(Value::as_array).cloned().unwrap_or_default()
+}
+
+// === impl Msg ===
+
+impl Msg {
+    /// The msgpack bytes.
+    pub fn encode(&self) -> Bytes {
+        let s = |x: &str| Value::from(x);
+        let mut m = vec![("v", Value::from(VERSION))];
+        match self {
+            Msg::Hello => m.push(("op", s("hello"))),
+            Msg::Snapshot(r) => {
+                m.push(("op", s("snapshot")));
+                m.push(("records", Value::Array(r.clone())));
+            }
+            Msg::Added(r) => {
+                m.push(("op", s("added")));
+                m.push(("records", Value::Array(r.clone())));
+            }
+            Msg::Removed(k) => {
+                m.push(("op", s("removed")));
+                m.push(("keys", Value::Array(k.iter().map(|k| s(k)).collect())));
+            }
+            Msg::ClientGone { ws, cid } => {
+                m.push(("op", s("client_gone")));
+                m.push(("ws", s(ws)));
+                m.push(("cid", s(cid)));
+            }
+            Msg::Revoked { hash, exp } => {
+                m.push(("op", s("revoked")));
+                m.push(("hash", s(hash)));
+                m.push(("exp", Value::from(*exp)));
+            }
+            Msg::Fetch {
+                req,
+                ws,
+                cid,
+                name,
+                timeout,
+            } => {
+                m.push(("op", s("fetch")));
+                m.push(("req", Value::from(*req)));
+                m.push(("ws", s(ws)));
+                m.push(("cid", s(cid)));
+                m.push(("name", s(name)));
+                m.push(("timeout", Value::from(*timeout)));
+            }
+            Msg::Fetched { req, result } => {
+                m.push(("op", s("fetched")));
+                m.push(("req", Value::from(*req)));
+                match result {
+                    Ok(v) => m.push(("ok", v.clone())),
+                    Err((kind, text)) => {
+                        m.push(("kind", s(kind)));
+                        m.push(("err", s(text)));
+                    }
+                }
+            }
+        }
+        let m = m.into_iter().map(|(k, v)| (Value::from(k), v)).collect();
+        Bytes::from(value::encode(&Value::Map(m)))
+    }
+
+    /// Reads a message; `None` for anything unknown or malformed (ignored).
+    pub fn decode(bytes: &[u8]) -> Option<Msg> {
+        let v = rmpv::decode::read_value(&mut &bytes[..]).ok()?;
+        if get(&v, "v").and_then(Value::as_u64) != Some(VERSION) {
+            return None;
+        }
+        let text = |k: &str| get_str(&v, k).map(str::to_owned);
+        let num = |k: &str| get(&v, k).and_then(Value::as_u64);
+        Some(match get_str(&v, "op")? {
+            "hello" => Msg::Hello,
+            "snapshot" => Msg::Snapshot(values(get(&v, "records"))),
+            "added" => Msg::Added(values(get(&v, "records"))),
+            "removed" => Msg::Removed(strs(get(&v, "keys"))),
+            "client_gone" => Msg::ClientGone {
+                ws: text("ws")?,
+                cid: text("cid")?,
+            },
+            "revoked" => Msg::Revoked {
+                hash: text("hash")?,
+                exp: num("exp")?,
+            },
+            "fetch" => Msg::Fetch {
+                req: num("req")?,
+                ws: text("ws")?,
+                cid: text("cid")?,
+                name: text("name")?,
+                timeout: get(&v, "timeout").and_then(Value::as_f64).unwrap_or(10.0),
+            },
+            "fetched" => Msg::Fetched {
+                req: num("req")?,
+                result: match get(&v, "ok") {
+                    Some(ok) => Ok(ok.clone()),
+                    None => Err((text("kind").unwrap_or_default(), text("err")?)),
+                },
+            },
+            _ => return None,
+        })
+    }
+}
+
+/// An error as it crosses nodes: a kind and the inner text.
+fn error_to_wire(e: &ManagerError) -> (String, String) {
+    let (kind, text) = match e {
+        ManagerError::Disconnected(t) => ("disconnected", t),
+        ManagerError::Timeout(t) => ("timeout", t),
+        ManagerError::NotFound(t) => ("not_found", t),
+        ManagerError::Permission(t) => ("permission", t),
+        ManagerError::Remote(t) => ("remote", t),
+        ManagerError::InvalidArgument(t) => ("invalid", t),
+        other => return ("internal".into(), other.to_string()),
+    };
+    (kind.into(), text.clone())
+}
+
+fn error_from_wire(kind: &str, text: String) -> ManagerError {
+    match kind {
+        "disconnected" => ManagerError::Disconnected(text),
+        "timeout" => ManagerError::Timeout(text),
+        "not_found" => ManagerError::NotFound(text),
+        "permission" => ManagerError::Permission(text),
+        "remote" => ManagerError::Remote(text),
+        "invalid" => ManagerError::InvalidArgument(text),
+        _ => ManagerError::Internal(text),
+    }
+}
+
+/// What the router's hooks hand to the cluster task.
+#[derive(Debug)]
+pub(crate) enum Incoming {
+    /// A peer's message.
+    Message(String, Bytes),
+    /// A peer joined (or came back).
+    Joined(String),
+    /// A peer left.
+    Left(String),
+}
+
+/// This node's side of the cluster channel: the queue from the hooks to the cluster task,
+/// and the `get_service` fetches waiting on other nodes.
+pub(crate) struct Cluster {
+    tx: mpsc::Sender<Incoming>,
+    rx: Mutex<Option<mpsc::Receiver<Incoming>>>,
+    next_req: AtomicU64,
+    /// Fetches sent to other nodes: request id → (node, answer).
+    pending: DashMap<u64, (String, oneshot::Sender<ManagerResult<Value>>)>,
+    /// Messages dropped because the queue was full.
+    pub(crate) dropped: AtomicU64,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("pending", &self.pending.len())
+            .finish_non_exhaustive()
+    }
+}
+
+// === impl Cluster ===
+
+impl Cluster {
+    pub(crate) fn new() -> Self {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        Cluster {
+            tx,
+            rx: Mutex::new(Some(rx)),
+            next_req: AtomicU64::new(1),
+            pending: DashMap::new(),
+            dropped: AtomicU64::new(0),
+        }
+    }
+
+    /// From a hook: never waits; a full queue drops (a later snapshot repairs).
+    pub(crate) fn push(&self, item: Incoming) {
+        if self.tx.try_send(item).is_err() {
+            self.dropped.fetch_add(1, Relaxed);
+            tracing::warn!("cluster: control-plane queue full; message dropped");
+        }
+    }
+
+    fn fail_node(&self, node: &str) {
+        let reqs: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|e| e.value().0 == node)
+            .map(|e| *e.key())
+            .collect();
+        for req in reqs {
+            if let Some((_, (_, tx))) = self.pending.remove(&req) {
+                let _ = tx.send(Err(ManagerError::Disconnected(format!(
+                    "the server node {node} left while retrieving the service"
+                ))));
+            }
+        }
+    }
+}
+
+// === impl Manager (cluster) ===
+
+impl Manager {
+    /// Starts the cluster task and attaches `hooks` to the router's cluster channel, then
+    /// says `hello`. A no-op on a single node.
+    pub(crate) fn start_cluster(self: &Arc<Self>, hooks: Arc<dyn rhizo_interface::ControlHooks>) {
+        if self.router.node_id().is_empty() {
+            return;
+        }
+        let Some(rx) = self.cluster.rx.lock().ok().and_then(|mut r| r.take()) else {
+            return;
+        };
+        tokio::spawn(run(Arc::downgrade(self), rx));
+        self.router.cluster_attach(hooks);
+        self.router.cluster_publish(Msg::Hello.encode());
+    }
+
+    /// Publishes a token revocation to the other nodes.
+    pub(crate) fn announce_revocation(&self, hash: &str, exp: u64) {
+        if !self.router.node_id().is_empty() {
+            let msg = Msg::Revoked {
+                hash: hash.to_owned(),
+                exp,
+            };
+            self.router.cluster_publish(msg.encode());
+        }
+    }
+
+    /// Asks `node` for the service object of `r` (its provider is connected there).
+    ///
+    /// Errors: [`ManagerError::Disconnected`] when the request cannot be sent or the node
+    /// leaves, [`ManagerError::Timeout`] after `timeout` plus a grace, else the error the
+    /// other node met.
+    pub(crate) async fn fetch_remote(
+        &self,
+        node: &str,
+        r: &ServiceRecord,
+        timeout: Duration,
+    ) -> ManagerResult<Value> {
+        let req = self.cluster.next_req.fetch_add(1, Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.cluster.pending.insert(req, (node.to_owned(), tx));
+        let msg = Msg::Fetch {
+            req,
+            ws: r.ws.clone(),
+            cid: r.cid.clone(),
+            name: r.name.clone(),
+            timeout: timeout.as_secs_f64(),
+        };
+        if !self.router.cluster_send(node, msg.encode()) {
+            self.cluster.pending.remove(&req);
+            return Err(ManagerError::Disconnected(format!(
+                "Client disconnected while retrieving service: {} (its server node {node} cannot be reached)",
+                r.id()
+            )));
+        }
+        let answer = tokio::time::timeout(timeout + Duration::from_secs(2), rx).await;
+        self.cluster.pending.remove(&req);
+        match answer {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(ManagerError::Internal("cluster fetch dropped".into())),
+            Err(_) => Err(ManagerError::Timeout(format!(
+                "no answer from server node {node} for service {}",
+                r.id()
+            ))),
+        }
+    }
+
+    fn on_cluster(self: &Arc<Self>, item: Incoming) {
+        match item {
+            Incoming::Joined(node) => self.registry.send_snapshot(&node),
+            Incoming::Left(node) => {
+                tracing::info!(%node, "cluster: node left; dropping its services");
+                self.cluster.fail_node(&node);
+                for addr in self.registry.node_left(&node) {
+                    self.fail_calls_to(&addr);
+                }
+            }
+            Incoming::Message(node, bytes) => {
+                let Some(msg) = Msg::decode(&bytes) else {
+                    tracing::debug!(%node, "cluster: unreadable message ignored");
+                    return;
+                };
+                self.on_message(node, msg);
+            }
+        }
+    }
+
+    fn on_message(self: &Arc<Self>, node: String, msg: Msg) {
+        match msg {
+            Msg::Hello => self.registry.send_snapshot(&node),
+            Msg::Snapshot(records) => self.registry.apply_snapshot(&node, records),
+            Msg::Added(records) => self.registry.apply_added(&node, records),
+            Msg::Removed(keys) => self.registry.apply_removed(&node, &keys),
+            Msg::ClientGone { ws, cid } => self.registry.apply_client_gone(&node, &ws, &cid),
+            Msg::Revoked { hash, exp } => {
+                self.tokens.note_revoked(&hash, exp);
+                self.close_sessions_of(&hash, None);
+            }
+            Msg::Fetch {
+                req,
+                ws,
+                cid,
+                name,
+                timeout,
+            } => {
+                let m = self.clone();
+                tokio::spawn(async move {
+                    let timeout = Duration::from_secs_f64(timeout.clamp(0.1, 600.0));
+                    let result = m
+                        .ask_provider(&ws, &cid, &name, timeout)
+                        .await
+                        .map_err(|e| error_to_wire(&e));
+                    m.router
+                        .cluster_send(&node, Msg::Fetched { req, result }.encode());
+                });
+            }
+            Msg::Fetched { req, result } => {
+                if let Some((_, (_, tx))) = self.cluster.pending.remove(&req) {
+                    let _ = tx.send(result.map_err(|(k, t)| error_from_wire(&k, t)));
+                }
+            }
+        }
+    }
+}
+
+/// The cluster task: applies what the hooks queued, in order, until the manager goes.
+async fn run(m: std::sync::Weak<Manager>, mut rx: mpsc::Receiver<Incoming>) {
+    while let Some(item) = rx.recv().await {
+        let Some(m) = m.upgrade() else {
+            return;
+        };
+        m.on_cluster(item);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rhizo_protocol::value::map;
+
+    #[test]
+    fn messages_round_trip() {
+        let rec = map([("id", "w/c:s".into())]);
+        for m in [
+            Msg::Hello,
+            Msg::Snapshot(vec![rec.clone()]),
+            Msg::Added(vec![rec.clone()]),
+            Msg::Removed(vec!["w/c:s@*".into()]),
+            Msg::ClientGone {
+                ws: "w".into(),
+                cid: "c".into(),
+            },
+            Msg::Revoked {
+                hash: "ab".into(),
+                exp: 7,
+            },
+            Msg::Fetch {
+                req: 3,
+                ws: "w".into(),
+                cid: "c".into(),
+                name: "s".into(),
+                timeout: 1.5,
+            },
+            Msg::Fetched {
+                req: 3,
+                result: Ok(rec.clone()),
+            },
+            Msg::Fetched {
+                req: 4,
+                result: Err(("timeout".into(), "late".into())),
+            },
+        ] {
+            assert_eq!(Msg::decode(&m.encode()), Some(m));
+        }
+        assert_eq!(Msg::decode(b"\x80"), None);
+        assert_eq!(Msg::decode(b"\xff"), None);
+        let other = value::encode(&map([("v", 2.into()), ("op", "hello".into())]));
+        assert_eq!(Msg::decode(&other), None);
+    }
+
+    #[test]
+    fn errors_keep_their_kind_across_nodes() {
+        for e in [
+            ManagerError::Disconnected("x".into()),
+            ManagerError::Timeout("x".into()),
+            ManagerError::NotFound("x".into()),
+            ManagerError::Remote("Exception: x".into()),
+        ] {
+            let (k, t) = error_to_wire(&e);
+            assert_eq!(error_from_wire(&k, t), e);
+        }
+    }
+}
