@@ -386,6 +386,13 @@ impl ControlHooks for Hooks {
         self.0.handle_frame(frame);
     }
 
+    fn remote_client_gone(&self, addr: &str, callers: Vec<String>) {
+        let Some((ws, cid)) = addr.split_once('/') else {
+            return;
+        };
+        self.0.registry.tell_callers_gone(ws, cid, &callers);
+    }
+
     fn disconnected(&self, conn: ConnRef<'_>, foreign_callers: Vec<String>) {
         self.0
             .client_gone(conn.id, conn.ws, conn.cid, &foreign_callers);

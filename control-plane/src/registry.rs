@@ -324,6 +324,19 @@ impl Registry {
         }
     }
 
+    /// `ws`/`cid`, a client on another node, is gone; `callers` (clients of this node in
+    /// other workspaces that had called it) hear `client_disconnected`, so their pending
+    /// calls fail at once. Its workspace hears it from its own node (or, when that node
+    /// died, from every node's `node_left`).
+    pub fn tell_callers_gone(&self, ws: &str, cid: &str, callers: &[String]) {
+        let data = map([("id", cid.into()), ("workspace", ws.into())]);
+        let event = events::frame("client_disconnected", data);
+        for caller in callers {
+            self.router
+                .deliver_event(caller, "client_disconnected", event.clone());
+        }
+    }
+
     /// A client `cleanup` found unresponsive: its records go, and if it had any its
     /// workspace hears `client_disconnected`.
     pub fn remove_unresponsive(&self, ws: &str, cid: &str) {

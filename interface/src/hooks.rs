@@ -66,6 +66,14 @@ pub trait ControlHooks: Send + Sync + 'static {
     /// the `foreign_callers` (addresses in other workspaces that had sent it frames).
     fn disconnected(&self, conn: ConnRef<'_>, foreign_callers: Vec<String>);
 
+    /// The remote client `addr` (`"<ws>/<cid>"`, on another node) is gone — it left, or
+    /// its node went down or stopped answering — and `callers`, local clients of other
+    /// workspaces, had sent it frames: tell them (`client_disconnected`), so their pending
+    /// calls fail at once. Must not block. The default does nothing.
+    fn remote_client_gone(&self, addr: &str, callers: Vec<String>) {
+        let _ = (addr, callers);
+    }
+
     /// A message another node's control plane sent with
     /// [`crate::RouterControl::cluster_publish`] or [`crate::RouterControl::cluster_send`].
     /// Called from the bus's reader: must not block (hand the work to a task).

@@ -73,6 +73,18 @@ pub struct BusStats {
 pub trait LocalClients: Send + Sync + 'static {
     /// Every live local client address, `<ws>/<cid>`.
     fn addresses(&self) -> Vec<String>;
+
+    /// The directory dropped the remote client `addr` (it left its node, or its node went
+    /// down or expired). Called from the bus's reader or supervisor: must not block.
+    fn remote_gone(&self, addr: &str) {
+        let _ = addr;
+    }
+
+    /// The node `node` went down or stopped answering: every client it held is gone.
+    /// Called from the bus's reader or supervisor: must not block.
+    fn node_gone(&self, node: &str) {
+        let _ = node;
+    }
 }
 
 /// A future the caller may await or drop.

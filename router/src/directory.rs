@@ -125,12 +125,24 @@ impl Directory {
     /// Applies one control message (see the invalidation rule in the module docs);
     /// `Sync` is only noted here, the caller reloads the node's hash and calls
     /// [`Directory::replace_node`].
-    pub fn apply(&self, msg: ControlMsg<'_>) {
+    ///
+    /// Returns the addresses it removed (a client that left, or every client of a node
+    /// that went down), for the router to tell the local clients that had called them.
+    pub fn apply(&self, msg: ControlMsg<'_>) -> Vec<String> {
         match msg {
-            ControlMsg::Joined { node, addr } => self.joined(node, addr),
-            ControlMsg::Left { node, addr } => self.left(node, addr),
+            ControlMsg::Joined { node, addr } => {
+                self.joined(node, addr);
+                Vec::new()
+            }
+            ControlMsg::Left { node, addr } => {
+                if self.left(node, addr) {
+                    vec![addr.to_owned()]
+                } else {
+                    Vec::new()
+                }
+            }
             ControlMsg::Down { node } => self.drop_node(node),
-            ControlMsg::Sync { .. } => {}
+            ControlMsg::Sync { .. } => Vec::new(),
         }
     }
 
@@ -146,38 +158,57 @@ impl Directory {
             .insert(cid.to_owned(), node);
     }
 
-    /// `addr` left `node`: removed only if `node` still holds it.
-    pub fn left(&self, node: &str, addr: &str) {
+    /// `addr` left `node`: removed only if `node` still holds it (a late leave from a
+    /// client's old node must not erase its new location). Returns whether it was removed.
+    pub fn left(&self, node: &str, addr: &str) -> bool {
         let Some((ws, cid)) = addr.split_once('/') else {
-            return;
+            return false;
         };
-        let emptied = match self.by_ws.get(ws) {
+        let (removed, emptied) = match self.by_ws.get(ws) {
             Some(m) => {
-                m.remove_if(cid, |_, n| &**n == node);
-                m.is_empty()
+                let removed = m.remove_if(cid, |_, n| &**n == node).is_some();
+                (removed, m.is_empty())
             }
-            None => false,
+            None => (false, false),
         };
         if emptied {
             self.by_ws.remove_if(ws, |_, m| m.is_empty());
         }
+        removed
     }
 
-    /// Drops every entry of `node`.
-    pub fn drop_node(&self, node: &str) {
+    /// Drops every entry of `node`; returns the addresses dropped.
+    pub fn drop_node(&self, node: &str) -> Vec<String> {
+        let mut dropped = Vec::new();
         for m in self.by_ws.iter() {
-            m.retain(|_, n| &**n != node);
+            let ws = m.key();
+            m.retain(|cid, n| {
+                let keep = &**n != node;
+                if !keep {
+                    dropped.push(format!("{ws}/{cid}"));
+                }
+                keep
+            });
         }
         self.by_ws.retain(|_, m| !m.is_empty());
         self.nodes.remove(node);
+        dropped
     }
 
-    /// Replaces every entry of `node` with `addrs`.
-    pub fn replace_node<'s>(&self, node: &str, addrs: impl IntoIterator<Item = &'s str>) {
-        self.drop_node(node);
+    /// Replaces every entry of `node` with `addrs`; returns the addresses that `node` held
+    /// before and holds no more.
+    pub fn replace_node<'s>(
+        &self,
+        node: &str,
+        addrs: impl IntoIterator<Item = &'s str>,
+    ) -> Vec<String> {
+        let before = self.drop_node(node);
+        let mut now = std::collections::HashSet::new();
         for a in addrs {
             self.joined(node, a);
+            now.insert(a.to_owned());
         }
+        before.into_iter().filter(|a| !now.contains(a)).collect()
     }
 
     /// Nodes announced (by a join or a reload) and not dropped since.
@@ -262,13 +293,24 @@ mod tests {
         });
         d.joined("a", "x/2");
         d.joined("b", "w/3");
-        d.apply(ControlMsg::Down { node: "a" });
+        let mut gone = d.apply(ControlMsg::Down { node: "a" });
+        gone.sort();
+        assert_eq!(gone, ["w/1", "x/2"], "the dropped addresses are reported");
         assert!(d.locate("w", "1").is_none());
         assert!(d.locate("x", "2").is_none());
         assert_eq!(d.locate("w", "3").as_deref(), Some("b"));
         assert_eq!(d.len(), 1);
-        d.replace_node("b", ["w/4", "w/5"]);
+        let gone = d.replace_node("b", ["w/4", "w/5"]);
+        assert_eq!(
+            gone,
+            ["w/3"],
+            "only what the reload no longer lists is gone"
+        );
         assert!(d.locate("w", "3").is_none());
+        assert!(
+            d.replace_node("b", ["w/4", "w/5"]).is_empty(),
+            "same set: nothing gone"
+        );
         assert_eq!(d.len(), 2);
         assert_eq!(
             d.nodes().iter().map(|n| n.to_string()).collect::<Vec<_>>(),

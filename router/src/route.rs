@@ -103,7 +103,20 @@ pub(crate) struct Inner {
     pub(crate) shutdown: tokio::sync::watch::Sender<bool>,
     /// The Bus to other nodes, picked once at start ([`InProcess`] by default).
     pub(crate) bus: Arc<dyn Bus>,
+    /// Remote clients (workspace → client id) that local clients of other workspaces have
+    /// sent frames to, with those callers' addresses: when the directory drops such a
+    /// client (it left, or its node died), its callers here are told at once
+    /// ([`ControlHooks::remote_client_gone`]) so their pending calls fail instead of timing
+    /// out. Written once per new (caller, target) pair; callers in the target's own
+    /// workspace hear `client_disconnected` from the workspace anyway.
+    pub(crate) remote_callers: RemoteCallers,
 }
+
+/// See [`Inner::remote_callers`]: workspace → client id → (its node, local callers).
+pub(crate) type RemoteCallers = dashmap::DashMap<
+    String,
+    dashmap::DashMap<String, (Arc<str>, std::collections::HashSet<String>)>,
+>;
 
 /// The local clients as the Bus sees them (without keeping the router alive).
 struct LocalView(Weak<Inner>);
@@ -114,6 +127,57 @@ impl LocalClients for LocalView {
             .upgrade()
             .map(|i| i.table.all().iter().map(|c| c.addr.clone()).collect())
             .unwrap_or_default()
+    }
+
+    fn remote_gone(&self, addr: &str) {
+        let Some(inner) = self.0.upgrade() else {
+            return;
+        };
+        let Some((ws, cid)) = addr.split_once('/') else {
+            return;
+        };
+        let callers = inner
+            .remote_callers
+            .get(ws)
+            .and_then(|m| m.remove(cid).map(|(_, (_, c))| c));
+        inner.remote_callers.remove_if(ws, |_, m| m.is_empty());
+        if let Some(callers) = callers {
+            tell_remote_gone(&inner, addr, callers);
+        }
+    }
+
+    fn node_gone(&self, node: &str) {
+        let Some(inner) = self.0.upgrade() else {
+            return;
+        };
+        let mut gone = Vec::new();
+        for per_ws in inner.remote_callers.iter() {
+            let ws = per_ws.key().clone();
+            per_ws.retain(|cid, (n, callers)| {
+                let keep = &**n != node;
+                if !keep {
+                    gone.push((format!("{ws}/{cid}"), std::mem::take(callers)));
+                }
+                keep
+            });
+        }
+        inner.remote_callers.retain(|_, m| !m.is_empty());
+        for (addr, callers) in gone {
+            tell_remote_gone(&inner, &addr, callers);
+        }
+    }
+}
+
+/// Tells the callers of the remote client `addr` that are still connected here that it is
+/// gone ([`ControlHooks::remote_client_gone`]).
+fn tell_remote_gone(inner: &Inner, addr: &str, callers: std::collections::HashSet<String>) {
+    let callers: Vec<String> = callers
+        .into_iter()
+        .filter(|c| inner.table.get_addr(c).is_some())
+        .collect();
+    tracing::debug!(client = %addr, ?callers, "remote client gone; telling its callers");
+    if let (false, Some(hooks)) = (callers.is_empty(), inner.hooks.get()) {
+        hooks.remote_client_gone(addr, callers);
     }
 }
 
@@ -139,6 +203,7 @@ impl Router {
             next_id: std::sync::atomic::AtomicU64::new(1),
             shutdown,
             bus,
+            remote_callers: Default::default(),
         });
         if let Some(inbox) = inner.bus.start(Arc::new(LocalView(Arc::downgrade(&inner)))) {
             tokio::spawn(drain_inbox(Arc::downgrade(&inner), inbox));
@@ -391,11 +456,40 @@ impl Router {
                 self.push(&target, Outbound::Binary(out))
                     .map_err(|_| RouteError::SlowPeer(format!("{ws}/{cid}")))
             }
-            Destination::Remote(node) => self
-                .inner
-                .bus
-                .send_to_node(&node, out)
-                .map_err(|e| bus_refusal(e, ws, cid)),
+            Destination::Remote(node) => {
+                if ws != conn.ws {
+                    self.note_remote_caller(conn, ws, cid, &node);
+                }
+                self.inner
+                    .bus
+                    .send_to_node(&node, out)
+                    .map_err(|e| bus_refusal(e, ws, cid))
+            }
+        }
+    }
+
+    /// Records that `conn` sent a frame to the remote client `ws`/`cid` of another
+    /// workspace (see [`Inner::remote_callers`]); no allocation once the pair is known.
+    fn note_remote_caller(&self, conn: &Conn, ws: &str, cid: &str, node: &Arc<str>) {
+        let known = self
+            .inner
+            .remote_callers
+            .get(ws)
+            .and_then(|m| {
+                m.get(cid)
+                    .map(|e| Arc::ptr_eq(&e.0, node) && e.1.contains(&conn.addr))
+            })
+            .unwrap_or(false);
+        if !known {
+            let per_ws = self.inner.remote_callers.entry(ws.to_owned()).or_default();
+            let mut e = per_ws
+                .entry(cid.to_owned())
+                .or_insert_with(|| (node.clone(), Default::default()));
+            if !Arc::ptr_eq(&e.0, node) {
+                // The client moved to another node: its old callers stay noted.
+                e.0 = node.clone();
+            }
+            e.1.insert(conn.addr.clone());
         }
     }
 

@@ -416,7 +416,8 @@ impl Shared {
             }
             self.changed.notify_one();
         }
-        self.directory.apply(msg);
+        let gone = self.directory.apply(msg);
+        self.tell_gone(gone);
         match msg {
             ControlMsg::Sync { node } => self.peer_joined(node, true),
             ControlMsg::Joined { node, .. } => self.peer_joined(node, false),
@@ -461,6 +462,16 @@ impl Shared {
         }
     }
 
+    /// Tells the router which remote clients the directory dropped (see
+    /// [`LocalClients::remote_gone`]).
+    fn tell_gone(&self, gone: Vec<String>) {
+        if let Some(local) = self.local.get() {
+            for addr in gone {
+                local.remote_gone(&addr);
+            }
+        }
+    }
+
     /// `node` left (down or expired): the hooks are told once.
     fn peer_left(&self, node: &str) {
         let known = self
@@ -469,6 +480,9 @@ impl Shared {
             .map(|mut p| p.remove(node))
             .unwrap_or(false);
         if known {
+            if let Some(local) = self.local.get() {
+                local.node_gone(node);
+            }
             if let Some(hooks) = self.cluster.get() {
                 hooks.node_left(node);
             }
@@ -594,7 +608,7 @@ async fn load_directory(s: &Shared, cmd: &mut MultiplexedConnection) -> redis::R
     let known: HashSet<&str> = nodes.iter().map(String::as_str).collect();
     for old in s.directory.nodes() {
         if !known.contains(&*old) {
-            s.directory.drop_node(&old);
+            s.tell_gone(s.directory.drop_node(&old));
         }
     }
     for old in s.peers.lock().map(|p| p.clone()).unwrap_or_default() {
@@ -627,10 +641,12 @@ async fn reload_node(
             .arg(n.clients(node))
             .query_async(cmd)
             .await?;
-        s.directory
+        let gone = s
+            .directory
             .replace_node(node, addrs.iter().map(String::as_str));
+        s.tell_gone(gone);
     } else {
-        s.directory.drop_node(node);
+        s.tell_gone(s.directory.drop_node(node));
         s.peer_left(node);
         redis::cmd("SREM")
             .arg(&n.nodes)
@@ -820,7 +836,7 @@ async fn beat(s: &Shared, cmd: &mut MultiplexedConnection) -> redis::RedisResult
             .await?;
         if !alive {
             tracing::info!(node = %node, "cluster bus: node's heartbeat expired; dropping its clients");
-            s.directory.drop_node(node);
+            s.tell_gone(s.directory.drop_node(node));
             s.peer_left(node);
             redis::cmd("SREM")
                 .arg(&n.nodes)
