@@ -19,6 +19,8 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
+# shellcheck source=loadtest/script-helpers.sh
+. "$ROOT/loadtest/script-helpers.sh"
 DURATION=${DURATION:-10s}
 ROUNDS=${ROUNDS:-3}
 NODES=${NODES:-3}
@@ -39,13 +41,7 @@ REDIS_PORT=${REDIS##*:}
 rcli() { timeout 10 redis-cli -h 127.0.0.1 -p "$REDIS_PORT" "$@"; }
 
 cleanup() {
-  for p in "${PIDS[@]}"; do
-    kill "$p" 2>/dev/null || true
-  done
-  for p in "${PIDS[@]}"; do
-    for _ in $(seq 1 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$p" 2>/dev/null || true
-  done
+  stop_pids
   # rhizo's keys under our prefix; the reference's database if we took one.
   rcli -n 0 --scan --pattern "$PREFIX*" 2>/dev/null | while read -r k; do
     rcli -n 0 del "$k" >/dev/null 2>&1 || true
@@ -56,19 +52,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
-
-# Wait up to $2 seconds for `$1` to succeed.
-wait_for() {
-  local cmd=$1 secs=$2
-  for _ in $(seq 1 $((secs * 10))); do
-    if eval "$cmd" >/dev/null 2>&1; then return 0; fi
-    sleep 0.1
-  done
-  return 1
-}
 
 # CPU seconds (user + system) a process has used so far.
 cpu_s() {

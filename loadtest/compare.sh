@@ -13,6 +13,8 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
+# shellcheck source=loadtest/script-helpers.sh
+. "$ROOT/loadtest/script-helpers.sh"
 DURATION=${DURATION:-10s}
 ROUNDS=${ROUNDS:-3}
 OUT=${OUT:-$ROOT/target/loadtest}
@@ -20,36 +22,18 @@ WORK=$(mktemp -d)
 PIDS=()
 
 cleanup() {
-  for p in "${PIDS[@]}"; do
-    kill "$p" 2>/dev/null || true
-  done
-  for p in "${PIDS[@]}"; do
-    for _ in $(seq 1 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$p" 2>/dev/null || true
-  done
+  stop_pids
   rm -rf "$WORK"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
-
-# Wait up to $2 seconds for `$1` to succeed.
-wait_for() {
-  local cmd=$1 secs=$2
-  for _ in $(seq 1 $((secs * 10))); do
-    if eval "$cmd" >/dev/null 2>&1; then return 0; fi
-    sleep 0.1
-  done
-  return 1
-}
 
 echo "== building release binaries" >&2
 timeout 1200 cargo build --release --bin rhizo
 timeout 1200 cargo build --release -p rhizo-loadtest --bin rhizo-loadtest
-LT=$ROOT/target/release/rhizo-loadtest
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+LT=$TARGET_DIR/release/rhizo-loadtest
 
 # Each run: setup + duration + drain; 3 targets per round.
 secs=${DURATION%s}
@@ -64,7 +48,7 @@ export HYPHA_MAX_CLIENTS_PER_WORKSPACE=${HYPHA_MAX_CLIENTS_PER_WORKSPACE:-100000
 echo "== starting rhizo" >&2
 RHIZO_PORT=$(free_port)
 HYPHA_JWT_SECRET=compare-sh-secret RHIZO_LOG=warn \
-  "$ROOT/target/release/rhizo" serve --host 127.0.0.1 --port "$RHIZO_PORT" --data-dir "$WORK/data" \
+  "$TARGET_DIR/release/rhizo" serve --host 127.0.0.1 --port "$RHIZO_PORT" --data-dir "$WORK/data" \
   >"$WORK/rhizo.log" 2>&1 &
 RHIZO_PID=$!
 PIDS+=("$RHIZO_PID")
