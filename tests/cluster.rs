@@ -3,7 +3,8 @@
 //! nodes, a reject for a client that left, reject-back from a stale directory entry,
 //! broadcasts across nodes, graceful shutdown, Redis connections killed, Redis unreachable;
 //! and the control plane across nodes (stage B): services found, listed and called from
-//! another node, unregistration, a node's shutdown and late start, revocations.
+//! another node, unregistration, a node's shutdown and late start, revocations, workspace
+//! records created, changed and deleted on one node and seen on another.
 //!
 //! The tests of this file run one at a time: killing Redis connections with `CLIENT KILL
 //! TYPE …` would also cut the other tests' nodes.
@@ -20,6 +21,7 @@ use std::time::Duration;
 
 const T: Duration = Duration::from_secs(5);
 const REDIS: &str = "redis://127.0.0.1:6379/0";
+const ROOT: &str = "Kq7vR2xWm9pLz4tN8bYc3hJf6dGs1aEu";
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -62,6 +64,8 @@ async fn node_with(id: &str, prefix: &str, uri: &str) -> rhizo::Server {
         uri,
         "--redis-prefix",
         prefix,
+        "--root-token",
+        ROOT,
     ])
     .unwrap();
     rhizo::Server::builder(settings)
@@ -569,6 +573,196 @@ async fn a_token_revoked_on_one_node_closes_its_session_on_another() {
     );
     assert!(eventually(T, || !knows(&b, &ws, "held")).await);
     drop((owner, admin));
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// Client `cid` in workspace `ws` of `url`, with `token`.
+async fn connect_to(url: &str, cid: &str, ws: &str, token: &str) -> Result<Client, ClientError> {
+    let opts = rhizo_client::ConnectOptions {
+        client_id: Some(cid.into()),
+        workspace: Some(ws.into()),
+        token: Some(token.into()),
+        ..Default::default()
+    };
+    Client::connect(url, opts).await
+}
+
+/// Retries `connect_to` until it succeeds (the record travels in the background).
+async fn connect_eventually(url: &str, cid: &str, ws: &str, token: &str) -> Client {
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        match connect_to(url, cid, ws, token).await {
+            Ok(c) => return c,
+            Err(e) if tokio::time::Instant::now() > deadline => panic!("not admitted: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workspace_records_cross_nodes() {
+    let _serial = SERIAL.lock().await;
+    ensure_redis().await;
+    let p = prefix("workspaces");
+    let (a, b) = (node("a", &p).await, node("b", &p).await);
+    let ws = "shared-ws";
+    let root_a = connect_to(a.url(), "root-a", "ws-user-root", ROOT)
+        .await
+        .unwrap();
+    let root_b = connect_to(b.url(), "root-b", "ws-user-root", ROOT)
+        .await
+        .unwrap();
+    let created = root_a
+        .manager_call(
+            "create_workspace",
+            vec![map([("id", ws.into()), ("persistent", true.into())])],
+        )
+        .await
+        .unwrap();
+    assert_eq!(get_str(&created, "id"), Some(ws));
+    let token = root_a
+        .manager_call(
+            "generate_token",
+            vec![map([
+                ("workspace", ws.into()),
+                ("permission", "read_write".into()),
+            ])],
+        )
+        .await
+        .unwrap();
+    let token = token.as_str().unwrap().to_owned();
+
+    // Created on A: B admits a client with a token for it, lists it and describes it.
+    let member = connect_eventually(b.url(), "member", ws, &token).await;
+    let listed = root_b
+        .manager_call("list_workspaces", vec![])
+        .await
+        .unwrap();
+    let ids: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|w| get_str(w, "id"))
+        .collect();
+    assert!(ids.contains(&ws), "{ids:?}");
+    let info = root_b
+        .manager_call("get_workspace_info", vec![ws.into()])
+        .await
+        .unwrap();
+    assert_eq!(
+        get(&info, "persistent").and_then(Value::as_bool),
+        Some(true)
+    );
+    // The bookmark made in root's personal workspace travelled too.
+    let root_info = root_b
+        .manager_call("get_workspace_info", vec!["ws-user-root".into()])
+        .await
+        .unwrap();
+    assert!(format!("{root_info:?}").contains(ws), "{root_info:?}");
+
+    // set_env on A is read by get_env on B.
+    let writer = connect_to(a.url(), "writer", ws, &token).await.unwrap();
+    writer
+        .manager_call("set_env", vec!["colour".into(), "blue".into()])
+        .await
+        .unwrap();
+    let mut seen = Value::Nil;
+    let deadline = tokio::time::Instant::now() + T;
+    while tokio::time::Instant::now() < deadline {
+        if let Ok(v) = member.manager_call("get_env", vec!["colour".into()]).await {
+            seen = v;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(seen, Value::from("blue"));
+
+    // Deleted on A: B refuses new admissions and no longer describes it.
+    root_a
+        .manager_call("delete_workspace", vec![ws.into()])
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + T;
+    let mut refused = None;
+    while refused.is_none() && tokio::time::Instant::now() < deadline {
+        match connect_to(b.url(), "late", ws, &token).await {
+            Err(e) => refused = Some(e.to_string()),
+            Ok(c) => {
+                drop(c);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    let refused = refused.expect("B refuses the deleted workspace");
+    assert!(refused.contains("does not exist"), "{refused}");
+    assert!(root_b
+        .manager_call("get_workspace_info", vec![ws.into()])
+        .await
+        .is_err());
+    drop((root_a, root_b, member, writer));
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_started_later_and_temporary_workspaces() {
+    let _serial = SERIAL.lock().await;
+    ensure_redis().await;
+    let p = prefix("ws-late");
+    let a = node("a", &p).await;
+    let root_a = connect_to(a.url(), "root-a", "ws-user-root", ROOT)
+        .await
+        .unwrap();
+    root_a
+        .manager_call(
+            "create_workspace",
+            vec![map([
+                ("id", "temp-ws".into()),
+                ("persistent", false.into()),
+            ])],
+        )
+        .await
+        .unwrap();
+    let token = root_a
+        .manager_call(
+            "generate_token",
+            vec![map([
+                ("workspace", "temp-ws".into()),
+                ("permission", "read_write".into()),
+            ])],
+        )
+        .await
+        .unwrap();
+    let token = token.as_str().unwrap().to_owned();
+    let on_a = connect_to(a.url(), "on-a", "temp-ws", &token)
+        .await
+        .unwrap();
+    // B starts later: A's snapshot brings the temporary workspace.
+    let b = node("b", &p).await;
+    let on_b = connect_eventually(b.url(), "on-b", "temp-ws", &token).await;
+    // The client on B leaves: A (the origin, with a client in it) keeps it on B.
+    drop(on_b);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let again = connect_to(b.url(), "again", "temp-ws", &token).await;
+    assert!(again.is_ok(), "B keeps A's temporary workspace");
+    drop(again);
+    // A's last client leaves: A unloads it and B, with nobody in it, drops it too.
+    drop(on_a);
+    let deadline = tokio::time::Instant::now() + T;
+    let mut gone = false;
+    while !gone && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        gone = root_a
+            .manager_call("get_workspace_info", vec!["temp-ws".into()])
+            .await
+            .is_err()
+            && connect_to(b.url(), "probe", "temp-ws", &token)
+                .await
+                .is_err();
+    }
+    assert!(gone, "unloaded on both nodes");
+    drop(root_a);
     a.shutdown().await;
     b.shutdown().await;
 }

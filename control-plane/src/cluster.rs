@@ -16,6 +16,12 @@
 //!   client to client through the router.
 //! * Token revocations: announced, added to every node's revocation set, and every node
 //!   closes its own sessions descending from the token.
+//! * Workspace records ([`crate::workspaces`]'s replica): every create, change (environment,
+//!   bookmarks, service types, owners on overwrite), delete and temporary-workspace unload
+//!   is announced; peers apply it to their table without writing the store (the origin
+//!   did) and without events. A temporary workspace stays on every node while the node
+//!   that first announced it (its origin) keeps it; when the origin unloads it, the other
+//!   nodes drop it unless they have clients in it.
 //!
 //! **Events.** The service and client events a registry change means are emitted once, by
 //! the node where the change happened, as a workspace broadcast, which the router's Bus
@@ -25,8 +31,7 @@
 //! its local subscribers only.
 //!
 //! **What stays per node.** Sessions (for `cleanup`, per-user connection limits, which
-//! connection a token opened), presence counts and the temporary-workspace unload
-//! decision, the per-client service quota and the singleton rule (checked against local
+//! connection a token opened), presence counts, the per-client service quota and the singleton rule (checked against local
 //! records), manager call limits and the message cache, rate limits, and `cleanup`
 //! itself (it pings and purges this node's clients only).
 //!
@@ -35,7 +40,10 @@
 //! | op | fields | sent |
 //! |----|--------|------|
 //! | `hello` | — | published at start: "send me your records" |
-//! | `snapshot` | `records`: [record] | to a node that joined or said hello |
+//! | `snapshot` | `records`: [record], `workspaces`: [workspace] | to a node that joined or said hello |
+//! | `workspace` | `record`: workspace | published on create or change |
+//! | `workspace_deleted` | `id` | published on `delete_workspace` |
+//! | `workspace_unloaded` | `id` | published when a temporary workspace is unloaded |
 //! | `added` | `records`: [record] | published on register |
 //! | `removed` | `keys`: [`ws/cid:name@app`] | published on unregister |
 //! | `client_gone` | `ws`, `cid` | published when a local client leaves |
@@ -43,7 +51,9 @@
 //! | `fetch` | `req` (u64), `ws`, `cid`, `name`, `timeout` (s) | to the provider's node |
 //! | `fetched` | `req`, then `ok`: object, or `err`: text and `kind` | back to the asker |
 //!
-//! A record is the stored service record (`id`, `name`, `type`, … `config`), as listed.
+//! A record is the stored service record (`id`, `name`, `type`, … `config`), as listed; a
+//! workspace is the `WorkspaceInfo` map (`type`, `id`, `name`, … `service_types`), as
+//! `get_workspace_info` returns it.
 //! Unknown ops and versions are ignored. Delivery is at most once: a lost announcement
 //! is repaired by the next snapshot (a node that reconnects to Redis is sent everyone's).
 
@@ -70,8 +80,13 @@ const QUEUE: usize = 8192;
 pub enum Msg {
     /// Asks every peer for its records.
     Hello,
-    /// The sender's full list of local records.
-    Snapshot(Vec<Value>),
+    /// The sender's full list of local service records, and its workspace records.
+    Snapshot {
+        /// Service records.
+        records: Vec<Value>,
+        /// Workspace records ([`crate::workspaces::WorkspaceInfo`] maps).
+        workspaces: Vec<Value>,
+    },
     /// Records the sender registered (or replaced).
     Added(Vec<Value>),
     /// Registry keys the sender removed.
@@ -83,6 +98,12 @@ pub enum Msg {
         /// Client id.
         cid: String,
     },
+    /// The sender created or changed a workspace: its whole record.
+    Workspace(Value),
+    /// The sender deleted a workspace (`delete_workspace`).
+    WorkspaceDeleted(String),
+    /// The sender unloaded a temporary workspace (its last local client left).
+    WorkspaceUnloaded(String),
     /// A token was revoked until `exp`.
     Revoked {
         /// SHA-256 hex of the token.
@@ -135,9 +156,25 @@ impl Msg {
         let mut m = vec![("v", Value::from(VERSION))];
         match self {
             Msg::Hello => m.push(("op", s("hello"))),
-            Msg::Snapshot(r) => {
+            Msg::Snapshot {
+                records,
+                workspaces,
+            } => {
                 m.push(("op", s("snapshot")));
-                m.push(("records", Value::Array(r.clone())));
+                m.push(("records", Value::Array(records.clone())));
+                m.push(("workspaces", Value::Array(workspaces.clone())));
+            }
+            Msg::Workspace(r) => {
+                m.push(("op", s("workspace")));
+                m.push(("record", r.clone()));
+            }
+            Msg::WorkspaceDeleted(id) => {
+                m.push(("op", s("workspace_deleted")));
+                m.push(("id", s(id)));
+            }
+            Msg::WorkspaceUnloaded(id) => {
+                m.push(("op", s("workspace_unloaded")));
+                m.push(("id", s(id)));
             }
             Msg::Added(r) => {
                 m.push(("op", s("added")));
@@ -197,7 +234,13 @@ impl Msg {
         let num = |k: &str| get(&v, k).and_then(Value::as_u64);
         Some(match get_str(&v, "op")? {
             "hello" => Msg::Hello,
-            "snapshot" => Msg::Snapshot(values(get(&v, "records"))),
+            "snapshot" => Msg::Snapshot {
+                records: values(get(&v, "records")),
+                workspaces: values(get(&v, "workspaces")),
+            },
+            "workspace" => Msg::Workspace(get(&v, "record")?.clone()),
+            "workspace_deleted" => Msg::WorkspaceDeleted(text("id")?),
+            "workspace_unloaded" => Msg::WorkspaceUnloaded(text("id")?),
             "added" => Msg::Added(values(get(&v, "records"))),
             "removed" => Msg::Removed(strs(get(&v, "keys"))),
             "client_gone" => Msg::ClientGone {
@@ -391,12 +434,19 @@ impl Manager {
         }
     }
 
+    /// Sends `node` this node's service records and workspace records.
+    fn send_snapshot(&self, node: &str) {
+        self.registry
+            .send_snapshot(node, self.workspaces.snapshot());
+    }
+
     fn on_cluster(self: &Arc<Self>, item: Incoming) {
         match item {
-            Incoming::Joined(node) => self.registry.send_snapshot(&node),
+            Incoming::Joined(node) => self.send_snapshot(&node),
             Incoming::Left(node) => {
                 tracing::info!(%node, "cluster: node left; dropping its services");
                 self.cluster.fail_node(&node);
+                self.workspaces.node_left(&node);
                 for addr in self.registry.node_left(&node) {
                     self.fail_calls_to(&addr);
                 }
@@ -413,8 +463,17 @@ impl Manager {
 
     fn on_message(self: &Arc<Self>, node: String, msg: Msg) {
         match msg {
-            Msg::Hello => self.registry.send_snapshot(&node),
-            Msg::Snapshot(records) => self.registry.apply_snapshot(&node, records),
+            Msg::Hello => self.send_snapshot(&node),
+            Msg::Snapshot {
+                records,
+                workspaces,
+            } => {
+                self.workspaces.apply_snapshot(&node, workspaces);
+                self.registry.apply_snapshot(&node, records);
+            }
+            Msg::Workspace(record) => self.workspaces.apply_record(&node, record),
+            Msg::WorkspaceDeleted(id) => self.workspaces.apply_deleted(&id),
+            Msg::WorkspaceUnloaded(id) => self.workspaces.apply_unloaded(&node, &id),
             Msg::Added(records) => self.registry.apply_added(&node, records),
             Msg::Removed(keys) => self.registry.apply_removed(&node, &keys),
             Msg::ClientGone { ws, cid } => self.registry.apply_client_gone(&node, &ws, &cid),
@@ -469,7 +528,13 @@ mod tests {
         let rec = map([("id", "w/c:s".into())]);
         for m in [
             Msg::Hello,
-            Msg::Snapshot(vec![rec.clone()]),
+            Msg::Snapshot {
+                records: vec![rec.clone()],
+                workspaces: vec![rec.clone()],
+            },
+            Msg::Workspace(rec.clone()),
+            Msg::WorkspaceDeleted("w".into()),
+            Msg::WorkspaceUnloaded("w".into()),
             Msg::Added(vec![rec.clone()]),
             Msg::Removed(vec!["w/c:s@*".into()]),
             Msg::ClientGone {

@@ -425,8 +425,9 @@ impl Registry {
         self.replica.len()
     }
 
-    /// Sends this node's full list of records to `node`.
-    pub(crate) fn send_snapshot(&self, node: &str) {
+    /// Sends this node's full list of records to `node`, with `workspaces` (this node's
+    /// workspace records, [`crate::workspaces::Workspaces::snapshot`]).
+    pub(crate) fn send_snapshot(&self, node: &str, workspaces: Vec<Value>) {
         let _order = self.announce.lock().expect("announce lock");
         let records = self
             .table
@@ -434,8 +435,14 @@ impl Registry {
             .into_iter()
             .map(|r| r.record)
             .collect();
-        self.router
-            .cluster_send(node, Msg::Snapshot(records).encode());
+        self.router.cluster_send(
+            node,
+            Msg::Snapshot {
+                records,
+                workspaces,
+            }
+            .encode(),
+        );
     }
 
     fn parse_all(records: Vec<Value>) -> Vec<ServiceRecord> {

@@ -7,12 +7,15 @@
 //! are saved, deleted ones removed, temporary ones never stored) and then emits the events
 //! the change means (`workspace_loaded`, `workspace_ready`, `workspace_changed`,
 //! `workspace_deleted`, `workspace_unloaded`, `workspace_status_changed`, §6.2): no
-//! caller can change a workspace and skip either.
+//! caller can change a workspace and skip either. On a cluster, the same write also
+//! announces the record to the other nodes, which apply it silently ([`replica`]).
 //!
 //! * [`lifecycle`] — create, delete, personal workspaces on connect, unloading.
 //! * [`settings`] — environment, bookmarks, service types, status.
+//! * [`replica`] — the records across nodes.
 
 mod lifecycle;
+mod replica;
 mod settings;
 mod table;
 
@@ -33,7 +36,7 @@ use rhizo_protocol::user::Permission;
 use rhizo_protocol::value::{self, map};
 use rmpv::Value;
 use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use table::WorkspaceTable;
 
@@ -56,6 +59,10 @@ pub struct Workspaces {
     /// Workspaces waiting out the unload grace period → the ticket of the latest wait.
     pending_unloads: DashMap<String, u64>,
     unload_tickets: AtomicU64,
+    /// Temporary workspaces another node announced first → that node ([`replica`]).
+    origins: DashMap<String, String>,
+    /// Held around reading a record and publishing it to the other nodes.
+    announce_order: Mutex<()>,
 }
 
 impl std::fmt::Debug for Workspaces {
@@ -108,6 +115,8 @@ impl Workspaces {
             unload_grace: config.workspace_unload_grace,
             pending_unloads: DashMap::new(),
             unload_tickets: AtomicU64::new(0),
+            origins: DashMap::new(),
+            announce_order: Mutex::new(()),
         }
     }
 
@@ -165,8 +174,10 @@ impl Workspaces {
     }
 
     /// Writes the record of `id` to the store: a persistent workspace is saved, a missing
-    /// one deleted, a temporary one left out. Every mutation below ends here.
+    /// one deleted, a temporary one left out; and announces it to the other nodes of a
+    /// cluster ([`replica`]). Every mutation below ends here.
     async fn persist(&self, id: &str) -> ManagerResult<()> {
+        self.announce(id);
         let result = match self.table.get(id) {
             Some(w) if w.persistent => self.store.put_workspace(&record_of(&w)).await,
             Some(_) => return Ok(()),

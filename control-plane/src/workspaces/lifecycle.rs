@@ -127,15 +127,20 @@ impl Workspaces {
         info.name = spec.name.clone().unwrap_or_else(|| id.to_owned());
         info.read_only = spec.read_only;
         let personal = ctx.user.personal_workspace();
+        let mut marked = false;
         if id == personal {
             info.config
                 .insert("bookmarks".into(), json!([workspace_bookmark(&info)]));
         } else {
-            self.set_bookmark(&personal, id, Some(workspace_bookmark(&info)));
+            marked = self
+                .set_bookmark(&personal, id, Some(workspace_bookmark(&info)))
+                .is_some();
         }
         self.table.put(info.clone());
         self.persist(id).await?;
-        self.persist(&personal).await?;
+        if marked {
+            self.persist(&personal).await?;
+        }
         let v = to_value(&info);
         events::emit(&*self.router, &personal, "workspace_loaded", v.clone());
         // Nothing to prepare here (no S3, no apps yet): the workspace is ready at once.
@@ -161,9 +166,11 @@ impl Workspaces {
             .remove(ws)
             .ok_or_else(|| ManagerError::NotFound(format!("Workspace not found: {ws}")))?;
         let personal = ctx.user.personal_workspace();
-        self.set_bookmark(&personal, ws, None);
+        let marked = self.set_bookmark(&personal, ws, None).is_some();
         self.persist(ws).await?;
-        self.persist(&personal).await?;
+        if marked {
+            self.persist(&personal).await?;
+        }
         events::emit(
             &*self.router,
             &personal,
@@ -190,10 +197,9 @@ impl Workspaces {
             vec![owner.to_owned()],
         );
         self.table.get_or_create(info);
-        if persistent {
-            if let Err(e) = self.persist(ws).await {
-                tracing::warn!(workspace = %ws, error = %e, "personal workspace not stored");
-            }
+        // A temporary one is not stored, only announced to the other nodes.
+        if let Err(e) = self.persist(ws).await {
+            tracing::warn!(workspace = %ws, error = %e, "personal workspace not stored");
         }
     }
 
@@ -232,15 +238,17 @@ impl Workspaces {
             .collect())
     }
 
-    /// Removes `ws` if it is temporary and no client is connected or being admitted to
-    /// it, telling it `workspace_status_changed closed` and `workspace_unloaded`
-    /// (workspace-api.md §4.5). Returns whether it was removed. Temporary workspaces are
-    /// never stored, so there is nothing to persist.
+    /// Removes `ws` if it is temporary, no client is connected or being admitted to it on
+    /// this node, and no other node is its origin (see [`replica`]), telling it
+    /// `workspace_status_changed closed` and `workspace_unloaded` (workspace-api.md §4.5)
+    /// and announcing it to the other nodes. Returns whether it was removed. Temporary
+    /// workspaces are never stored, so there is nothing to persist.
     pub fn unload_if_empty(&self, ws: &str) -> bool {
-        let in_use = || self.router.client_count(ws) > 0 || self.sessions.count_in(ws) > 0;
+        let in_use = || self.used_here(ws) || self.held_elsewhere(ws);
         match self.table.unload_if_temporary(ws, in_use) {
             Some(info) => {
                 tracing::debug!(workspace = ws, "unloaded temporary workspace");
+                self.announce_unloaded(ws);
                 self.status_changed(ws, "closed");
                 events::emit(&*self.router, ws, "workspace_unloaded", to_value(&info));
                 true
