@@ -1,0 +1,228 @@
+//! A client's own services as the RPC peer needs them (protocol.md §3.7, §4.5–4.6): the
+//! records it registered and their member names, to answer `services.built-in.*` itself
+//! and to refuse calls into services, members or protected services it must not serve.
+//! Handlers stay with the driver; [`super::RpcPeer`] with [`super::Role::Client`] routes
+//! incoming calls through [`LocalServices::route`].
+
+use super::{reply, Transmit};
+use crate::message::Call;
+use crate::value::{self, get_str, map, method as encoded_method, RPromise};
+use rmpv::Value;
+
+/// How [`LocalServices::route`] disposes of an incoming call.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Route {
+    /// Answer at once with this result.
+    Answer(Result<Value, String>),
+    /// A member of a registered service: the owner runs it.
+    Serve,
+}
+
+/// The services a client provides, as far as the protocol needs them: their records (what
+/// `register_service` was sent, §4.5) and member names, to answer
+/// `services.built-in.get_service` (§4.6) and check calls (§3.7). Handlers stay with the
+/// driver.
+#[derive(Debug, Clone)]
+pub struct LocalServices {
+    addr: String,
+    server_url: String,
+    services: Vec<LocalService>,
+}
+
+#[derive(Debug, Clone)]
+struct LocalService {
+    name: String,
+    record: Value,
+    members: Vec<String>,
+}
+
+// === service records ===
+
+/// The record of a service `id` of client `addr` as `register_service` takes it (§4.5):
+/// `{id:"<addr>:<id>", name, type:"generic", description:"", app_id:"*", config}`; a nil
+/// `config` becomes an empty map.
+pub fn service_record(addr: &str, id: &str, config: Value) -> Value {
+    let config = if config.is_nil() {
+        Value::Map(Vec::new())
+    } else {
+        config
+    };
+    map([
+        ("id", format!("{addr}:{id}").into()),
+        ("name", id.into()),
+        ("type", "generic".into()),
+        ("description", "".into()),
+        ("app_id", "*".into()),
+        ("config", config),
+    ])
+}
+
+/// The record of client `addr`'s `built-in` service, registered on connect (§4.4 step 3):
+/// public, `require_context`, `api_version` 3.
+pub fn built_in_record(addr: &str) -> Value {
+    map([
+        ("id", format!("{addr}:built-in").into()),
+        ("name", "built-in".into()),
+        ("type", "built-in".into()),
+        ("description", "".into()),
+        ("app_id", "*".into()),
+        (
+            "config",
+            map([
+                ("visibility", "public".into()),
+                ("require_context", true.into()),
+                ("api_version", 3.into()),
+            ]),
+        ),
+    ])
+}
+
+/// Whether a caller in `caller_ws` may use a service of a client in `own_ws`, from the
+/// service's `config` (§3.7): `public`/`unlisted` always, `protected` (the default) only
+/// from the own workspace or one listed in `authorized_workspaces`.
+pub fn visible_to(record: &Value, own_ws: &str, caller_ws: &str) -> bool {
+    let config = value::get(record, "config");
+    let visibility = config
+        .and_then(|c| get_str(c, "visibility"))
+        .unwrap_or("protected");
+    if visibility != "protected" || caller_ws == own_ws {
+        return true;
+    }
+    config
+        .and_then(|c| value::get(c, "authorized_workspaces"))
+        .and_then(Value::as_array)
+        .is_some_and(|a| a.iter().any(|w| w.as_str() == Some(caller_ws)))
+}
+
+fn workspace_of(addr: &str) -> &str {
+    addr.split_once('/').map(|(w, _)| w).unwrap_or_default()
+}
+
+// === impl LocalServices ===
+
+impl LocalServices {
+    /// No services yet, for client `addr` (`"<ws>/<cid>"`) on the server at `server_url`.
+    pub fn new(addr: impl Into<String>, server_url: impl Into<String>) -> Self {
+        LocalServices {
+            addr: addr.into(),
+            server_url: server_url.into(),
+            services: Vec::new(),
+        }
+    }
+
+    /// Adds (or replaces) service `name` with its record and member names (nested members
+    /// as dotted paths, e.g. `"a.b"`).
+    pub fn register(&mut self, name: &str, record: Value, members: Vec<String>) {
+        self.services.retain(|s| s.name != name);
+        self.services.push(LocalService {
+            name: name.to_owned(),
+            record,
+            members,
+        });
+    }
+
+    /// Removes service `name`; whether it was there.
+    pub fn unregister(&mut self, name: &str) -> bool {
+        let before = self.services.len();
+        self.services.retain(|s| s.name != name);
+        before != self.services.len()
+    }
+
+    /// Decides what to do with a call into this client: `built-in.ping` → `"pong"`,
+    /// `built-in.get_service(name)` → [`LocalServices::describe`], a registered member the
+    /// caller may use → [`Route::Serve`]; anything else is answered with the reference's
+    /// error text (`Method not found: …`, `PermissionError: …`).
+    pub fn route(&self, call: &Call) -> Route {
+        let not_found = || Route::Answer(Err(format!("Method not found: {}", call.method)));
+        let Some(path) = call.method.strip_prefix("services.") else {
+            return not_found();
+        };
+        let Some((svc, member)) = path.split_once('.') else {
+            return not_found();
+        };
+        if svc == "built-in" {
+            return match member {
+                "ping" => Route::Answer(Ok("pong".into())),
+                "get_service" => {
+                    let name = call
+                        .args
+                        .first()
+                        .and_then(Value::as_str)
+                        .unwrap_or_default();
+                    Route::Answer(self.describe(name, &call.ws))
+                }
+                _ => not_found(),
+            };
+        }
+        let Some(s) = self.services.iter().find(|s| s.name == svc) else {
+            return not_found();
+        };
+        if !s.members.iter().any(|m| m == member) {
+            return not_found();
+        }
+        let own_ws = workspace_of(&self.addr);
+        let caller_ws = workspace_of(&call.from);
+        if caller_ws != "*" && !visible_to(&s.record, own_ws, caller_ws) {
+            return Route::Answer(Err(format!(
+                "PermissionError: Permission denied for protected method {}, \
+                 workspace mismatch: {caller_ws} != {own_ws}",
+                call.method
+            )));
+        }
+        Route::Serve
+    }
+
+    /// Answers a call the owner does not run itself: [`LocalServices::route`], with
+    /// `Method not found` for [`Route::Serve`] too. `None` for fire-and-forget calls and
+    /// refused promises.
+    pub fn answer(&self, call: &Call) -> Option<Transmit> {
+        let result = match self.route(call) {
+            Route::Answer(r) => r,
+            Route::Serve => Err(format!("Method not found: {}", call.method)),
+        };
+        reply(call, &self.addr, result)
+    }
+
+    /// The service object `built-in.get_service(name)` returns to a caller whose `ctx.ws`
+    /// is `caller_ws`: the record with one encoded method (`_rpromise:"*"`, target this
+    /// client, path `services.<name>.<member>`) per member (§4.6). `"built-in"` describes
+    /// the built-in service itself (`ping`, `get_service`).
+    ///
+    /// Errors: `KeyError: Service not found: <name>`, or `PermissionError: …` for a
+    /// protected service and a caller from another workspace.
+    pub fn describe(&self, name: &str, caller_ws: &str) -> Result<Value, String> {
+        if name == "built-in" {
+            let mut obj = built_in_record(&self.addr);
+            for m in ["ping", "get_service"] {
+                value::set(&mut obj, m, self.encode_member("built-in", m));
+            }
+            return Ok(obj);
+        }
+        let s = self
+            .services
+            .iter()
+            .find(|s| s.name == name)
+            .ok_or_else(|| format!("KeyError: Service not found: {name}"))?;
+        if !visible_to(&s.record, workspace_of(&self.addr), caller_ws) {
+            return Err(format!(
+                "PermissionError: Permission denied for protected service: {name}"
+            ));
+        }
+        let mut obj = s.record.clone();
+        for m in &s.members {
+            value::set(&mut obj, m, self.encode_member(name, m));
+        }
+        Ok(obj)
+    }
+
+    fn encode_member(&self, service: &str, member: &str) -> Value {
+        encoded_method(
+            &self.addr,
+            &format!("services.{service}.{member}"),
+            RPromise::Compact,
+            member,
+            "",
+            &self.server_url,
+        )
+    }
+}
