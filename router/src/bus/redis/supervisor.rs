@@ -1,0 +1,395 @@
+//! The Redis bus's supervisor task: connects (with backoff), loads the directory, writes
+//! the outbox in batches, beats the heartbeat, drops nodes whose heartbeat expired, and
+//! follows local interest in workspace channels. It is the only place that awaits Redis;
+//! the push callback in the parent module never does.
+
+use super::*;
+
+// === the supervisor task ===
+
+/// Why a session with Redis ended.
+enum End {
+    Stop,
+    Lost,
+}
+
+pub(super) async fn supervise(
+    s: Arc<Shared>,
+    client: redis::Client,
+    mut outbox: mpsc::Receiver<Outgoing>,
+) {
+    let mut backoff = Duration::from_millis(100);
+    let mut announce = None;
+    while !s.stopping.load(Acquire) {
+        let session = s.session.fetch_add(1, AcqRel) + 1;
+        match connect(&s, &client, session).await {
+            Ok((sub, mut cmd)) => {
+                backoff = Duration::from_millis(100);
+                tracing::info!(node = %s.cfg.node_id, "cluster bus connected");
+                let end = run(&s, sub, &mut cmd, &mut outbox).await;
+                s.connected.store(false, Release);
+                // What was queued for the lost connection is lost too.
+                while let Ok(item) = outbox.try_recv() {
+                    if matches!(
+                        item,
+                        Outgoing::Node(..) | Outgoing::Workspace(..) | Outgoing::Cluster(..)
+                    ) {
+                        s.outbox_dropped.fetch_add(1, Relaxed);
+                    }
+                }
+                if let End::Stop = end {
+                    announce = Some(cmd);
+                    break;
+                }
+                tracing::warn!(node = %s.cfg.node_id, "cluster bus disconnected; reconnecting");
+            }
+            Err(e) => {
+                s.connected.store(false, Release);
+                tracing::debug!(error = %e, "cluster bus: connecting to Redis failed");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = s.stop.notified() => break,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+    if let Some(mut cmd) = announce {
+        let me = &s.cfg.node_id;
+        let n = &s.names;
+        let mut p = redis::pipe();
+        p.publish(&n.control, ControlMsg::Down { node: me }.encode())
+            .ignore()
+            .del(n.clients(me))
+            .ignore()
+            .del(n.alive(me))
+            .ignore()
+            .srem(&n.nodes, me)
+            .ignore();
+        let r = tokio::time::timeout(Duration::from_secs(2), p.query_async::<()>(&mut cmd)).await;
+        if !matches!(r, Ok(Ok(()))) {
+            tracing::warn!("cluster bus: could not announce this node's shutdown");
+        }
+    }
+    let _ = s.done.send(true);
+}
+
+/// Opens both connections, subscribes, loads the directory, rewrites this node's entries
+/// and marks the bus connected.
+async fn connect(
+    s: &Arc<Shared>,
+    client: &redis::Client,
+    session: u64,
+) -> redis::RedisResult<(MultiplexedConnection, MultiplexedConnection)> {
+    let base = AsyncConnectionConfig::new()
+        .set_connection_timeout(Duration::from_secs(1))
+        .set_response_timeout(Duration::from_secs(3));
+    let pushes = s.clone();
+    let sub_cfg = base.clone().set_push_sender(move |info: PushInfo| {
+        pushes.on_push(session, info);
+        Ok::<(), std::convert::Infallible>(())
+    });
+    let mut sub = client
+        .get_multiplexed_async_connection_with_config(&sub_cfg)
+        .await?;
+    let mut cmd = client
+        .get_multiplexed_async_connection_with_config(&base)
+        .await?;
+    let n = &s.names;
+    let me = &s.cfg.node_id;
+    sub.subscribe(&[n.node(me), n.control.clone()]).await?;
+    let wanted: Vec<String> = s
+        .wanted
+        .lock()
+        .map(|w| w.iter().cloned().collect())
+        .unwrap_or_default();
+    for ws in &wanted {
+        sub.subscribe(n.ws(ws)).await?;
+    }
+    // Subscribed to control first, then loaded: no change falls in between.
+    load_directory(s, &mut cmd).await?;
+    s.connected.store(true, Release);
+    rewrite_own(s, &mut cmd).await?;
+    Ok((sub, cmd))
+}
+
+/// Replaces the replica with every live node's hash, and forgets nodes found dead.
+async fn load_directory(s: &Shared, cmd: &mut MultiplexedConnection) -> redis::RedisResult<()> {
+    let n = &s.names;
+    let nodes: Vec<String> = redis::cmd("SMEMBERS")
+        .arg(&n.nodes)
+        .query_async(cmd)
+        .await?;
+    let known: HashSet<&str> = nodes.iter().map(String::as_str).collect();
+    for old in s.directory.nodes() {
+        if !known.contains(&*old) {
+            s.tell_gone(s.directory.drop_node(&old));
+        }
+    }
+    for old in s.peers.lock().map(|p| p.clone()).unwrap_or_default() {
+        if !known.contains(old.as_str()) {
+            s.peer_left(&old);
+        }
+    }
+    for node in nodes.iter().filter(|x| **x != s.cfg.node_id) {
+        if reload_node(s, cmd, node).await? {
+            // This node (re)connected: it may have missed the peer's messages.
+            s.peer_joined(node, true);
+        }
+    }
+    Ok(())
+}
+
+/// Reloads `node`'s entries if it is alive (returns true), else drops it.
+async fn reload_node(
+    s: &Shared,
+    cmd: &mut MultiplexedConnection,
+    node: &str,
+) -> redis::RedisResult<bool> {
+    let n = &s.names;
+    let alive: bool = redis::cmd("EXISTS")
+        .arg(n.alive(node))
+        .query_async(cmd)
+        .await?;
+    if alive {
+        let addrs: Vec<String> = redis::cmd("HKEYS")
+            .arg(n.clients(node))
+            .query_async(cmd)
+            .await?;
+        let gone = s
+            .directory
+            .replace_node(node, addrs.iter().map(String::as_str));
+        s.tell_gone(gone);
+    } else {
+        s.tell_gone(s.directory.drop_node(node));
+        s.peer_left(node);
+        redis::cmd("SREM")
+            .arg(&n.nodes)
+            .arg(node)
+            .query_async::<()>(cmd)
+            .await?;
+    }
+    Ok(alive)
+}
+
+/// Rewrites this node's hash from the client table and tells the others to reload it.
+async fn rewrite_own(s: &Shared, cmd: &mut MultiplexedConnection) -> redis::RedisResult<()> {
+    s.resync.store(false, Release);
+    let n = &s.names;
+    let me = &s.cfg.node_id;
+    let addrs = s.local.get().map(|l| l.addresses()).unwrap_or_default();
+    let ttl = s.ttl_secs();
+    let key = n.clients(me);
+    let mut p = redis::pipe();
+    p.atomic().del(&key).ignore();
+    for chunk in addrs.chunks(512) {
+        let items: Vec<(&str, u8)> = chunk.iter().map(|a| (a.as_str(), 1)).collect();
+        p.hset_multiple(&key, &items).ignore();
+    }
+    p.expire(&key, ttl as i64)
+        .ignore()
+        .set_ex(n.alive(me), 1, ttl)
+        .ignore()
+        .sadd(&n.nodes, me)
+        .ignore()
+        .publish(&n.control, ControlMsg::Sync { node: me }.encode())
+        .ignore();
+    p.query_async::<()>(cmd).await
+}
+
+/// One connected session: write what is queued, beat the heartbeat, follow interest,
+/// until an error (reconnect) or a stop.
+async fn run(
+    s: &Arc<Shared>,
+    mut sub: MultiplexedConnection,
+    cmd: &mut MultiplexedConnection,
+    outbox: &mut mpsc::Receiver<Outgoing>,
+) -> End {
+    let mut subscribed: HashSet<String> = s.wanted.lock().map(|w| w.clone()).unwrap_or_default();
+    let mut channels: HashMap<Arc<str>, String> = HashMap::new();
+    let mut batch = Vec::with_capacity(256);
+    let mut heartbeat = tokio::time::interval(s.cfg.heartbeat);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    heartbeat.tick().await; // the first tick is immediate; connect() just wrote everything
+    loop {
+        let result = tokio::select! {
+            biased;
+            _ = s.stop.notified() => return End::Stop,
+            _ = s.lost.notified() => return End::Lost,
+            got = outbox.recv_many(&mut batch, 256) => {
+                if got == 0 {
+                    return End::Stop;
+                }
+                write_batch(s, cmd, &mut batch, &mut channels).await
+            }
+            _ = heartbeat.tick() => beat(s, cmd).await,
+            _ = s.changed.notified() => follow(s, &mut sub, cmd, &mut subscribed).await,
+        };
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "cluster bus: Redis command failed");
+            return End::Lost;
+        }
+        if s.stopping.load(Acquire) {
+            return End::Stop;
+        }
+    }
+}
+
+async fn write_batch(
+    s: &Shared,
+    cmd: &mut MultiplexedConnection,
+    batch: &mut Vec<Outgoing>,
+    channels: &mut HashMap<Arc<str>, String>,
+) -> redis::RedisResult<()> {
+    let n = &s.names;
+    let me = &s.cfg.node_id;
+    let clients = n.clients(me);
+    let mut p = redis::pipe();
+    let mut frames = 0u64;
+    for item in batch.drain(..) {
+        match item {
+            Outgoing::Node(node, env) => {
+                frames += 1;
+                let ch = channels
+                    .entry(node.clone())
+                    .or_insert_with(|| n.node(&node));
+                p.publish(&*ch, &env[..]).ignore();
+            }
+            Outgoing::Workspace(ws, env) => {
+                frames += 1;
+                p.publish(n.ws(&ws), &env[..]).ignore();
+            }
+            Outgoing::Cluster(node, env) => {
+                frames += 1;
+                match node {
+                    Some(node) => p.publish(n.node(&node), &env[..]).ignore(),
+                    None => p.publish(&n.control, &env[..]).ignore(),
+                };
+            }
+            Outgoing::Joined(addr) => {
+                p.hset(&clients, &addr, 1)
+                    .ignore()
+                    .publish(
+                        &n.control,
+                        ControlMsg::Joined {
+                            node: me,
+                            addr: &addr,
+                        }
+                        .encode(),
+                    )
+                    .ignore();
+            }
+            Outgoing::Left(addr) => {
+                p.hdel(&clients, &addr)
+                    .ignore()
+                    .publish(
+                        &n.control,
+                        ControlMsg::Left {
+                            node: me,
+                            addr: &addr,
+                        }
+                        .encode(),
+                    )
+                    .ignore();
+            }
+        }
+    }
+    if channels.len() > 1024 {
+        channels.clear();
+    }
+    match p.query_async::<()>(cmd).await {
+        Ok(()) => {
+            s.sent.fetch_add(frames, Relaxed);
+            Ok(())
+        }
+        Err(e) => {
+            s.outbox_dropped.fetch_add(frames, Relaxed);
+            Err(e)
+        }
+    }
+}
+
+/// The heartbeat: refresh this node's keys (rewrite them if they were lost or missed),
+/// then drop the nodes whose `alive` key expired.
+async fn beat(s: &Shared, cmd: &mut MultiplexedConnection) -> redis::RedisResult<()> {
+    let n = &s.names;
+    let me = &s.cfg.node_id;
+    let ttl = s.ttl_secs();
+    let ((), added): ((), i64) = redis::pipe()
+        .set_ex(n.alive(me), 1, ttl)
+        .expire(n.clients(me), ttl as i64)
+        .ignore()
+        .sadd(&n.nodes, me)
+        .query_async(cmd)
+        .await?;
+    if added == 1 || s.resync.load(Acquire) {
+        // Someone took this node for dead (or a directory change was missed).
+        rewrite_own(s, cmd).await?;
+    }
+    let mut nodes: Vec<String> = redis::cmd("SMEMBERS")
+        .arg(&n.nodes)
+        .query_async(cmd)
+        .await?;
+    // Also the nodes only the replica or the peer set know (announced, never or no
+    // longer in the set).
+    let peers = s.peers.lock().map(|p| p.clone()).unwrap_or_default();
+    for known in s
+        .directory
+        .nodes()
+        .iter()
+        .map(|k| k.to_string())
+        .chain(peers)
+    {
+        if !nodes.contains(&known) {
+            nodes.push(known);
+        }
+    }
+    for node in nodes.iter().filter(|x| *x != me) {
+        let alive: bool = redis::cmd("EXISTS")
+            .arg(n.alive(node))
+            .query_async(cmd)
+            .await?;
+        if !alive {
+            tracing::info!(node = %node, "cluster bus: node's heartbeat expired; dropping its clients");
+            s.tell_gone(s.directory.drop_node(node));
+            s.peer_left(node);
+            redis::cmd("SREM")
+                .arg(&n.nodes)
+                .arg(node)
+                .query_async::<()>(cmd)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Reconciles the workspace subscriptions with local interest and reloads the nodes that
+/// asked for it.
+async fn follow(
+    s: &Shared,
+    sub: &mut MultiplexedConnection,
+    cmd: &mut MultiplexedConnection,
+    subscribed: &mut HashSet<String>,
+) -> redis::RedisResult<()> {
+    let n = &s.names;
+    let wanted: HashSet<String> = s.wanted.lock().map(|w| w.clone()).unwrap_or_default();
+    let add: Vec<String> = wanted.difference(subscribed).cloned().collect();
+    let remove: Vec<String> = subscribed.difference(&wanted).cloned().collect();
+    for ws in add {
+        sub.subscribe(n.ws(&ws)).await?;
+        subscribed.insert(ws);
+    }
+    for ws in remove {
+        sub.unsubscribe(n.ws(&ws)).await?;
+        subscribed.remove(&ws);
+    }
+    let reload: Vec<String> = s
+        .reload
+        .lock()
+        .map(|mut r| std::mem::take(&mut *r))
+        .unwrap_or_default();
+    for node in reload {
+        let _alive = reload_node(s, cmd, &node).await?;
+    }
+    Ok(())
+}
