@@ -11,18 +11,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Starts router + control plane + HTTP on an ephemeral loopback port through the same
-/// builder as `rhizo serve` (state in memory); returns the server and its ws URL.
-async fn start_server() -> (rhizo::Server, String) {
-    let settings = rhizo::Settings::parse_from([
+/// builder as `rhizo serve` (state in memory), with the `extra` flags; returns the server
+/// and its ws URL.
+async fn start_with(id: &str, extra: &[&str]) -> (rhizo::Server, String) {
+    let mut args = vec![
         "rhizo",
         "--port",
         "0",
         "--server-id",
-        "smoke",
+        id,
         "--jwt-secret",
         "loadtest-smoke-secret",
-    ])
-    .unwrap();
+    ];
+    args.extend_from_slice(extra);
+    let settings = rhizo::Settings::parse_from(args).unwrap();
     let server = rhizo::Server::builder(settings)
         .in_memory()
         .bind()
@@ -32,30 +34,21 @@ async fn start_server() -> (rhizo::Server, String) {
     (server, url)
 }
 
-/// Starts one node of a cluster: like [`start_server`], with `--redis-uri` on the local
-/// Redis (database 0) and the cluster's own key prefix.
+/// A single server.
+async fn start_server() -> (rhizo::Server, String) {
+    start_with("smoke", &[]).await
+}
+
+/// One node of a cluster: `--redis-uri` on the local Redis (database 0) with the cluster's
+/// own key prefix.
 async fn start_node(prefix: &str, id: &str) -> (rhizo::Server, String) {
-    let settings = rhizo::Settings::parse_from([
-        "rhizo",
-        "--port",
-        "0",
-        "--server-id",
-        id,
-        "--jwt-secret",
-        "loadtest-smoke-secret",
+    let redis = [
         "--redis-uri",
         "redis://127.0.0.1:6379/0",
         "--redis-prefix",
         prefix,
-    ])
-    .unwrap();
-    let server = rhizo::Server::builder(settings)
-        .in_memory()
-        .bind()
-        .await
-        .unwrap();
-    let url = format!("{}/ws", server.url().replace("http://", "ws://"));
-    (server, url)
+    ];
+    start_with(id, &redis).await
 }
 
 fn assert_clean(r: &rhizo_loadtest::report::RunResult) {
