@@ -766,3 +766,183 @@ async fn a_node_started_later_and_temporary_workspaces() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// A node that holds a client in the directory but no longer listens (it died a moment
+/// ago, its heartbeat has not expired yet): Redis reports that nobody took the call, and
+/// the caller gets a clear error at once instead of waiting for the heartbeat to expire
+/// or for its own timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_nobody_takes_fails_at_once() {
+    let _serial = SERIAL.lock().await;
+    ensure_redis().await;
+    let p = prefix("untaken");
+    let b = node("b", &p).await;
+    let caller = connect_as(b.url(), "caller").await;
+    let ws = caller.workspace().to_owned();
+    // "zombie" looks alive (its key is fresh) but nothing subscribes to its channel.
+    redis_cli(&["SET", &format!("{p}:alive:zombie"), "1", "EX", "60"]).unwrap();
+    redis_cli(&["SADD", &format!("{p}:nodes"), "zombie"]).unwrap();
+    redis_cli(&[
+        "PUBLISH",
+        &format!("{p}:control"),
+        &format!("join\nzombie\n{ws}/ghost"),
+    ])
+    .unwrap();
+    assert!(eventually(T, || knows(&b, &ws, "ghost")).await);
+    let before = RouterControl::counters(b.router()).bus_undelivered;
+    let started = std::time::Instant::now();
+    let err = echo(&caller, &format!("{ws}/ghost"), "x")
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("left the cluster"),
+        "the caller is told why: {err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(RouterControl::counters(b.router()).bus_undelivered > before);
+    redis_cli(&["DEL", &format!("{p}:alive:zombie")]).unwrap();
+    drop(caller);
+    b.shutdown().await;
+}
+
+/// A Redis server of this test's own on a free port, so that it can be stopped and
+/// started again without touching the shared one.
+struct OwnRedis {
+    port: u16,
+}
+
+impl OwnRedis {
+    fn start(port: u16) -> Self {
+        let status = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "yes",
+            ])
+            .status()
+            .expect("redis-server runs");
+        assert!(status.success());
+        let r = OwnRedis { port };
+        for _ in 0..100 {
+            if r.cli(&["ping"]).as_deref() == Some("PONG") {
+                return r;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("redis-server on port {port} did not come up");
+    }
+
+    fn cli(&self, args: &[&str]) -> Option<String> {
+        let port = self.port.to_string();
+        let mut all = vec!["-p", &port];
+        all.extend_from_slice(args);
+        redis_cli(&all)
+    }
+
+    /// Stops the server (no save); the port is free again afterwards.
+    fn stop(&self) {
+        let _ = self.cli(&["shutdown", "nosave"]);
+        for _ in 0..100 {
+            if self.cli(&["ping"]).is_none() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Redis stopped and started again (an empty one: no persistence): while it is down each
+/// node keeps routing its own clients' calls and answers cross-node calls with a clear
+/// error at once; when it is back the nodes reconnect, rewrite their directory entries and
+/// cross-node calls work again. Nothing crashes; no call is left unanswered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_stopped_and_restarted() {
+    let _serial = SERIAL.lock().await;
+    let port = free_port();
+    let redis = OwnRedis::start(port);
+    let uri = format!("redis://127.0.0.1:{port}/0");
+    let p = prefix("restart");
+    let (a, b) = (
+        node_with("a", &p, &uri).await,
+        node_with("b", &p, &uri).await,
+    );
+    assert!(eventually(T, || connected(&a) && connected(&b)).await);
+    let prov = provider(a.url(), "prov").await;
+    let ws = prov.workspace().to_owned();
+    let near = join(a.url(), &prov, "near").await.unwrap();
+    let far = join(b.url(), &prov, "far").await.unwrap();
+    let target = format!("{ws}/prov");
+    assert!(eventually(T, || knows(&b, &ws, "prov")).await);
+    assert_eq!(
+        echo(&far, &target, "before").await.unwrap(),
+        Value::from("before")
+    );
+
+    redis.stop();
+    assert!(eventually(T, || !connected(&a) && !connected(&b)).await);
+    assert_eq!(
+        echo(&near, &target, "local").await.unwrap(),
+        Value::from("local"),
+        "a node routes its own clients without Redis"
+    );
+    let started = std::time::Instant::now();
+    let err = echo(&far, &target, "x").await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("cluster bus (Redis) is disconnected"),
+        "{err}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(2));
+
+    let redis = OwnRedis::start(port);
+    assert!(
+        eventually(Duration::from_secs(10), || connected(&a) && connected(&b)).await,
+        "both nodes reconnect to the restarted Redis"
+    );
+    // The restarted Redis is empty: the nodes wrote their entries again.
+    assert!(eventually(T, || knows(&b, &ws, "prov")).await);
+    assert!(redis
+        .cli(&["hexists", &format!("{p}:clients:a"), &target])
+        .is_some_and(|v| v == "1"));
+    let mut ok = None;
+    for _ in 0..50 {
+        match echo(&far, &target, "after").await {
+            Ok(v) => {
+                ok = Some(v);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    assert_eq!(
+        ok,
+        Some(Value::from("after")),
+        "cross-node calls work again"
+    );
+    drop((prov, near, far));
+    a.shutdown().await;
+    b.shutdown().await;
+}

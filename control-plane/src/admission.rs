@@ -404,6 +404,12 @@ impl ControlHooks for Hooks {
             .push(Incoming::Message(from_node.to_owned(), message));
     }
 
+    fn cluster_undelivered(&self, to_node: &str, message: Bytes) {
+        self.0
+            .cluster
+            .push(Incoming::Undelivered(to_node.to_owned(), message));
+    }
+
     fn node_joined(&self, node: &str) {
         self.0.cluster.push(Incoming::Joined(node.to_owned()));
     }

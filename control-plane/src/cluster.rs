@@ -305,6 +305,9 @@ pub(crate) enum Incoming {
     Joined(String),
     /// A peer left.
     Left(String),
+    /// A message this node sent to the peer was not taken (the peer is gone or the
+    /// write failed).
+    Undelivered(String, Bytes),
 }
 
 /// This node's side of the cluster channel: the queue from the hooks to the cluster task,
@@ -449,6 +452,16 @@ impl Manager {
                 self.workspaces.node_left(&node);
                 for addr in self.registry.node_left(&node) {
                     self.fail_calls_to(&addr);
+                }
+            }
+            Incoming::Undelivered(node, bytes) => {
+                // A fetch nobody received fails now, not at its timeout.
+                if let Some(Msg::Fetch { req, .. }) = Msg::decode(&bytes) {
+                    if let Some((_, (_, tx))) = self.cluster.pending.remove(&req) {
+                        let _ = tx.send(Err(ManagerError::Disconnected(format!(
+                            "the server node {node} holding the service cannot be reached"
+                        ))));
+                    }
                 }
             }
             Incoming::Message(node, bytes) => {

@@ -59,6 +59,10 @@ pub struct CountersSnapshot {
     pub bus_inbox_dropped: u64,
     /// Outgoing envelopes dropped: bus queue full, bus disconnected, or a failed write.
     pub bus_outbox_dropped: u64,
+    /// Outgoing envelopes the bus took but could not hand over (no node listened under
+    /// the target's id, or the write failed), given back to be re-sent or to fail their
+    /// call at once.
+    pub bus_undelivered: u64,
     /// Envelopes waiting in the bus inbox now.
     pub bus_inbox_backlog: u64,
     /// 1 while the cluster bus is connected, else 0 (always 0 on a single node).

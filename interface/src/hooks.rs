@@ -81,6 +81,14 @@ pub trait ControlHooks: Send + Sync + 'static {
         let _ = (from_node, message);
     }
 
+    /// A message for `to_node` that the bus took but could not hand over (no node
+    /// listens under that id now, or the write to Redis failed): whatever waits on its
+    /// answer should fail now rather than at its timeout. Called from the bus's task:
+    /// must not block. The default does nothing.
+    fn cluster_undelivered(&self, to_node: &str, message: Bytes) {
+        let _ = (to_node, message);
+    }
+
     /// The directory learned that `node` came up, or came back after losing Redis (it may
     /// have missed messages). Must not block.
     fn node_joined(&self, node: &str) {

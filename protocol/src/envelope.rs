@@ -33,6 +33,22 @@
 //! its own functions ([`encode_cluster`], [`decode_cluster`]) and is not a [`Kind`]:
 //! the bus hands it to the control plane before the router's inbox, and
 //! [`Envelope::decode`] refuses it as [`EnvelopeError::UnknownKind`].
+//!
+//! A sixth kind, **bundle** (code 6, [`BUNDLE_KIND`]), packs several envelopes for one
+//! node into one Bus message, so that a busy node publishes once per batch rather than
+//! once per frame (issue 10, cross-node throughput):
+//!
+//! ```text
+//! offset  size  field
+//! 0       1     version           = 1 (VERSION)
+//! 1       1     kind              = 6 (BUNDLE_KIND)
+//! 2       4     length L1         of the first envelope, big-endian u32
+//! 6       L1    envelope 1        any envelope above (frame or cluster), never a bundle
+//! ...           length L2, envelope 2, ... to the end of the input
+//! ```
+//!
+//! [`write_bundle`] writes one, [`Bundle`] iterates over its envelopes as
+//! [`Bytes::slice`]s of the received buffer.
 
 use bytes::Bytes;
 
@@ -44,6 +60,90 @@ const FIXED: usize = 1 + 1 + 1 + 2;
 
 /// The kind byte of a control-plane (cluster) envelope; see the module docs.
 pub const CLUSTER_KIND: u8 = 5;
+
+/// The kind byte of a bundle of envelopes; see the module docs.
+pub const BUNDLE_KIND: u8 = 6;
+
+/// Bytes a bundle of envelopes of these lengths takes.
+pub fn bundle_len(lengths: impl IntoIterator<Item = usize>) -> usize {
+    2 + lengths.into_iter().map(|l| 4 + l).sum::<usize>()
+}
+
+/// Writes a bundle of `parts` (each a whole envelope, none a bundle) to `out`.
+///
+/// Errors: the writer's; [`std::io::ErrorKind::InvalidInput`] for a part longer than
+/// `u32::MAX` bytes.
+pub fn write_bundle<'p, W: std::io::Write>(
+    out: &mut W,
+    parts: impl IntoIterator<Item = &'p [u8]>,
+) -> std::io::Result<()> {
+    out.write_all(&[VERSION, BUNDLE_KIND])?;
+    for part in parts {
+        let len = u32::try_from(part.len())
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+        out.write_all(&len.to_be_bytes())?;
+        out.write_all(part)?;
+    }
+    Ok(())
+}
+
+/// Whether `input` starts like a bundle (version and kind bytes).
+pub fn is_bundle(input: &[u8]) -> bool {
+    input.len() >= 2 && input[0] == VERSION && input[1] == BUNDLE_KIND
+}
+
+/// The envelopes of a bundle, each a [`Bytes::slice`] of the bundle (no copy). A
+/// truncated length or part ends the iteration with one [`EnvelopeError::Truncated`].
+#[derive(Debug, Clone)]
+pub struct Bundle {
+    input: Bytes,
+    at: usize,
+}
+
+impl Bundle {
+    /// The envelopes of `input`.
+    ///
+    /// Errors: [`EnvelopeError::UnknownVersion`] / [`EnvelopeError::UnknownKind`] when
+    /// `input` is not a bundle ([`is_bundle`]).
+    pub fn new(input: Bytes) -> Result<Self, EnvelopeError> {
+        match input.first() {
+            None => return Err(EnvelopeError::Truncated),
+            Some(&v) if v != VERSION => return Err(EnvelopeError::UnknownVersion(v)),
+            _ => {}
+        }
+        match input.get(1) {
+            None => Err(EnvelopeError::Truncated),
+            Some(&BUNDLE_KIND) => Ok(Bundle { input, at: 2 }),
+            Some(&k) => Err(EnvelopeError::UnknownKind(k)),
+        }
+    }
+}
+
+impl Iterator for Bundle {
+    type Item = Result<Bytes, EnvelopeError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.at >= self.input.len() {
+            return None;
+        }
+        let part = self.input.get(self.at..self.at + 4).and_then(|b| {
+            let len = u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize;
+            let start = self.at + 4;
+            let end = start.checked_add(len)?;
+            (end <= self.input.len()).then_some((start, end))
+        });
+        match part {
+            Some((start, end)) => {
+                self.at = end;
+                Some(Ok(self.input.slice(start..end)))
+            }
+            None => {
+                self.at = self.input.len();
+                Some(Err(EnvelopeError::Truncated))
+            }
+        }
+    }
+}
 
 /// A cluster envelope from node `origin` to node `target` (`""`: every node) carrying
 /// `message`.

@@ -10,8 +10,13 @@
 //! Contract: every method is synchronous and never waits on I/O. Sending hands an encoded
 //! envelope ([`rhizo_protocol::envelope`]) to a bounded outgoing queue drained by the bus's
 //! own task; a full queue or a disconnected bus is an immediate error, which the router
-//! turns into a reject like a slow peer's. Received envelopes reach the router through the
-//! bounded inbox that [`Bus::start`] returns; when it is full they are dropped and counted.
+//! turns into a reject like a slow peer's. An envelope that was queued but then could not
+//! be handed over (nobody listened under the node's id, or the write failed) comes back
+//! through [`LocalClients::undelivered`] (cluster messages through
+//! [`ControlHooks::cluster_undelivered`]), so that the router can re-send it or fail the
+//! call at once. Received envelopes reach the router through the bounded inbox that
+//! [`Bus::start`] returns; when it is full they are counted and handed to
+//! [`LocalClients::overflowed`] (a call gets a reject-back).
 //!
 //! Interest: the client table calls [`Bus::workspace_interest`] on a workspace's first
 //! local member and its last (under the table's shard lock, so the calls for one workspace
@@ -62,6 +67,10 @@ pub struct BusStats {
     pub inbox_dropped: u64,
     /// Outgoing envelopes dropped: queue full, bus disconnected, or lost in a failed write.
     pub outbox_dropped: u64,
+    /// Outgoing envelopes queued but not handed over (no subscriber on the node's channel,
+    /// or a failed write), given to [`LocalClients::undelivered`] or
+    /// [`ControlHooks::cluster_undelivered`].
+    pub undelivered: u64,
     /// Envelopes waiting in the inbox now (gauge).
     pub inbox_backlog: u64,
     /// Whether the bus is connected now (gauge; always false for [`InProcess`]).
@@ -84,6 +93,23 @@ pub trait LocalClients: Send + Sync + 'static {
     /// Called from the bus's reader or supervisor: must not block.
     fn node_gone(&self, node: &str) {
         let _ = node;
+    }
+
+    /// A frame envelope this node queued for `node` that the bus could not hand over: no
+    /// node listened under that id when it was published (the node is gone or
+    /// restarting), or the write to Redis failed. The router re-sends it where the
+    /// directory places its target now, or answers its local sender's call with a reject,
+    /// so that no call waits for its timeout on a frame lost here. Called from the bus's
+    /// supervisor: must not block.
+    fn undelivered(&self, node: &str, envelope: Bytes) {
+        let _ = (node, envelope);
+    }
+
+    /// A frame envelope that arrived from another node but found the inbox full: the
+    /// router answers its call (if it is one) with a reject-back to the origin node.
+    /// Called from the bus's reader: must not block.
+    fn overflowed(&self, envelope: Bytes) {
+        let _ = envelope;
     }
 }
 

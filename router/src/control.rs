@@ -108,6 +108,7 @@ impl RouterControl for Router {
             bus_received: bus.received,
             bus_inbox_dropped: bus.inbox_dropped,
             bus_outbox_dropped: bus.outbox_dropped,
+            bus_undelivered: bus.undelivered,
             bus_inbox_backlog: bus.inbox_backlog,
             bus_connected: u64::from(bus.connected),
         }

@@ -44,6 +44,10 @@ pub enum RouteError {
     /// reconnects with backoff).
     #[error("Peer {0} cannot be reached now: the cluster bus (Redis) is disconnected")]
     ClusterDown(String),
+    /// The target was placed on a node that no longer listens on the cluster bus (it
+    /// stopped or is restarting), and it is not connected anywhere else yet.
+    #[error("Peer {0} is not connected (its server node {1} left the cluster)")]
+    NodeGone(String, String),
 }
 
 /// Where a routed frame goes, decided from its header alone by the resolve step before
@@ -143,6 +147,28 @@ impl LocalClients for LocalView {
         inner.remote_callers.remove_if(ws, |_, m| m.is_empty());
         if let Some(callers) = callers {
             tell_remote_gone(&inner, addr, callers);
+        }
+    }
+
+    fn undelivered(&self, node: &str, envelope: Bytes) {
+        if let Some(inner) = self.0.upgrade() {
+            Router { inner }.undelivered(node, envelope);
+        }
+    }
+
+    fn overflowed(&self, envelope: Bytes) {
+        let Some(inner) = self.0.upgrade() else {
+            return;
+        };
+        let router = Router { inner };
+        if let Ok((head, frame)) = envelope::decode_bytes(&envelope) {
+            if head.kind == Kind::Unicast {
+                let e = format!(
+                    "Server node {} is overloaded; message rejected",
+                    router.inner.bus.node_id()
+                );
+                router.reject_back(head.origin, head.target, &frame, &e);
+            }
         }
     }
 
@@ -578,24 +604,89 @@ impl Router {
     /// session are dropped and counted.
     fn reject_back(&self, origin: &str, target: &str, frame: &[u8], message: &str) {
         self.inner.counters.rejected.fetch_add(1, Relaxed);
-        // Rare path: the stamped `from` is not among the routing fields, so the header is
-        // decoded whole here.
-        let Ok(rmpv::Value::Map(header)) = rmpv::decode::read_value(&mut &frame[..]) else {
+        let Some((session, from)) = self.call_of(frame) else {
             return;
         };
-        let field = |k: &str| {
-            header
-                .iter()
-                .find(|(key, _)| key.as_str() == Some(k))
-                .and_then(|(_, v)| v.as_str())
+        let reject = reject_frame(target, &from, &session, message);
+        let node: Arc<str> = Arc::from(origin);
+        let _ = self.send_remote(&node, Kind::Reject, &from, &reject);
+    }
+
+    /// The `(session, from)` of a stamped call frame; `None` (counted as dropped) for a
+    /// frame without a session (a reply, a notification) or an unreadable header. Rare
+    /// path: the stamped `from` is not among the routing fields, so the header is decoded
+    /// whole here.
+    fn call_of(&self, frame: &[u8]) -> Option<(String, String)> {
+        let call = match rmpv::decode::read_value(&mut &frame[..]) {
+            Ok(rmpv::Value::Map(header)) => {
+                let field = |k: &str| {
+                    header
+                        .iter()
+                        .find(|(key, _)| key.as_str() == Some(k))
+                        .and_then(|(_, v)| v.as_str())
+                        .map(str::to_owned)
+                };
+                field("session").zip(field("from"))
+            }
+            _ => None,
         };
-        let (Some(session), Some(from)) = (field("session"), field("from")) else {
+        if call.is_none() {
+            self.inner.counters.dropped.fetch_add(1, Relaxed);
+        }
+        call
+    }
+
+    /// An envelope this node queued for `node` came back undelivered (see
+    /// [`LocalClients::undelivered`]). A frame for a client goes where the client is now
+    /// (connected here, or placed on another node by the directory); failing that, a call
+    /// is answered with a reject to its sender here (a client or the manager). Other
+    /// kinds are dropped and counted.
+    pub(crate) fn undelivered(&self, node: &str, env: Bytes) {
+        let Ok((head, frame)) = envelope::decode_bytes(&env) else {
             self.inner.counters.dropped.fetch_add(1, Relaxed);
             return;
         };
-        let reject = reject_frame(target, from, session, message);
-        let node: Arc<str> = Arc::from(origin);
-        let _ = self.send_remote(&node, Kind::Reject, from, &reject);
+        let event = match head.kind {
+            Kind::Unicast => None,
+            Kind::Event { event } => Some(event),
+            Kind::Reject | Kind::Broadcast { .. } => {
+                self.inner.counters.dropped.fetch_add(1, Relaxed);
+                return;
+            }
+        };
+        if let Some(t) = self.inner.table.get_addr(head.target) {
+            if event.is_none_or(|e| t.subscribed(e)) {
+                let _ = self.push(&t, Outbound::Binary(frame));
+            }
+            return;
+        }
+        if let Some(now) = self.locate_addr(head.target) {
+            if &*now != node && self.inner.bus.send_to_node(&now, env.clone()).is_ok() {
+                return;
+            }
+        }
+        if event.is_some() {
+            self.inner.counters.dropped.fetch_add(1, Relaxed);
+            return;
+        }
+        let e = RouteError::NodeGone(head.target.to_owned(), node.to_owned());
+        self.fail_local_call(head.target, &frame, &e.to_string());
+    }
+
+    /// Answers the call in `frame` (stamped here, sent to `target`) with a reject to its
+    /// sender on this node: a client, or the manager. A frame without a session (a
+    /// reply, a notification) is dropped and counted.
+    fn fail_local_call(&self, target: &str, frame: &[u8], message: &str) {
+        self.inner.counters.rejected.fetch_add(1, Relaxed);
+        let Some((session, from)) = self.call_of(frame) else {
+            return;
+        };
+        if from == self.inner.manager_addr {
+            let reject = reject_frame(target, &from, &session, message);
+            self.hooks().manager_frame(Bytes::from(reject));
+        } else if let Some(conn) = self.inner.table.get_addr(&from) {
+            self.reject_to(&conn, target, &session, message);
+        }
     }
 
     fn manager_id(&self) -> &str {

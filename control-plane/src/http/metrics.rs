@@ -142,6 +142,12 @@ async fn metrics(State(m): State<Arc<Manager>>) -> impl IntoResponse {
             c.bus_outbox_dropped,
         ),
         (
+            "rhizo_bus_undelivered_total",
+            "counter",
+            "Outgoing envelopes no node took (target node gone, failed write), re-sent or failed at once.",
+            c.bus_undelivered,
+        ),
+        (
             "rhizo_bus_inbox_backlog",
             "gauge",
             "Envelopes waiting in the bus inbox.",

@@ -169,3 +169,65 @@ fn cluster_envelopes_round_trip_and_are_not_frames() {
     assert!(decode_cluster(&unicast).is_err());
     assert!(decode_cluster(&Bytes::from_static(b"\x01\x05\x03ab")).is_err());
 }
+
+#[test]
+fn bundles_round_trip_without_copying_and_report_truncation() {
+    let a = Envelope {
+        kind: Kind::Unicast,
+        origin: "n1",
+        target: "ws/c",
+    }
+    .encode(&frame())
+    .unwrap();
+    let b = encode_cluster("n1", "n2", b"msg").unwrap();
+    let mut out = Vec::new();
+    write_bundle(&mut out, [&a[..], &b[..], &[][..]]).unwrap();
+    assert_eq!(out.len(), bundle_len([a.len(), b.len(), 0]));
+    assert!(is_bundle(&out) && !is_bundle(&a) && !is_cluster(&out));
+    let input = Bytes::from(out);
+    let parts: Vec<Bytes> = Bundle::new(input.clone())
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(parts, vec![Bytes::from(a), Bytes::from(b), Bytes::new()]);
+    // Each part shares the bundle's allocation.
+    let base = input.as_ptr() as usize;
+    assert!((base..base + input.len()).contains(&(parts[0].as_ptr() as usize)));
+    // Every truncation yields the whole parts before it, then one error.
+    for cut in 2..input.len() {
+        let got: Vec<_> = Bundle::new(input.slice(..cut)).unwrap().collect();
+        let errors = got.iter().filter(|r| r.is_err()).count();
+        assert!(errors <= 1, "cut {cut}: {got:?}");
+        if errors == 1 {
+            assert_eq!(got.last(), Some(&Err(EnvelopeError::Truncated)));
+        }
+    }
+    assert_eq!(
+        Bundle::new(Bytes::from_static(&[1, 1])).err(),
+        Some(EnvelopeError::UnknownKind(1))
+    );
+    assert_eq!(
+        Bundle::new(Bytes::from_static(&[9, 6])).err(),
+        Some(EnvelopeError::UnknownVersion(9))
+    );
+    assert_eq!(
+        Bundle::new(Bytes::new()).err(),
+        Some(EnvelopeError::Truncated)
+    );
+}
+
+proptest! {
+    #[test]
+    fn bundle_reader_never_panics(input in proptest::collection::vec(any::<u8>(), 0..64)) {
+        let mut input = input;
+        if input.len() >= 2 {
+            input[0] = VERSION;
+            input[1] = BUNDLE_KIND;
+        }
+        if let Ok(b) = Bundle::new(Bytes::from(input)) {
+            for part in b.take(64) {
+                let _ = part;
+            }
+        }
+    }
+}

@@ -180,6 +180,7 @@ struct Shared {
     received: AtomicU64,
     inbox_dropped: AtomicU64,
     outbox_dropped: AtomicU64,
+    undelivered: AtomicU64,
 }
 
 // === impl RedisBus ===
@@ -225,6 +226,7 @@ impl RedisBus {
             received: AtomicU64::new(0),
             inbox_dropped: AtomicU64::new(0),
             outbox_dropped: AtomicU64::new(0),
+            undelivered: AtomicU64::new(0),
         });
         Ok(RedisBus {
             shared,
@@ -361,6 +363,7 @@ impl Bus for RedisBus {
             received: s.received.load(Relaxed),
             inbox_dropped: s.inbox_dropped.load(Relaxed),
             outbox_dropped: s.outbox_dropped.load(Relaxed),
+            undelivered: s.undelivered.load(Relaxed),
             inbox_backlog: backlog as u64,
             connected: s.connected.load(Acquire),
         }
@@ -379,27 +382,68 @@ impl Shared {
                 else {
                     return;
                 };
-                if envelope::is_cluster(&payload) {
-                    self.on_cluster(Bytes::from(payload));
-                    return;
-                }
-                if channel == self.names.control.as_bytes() {
+                let enveloped = envelope::is_cluster(&payload) || envelope::is_bundle(&payload);
+                if channel == self.names.control.as_bytes() && !enveloped {
                     self.on_control(&payload);
                     return;
                 }
-                self.received.fetch_add(1, Relaxed);
-                let Some(inbox) = self.inbox.get() else {
-                    return;
-                };
-                // The driver's own buffer becomes the frame's: no copy.
-                if inbox.try_send(Bytes::from(payload)).is_err() {
-                    self.inbox_dropped.fetch_add(1, Relaxed);
+                // The driver's own buffer becomes the frames': no copy.
+                let payload = Bytes::from(payload);
+                if envelope::is_bundle(&payload) {
+                    let Ok(parts) = envelope::Bundle::new(payload) else {
+                        return;
+                    };
+                    for part in parts {
+                        match part {
+                            Ok(env) if !envelope::is_bundle(&env) => self.on_envelope(env),
+                            _ => {
+                                self.received.fetch_add(1, Relaxed);
+                                self.inbox_dropped.fetch_add(1, Relaxed);
+                            }
+                        }
+                    }
+                } else {
+                    self.on_envelope(payload);
                 }
             }
             PushKind::Disconnection if self.session.load(Acquire) == session => {
                 self.lost.notify_one();
             }
             _ => {}
+        }
+    }
+
+    /// One envelope from another node: a cluster message to the hooks, a frame envelope
+    /// into the inbox (or, when it is full, to [`LocalClients::overflowed`]).
+    fn on_envelope(&self, env: Bytes) {
+        if envelope::is_cluster(&env) {
+            self.on_cluster(env);
+            return;
+        }
+        self.received.fetch_add(1, Relaxed);
+        let Some(inbox) = self.inbox.get() else {
+            return;
+        };
+        if let Err(e) = inbox.try_send(env) {
+            self.inbox_dropped.fetch_add(1, Relaxed);
+            if let (mpsc::error::TrySendError::Full(env), Some(local)) = (e, self.local.get()) {
+                local.overflowed(env);
+            }
+        }
+    }
+
+    /// An envelope queued for `node` that was not handed over: a cluster message back to
+    /// the hooks, a frame envelope back to the router ([`LocalClients::undelivered`]).
+    fn bounce(&self, node: &str, env: Bytes) {
+        self.undelivered.fetch_add(1, Relaxed);
+        if envelope::is_cluster(&env) {
+            if let (Ok((_, _, message)), Some(hooks)) =
+                (envelope::decode_cluster(&env), self.cluster.get())
+            {
+                hooks.cluster_undelivered(node, message);
+            }
+        } else if let Some(local) = self.local.get() {
+            local.undelivered(node, env);
         }
     }
 

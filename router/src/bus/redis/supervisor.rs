@@ -28,13 +28,16 @@ pub(super) async fn supervise(
                 tracing::info!(node = %s.cfg.node_id, "cluster bus connected");
                 let end = run(&s, sub, &mut cmd, &mut outbox).await;
                 s.connected.store(false, Release);
-                // What was queued for the lost connection is lost too.
+                // What was queued for the lost connection is not written: envelopes for a
+                // node go back to be failed at once, broadcasts are dropped.
                 while let Ok(item) = outbox.try_recv() {
-                    if matches!(
-                        item,
-                        Outgoing::Node(..) | Outgoing::Workspace(..) | Outgoing::Cluster(..)
-                    ) {
-                        s.outbox_dropped.fetch_add(1, Relaxed);
+                    match item {
+                        Outgoing::Node(node, env) => s.bounce(&node, env),
+                        Outgoing::Cluster(Some(node), env) => s.bounce(&node, env),
+                        Outgoing::Workspace(..) | Outgoing::Cluster(None, _) => {
+                            s.outbox_dropped.fetch_add(1, Relaxed);
+                        }
+                        Outgoing::Joined(_) | Outgoing::Left(_) => {}
                     }
                 }
                 if let End::Stop = end {
@@ -235,6 +238,44 @@ async fn run(
     }
 }
 
+/// Most bytes one bundle carries; a batch for one channel that is larger is split, so
+/// that no single Redis message grows past what a subscriber's output buffer takes.
+const BUNDLE_MAX: usize = 1 << 20;
+
+/// The envelopes of one batch for one channel, published as one message.
+struct Group {
+    channel: String,
+    /// The node the channel belongs to (its publish count is read: 0 means nobody took
+    /// it), or `None` for a workspace or the control channel.
+    node: Option<Arc<str>>,
+    parts: Vec<Bytes>,
+    size: usize,
+}
+
+/// Several envelopes written as one bundle argument ([`envelope::write_bundle`]) straight
+/// into the command buffer; a single envelope is written as it is.
+struct BundleArg<'a>(&'a [Bytes]);
+
+impl redis::ToRedisArgs for BundleArg<'_> {
+    fn write_redis_args<W>(&self, out: &mut W)
+    where
+        W: ?Sized + redis::RedisWrite,
+    {
+        if let [one] = self.0 {
+            out.write_arg(one);
+            return;
+        }
+        let mut w = out.writer_for_next_arg();
+        // Writing into a Vec cannot fail; parts are far below 4 GiB.
+        let _ = envelope::write_bundle(&mut w, self.0.iter().map(|b| &b[..]));
+    }
+}
+
+/// Writes one batch from the outbox as one pipeline: directory changes in their order,
+/// then the envelopes bundled per channel (one PUBLISH per channel, in the order the
+/// channels first appear). A node channel's publish that reached no subscriber (the node
+/// is gone or restarting) and every node envelope of a failed write go back through
+/// [`Shared::bounce`].
 async fn write_batch(
     s: &Shared,
     cmd: &mut MultiplexedConnection,
@@ -245,27 +286,40 @@ async fn write_batch(
     let me = &s.cfg.node_id;
     let clients = n.clients(me);
     let mut p = redis::pipe();
-    let mut frames = 0u64;
+    let mut groups: Vec<Group> = Vec::new();
+    let mut open: HashMap<String, usize> = HashMap::new();
+    let mut add = |channel: String, node: Option<Arc<str>>, env: Bytes| {
+        let at = match open.get(&channel) {
+            Some(&i) if groups[i].size + env.len() <= BUNDLE_MAX => i,
+            _ => {
+                groups.push(Group {
+                    channel: channel.clone(),
+                    node,
+                    parts: Vec::new(),
+                    size: 0,
+                });
+                open.insert(channel, groups.len() - 1);
+                groups.len() - 1
+            }
+        };
+        groups[at].size += env.len();
+        groups[at].parts.push(env);
+    };
     for item in batch.drain(..) {
         match item {
             Outgoing::Node(node, env) => {
-                frames += 1;
                 let ch = channels
                     .entry(node.clone())
-                    .or_insert_with(|| n.node(&node));
-                p.publish(&*ch, &env[..]).ignore();
+                    .or_insert_with(|| n.node(&node))
+                    .clone();
+                add(ch, Some(node), env);
             }
-            Outgoing::Workspace(ws, env) => {
-                frames += 1;
-                p.publish(n.ws(&ws), &env[..]).ignore();
+            Outgoing::Workspace(ws, env) => add(n.ws(&ws), None, env),
+            Outgoing::Cluster(Some(node), env) => {
+                let node: Arc<str> = Arc::from(node);
+                add(n.node(&node), Some(node), env);
             }
-            Outgoing::Cluster(node, env) => {
-                frames += 1;
-                match node {
-                    Some(node) => p.publish(n.node(&node), &env[..]).ignore(),
-                    None => p.publish(&n.control, &env[..]).ignore(),
-                };
-            }
+            Outgoing::Cluster(None, env) => add(n.control.clone(), None, env),
             Outgoing::Joined(addr) => {
                 p.hset(&clients, &addr, 1)
                     .ignore()
@@ -297,13 +351,38 @@ async fn write_batch(
     if channels.len() > 1024 {
         channels.clear();
     }
-    match p.query_async::<()>(cmd).await {
-        Ok(()) => {
+    let mut frames = 0u64;
+    for g in &groups {
+        frames += g.parts.len() as u64;
+        p.publish(&g.channel, BundleArg(&g.parts));
+        if g.node.is_none() {
+            p.ignore();
+        }
+    }
+    match p.query_async::<Vec<i64>>(cmd).await {
+        Ok(counts) => {
             s.sent.fetch_add(frames, Relaxed);
+            let asked = groups.iter().filter(|g| g.node.is_some());
+            for (g, count) in asked.zip(counts) {
+                if count == 0 {
+                    let node = g.node.as_deref().unwrap_or_default();
+                    tracing::debug!(%node, envelopes = g.parts.len(), "cluster bus: no node took these envelopes");
+                    for env in &g.parts {
+                        s.bounce(node, env.clone());
+                    }
+                }
+            }
             Ok(())
         }
         Err(e) => {
-            s.outbox_dropped.fetch_add(frames, Relaxed);
+            for g in groups {
+                match g.node {
+                    Some(node) => g.parts.into_iter().for_each(|env| s.bounce(&node, env)),
+                    None => {
+                        s.outbox_dropped.fetch_add(g.parts.len() as u64, Relaxed);
+                    }
+                }
+            }
             Err(e)
         }
     }
