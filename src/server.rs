@@ -303,17 +303,28 @@ impl Server {
     }
 
     /// Graceful shutdown: stop accepting, close every connection with 1001, wait up to
-    /// [`SHUTDOWN_DEADLINE`] for them to drain (upgraded WebSocket connections are not
-    /// tracked by the HTTP server's own graceful shutdown). Cancel-safe to drop midway
+    /// 2 s for them to go while the cluster bus still carries their last frames, tell the
+    /// other nodes this one is leaving, then wait up to [`SHUTDOWN_DEADLINE`] in all for
+    /// the rest (upgraded WebSocket connections are not tracked by the HTTP server's own
+    /// graceful shutdown). Cancel-safe to drop midway
     /// only in the sense that the connections were already told to close.
     pub async fn shutdown(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
         self.router.shutdown();
-        // Tell the other nodes now (no TTL wait); bounded so a dead Redis cannot hold us.
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.router.bus_settled()).await;
         let deadline = tokio::time::Instant::now() + SHUTDOWN_DEADLINE;
+        // The clients go first while the bus still carries their last frames; then the
+        // other nodes are told at once (no TTL wait). Both bounded, so neither slow
+        // clients nor a dead Redis can hold the shutdown.
+        let drained = tokio::time::Instant::now() + Duration::from_secs(2);
+        while RouterControl::counters(&self.router).connections > 0
+            && tokio::time::Instant::now() < drained
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.router.leave_cluster();
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.router.bus_settled()).await;
         while RouterControl::counters(&self.router).connections > 0
             && tokio::time::Instant::now() < deadline
         {

@@ -946,3 +946,71 @@ async fn redis_stopped_and_restarted() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// A reply for a client that is reconnecting (its connection dropped; it comes back with
+/// the same id, here on another node) is held for a few seconds and delivered when it is
+/// back, instead of being dropped: hypha-rpc keeps its pending calls across a reconnect,
+/// so a dropped reply would leave a call waiting for its timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_for_a_reconnecting_client_is_held_and_delivered() {
+    let _serial = SERIAL.lock().await;
+    ensure_redis().await;
+    let p = prefix("held");
+    let (a, b) = (node("a", &p).await, node("b", &p).await);
+    let owner = connect_as(b.url(), "owner").await;
+    let ws = owner.workspace().to_owned();
+    let away = join(a.url(), &owner, "away").await.unwrap();
+    assert!(eventually(T, || knows(&b, &ws, "away")).await);
+    away.disconnect();
+    drop(away);
+    assert!(eventually(T, || !knows(&b, &ws, "away")).await);
+
+    // A reply-like frame (no session) from B's client to the departed address.
+    let header = map([
+        ("type", "method".into()),
+        ("to", format!("{ws}/away").into()),
+        ("method", "held-note".into()),
+    ]);
+    let frame = rhizo_protocol::message::encode_frame(&header, None);
+    owner.send_frame(frame.into()).unwrap();
+    assert!(
+        eventually(T, || RouterControl::counters(b.router()).held >= 1).await,
+        "B holds the frame for the departed client"
+    );
+
+    // The client comes back, on the other node.
+    let mut back = join(a.url(), &owner, "away").await.unwrap();
+    let got = tokio::time::timeout(T, async {
+        while let Some(e) = back.next_event().await {
+            if let Event::Frame(m) = e {
+                if get_str(&m.header, "method") == Some("held-note") {
+                    return Some(m);
+                }
+            }
+        }
+        None
+    })
+    .await
+    .expect("the held frame arrives after the reconnect")
+    .expect("connection open");
+    assert_eq!(
+        get_str(&got.header, "from"),
+        Some(format!("{ws}/owner").as_str())
+    );
+
+    // A frame for an address that was never connected is still refused at once.
+    let header = map([
+        ("type", "method".into()),
+        ("to", format!("{ws}/never-here").into()),
+        ("method", "x.resolve".into()),
+    ]);
+    let held = RouterControl::counters(b.router()).held;
+    owner
+        .send_frame(rhizo_protocol::message::encode_frame(&header, None).into())
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(RouterControl::counters(b.router()).held, held);
+    drop((owner, back));
+    a.shutdown().await;
+    b.shutdown().await;
+}

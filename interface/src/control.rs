@@ -45,6 +45,9 @@ pub struct CountersSnapshot {
     pub dropped: u64,
     /// Connections closed as slow consumers.
     pub slow_consumer_closes: u64,
+    /// Frames held for a client that was reconnecting, delivered when it came back (or
+    /// dropped, and counted in `dropped`, when it did not within a few seconds).
+    pub held: u64,
     /// Connections open now (after the handshake).
     pub connections: u64,
     /// Bytes waiting in all egress queues now.

@@ -8,7 +8,8 @@
 //! ```text
 //! offset  size  field
 //! 0       1     version           = 1 (VERSION)
-//! 1       1     kind              1 unicast, 2 broadcast, 3 reject-back, 4 event
+//! 1       1     kind              1 unicast, 2 broadcast, 3 reject-back, 4 event,
+//!                                 7 returned
 //! 2       1     origin length  O  (1..=255) — node id of the sender
 //! 3       O     origin
 //! 3+O     2     target length  T  (0..=65535)
@@ -24,7 +25,10 @@
 //! to every connection of a workspace subscribed to its event type; a **reject-back**
 //! carries a ready `<session>.reject` frame to the original caller on the origin node and
 //! is never bounced again; an **event** is a server event for one client address,
-//! delivered only if that client subscribed to its type.
+//! delivered only if that client subscribed to its type; a **returned** frame is one the
+//! receiving node could not deliver because its target client just left it (it is
+//! reconnecting): the origin node holds it until the client is connected again, and never
+//! returns it again.
 //!
 //! A fifth kind, **cluster** (code 5, [`CLUSTER_KIND`]), carries a message between the
 //! control planes of two nodes (issue 10 stage B) rather than a frame for a client: same
@@ -219,6 +223,9 @@ pub enum Kind<'a> {
         /// The event type.
         event: &'a str,
     },
+    /// A frame for the target address that the receiving node could not deliver because
+    /// the client just left it: hold it until the client is connected again.
+    Returned,
 }
 
 // === impl Kind ===
@@ -230,13 +237,14 @@ impl Kind<'_> {
             Kind::Broadcast { .. } => 2,
             Kind::Reject => 3,
             Kind::Event { .. } => 4,
+            Kind::Returned => 7,
         }
     }
 
     fn event(&self) -> Option<&str> {
         match self {
             Kind::Broadcast { event } | Kind::Event { event } => Some(event),
-            Kind::Unicast | Kind::Reject => None,
+            Kind::Unicast | Kind::Reject | Kind::Returned => None,
         }
     }
 }
@@ -366,7 +374,7 @@ fn decode_header(input: &[u8]) -> Result<(Envelope<'_>, usize), EnvelopeError> {
         return Err(EnvelopeError::UnknownVersion(version));
     }
     let code = r.byte()?;
-    if !(1..=4).contains(&code) {
+    if !matches!(code, 1..=4 | 7) {
         return Err(EnvelopeError::UnknownKind(code));
     }
     let origin_len = r.byte()? as usize;
@@ -379,6 +387,7 @@ fn decode_header(input: &[u8]) -> Result<(Envelope<'_>, usize), EnvelopeError> {
     let kind = match code {
         1 => Kind::Unicast,
         3 => Kind::Reject,
+        7 => Kind::Returned,
         c => {
             let len = r.u16()? as usize;
             let event = r.str(len, "event")?;

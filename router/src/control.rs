@@ -101,6 +101,7 @@ impl RouterControl for Router {
             rejected: c.rejected.load(Relaxed),
             dropped: c.dropped.load(Relaxed),
             slow_consumer_closes: c.slow_consumer_closes.load(Relaxed),
+            held: c.held.load(Relaxed),
             connections: c.connections.load(Relaxed),
             queued_bytes_total: total,
             queued_bytes_max: max,

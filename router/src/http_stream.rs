@@ -533,15 +533,7 @@ impl Drop for Downstream {
     fn drop(&mut self) {
         let router = &self.router;
         router.counters().connections.fetch_sub(1, Relaxed);
-        if router.inner.table.remove(&self.conn) {
-            tracing::debug!(client = %self.conn.addr, "stream disconnected");
-            let r = ConnRef {
-                id: self.conn.id,
-                ws: &self.conn.ws,
-                cid: &self.conn.cid,
-            };
-            router.hooks().disconnected(r, self.conn.foreign_callers());
-        }
+        router.forget(&self.conn);
     }
 }
 

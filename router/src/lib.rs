@@ -19,6 +19,7 @@ pub mod bus;
 mod control;
 pub mod directory;
 mod egress;
+mod held;
 pub mod http_stream;
 #[cfg(feature = "internals")]
 pub mod internals;
@@ -102,6 +103,9 @@ pub struct Counters {
     pub dropped: AtomicU64,
     /// Connections closed as slow consumers.
     pub slow_consumer_closes: AtomicU64,
+    /// Frames held for a client that was reconnecting (see `held`); those not delivered
+    /// within the window are also counted in `dropped`.
+    pub held: AtomicU64,
     /// Connections currently open (after the handshake).
     pub connections: AtomicU64,
 }

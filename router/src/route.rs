@@ -5,7 +5,8 @@
 use crate::bus::{Bus, BusError, InProcess, LocalClients};
 use crate::close::CloseReason;
 use crate::egress::{Outbound, PushError};
-use crate::hooks::ControlHooks;
+use crate::held::Held;
+use crate::hooks::{ConnRef, ControlHooks};
 use crate::table::{ClientTable, Conn};
 use crate::{Counters, RouterConfig};
 use bytes::Bytes;
@@ -66,6 +67,9 @@ pub(crate) enum Destination<'t> {
     /// (from the [`crate::directory`]), reached through the Bus as one envelope (DESIGN.md
     /// "Router").
     Remote(Arc<str>),
+    /// Nobody at the address now, but its client left a moment ago and the frame is not a
+    /// call: held until it reconnects ([`crate::held`]).
+    Held,
 }
 
 /// A connection's memory of its last unicast target: the raw `to` it wrote, the
@@ -114,6 +118,8 @@ pub(crate) struct Inner {
     /// out. Written once per new (caller, target) pair; callers in the target's own
     /// workspace hear `client_disconnected` from the workspace anyway.
     pub(crate) remote_callers: RemoteCallers,
+    /// Frames held for clients that are reconnecting ([`crate::held`]).
+    pub(crate) held: Arc<Held>,
 }
 
 /// See [`Inner::remote_callers`]: workspace → client id → (its node, local callers).
@@ -137,6 +143,7 @@ impl LocalClients for LocalView {
         let Some(inner) = self.0.upgrade() else {
             return;
         };
+        inner.held.departed(addr);
         let Some((ws, cid)) = addr.split_once('/') else {
             return;
         };
@@ -230,7 +237,15 @@ impl Router {
             shutdown,
             bus,
             remote_callers: Default::default(),
+            held: Default::default(),
         });
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(flush_held(
+                Arc::downgrade(&inner),
+                inner.held.clone(),
+                inner.shutdown.subscribe(),
+            ));
+        }
         if let Some(inbox) = inner.bus.start(Arc::new(LocalView(Arc::downgrade(&inner)))) {
             tokio::spawn(drain_inbox(Arc::downgrade(&inner), inbox));
         }
@@ -274,18 +289,25 @@ impl Router {
         &self.inner.config
     }
 
-    /// Tells every connection to close with `CloseReason::Shutdown`, and the other nodes
-    /// at once that this one is leaving ([`Bus::shutdown`]; await
-    /// [`Router::bus_settled`] before exiting so the announcement gets out).
+    /// Tells every connection to close with `CloseReason::Shutdown`. The bus stays up, so
+    /// that what the closing clients sent last still reaches other nodes and replies for
+    /// them are handed back to be held while they reconnect elsewhere; call
+    /// [`Router::leave_cluster`] once the connections are gone.
     pub fn shutdown(&self) {
         let _ = self.inner.shutdown.send(true);
-        self.inner.bus.shutdown();
         for c in self.inner.table.all() {
             c.egress.close(CloseReason::Shutdown);
         }
     }
 
-    /// Completes once the bus stopped after [`Router::shutdown`] (at once for the
+    /// Tells the other nodes at once that this one is leaving, after writing what is
+    /// queued ([`Bus::shutdown`]; await [`Router::bus_settled`] before exiting so the
+    /// announcement gets out). Idempotent.
+    pub fn leave_cluster(&self) {
+        self.inner.bus.shutdown();
+    }
+
+    /// Completes once the bus stopped after [`Router::leave_cluster`] (at once for the
     /// in-process bus). Bound it with a timeout.
     pub async fn bus_settled(&self) {
         self.inner.bus.settled().await
@@ -361,7 +383,16 @@ impl Router {
             Some((w, c)) => (w, c),
             None => (conn.ws.as_str(), raw_to),
         };
-        let dest = self.resolve(conn, raw_to, ws, cid, cache)?;
+        let dest = match self.resolve(conn, raw_to, ws, cid, cache) {
+            // Not a call (a reply, a notification) for a client that is away: it may be
+            // reconnecting; held if it left a moment ago (see `held`).
+            Err(RouteError::NotConnected(_))
+                if ws != "*" && cid != "*" && view.session(frame).is_none() =>
+            {
+                Destination::Held
+            }
+            r => r?,
+        };
         self.deliver_to(conn, frame, &view, (ws, cid), dest)
     }
 
@@ -384,7 +415,12 @@ impl Router {
         cache: &mut RouteCache,
     ) -> Result<Destination<'t>, RouteError> {
         if ws == "*" {
-            if cid == self.manager_id() {
+            // In a cluster every node's manager serves the same cluster-wide state, so a
+            // client that moved to this node and still names the manager of the node it
+            // came from (hypha-rpc keeps `*/manager-<old node>` in retried lookups) is
+            // served here rather than refused.
+            let other_manager = self.inner.bus.clustered() && cid.starts_with("manager-");
+            if cid == self.manager_id() || other_manager {
                 return Ok(Destination::Manager);
             }
             return Err(RouteError::NotConnected(format!("{ws}/{cid}")));
@@ -482,6 +518,14 @@ impl Router {
                 self.push(&target, Outbound::Binary(out))
                     .map_err(|_| RouteError::SlowPeer(format!("{ws}/{cid}")))
             }
+            Destination::Held => {
+                let addr = format!("{ws}/{cid}");
+                if self.hold(&addr, out, false) {
+                    Ok(())
+                } else {
+                    Err(RouteError::NotConnected(addr))
+                }
+            }
             Destination::Remote(node) => {
                 if ws != conn.ws {
                     self.note_remote_caller(conn, ws, cid, &node);
@@ -572,11 +616,24 @@ impl Router {
                         self.reject_back(head.origin, head.target, &frame, &e.to_string());
                     }
                 }
-                None => {
+                None if is_call(&frame) => {
                     let e = RouteError::NotConnected(head.target.to_owned());
                     self.reject_back(head.origin, head.target, &frame, &e.to_string());
                 }
+                None if self.inner.held.recently_departed(head.target) => {
+                    // It is reconnecting, maybe to another node: the origin holds it.
+                    let origin: Arc<str> = Arc::from(head.origin);
+                    let _ = self.send_remote(&origin, Kind::Returned, head.target, &frame);
+                }
+                None => {
+                    self.inner.counters.dropped.fetch_add(1, Relaxed);
+                }
             },
+            Kind::Returned => {
+                if !self.hold(head.target, frame, true) {
+                    self.inner.counters.dropped.fetch_add(1, Relaxed);
+                }
+            }
             Kind::Event { event } => {
                 if let Some(t) = self.inner.table.get_addr(head.target) {
                     if t.subscribed(event) {
@@ -649,7 +706,7 @@ impl Router {
         let event = match head.kind {
             Kind::Unicast => None,
             Kind::Event { event } => Some(event),
-            Kind::Reject | Kind::Broadcast { .. } => {
+            Kind::Reject | Kind::Broadcast { .. } | Kind::Returned => {
                 self.inner.counters.dropped.fetch_add(1, Relaxed);
                 return;
             }
@@ -669,6 +726,13 @@ impl Router {
             self.inner.counters.dropped.fetch_add(1, Relaxed);
             return;
         }
+        if !is_call(&frame) {
+            // A reply for a client of the node that is gone: it is reconnecting.
+            if !self.hold(head.target, frame, true) {
+                self.inner.counters.dropped.fetch_add(1, Relaxed);
+            }
+            return;
+        }
         let e = RouteError::NodeGone(head.target.to_owned(), node.to_owned());
         self.fail_local_call(head.target, &frame, &e.to_string());
     }
@@ -686,6 +750,55 @@ impl Router {
             self.hooks().manager_frame(Bytes::from(reject));
         } else if let Some(conn) = self.inner.table.get_addr(&from) {
             self.reject_to(&conn, target, &session, message);
+        }
+    }
+
+    /// Holds `frame` for the client at `addr` ([`crate::held`]); `vouched`: another node
+    /// says the client just left. Returns whether it was held.
+    fn hold(&self, addr: &str, frame: Bytes, vouched: bool) -> bool {
+        let held = self.inner.held.hold(addr, frame, vouched);
+        if held {
+            self.inner.counters.held.fetch_add(1, Relaxed);
+        }
+        held
+    }
+
+    /// Delivers the held frames whose client is connected again, here or on another node;
+    /// drops (and counts) those that waited too long.
+    fn flush_held(&self) {
+        let taken = self.inner.held.take(|addr| {
+            self.inner.table.get_addr(addr).is_some() || self.locate_addr(addr).is_some()
+        });
+        let c = &self.inner.counters;
+        c.dropped.fetch_add(taken.expired as u64, Relaxed);
+        for (addr, frames) in taken.ready {
+            if let Some(t) = self.inner.table.get_addr(&addr) {
+                for f in frames {
+                    let _ = self.push(&t, Outbound::Binary(f));
+                }
+            } else if let Some(node) = self.locate_addr(&addr) {
+                for f in frames {
+                    if self.send_remote(&node, Kind::Unicast, &addr, &f).is_err() {
+                        c.dropped.fetch_add(1, Relaxed);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A client connection ended: it leaves the table (unless a newer connection took its
+    /// address), its departure is noted for [`crate::held`], and the control plane is
+    /// told.
+    pub(crate) fn forget(&self, conn: &Conn) {
+        if self.inner.table.remove(conn) {
+            self.inner.held.departed(&conn.addr);
+            tracing::debug!(client = %conn.addr, "disconnected");
+            let r = ConnRef {
+                id: conn.id,
+                ws: &conn.ws,
+                cid: &conn.cid,
+            };
+            self.hooks().disconnected(r, conn.foreign_callers());
         }
     }
 
@@ -797,6 +910,33 @@ fn bus_refusal(e: BusError, ws: &str, cid: &str) -> RouteError {
         BusError::Full => RouteError::SlowPeer(format!("{ws}/{cid}")),
         BusError::Disconnected => RouteError::ClusterDown(format!("{ws}/{cid}")),
         BusError::NotClustered => RouteError::NotConnected(format!("{ws}/{cid}")),
+    }
+}
+
+/// Whether a stamped frame is a call (its header has a `session`: a reply is expected).
+fn is_call(frame: &[u8]) -> bool {
+    HeaderView::parse(frame).is_ok_and(|v| v.session(frame).is_some())
+}
+
+/// Delivers the router's held frames every 50 ms while any is held, until the router
+/// shuts down or goes away.
+async fn flush_held(
+    inner: Weak<Inner>,
+    held: Arc<Held>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        if !held.any() {
+            tokio::select! {
+                _ = held.wake.notified() => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        Router { inner }.flush_held();
     }
 }
 

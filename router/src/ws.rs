@@ -138,15 +138,7 @@ impl Router {
             }
         }
         self.counters().connections.fetch_sub(1, Relaxed);
-        if self.inner.table.remove(&conn) {
-            tracing::debug!(client = %conn.addr, "disconnected");
-            let r = ConnRef {
-                id: conn.id,
-                ws: &conn.ws,
-                cid: &conn.cid,
-            };
-            self.hooks().disconnected(r, conn.foreign_callers());
-        }
+        self.forget(&conn);
     }
 
     /// Runs an admitted connection in one task: routes what the client sends and writes

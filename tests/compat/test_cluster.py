@@ -11,6 +11,7 @@ Needs Redis on 127.0.0.1:6379 (started here if it is down). Each run uses its ow
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import socket
@@ -323,9 +324,12 @@ async def test_cut_redis_connections_heal_and_local_calls_carry_on(on_node):
 @pytest.mark.timeout_s(150)
 @pytest.mark.xfail(
     strict=False,
-    reason="known gap (issue 10): pub/sub is at-most-once and cluster messages have no "
-    "retry, so a call or a get_service fetch in flight while a node restarts can go "
-    "unanswered until its timeout (seen: 1 in ~500 calls)",
+    reason="known gap (issue 10): about once per six restarts, a get_service the caller "
+    "issues in the half second after its own node went down (hypha-rpc queues it and sends "
+    "it to the old manager after reconnecting elsewhere) gets no answer before its timeout; "
+    "not yet traced. Calls and replies lost on the server side (publish nobody took, a "
+    "failed write, a reply for a reconnecting client) are now re-sent, held or failed at "
+    "once; the timeline printed with -s shows which call hung",
 )
 async def test_a_rolling_restart_loses_no_call_silently(cluster, on_node):
     provider = await on_node(2, client_id=unique_id("steady"))
@@ -334,37 +338,52 @@ async def test_a_rolling_restart_loses_no_call_silently(cluster, on_node):
     sid = f"{provider.config.workspace}/{provider.config.client_id}:steady"
     await eventually(lambda: caller.get_service(sid))
     outcomes = {"ok": 0, "error": 0, "hung": 0}
+    timeline: list[str] = []
+    t0 = time.monotonic()
     done = asyncio.Event()
+
+    def note(what: str):
+        timeline.append(f"{time.monotonic() - t0:6.2f}s {what}")
 
     async def keep_calling():
         i = 0
         while not done.is_set():
             i += 1
+            step = "get_service"
             try:
                 svc = await asyncio.wait_for(caller.get_service(sid), 10)
+                step = "call"
                 assert await asyncio.wait_for(svc.f(i), 10) == i
                 outcomes["ok"] += 1
             except asyncio.TimeoutError:
                 outcomes["hung"] += 1
-            except Exception:  # noqa: BLE001 - a clear error is an acceptable outcome
+                note(f"{step} {i} hung (started {time.monotonic() - t0 - 10:.2f}s)")
+            except Exception as e:  # noqa: BLE001 - a clear error is an acceptable outcome
                 outcomes["error"] += 1
+                note(f"{step} {i} failed: {str(e).splitlines()[0][:120]}")
                 await asyncio.sleep(0.2)
 
     task = asyncio.ensure_future(keep_calling())
     try:
-        for i in range(3):
+        # Two rounds over the three nodes: the caller's node, an idle one, the provider's.
+        for i in [0, 1, 2, 0, 1, 2]:
             await asyncio.sleep(2)
+            note(f"stopping node {i}")
             cluster.stop(i)  # SIGTERM: the node tells the cluster and closes with 1001
+            note(f"node {i} stopped")
             await asyncio.sleep(1)
             cluster.start(i)
+            note(f"node {i} started")
         ok_before = outcomes["ok"]
         await asyncio.sleep(4)
         assert outcomes["ok"] > ok_before, f"calls succeed again after the restarts: {outcomes}"
     finally:
         done.set()
         await asyncio.wait_for(task, 25)
+    print(f"rolling restart outcomes: {outcomes}")
+    print("\n".join(timeline))
     # A call that hung to its timeout would be a call lost silently.
-    assert outcomes["hung"] == 0, outcomes
+    assert outcomes["hung"] == 0, (outcomes, timeline)
 
 
 @pytest.mark.timeout_s(90)
@@ -396,3 +415,80 @@ async def test_calls_in_flight_to_a_dead_node_fail_within_seconds(cluster, on_no
         assert time.monotonic() - t0 < 20
     finally:
         cluster.start(1)
+
+
+JS_DIR = Path(__file__).resolve().parents[1] / "compat-js"
+
+
+@pytest.mark.timeout_s(90)
+async def test_the_npm_client_calls_and_is_called_across_nodes(cluster, on_node):
+    """The real npm hypha-rpc client on node 2 and the Python one on node 1: each calls the
+    other's service, the JavaScript client passes a callback that Python calls back, and
+    the Python service sees the JavaScript caller's identity; every frame crosses Redis."""
+    node = shutil.which("node")
+    if node is None or not (JS_DIR / "node_modules" / "hypha-rpc").is_dir():
+        message = "Node.js and `npm ci` in tests/compat-js are needed (tests/run.sh installs them)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    py = await on_node(1, client_id=unique_id("py-cross"))
+
+    async def call_back(f, context=None):
+        return await f(7)
+
+    def whoami(text, context=None):
+        return {"caller": context["from"], "text": text}
+
+    await py.register_service(
+        {
+            "id": "py-cross",
+            "config": {"visibility": "public", "require_context": True},
+            "double": lambda x, context=None: x * 2,
+            "call_back": call_back,
+            "whoami": whoami,
+        }
+    )
+    env = dict(os.environ)
+    env["RHIZO_URL"] = cluster.url
+    env["PY_SERVICE"] = f"{py.config.workspace}/{py.config.client_id}:py-cross"
+    cluster.balancer.pin(2)
+    before = len(cluster.balancer.placements)
+    proc = await asyncio.create_subprocess_exec(
+        node,
+        str(JS_DIR / "cluster.mjs"),
+        cwd=JS_DIR,
+        env=env,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    lines: list[str] = []
+
+    async def line_starting(prefix: str) -> str:
+        while True:
+            raw = await asyncio.wait_for(proc.stdout.readline(), 45)
+            if not raw:
+                raise AssertionError("the npm client ended early:\n" + "".join(lines))
+            text = raw.decode()
+            lines.append(text)
+            if text.startswith(prefix):
+                return text[len(prefix) :].strip()
+
+    try:
+        js_id = await line_starting("READY ")
+        assert cluster.balancer.placements[before] == 2, "the npm client is on node 2"
+        result = json.loads(await line_starting("RESULT "))
+        assert result.get("double") == 42, (result, lines)
+        assert result.get("callback") == 14, (result, lines)
+        caller = js_id.split(":")[0]
+        assert result.get("whoami") == {"caller": caller, "text": "hello"}, (result, lines)
+        # And Python on node 1 calls the JavaScript service on node 2.
+        js = await eventually(lambda: py.get_service(js_id))
+        assert await js.triple(5) == 15
+    finally:
+        if proc.stdin:
+            proc.stdin.close()
+        try:
+            await asyncio.wait_for(proc.wait(), 15)
+        except asyncio.TimeoutError:
+            proc.kill()

@@ -99,6 +99,12 @@ async fn metrics(State(m): State<Arc<Manager>>) -> impl IntoResponse {
             "Connections closed because their queue stayed full.",
             c.slow_consumer_closes,
         ),
+        (
+            "rhizo_frames_held_total",
+            "counter",
+            "Frames held for a reconnecting client (delivered when it is back, else dropped).",
+            c.held,
+        ),
     ];
     for (name, kind, help, value) in router_families {
         metric(name, kind, help, value);

@@ -107,7 +107,7 @@ fn every_truncation_of_a_header_is_reported() {
 }
 
 fn kind_strategy() -> impl Strategy<Value = (u8, String)> {
-    (1u8..=4, "[a-z_]{0,20}")
+    (prop_oneof![1u8..=4, Just(7u8)], "[a-z_]{0,20}")
 }
 
 proptest! {
@@ -122,6 +122,7 @@ proptest! {
             1 => Kind::Unicast,
             2 => Kind::Broadcast { event: &event },
             3 => Kind::Reject,
+            7 => Kind::Returned,
             _ => Kind::Event { event: &event },
         };
         let env = Envelope { kind, origin: &origin, target: &target };

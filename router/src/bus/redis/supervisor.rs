@@ -4,6 +4,10 @@
 //! the push callback in the parent module never does.
 
 use super::*;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
 
 // === the supervisor task ===
 
@@ -27,6 +31,18 @@ pub(super) async fn supervise(
                 backoff = Duration::from_millis(100);
                 tracing::info!(node = %s.cfg.node_id, "cluster bus connected");
                 let end = run(&s, sub, &mut cmd, &mut outbox).await;
+                if let End::Stop = end {
+                    // What the router queued before the stop still goes out, bounded.
+                    let mut last = Vec::new();
+                    while let Ok(item) = outbox.try_recv() {
+                        last.push(item);
+                    }
+                    if !last.is_empty() {
+                        let mut channels = HashMap::new();
+                        let flush = write_batch(s.clone(), cmd.clone(), last, &mut channels);
+                        let _ = tokio::time::timeout(Duration::from_secs(1), flush).await;
+                    }
+                }
                 s.connected.store(false, Release);
                 // What was queued for the lost connection is not written: envelopes for a
                 // node go back to be failed at once, broadcasts are dropped.
@@ -200,13 +216,36 @@ async fn rewrite_own(s: &Shared, cmd: &mut MultiplexedConnection) -> redis::Redi
     p.query_async::<()>(cmd).await
 }
 
+/// Most batch writes in flight on the command connection at once: a batch goes out while
+/// the replies to the previous ones are still on their way, so a node never waits a Redis
+/// round trip between two batches (pipelined, in order).
+const WRITES_IN_FLIGHT: usize = 8;
+
+/// A batch write on its way: its outcome, once Redis answered.
+type Write = Pin<Box<dyn Future<Output = redis::RedisResult<()>> + Send>>;
+
 /// One connected session: write what is queued, beat the heartbeat, follow interest,
-/// until an error (reconnect) or a stop.
+/// until an error (reconnect) or a stop. The writes still in flight when it ends are
+/// awaited (bounded), so that their envelopes are delivered or given back.
 async fn run(
     s: &Arc<Shared>,
     mut sub: MultiplexedConnection,
     cmd: &mut MultiplexedConnection,
     outbox: &mut mpsc::Receiver<Outgoing>,
+) -> End {
+    let mut writes: FuturesUnordered<Write> = FuturesUnordered::new();
+    let end = session(s, &mut sub, cmd, outbox, &mut writes).await;
+    let settle = async { while writes.next().await.is_some() {} };
+    let _ = tokio::time::timeout(Duration::from_secs(2), settle).await;
+    end
+}
+
+async fn session(
+    s: &Arc<Shared>,
+    sub: &mut MultiplexedConnection,
+    cmd: &mut MultiplexedConnection,
+    outbox: &mut mpsc::Receiver<Outgoing>,
+    writes: &mut FuturesUnordered<Write>,
 ) -> End {
     let mut subscribed: HashSet<String> = s.wanted.lock().map(|w| w.clone()).unwrap_or_default();
     let mut channels: HashMap<Arc<str>, String> = HashMap::new();
@@ -219,14 +258,24 @@ async fn run(
             biased;
             _ = s.stop.notified() => return End::Stop,
             _ = s.lost.notified() => return End::Lost,
-            got = outbox.recv_many(&mut batch, 256) => {
+            Some(done) = writes.next(), if !writes.is_empty() => done,
+            got = outbox.recv_many(&mut batch, 256), if writes.len() < WRITES_IN_FLIGHT => {
                 if got == 0 {
                     return End::Stop;
                 }
-                write_batch(s, cmd, &mut batch, &mut channels).await
+                let mut write: Write =
+                    Box::pin(write_batch(s.clone(), cmd.clone(), std::mem::take(&mut batch), &mut channels));
+                // Polled once here, so that batches reach the connection in their order.
+                match std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await {
+                    Poll::Ready(done) => done,
+                    Poll::Pending => {
+                        writes.push(write);
+                        Ok(())
+                    }
+                }
             }
             _ = heartbeat.tick() => beat(s, cmd).await,
-            _ = s.changed.notified() => follow(s, &mut sub, cmd, &mut subscribed).await,
+            _ = s.changed.notified() => follow(s, sub, cmd, &mut subscribed).await,
         };
         if let Err(e) = result {
             tracing::debug!(error = %e, "cluster bus: Redis command failed");
@@ -276,12 +325,54 @@ impl redis::ToRedisArgs for BundleArg<'_> {
 /// channels first appear). A node channel's publish that reached no subscriber (the node
 /// is gone or restarting) and every node envelope of a failed write go back through
 /// [`Shared::bounce`].
-async fn write_batch(
+///
+/// The pipeline is built before the returned future first runs (it borrows `channels`
+/// only for that), so the future owns everything it needs.
+fn write_batch(
+    s: Arc<Shared>,
+    mut cmd: MultiplexedConnection,
+    mut batch: Vec<Outgoing>,
+    channels: &mut HashMap<Arc<str>, String>,
+) -> impl Future<Output = redis::RedisResult<()>> + Send + 'static {
+    let (p, groups, frames) = build_batch(&s, &mut batch, channels);
+    async move {
+        match p.query_async::<Vec<i64>>(&mut cmd).await {
+            Ok(counts) => {
+                s.sent.fetch_add(frames, Relaxed);
+                let asked = groups.iter().filter(|g| g.node.is_some());
+                for (g, count) in asked.zip(counts) {
+                    if count == 0 {
+                        let node = g.node.as_deref().unwrap_or_default();
+                        tracing::debug!(%node, envelopes = g.parts.len(), "cluster bus: no node took these envelopes");
+                        for env in &g.parts {
+                            s.bounce(node, env.clone());
+                        }
+                    }
+                }
+                Ok(())
+            }
+            Err(e) => {
+                for g in groups {
+                    match g.node {
+                        Some(node) => g.parts.into_iter().for_each(|env| s.bounce(&node, env)),
+                        None => {
+                            s.outbox_dropped.fetch_add(g.parts.len() as u64, Relaxed);
+                        }
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+/// The pipeline for one batch (see [`write_batch`]), its groups of envelopes and how many
+/// envelopes it carries.
+fn build_batch(
     s: &Shared,
-    cmd: &mut MultiplexedConnection,
     batch: &mut Vec<Outgoing>,
     channels: &mut HashMap<Arc<str>, String>,
-) -> redis::RedisResult<()> {
+) -> (redis::Pipeline, Vec<Group>, u64) {
     let n = &s.names;
     let me = &s.cfg.node_id;
     let clients = n.clients(me);
@@ -359,33 +450,7 @@ async fn write_batch(
             p.ignore();
         }
     }
-    match p.query_async::<Vec<i64>>(cmd).await {
-        Ok(counts) => {
-            s.sent.fetch_add(frames, Relaxed);
-            let asked = groups.iter().filter(|g| g.node.is_some());
-            for (g, count) in asked.zip(counts) {
-                if count == 0 {
-                    let node = g.node.as_deref().unwrap_or_default();
-                    tracing::debug!(%node, envelopes = g.parts.len(), "cluster bus: no node took these envelopes");
-                    for env in &g.parts {
-                        s.bounce(node, env.clone());
-                    }
-                }
-            }
-            Ok(())
-        }
-        Err(e) => {
-            for g in groups {
-                match g.node {
-                    Some(node) => g.parts.into_iter().for_each(|env| s.bounce(&node, env)),
-                    None => {
-                        s.outbox_dropped.fetch_add(g.parts.len() as u64, Relaxed);
-                    }
-                }
-            }
-            Err(e)
-        }
-    }
+    (p, groups, frames)
 }
 
 /// The heartbeat: refresh this node's keys (rewrite them if they were lost or missed),
