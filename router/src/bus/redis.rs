@@ -18,9 +18,14 @@
 //! connection's pushes are handled by a callback inside the redis driver that never
 //! awaits: directory changes are applied on the spot (a few `DashMap` operations), and
 //! envelopes are `try_send`-ed into the bounded inbox the router drains; when the inbox is
-//! full they are dropped and counted. The command connection publishes: the router's
-//! sends go into a bounded outgoing queue, and the supervisor writes what is queued as one
-//! pipeline per batch. The supervisor also beats the heartbeat, finds dead nodes,
+//! full they are counted and handed back to the router ([`LocalClients::overflowed`]). The
+//! command connection publishes: the router's sends go into a bounded outgoing queue, and
+//! the supervisor writes what is queued as one pipeline per batch, up to eight batches in
+//! flight, with the envelopes of a batch for one channel bundled into one PUBLISH
+//! ([`envelope::write_bundle`]). A node channel's PUBLISH that reached no subscriber, and
+//! every envelope of a failed write or of a queue left behind by a lost connection, go
+//! back to the router or the control plane ([`LocalClients::undelivered`],
+//! [`ControlHooks::cluster_undelivered`]) to be re-sent or failed at once. The supervisor also beats the heartbeat, finds dead nodes,
 //! reconciles the workspace subscriptions with local interest, and on any error drops both
 //! connections, waits (100 ms doubling to 2 s) and reconnects: it resubscribes, reloads the
 //! directory from every live node's hash and rewrites its own.
