@@ -303,8 +303,10 @@ impl Server {
     }
 
     /// Graceful shutdown: stop accepting, close every connection with 1001, wait up to
-    /// 2 s for them to go while the cluster bus still carries their last frames, tell the
-    /// other nodes this one is leaving, then wait up to [`SHUTDOWN_DEADLINE`] in all for
+    /// 2 s for them to go while the cluster bus still carries their last frames (and, in a
+    /// cluster, up to 2 s more while replies held for them wait for their reconnection
+    /// elsewhere), tell the other nodes this one is leaving, then wait up to
+    /// [`SHUTDOWN_DEADLINE`] in all for
     /// the rest (upgraded WebSocket connections are not tracked by the HTTP server's own
     /// graceful shutdown). Cancel-safe to drop midway
     /// only in the sense that the connections were already told to close.
@@ -322,6 +324,14 @@ impl Server {
             && tokio::time::Instant::now() < drained
         {
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Replies held for the clients just closed go to the nodes they reconnect to
+        // (hypha-rpc reconnects within a second), bounded.
+        if self.router.bus().clustered() {
+            let held = tokio::time::Instant::now() + Duration::from_secs(2);
+            while self.router.holds_frames() && tokio::time::Instant::now() < held {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
         }
         self.router.leave_cluster();
         let _ = tokio::time::timeout(Duration::from_secs(2), self.router.bus_settled()).await;

@@ -52,7 +52,12 @@ fn prefix(test: &str) -> String {
 
 /// A node `id` of the cluster under `prefix`, reaching Redis at `uri`.
 async fn node_with(id: &str, prefix: &str, uri: &str) -> rhizo::Server {
-    let settings = rhizo::Settings::parse_from([
+    node_args(id, prefix, uri, &[]).await
+}
+
+/// [`node_with`] with further command-line flags.
+async fn node_args(id: &str, prefix: &str, uri: &str, extra: &[&str]) -> rhizo::Server {
+    let mut args = vec![
         "rhizo",
         "--port",
         "0",
@@ -66,8 +71,9 @@ async fn node_with(id: &str, prefix: &str, uri: &str) -> rhizo::Server {
         prefix,
         "--root-token",
         ROOT,
-    ])
-    .unwrap();
+    ];
+    args.extend_from_slice(extra);
+    let settings = rhizo::Settings::parse_from(args).unwrap();
     rhizo::Server::builder(settings)
         .in_memory()
         .control_config(|c| c.public_base_url = c.local_base_url.clone())
@@ -1011,6 +1017,44 @@ async fn a_reply_for_a_reconnecting_client_is_held_and_delivered() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(RouterControl::counters(b.router()).held, held);
     drop((owner, back));
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// The per-workspace client quota counts the clients of every node: with a limit of two,
+/// a workspace with one client on each node refuses a third on either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_workspace_client_quota_holds_across_nodes() {
+    let _serial = SERIAL.lock().await;
+    ensure_redis().await;
+    let p = prefix("quota");
+    let limit = ["--max-clients-per-workspace", "2"];
+    let a = node_args("a", &p, REDIS, &limit).await;
+    let b = node_args("b", &p, REDIS, &limit).await;
+    assert!(eventually(T, || connected(&a) && connected(&b)).await);
+    let owner = connect_as(a.url(), "owner").await;
+    let ws = owner.workspace().to_owned();
+    let second = join(b.url(), &owner, "second").await.unwrap();
+    assert!(eventually(T, || knows(&a, &ws, "second") && knows(&b, &ws, "owner")).await);
+    for url in [a.url(), b.url()] {
+        let err = join(url, &owner, "third")
+            .await
+            .err()
+            .expect("a third client is refused");
+        assert!(
+            err.to_string().contains("Too many clients in workspace"),
+            "{err}"
+        );
+    }
+    drop(second);
+    assert!(eventually(T, || !knows(&a, &ws, "second")).await);
+    let third = join(b.url(), &owner, "third").await;
+    assert!(
+        third.is_ok(),
+        "room again once a client left: {:?}",
+        third.err()
+    );
+    drop((owner, third));
     a.shutdown().await;
     b.shutdown().await;
 }

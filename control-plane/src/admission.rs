@@ -277,10 +277,12 @@ impl Manager {
             });
         }
         let here = self.router.client(addr).is_some();
-        if !here && reached(self.router.client_count(ws), limits.clients_per_workspace) {
+        // Counted over the whole cluster (the directory's replica: no Redis round trip).
+        let clients = self.router.cluster_client_count(ws);
+        if !here && reached(clients, limits.clients_per_workspace) {
             return Err(Refusal {
                 message: format!(
-                    "Too many clients in workspace {ws} (limit {} per server)",
+                    "Too many clients in workspace {ws} (limit {})",
                     limits.clients_per_workspace
                 ),
                 code: 1008,

@@ -345,6 +345,7 @@ impl Manager {
     /// caller at the interval the caller asked for (§3.4).
     async fn answer(self: Arc<Self>, inc: driver::Incoming) {
         let call = &inc.call;
+        let started = std::time::Instant::now();
         let result = match Ctx::from_call(call) {
             Ok(ctx) => self.dispatch(&ctx, call).await,
             Err(e) => {
@@ -352,8 +353,14 @@ impl Manager {
                 Err(e)
             }
         };
-        if let Err(e) = &result {
-            tracing::debug!(method = %call.method, caller = %call.from, error = %e, "manager call failed");
+        match &result {
+            Err(e) => {
+                tracing::debug!(method = %call.method, caller = %call.from, error = %e, "manager call failed");
+            }
+            Ok(_) => {
+                let ms = started.elapsed().as_secs_f64() * 1e3;
+                tracing::trace!(method = %call.method, caller = %call.from, ms, "manager call answered");
+            }
         }
         for t in self.driver.respond(inc.id, result.map_err(|e| e.wire())) {
             self.send_reply(call, t).await;

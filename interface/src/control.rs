@@ -137,6 +137,13 @@ pub trait RouterControl: Send + Sync + 'static {
         Vec::new()
     }
 
+    /// Live connections of workspace `ws` on every node: this router's plus those the
+    /// cluster directory places on other nodes. The default (single node) is
+    /// [`RouterControl::client_count`].
+    fn cluster_client_count(&self, ws: &str) -> usize {
+        self.client_count(ws)
+    }
+
     /// Starts handing what arrives on the cluster channel to `hooks`
     /// ([`ControlHooks::cluster_message`], [`ControlHooks::node_joined`],
     /// [`ControlHooks::node_left`]). The control plane calls it once, as soon as it can

@@ -132,6 +132,13 @@ pub trait Bus: Send + Sync + 'static {
     /// I/O.
     fn locate(&self, ws: &str, cid: &str) -> Option<Arc<str>>;
 
+    /// How many clients of workspace `ws` the directory places on other nodes. Never does
+    /// I/O.
+    fn remote_clients(&self, ws: &str) -> usize {
+        let _ = ws;
+        0
+    }
+
     /// Queues `envelope` for the node `node`. Never waits.
     ///
     /// Errors: [`BusError`]; the envelope is dropped and counted.

@@ -76,6 +76,10 @@ impl RouterControl for Router {
         self.inner.table.count(ws)
     }
 
+    fn cluster_client_count(&self, ws: &str) -> usize {
+        self.inner.table.count(ws) + self.inner.bus.remote_clients(ws)
+    }
+
     fn workspace_counts(&self) -> Vec<(String, usize)> {
         let mut counts = std::collections::BTreeMap::<String, usize>::new();
         for conn in self.inner.table.all() {

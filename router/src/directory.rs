@@ -122,6 +122,11 @@ impl Directory {
         Some(node)
     }
 
+    /// How many clients of workspace `ws` other nodes announced.
+    pub fn count(&self, ws: &str) -> usize {
+        self.by_ws.get(ws).map_or(0, |m| m.len())
+    }
+
     /// Applies one control message (see the invalidation rule in the module docs);
     /// `Sync` is only noted here, the caller reloads the node's hash and calls
     /// [`Directory::replace_node`].

@@ -240,11 +240,7 @@ impl Router {
             held: Default::default(),
         });
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(flush_held(
-                Arc::downgrade(&inner),
-                inner.held.clone(),
-                inner.shutdown.subscribe(),
-            ));
+            rt.spawn(flush_held(Arc::downgrade(&inner), inner.held.clone()));
         }
         if let Some(inbox) = inner.bus.start(Arc::new(LocalView(Arc::downgrade(&inner)))) {
             tokio::spawn(drain_inbox(Arc::downgrade(&inner), inbox));
@@ -760,6 +756,7 @@ impl Router {
         if held {
             self.inner.counters.held.fetch_add(1, Relaxed);
         }
+        tracing::debug!(client = %addr, vouched, held, "frame for a departed client");
         held
     }
 
@@ -772,6 +769,7 @@ impl Router {
         let c = &self.inner.counters;
         c.dropped.fetch_add(taken.expired as u64, Relaxed);
         for (addr, frames) in taken.ready {
+            tracing::debug!(client = %addr, frames = frames.len(), "held frames delivered");
             if let Some(t) = self.inner.table.get_addr(&addr) {
                 for f in frames {
                     let _ = self.push(&t, Outbound::Binary(f));
@@ -781,6 +779,19 @@ impl Router {
                     if self.send_remote(&node, Kind::Unicast, &addr, &f).is_err() {
                         c.dropped.fetch_add(1, Relaxed);
                     }
+                }
+            }
+        }
+    }
+
+    /// Holds the frames queued for the client at `addr` that its connection did not write
+    /// before it ended, except calls (their callers hear of the departure anyway), for
+    /// its reconnection ([`crate::held`]).
+    pub(crate) fn hold_unsent(&self, addr: &str, unsent: impl Iterator<Item = Outbound>) {
+        for item in unsent {
+            if let Outbound::Binary(frame) = item {
+                if !is_call(&frame) && !self.hold(addr, frame, true) {
+                    self.inner.counters.dropped.fetch_add(1, Relaxed);
                 }
             }
         }
@@ -853,13 +864,24 @@ impl Router {
     /// one client address. Returns false if the client is not connected or not accepting.
     /// A client on another node is reached through the Bus; then true means the envelope
     /// was queued for that node.
+    ///
+    /// A reply (a frame without a session) for a client that left a moment ago is held
+    /// for it ([`crate::held`]) and true returned: the manager's answer to a call that
+    /// was in flight while its caller's connection dropped reaches it after it reconnects.
     pub fn deliver(&self, to: &str, frame: Bytes) -> bool {
         match self.inner.table.get_addr(to) {
             Some(target) => self.push(&target, Outbound::Binary(frame)).is_ok(),
-            None => self
-                .locate_addr(to)
-                .is_some_and(|node| self.send_remote(&node, Kind::Unicast, to, &frame).is_ok()),
+            None => match self.locate_addr(to) {
+                Some(node) => self.send_remote(&node, Kind::Unicast, to, &frame).is_ok(),
+                None => !is_call(&frame) && self.hold(to, frame, false),
+            },
         }
+    }
+
+    /// Whether frames are held for reconnecting clients now ([`crate::held`]); a node
+    /// that shuts down waits a moment for them before it leaves the cluster.
+    pub fn holds_frames(&self) -> bool {
+        self.inner.held.any()
     }
 
     /// Delivers a server event (a single-map frame) to the subscribers of `kind` in `ws`,
@@ -919,18 +941,12 @@ fn is_call(frame: &[u8]) -> bool {
 }
 
 /// Delivers the router's held frames every 50 ms while any is held, until the router
-/// shuts down or goes away.
-async fn flush_held(
-    inner: Weak<Inner>,
-    held: Arc<Held>,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
-) {
+/// goes away (also while it shuts down: a node that is leaving still hands its departed
+/// clients' frames to the nodes they reconnect to).
+async fn flush_held(inner: Weak<Inner>, held: Arc<Held>) {
     loop {
         if !held.any() {
-            tokio::select! {
-                _ = held.wake.notified() => {}
-                _ = shutdown.changed() => return,
-            }
+            held.wake.notified().await;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         let Some(inner) = inner.upgrade() else {

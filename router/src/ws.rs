@@ -128,8 +128,20 @@ impl Router {
         self.counters().connections.fetch_add(1, Relaxed);
         tracing::debug!(client = %conn.addr, reconnecting = admission.reconnecting, "connected");
 
-        let reason = self.drive(&mut socket, &conn, rx).await;
+        let mut rx = rx;
+        let mut batch = Vec::with_capacity(cfg.write_batch);
+        let reason = self.drive(&mut socket, &conn, &mut rx, &mut batch).await;
         if let Some(r) = &reason {
+            if *r == CloseReason::Shutdown {
+                // What was queued before the shutdown still goes out first (replies to
+                // calls in flight), bounded.
+                while let Ok(item) = rx.try_recv() {
+                    batch.push(item);
+                }
+                batch.retain(|i| !matches!(i, Outbound::Close(_)));
+                let flush = write_batch(&mut socket, &mut batch, &conn);
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(1), flush).await;
+            }
             // Best effort, bounded: a slow consumer's socket is full, so do not wait on it.
             if *r != CloseReason::SlowConsumer {
                 let _ =
@@ -139,6 +151,12 @@ impl Router {
         }
         self.counters().connections.fetch_sub(1, Relaxed);
         self.forget(&conn);
+        // Replies queued but not written (the connection dropped, or they came while it
+        // closed) wait for the client's reconnection (`held`).
+        let unsent = batch
+            .drain(..)
+            .chain(std::iter::from_fn(|| rx.try_recv().ok()));
+        self.hold_unsent(&conn.addr, unsent);
     }
 
     /// Runs an admitted connection in one task: routes what the client sends and writes
@@ -149,7 +167,8 @@ impl Router {
         &self,
         socket: &mut WebSocket,
         conn: &Arc<Conn>,
-        mut rx: mpsc::UnboundedReceiver<Outbound>,
+        rx: &mut mpsc::UnboundedReceiver<Outbound>,
+        batch: &mut Vec<Outbound>,
     ) -> Option<CloseReason> {
         let cfg = self.config();
         let idle = cfg.idle_timeout;
@@ -168,7 +187,6 @@ impl Router {
         let mut idle_check = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         idle_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let (mut seen, mut quiet) = (false, std::time::Duration::ZERO);
-        let mut batch = Vec::with_capacity(cfg.write_batch);
         let mut route_cache = crate::route::RouteCache::default();
         let mut budget = cfg
             .msg_rate
@@ -178,7 +196,7 @@ impl Router {
                 biased;
                 // A decided close also queues a Close item, so it wakes this branch; the
                 // batch is then skipped, not flushed to a slow consumer.
-                n = rx.recv_many(&mut batch, cfg.write_batch) => {
+                n = rx.recv_many(batch, cfg.write_batch) => {
                     if n == 0 {
                         return None;
                     }
@@ -187,7 +205,7 @@ impl Router {
                     }
                     // A write can block on a full socket; a decided close cuts it short.
                     tokio::select! {
-                        r = write_batch(socket, &mut batch, conn) => match r {
+                        r = write_batch(socket, batch, conn) => match r {
                             Ok(None) => {}
                             Ok(Some(reason)) => return Some(reason),
                             Err(()) => return None,

@@ -321,17 +321,11 @@ async def test_cut_redis_connections_heal_and_local_calls_carry_on(on_node):
     assert await eventually(lambda: there.f(), timeout=30) == "remote"
 
 
-@pytest.mark.timeout_s(150)
-@pytest.mark.xfail(
-    strict=False,
-    reason="known gap (issue 10): about once per six restarts, a get_service the caller "
-    "issues in the half second after its own node went down (hypha-rpc queues it and sends "
-    "it to the old manager after reconnecting elsewhere) gets no answer before its timeout; "
-    "not yet traced. Calls and replies lost on the server side (publish nobody took, a "
-    "failed write, a reply for a reconnecting client) are now re-sent, held or failed at "
-    "once; the timeline printed with -s shows which call hung",
-)
-async def test_a_rolling_restart_loses_no_call_silently(cluster, on_node):
+async def _rolling_restart(cluster, on_node, restarts: list[int]) -> tuple[dict, list[str]]:
+    """A caller on node 0 keeps calling a provider on node 2 (``get_service`` then the
+    call, each bounded by 10 s) while the nodes in ``restarts`` are stopped (SIGTERM) and
+    started again one after another. Returns the outcomes and a timeline (printed with
+    ``-s``): a call that ran into its 10 s bound is one lost silently."""
     provider = await on_node(2, client_id=unique_id("steady"))
     await provider.register_service({"id": "steady", "config": {"visibility": "public"}, "f": lambda x: x})
     caller = await on_node(0)
@@ -365,12 +359,10 @@ async def test_a_rolling_restart_loses_no_call_silently(cluster, on_node):
 
     task = asyncio.ensure_future(keep_calling())
     try:
-        # Two rounds over the three nodes: the caller's node, an idle one, the provider's.
-        for i in [0, 1, 2, 0, 1, 2]:
+        for i in restarts:
             await asyncio.sleep(2)
             note(f"stopping node {i}")
             cluster.stop(i)  # SIGTERM: the node tells the cluster and closes with 1001
-            note(f"node {i} stopped")
             await asyncio.sleep(1)
             cluster.start(i)
             note(f"node {i} started")
@@ -382,7 +374,30 @@ async def test_a_rolling_restart_loses_no_call_silently(cluster, on_node):
         await asyncio.wait_for(task, 25)
     print(f"rolling restart outcomes: {outcomes}")
     print("\n".join(timeline))
-    # A call that hung to its timeout would be a call lost silently.
+    return outcomes, timeline
+
+
+@pytest.mark.timeout_s(150)
+async def test_restarts_of_the_providers_node_and_another_lose_no_call_silently(cluster, on_node):
+    """The provider's node and an idle node restarted twice each while the caller (on a
+    node that stays up) keeps calling: every call succeeds or fails with a clear error;
+    none waits for its timeout."""
+    outcomes, timeline = await _rolling_restart(cluster, on_node, [1, 2, 1, 2])
+    assert outcomes["hung"] == 0, (outcomes, timeline)
+
+
+@pytest.mark.timeout_s(150)
+@pytest.mark.xfail(
+    strict=False,
+    reason="hypha-rpc 0.21.47, client side: when the caller's own node restarts, a "
+    "get_service it issued while its connection was down can stall inside the client "
+    "during its reconnection (traced: the server's reply reaches the client, which then "
+    "sends nothing more for that call until the bound); about once per two restarts of "
+    "the caller's node. Everything else about this run must hold",
+)
+async def test_a_rolling_restart_loses_no_call_silently(cluster, on_node):
+    """All three nodes restarted twice, the caller's included."""
+    outcomes, timeline = await _rolling_restart(cluster, on_node, [0, 1, 2, 0, 1, 2])
     assert outcomes["hung"] == 0, (outcomes, timeline)
 
 

@@ -283,6 +283,10 @@ impl Bus for RedisBus {
         self.shared.directory.locate(ws, cid)
     }
 
+    fn remote_clients(&self, ws: &str) -> usize {
+        self.shared.directory.count(ws)
+    }
+
     fn send_to_node(&self, node: &Arc<str>, envelope: Bytes) -> Result<(), BusError> {
         self.queue(Outgoing::Node(node.clone(), envelope))
     }
