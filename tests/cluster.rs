@@ -1058,3 +1058,59 @@ async fn the_workspace_client_quota_holds_across_nodes() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// The singleton rule holds across nodes: a singleton service registered on one node
+/// keeps another client on another node from registering the same name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_singleton_on_one_node_binds_the_name_on_another() {
+    let _serial = SERIAL.lock().await;
+    ensure_redis().await;
+    let p = prefix("singleton");
+    let (a, b) = (node("a", &p).await, node("b", &p).await);
+    let owner = connect_as(a.url(), "owner").await;
+    let ws = owner.workspace().to_owned();
+    let echo = handler(|call| async move { Ok(call.args.first().cloned().unwrap_or(Value::Nil)) });
+    owner
+        .register_service(
+            "solo",
+            map([("singleton", true.into())]),
+            vec![("echo", echo.clone())],
+        )
+        .await
+        .unwrap();
+    let other = join(b.url(), &owner, "other").await.unwrap();
+    let mut refused = None;
+    for _ in 0..50 {
+        match other
+            .register_service(
+                "solo",
+                map([("visibility", "protected".into())]),
+                vec![("echo", echo.clone())],
+            )
+            .await
+        {
+            Err(e) => {
+                refused = Some(e.to_string());
+                break;
+            }
+            // The record had not reached B yet: undo and try again.
+            Ok(_) => {
+                let _ = other
+                    .manager_call(
+                        "unregister_service",
+                        vec![format!("{ws}/other:solo").into()],
+                    )
+                    .await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    let refused = refused.expect("B refuses the name of A's singleton");
+    assert!(
+        refused.contains("singleton service with the name 'solo'"),
+        "{refused}"
+    );
+    drop((owner, other));
+    a.shutdown().await;
+    b.shutdown().await;
+}

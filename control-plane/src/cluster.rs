@@ -31,9 +31,11 @@
 //! its local subscribers only.
 //!
 //! **What stays per node.** Sessions (for `cleanup`, per-user connection limits, which
-//! connection a token opened), presence counts, the per-client service quota and the singleton rule (checked against local
-//! records), manager call limits and the message cache, rate limits, and `cleanup`
-//! itself (it pings and purges this node's clients only).
+//! connection a token opened), the per-client service quota, manager call limits and the
+//! message cache, rate limits, and `cleanup` itself (it pings and purges this node's
+//! clients only). The singleton rule is checked against the replica too, and the
+//! workspace client quota counts every node's clients (the router's directory); both can
+//! still race between two nodes registering at the same instant.
 //!
 //! **Message format.** A msgpack map with `v` (= 1) and `op`:
 //!

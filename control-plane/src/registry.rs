@@ -211,6 +211,21 @@ impl Registry {
         let inserted = {
             let _order = self.announce.lock().expect("announce lock");
             let clustered = self.clustered();
+            if clustered {
+                // The singleton rule holds across nodes: other nodes' records too.
+                let in_ws = Pattern {
+                    ws: Some(&record.ws),
+                    ..Default::default()
+                };
+                let taken = self.replica.find(&in_ws).into_iter().any(|(_, _, r)| {
+                    r.name == record.name
+                        && r.cid != record.cid
+                        && (r.singleton || record.singleton)
+                });
+                if taken {
+                    return Err(table::singleton_taken(&record));
+                }
+            }
             let shared = clustered.then(|| record.record.clone());
             let inserted = self.table.insert(record)?;
             if let Some(r) = shared {

@@ -195,6 +195,12 @@ pub trait Bus: Send + Sync + 'static {
     fn peers(&self) -> Vec<String> {
         Vec::new()
     }
+
+    /// Whether `node` is one of [`Bus::peers`] (without copying the set).
+    fn is_peer(&self, node: &str) -> bool {
+        let _ = node;
+        false
+    }
 }
 
 /// The single-node bus: nothing leaves the process.

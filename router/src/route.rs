@@ -411,12 +411,20 @@ impl Router {
         cache: &mut RouteCache,
     ) -> Result<Destination<'t>, RouteError> {
         if ws == "*" {
-            // In a cluster every node's manager serves the same cluster-wide state, so a
-            // client that moved to this node and still names the manager of the node it
-            // came from (hypha-rpc keeps `*/manager-<old node>` in retried lookups) is
-            // served here rather than refused.
-            let other_manager = self.inner.bus.clustered() && cid.starts_with("manager-");
-            if cid == self.manager_id() || other_manager {
+            if cid == self.manager_id() {
+                return Ok(Destination::Manager);
+            }
+            // In a cluster, another node's manager (`manager-<node id>`) is reached through
+            // the bus while that node is live (a provider answering a call that manager
+            // made, e.g. for an HTTP request). When it is not (it restarts, or is gone),
+            // this node's manager serves the frame: every manager serves the same
+            // cluster-wide state, and a client that moved here may still name the old one
+            // (hypha-rpc keeps `*/manager-<old node>` in retried lookups).
+            let bus = &self.inner.bus;
+            if let Some(node) = cid.strip_prefix("manager-").filter(|_| bus.clustered()) {
+                if bus.is_peer(node) {
+                    return Ok(Destination::Remote(Arc::from(node)));
+                }
                 return Ok(Destination::Manager);
             }
             return Err(RouteError::NotConnected(format!("{ws}/{cid}")));
@@ -605,6 +613,9 @@ impl Router {
             return;
         };
         match head.kind {
+            Kind::Unicast if head.target == self.inner.manager_addr => {
+                self.hooks().manager_frame(frame);
+            }
             Kind::Unicast => match self.inner.table.get_addr(head.target) {
                 Some(t) => {
                     if self.push(&t, Outbound::Binary(frame.clone())).is_err() {

@@ -507,3 +507,39 @@ async def test_the_npm_client_calls_and_is_called_across_nodes(cluster, on_node)
             await asyncio.wait_for(proc.wait(), 15)
         except asyncio.TimeoutError:
             proc.kill()
+
+
+async def test_http_service_calls_and_asgi_apps_reach_services_on_other_nodes(cluster, on_node):
+    """`/{ws}/services/...` and `/{ws}/apps/...` on nodes 0 and 2 reach a provider that is
+    connected to node 1 (the HTTP requests go to each node directly, not through the
+    balancer)."""
+    import httpx
+
+    from test_http_apps import make_app
+
+    prov = await on_node(1, client_id=unique_id("http-prov"))
+    await prov.register_service({"id": "calc", "config": {"visibility": "public"}, "add": lambda a, b: a + b})
+    app = make_app()
+
+    async def serve(args, context=None):
+        await app(args["scope"], args["receive"], args["send"])
+
+    await prov.register_service(
+        {"id": "web", "type": "asgi", "serve": serve, "config": {"visibility": "public", "require_context": True}}
+    )
+    ws = prov.config.workspace
+    async with httpx.AsyncClient(timeout=20) as http:
+        for i in (0, 2):
+            base = f"http://127.0.0.1:{cluster.ports[i]}/{ws}"
+
+            async def add():
+                r = await http.get(f"{base}/services/calc/add", params={"a": 1, "b": 2})
+                assert r.status_code == 200, r.text
+                return r.json()
+
+            assert await eventually(add) == 3, f"node {i}"
+            r = await http.get(f"{base}/apps/web/hello", params={"name": "cluster"})
+            assert r.status_code == 200, (i, r.text)
+            assert r.json() == {"msg": "hello cluster"}
+            r = await http.get(f"{base}/apps/web/items/7", params={"q": "y"})
+            assert r.status_code == 200 and r.json() == {"item_id": 7, "q": "y"}, (i, r.text)

@@ -117,6 +117,15 @@ impl ServiceRecord {
     }
 }
 
+/// The refusal of `record` because the singleton rule (workspace-api.md §2.4) binds its
+/// name in its workspace.
+pub(crate) fn singleton_taken(record: &ServiceRecord) -> ManagerError {
+    ManagerError::InvalidArgument(format!(
+        "A singleton service with the name '{}' already exists in workspace {}",
+        record.name, record.ws
+    ))
+}
+
 /// A lookup pattern: `None` or `"*"` parts match anything; other parts may hold `*`
 /// wildcards.
 #[derive(Debug, Clone, Default)]
@@ -227,10 +236,7 @@ impl ServiceTable {
             .filter(|(_, r)| r.name == record.name && r.cid != record.cid);
         for (_, other) in same_name {
             if other.singleton || record.singleton {
-                return Err(ManagerError::InvalidArgument(format!(
-                    "A singleton service with the name '{}' already exists in workspace {}",
-                    record.name, record.ws
-                )));
+                return Err(singleton_taken(&record));
             }
         }
         let replaced = remove_prefix(&mut map, &format!("{id}@"));

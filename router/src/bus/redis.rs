@@ -352,6 +352,10 @@ impl Bus for RedisBus {
         self.queue(Outgoing::Cluster(node.map(str::to_owned), Bytes::from(env)))
     }
 
+    fn is_peer(&self, node: &str) -> bool {
+        self.shared.peers.lock().is_ok_and(|p| p.contains(node))
+    }
+
     fn peers(&self) -> Vec<String> {
         let peers = self
             .shared
