@@ -18,7 +18,7 @@ mod memory;
 mod sql;
 
 pub use memory::{MemoryStore, DEFAULT_EVENT_LIMIT};
-pub use sql::SqlStore;
+pub use sql::{open_pool, redact, SqlStore};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -205,4 +205,44 @@ pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// A connection to the `postgres` maintenance database of the PostgreSQL server at
+/// `server` (`postgres://user@host:port`, no database), for test set-up: when the server
+/// does not answer, the local cluster is started with `pg_ctlcluster` (every version under
+/// `/etc/postgresql`) and asked again for up to 10 s.
+///
+/// # Errors
+/// The reason the last attempt failed, naming what was tried.
+pub async fn postgres_admin(server: &str) -> Result<sqlx::PgConnection, String> {
+    use sqlx::Connection as _;
+    let admin = format!("{server}/postgres");
+    if let Ok(conn) = sqlx::PgConnection::connect(&admin).await {
+        return Ok(conn);
+    }
+    let versions: Vec<String> = std::fs::read_dir("/etc/postgresql")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    for version in &versions {
+        let _ = std::process::Command::new("pg_ctlcluster")
+            .args(["--skip-systemctl-redirect", version, "main", "start"])
+            .status();
+    }
+    let mut last_err = None;
+    for _ in 0..50 {
+        match sqlx::PgConnection::connect(&admin).await {
+            Ok(conn) => return Ok(conn),
+            Err(e) => last_err = Some(e),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    Err(format!(
+        "PostgreSQL is not reachable at {admin} (tried `pg_ctlcluster --skip-systemctl-redirect \
+         <version> main start` for versions {versions:?}): {}",
+        last_err.map(|e| e.to_string()).unwrap_or_default()
+    ))
 }

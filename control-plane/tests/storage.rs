@@ -9,7 +9,6 @@ use rhizo_control_plane::storage::{
 use serde_json::json;
 use sqlx::Connection as _;
 use std::sync::Arc;
-use std::time::Duration;
 
 const PG_SERVER: &str = "postgres://postgres@127.0.0.1:5432";
 
@@ -271,38 +270,12 @@ fn token_hash_is_sha256_hex() {
     );
 }
 
-/// A connection to the `postgres` maintenance database, starting the local cluster
-/// (`pg_ctlcluster`) if the server does not answer. Panics if it still does not.
+/// A connection to the `postgres` maintenance database (the cluster is started if it is
+/// down). Panics if PostgreSQL cannot be reached.
 async fn pg_admin() -> sqlx::PgConnection {
-    let admin = format!("{PG_SERVER}/postgres");
-    if let Ok(conn) = sqlx::PgConnection::connect(&admin).await {
-        return conn;
-    }
-    let versions: Vec<String> = std::fs::read_dir("/etc/postgresql")
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    for version in &versions {
-        let _ = std::process::Command::new("pg_ctlcluster")
-            .args(["--skip-systemctl-redirect", version, "main", "start"])
-            .status();
-    }
-    let mut last_err = None;
-    for _ in 0..50 {
-        match sqlx::PgConnection::connect(&admin).await {
-            Ok(conn) => return conn,
-            Err(e) => last_err = Some(e),
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!(
-        "PostgreSQL is not reachable at {admin} (tried `pg_ctlcluster --skip-systemctl-redirect \
-         <version> main start` for versions {versions:?}): {}",
-        last_err.map(|e| e.to_string()).unwrap_or_default()
-    );
+    rhizo_control_plane::storage::postgres_admin(PG_SERVER)
+        .await
+        .unwrap_or_else(|why| panic!("{why}"))
 }
 
 #[tokio::test]

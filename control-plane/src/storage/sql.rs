@@ -12,8 +12,21 @@ use sqlx::{Any, AnyPool, Row};
 use std::fmt::Write as _;
 use std::path::Path;
 
-static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
-static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
+/// The schema migrations; they ignore versions in the database they do not know, since
+/// the artifact manager's tables may live in the same database with migrations of their
+/// own.
+fn sqlite_migrations() -> Migrator {
+    let mut m = sqlx::migrate!("migrations/sqlite");
+    m.set_ignore_missing(true);
+    m
+}
+
+/// See [`sqlite_migrations`].
+fn postgres_migrations() -> Migrator {
+    let mut m = sqlx::migrate!("migrations/postgres");
+    m.set_ignore_missing(true);
+    m
+}
 
 /// A [`Store`] backed by a SQLite file, an in-memory SQLite database, or PostgreSQL.
 /// Cloning shares the connection pool.
@@ -40,78 +53,8 @@ impl SqlStore {
     /// directory cannot be created or the server/file cannot be opened,
     /// [`StoreError::Migrate`] when the schema cannot be applied.
     pub async fn connect(uri: &str) -> Result<Self, StoreError> {
-        install_default_drivers();
-        let shown = redact(uri);
-        let open_err = |reason: String| StoreError::Open {
-            uri: shown.clone(),
-            reason,
-        };
-        let (url, options, migrator, file) = if uri.starts_with("sqlite::memory:") {
-            // Every connection to `:memory:` is a new database: keep exactly one, forever.
-            let options = AnyPoolOptions::new()
-                .max_connections(1)
-                .min_connections(1)
-                .idle_timeout(None)
-                .max_lifetime(None);
-            (uri.to_string(), options, &SQLITE_MIGRATIONS, false)
-        } else if let Some(rest) = uri
-            .strip_prefix("sqlite://")
-            .or_else(|| uri.strip_prefix("sqlite:"))
-        {
-            let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
-            if path.is_empty() {
-                return Err(open_err("no file path in the URI".into()));
-            }
-            if let Some(dir) = Path::new(path)
-                .parent()
-                .filter(|d| !d.as_os_str().is_empty())
-            {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| open_err(format!("cannot create {}: {e}", dir.display())))?;
-            }
-            let url = if query.split('&').any(|kv| kv.starts_with("mode=")) {
-                uri.to_string()
-            } else if query.is_empty() {
-                format!("{uri}?mode=rwc")
-            } else {
-                format!("{uri}&mode=rwc")
-            };
-            (
-                url,
-                AnyPoolOptions::new().max_connections(8),
-                &SQLITE_MIGRATIONS,
-                true,
-            )
-        } else if uri.starts_with("postgres://") || uri.starts_with("postgresql://") {
-            (
-                uri.to_string(),
-                AnyPoolOptions::new().max_connections(16),
-                &POSTGRES_MIGRATIONS,
-                false,
-            )
-        } else {
-            return Err(StoreError::UnsupportedUri { uri: shown });
-        };
-
-        let pool = options
-            .connect(&url)
-            .await
-            .map_err(|e| open_err(e.to_string()))?;
-        if file {
-            // Readers then never wait for the writer; the setting is stored in the file.
-            sqlx::query("PRAGMA journal_mode = WAL")
-                .execute(&pool)
-                .await
-                .map_err(|e| open_err(e.to_string()))?;
-        }
-        migrator
-            .run(&pool)
-            .await
-            .map_err(|source| StoreError::Migrate {
-                uri: shown.clone(),
-                source,
-            })?;
-        Ok(SqlStore { pool, uri: shown })
+        let (pool, uri) = open_pool(uri, &sqlite_migrations(), &postgres_migrations()).await?;
+        Ok(SqlStore { pool, uri })
     }
 
     /// The URI this store was opened with, password redacted (for logs).
@@ -377,8 +320,91 @@ fn from_json<T: serde::de::DeserializeOwned>(
     })
 }
 
+/// Opens the database at `uri` (the forms of [`SqlStore::connect`]) and runs `sqlite` or
+/// `postgres` on it, whichever matches the URI. Shared by every SQL store of the server
+/// (the control plane's, the artifact manager's), so that they open, configure and
+/// migrate a database the same way. Returns the pool and the URI with its password
+/// redacted. Migrators that share one database should `set_ignore_missing(true)`.
+///
+/// # Errors
+/// [`StoreError::UnsupportedUri`], [`StoreError::Open`], [`StoreError::Migrate`], as for
+/// [`SqlStore::connect`].
+pub async fn open_pool(
+    uri: &str,
+    sqlite: &Migrator,
+    postgres: &Migrator,
+) -> Result<(AnyPool, String), StoreError> {
+    install_default_drivers();
+    let shown = redact(uri);
+    let open_err = |reason: String| StoreError::Open {
+        uri: shown.clone(),
+        reason,
+    };
+    let (url, options, migrator, file) = if uri.starts_with("sqlite::memory:") {
+        // Every connection to `:memory:` is a new database: keep exactly one, forever.
+        let options = AnyPoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None);
+        (uri.to_string(), options, sqlite, false)
+    } else if let Some(rest) = uri
+        .strip_prefix("sqlite://")
+        .or_else(|| uri.strip_prefix("sqlite:"))
+    {
+        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+        if path.is_empty() {
+            return Err(open_err("no file path in the URI".into()));
+        }
+        if let Some(dir) = Path::new(path)
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| open_err(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        let url = if query.split('&').any(|kv| kv.starts_with("mode=")) {
+            uri.to_string()
+        } else if query.is_empty() {
+            format!("{uri}?mode=rwc")
+        } else {
+            format!("{uri}&mode=rwc")
+        };
+        (url, AnyPoolOptions::new().max_connections(8), sqlite, true)
+    } else if uri.starts_with("postgres://") || uri.starts_with("postgresql://") {
+        (
+            uri.to_string(),
+            AnyPoolOptions::new().max_connections(16),
+            postgres,
+            false,
+        )
+    } else {
+        return Err(StoreError::UnsupportedUri { uri: shown });
+    };
+
+    let pool = options
+        .connect(&url)
+        .await
+        .map_err(|e| open_err(e.to_string()))?;
+    if file {
+        // Readers then never wait for the writer; the setting is stored in the file.
+        sqlx::query("PRAGMA journal_mode = WAL")
+            .execute(&pool)
+            .await
+            .map_err(|e| open_err(e.to_string()))?;
+    }
+    migrator
+        .run(&pool)
+        .await
+        .map_err(|source| StoreError::Migrate {
+            uri: shown.clone(),
+            source,
+        })?;
+    Ok((pool, shown))
+}
+
 /// `uri` with the password (if any) replaced by `***`.
-fn redact(uri: &str) -> String {
+pub fn redact(uri: &str) -> String {
     let Some((scheme, rest)) = uri.split_once("://") else {
         return uri.into();
     };

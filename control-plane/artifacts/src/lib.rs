@@ -1,0 +1,35 @@
+//! The foundation of rhizo's artifact manager (DESIGN.md "Control plane", spec
+//! `artifacts.md`): the artifact model, the rules for ids, aliases, paths and versions,
+//! and the SQL store of the `artifacts` table. Everything here is plain data and rules
+//! plus one storage trait; nothing registers a service or serves a route yet.
+//!
+//! * [`model`] — [`Artifact`], the row of §1.1; its public view (§1.2 ids, §3 "Return
+//!   shape") and the client form of `staging` (§1.5).
+//! * [`ids`] — `artifact_id` resolution (§1.2), alias rules, templates and random
+//!   human-readable aliases (§1.3), and [`ids::safe_join`] for user paths (§1.7).
+//! * [`versions`] — the `version` argument resolved to a storage index, and the names of
+//!   new versions (§1.6).
+//! * [`store`] — [`ArtifactStore`], with [`SqlArtifactStore`] (SQLite | PostgreSQL,
+//!   migrations in `migrations/{sqlite,postgres}`) and [`MemoryArtifactStore`]; one
+//!   contract suite in `tests/store.rs` runs against all three.
+//! * [`error`] — [`ArtifactError`], one variant per way the control plane reports an
+//!   error (the mapping to `ManagerError` is tabled there).
+//!
+//! Not here yet (the next steps): the RPC service `public/artifact-manager` (§3) and its
+//! permission engine (§2), the object store for file bytes (local directory | S3, §1.7
+//! and §5), the HTTP routes under `/{workspace}/artifacts/` (§4), and the search filters
+//! of §3.8.
+//!
+//! Sharing a database with the control plane (one `--database-uri`): both open it with
+//! `rhizo_control_plane::storage::open_pool`, and both migrators carry versions of their
+//! own and ignore the other's (`tests/store.rs` opens them on one file in both orders).
+
+pub mod error;
+pub mod ids;
+pub mod model;
+pub mod store;
+pub mod versions;
+
+pub use error::{ArtifactError, ArtifactResult, StoreError};
+pub use model::{Artifact, Version};
+pub use store::{ArtifactStore, MemoryArtifactStore, SqlArtifactStore};
