@@ -12,13 +12,15 @@
 //! * [`store`] — [`ArtifactStore`], with [`SqlArtifactStore`] (SQLite | PostgreSQL,
 //!   migrations in `migrations/{sqlite,postgres}`) and [`MemoryArtifactStore`]; one
 //!   contract suite in `tests/store.rs` runs against all three.
+//! * [`permissions`] — the sans-IO permission engine of §2: permission codes, the
+//!   principal order of `_check_permissions`, the artifact → parent → workspace wrapper
+//!   and the per-method gates of §2.5.
 //! * [`error`] — [`ArtifactError`], one variant per way the control plane reports an
 //!   error (the mapping to `ManagerError` is tabled there).
 //!
-//! Not here yet (the next steps): the RPC service `public/artifact-manager` (§3) and its
-//! permission engine (§2), the object store for file bytes (local directory | S3, §1.7
-//! and §5), the HTTP routes under `/{workspace}/artifacts/` (§4), and the search filters
-//! of §3.8.
+//! Not here yet (the next steps): the RPC service `public/artifact-manager` (§3), the
+//! object store for file bytes (local directory | S3, §1.7 and §5), the HTTP routes under
+//! `/{workspace}/artifacts/` (§4), and the search filters of §3.8.
 //!
 //! Sharing a database with the control plane (one `--database-uri`): both open it with
 //! `rhizo_control_plane::storage::open_pool`, and both migrators carry versions of their
@@ -27,6 +29,7 @@
 pub mod error;
 pub mod ids;
 pub mod model;
+pub mod permissions;
 pub mod store;
 pub mod versions;
 
