@@ -9,6 +9,7 @@
 //! | [`Permission`](ArtifactError::Permission) | `PermissionError` | `Permission` | 403 |
 //! | [`AliasExists`](ArtifactError::AliasExists) | `FileExistsError` | none yet: `Remote(wire())` keeps the class | 409 |
 //! | [`Store`](ArtifactError::Store) | `RuntimeError` | `Store` | 500 |
+//! | [`ObjectStore`](ArtifactError::ObjectStore) | `RuntimeError` | `Store` | 500 |
 //!
 //! The messages are the ones a user reads; [`ArtifactError::wire`] puts the class in front,
 //! as hypha-rpc clients expect (protocol.md §3.4).
@@ -39,6 +40,11 @@ pub enum ArtifactError {
     /// The database failed or holds a row this crate cannot read (`RuntimeError`, 500).
     #[error("artifact store: {0}")]
     Store(#[from] StoreError),
+    /// The object store holding the file bytes failed: local I/O or, later, S3
+    /// (`RuntimeError`, 500; §1.7, §5.1). The text names the operation and key and is
+    /// meant for logs, not for callers.
+    #[error("object store: {0}")]
+    ObjectStore(String),
 }
 
 /// Shorthand for the results of artifact operations.
@@ -70,7 +76,7 @@ impl ArtifactError {
             ArtifactError::InvalidArgument(_) => "ValueError",
             ArtifactError::Permission(_) => "PermissionError",
             ArtifactError::AliasExists { .. } => "FileExistsError",
-            ArtifactError::Store(_) => "RuntimeError",
+            ArtifactError::Store(_) | ArtifactError::ObjectStore(_) => "RuntimeError",
         }
     }
 
@@ -87,7 +93,7 @@ impl ArtifactError {
             ArtifactError::InvalidArgument(_) => 400,
             ArtifactError::Permission(_) => 403,
             ArtifactError::AliasExists { .. } => 409,
-            ArtifactError::Store(_) => 500,
+            ArtifactError::Store(_) | ArtifactError::ObjectStore(_) => 500,
         }
     }
 }
@@ -120,5 +126,7 @@ mod tests {
         );
         assert_eq!(ArtifactError::invalid("bad").wire(), "ValueError: bad");
         assert_eq!(ArtifactError::Permission("no".into()).status(), 403);
+        let e = ArtifactError::ObjectStore("cannot read 'k': gone".into());
+        assert_eq!((e.python_class(), e.status()), ("RuntimeError", 500));
     }
 }

@@ -15,11 +15,14 @@
 //! * [`permissions`] — the sans-IO permission engine of §2: permission codes, the
 //!   principal order of `_check_permissions`, the artifact → parent → workspace wrapper
 //!   and the per-method gates of §2.5.
+//! * [`objects`] — [`ObjectStore`], where file bytes live, with the key layout of §1.7;
+//!   [`LocalObjectStore`] (a directory, the default without S3) and
+//!   [`MemoryObjectStore`]; one contract suite in `tests/objects.rs` runs against both.
 //! * [`error`] — [`ArtifactError`], one variant per way the control plane reports an
 //!   error (the mapping to `ManagerError` is tabled there).
 //!
 //! Not here yet (the next steps): the RPC service `public/artifact-manager` (§3), the
-//! object store for file bytes (local directory | S3, §1.7 and §5), the HTTP routes under
+//! S3 object store and presigned URLs (§5), the HTTP routes under
 //! `/{workspace}/artifacts/` (§4), and the search filters of §3.8.
 //!
 //! Sharing a database with the control plane (one `--database-uri`): both open it with
@@ -29,10 +32,12 @@
 pub mod error;
 pub mod ids;
 pub mod model;
+pub mod objects;
 pub mod permissions;
 pub mod store;
 pub mod versions;
 
 pub use error::{ArtifactError, ArtifactResult, StoreError};
 pub use model::{Artifact, Version};
+pub use objects::{LocalObjectStore, MemoryObjectStore, ObjectStore};
 pub use store::{ArtifactStore, MemoryArtifactStore, SqlArtifactStore};
