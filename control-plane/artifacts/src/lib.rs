@@ -18,6 +18,9 @@
 //! * [`objects`] — [`ObjectStore`], where file bytes live, with the key layout of §1.7;
 //!   [`LocalObjectStore`] (a directory, the default without S3) and
 //!   [`MemoryObjectStore`]; one contract suite in `tests/objects.rs` runs against both.
+//! * [`staging`] — the draft/commit life cycle (§1.5, §1.6, §3.1–§3.5, §3.9, §3.12) as
+//!   pure transitions on an [`Artifact`] that return the object-store work as a plan
+//!   ([`staging::ObjectOp`]) for the service to run.
 //! * [`error`] — [`ArtifactError`], one variant per way the control plane reports an
 //!   error (the mapping to `ManagerError` is tabled there).
 //!
@@ -34,6 +37,7 @@ pub mod ids;
 pub mod model;
 pub mod objects;
 pub mod permissions;
+pub mod staging;
 pub mod store;
 pub mod versions;
 
