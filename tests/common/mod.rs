@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use rhizo_control_plane::{Manager, ServerConfig};
 use rhizo_router::{Router, RouterConfig};
 use std::sync::Arc;
