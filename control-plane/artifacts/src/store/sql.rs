@@ -70,6 +70,26 @@ impl SqlArtifactStore {
         self.pool.close().await;
     }
 
+    /// The rows whose `column` (a fixed column name, never user input) equals `value`, in
+    /// id order, `limit` of them from `offset`.
+    async fn page_where(
+        &self,
+        column: &'static str,
+        value: &str,
+        offset: u64,
+        limit: u64,
+    ) -> ArtifactResult<Vec<Artifact>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM artifacts WHERE {column} = $1 ORDER BY id LIMIT $2 OFFSET $3"
+        ))
+        .bind(value)
+        .bind(to_i64(limit))
+        .bind(to_i64(offset))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(artifact_from_row).collect()
+    }
+
     /// The error for a failed write of `a`: a unique violation is the alias (or, if a
     /// row has the id, the id), a foreign-key violation the parent.
     async fn write_error(&self, e: sqlx::Error, a: &Artifact, inserting: bool) -> ArtifactError {
@@ -219,15 +239,7 @@ impl ArtifactStore for SqlArtifactStore {
         offset: u64,
         limit: u64,
     ) -> ArtifactResult<Vec<Artifact>> {
-        let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM artifacts WHERE parent_id = $1 ORDER BY id LIMIT $2 OFFSET $3"
-        ))
-        .bind(parent_id)
-        .bind(to_i64(limit))
-        .bind(to_i64(offset))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(artifact_from_row).collect()
+        self.page_where("parent_id", parent_id, offset, limit).await
     }
 
     async fn count_children(&self, parent_id: &str) -> ArtifactResult<u64> {
@@ -244,15 +256,7 @@ impl ArtifactStore for SqlArtifactStore {
         offset: u64,
         limit: u64,
     ) -> ArtifactResult<Vec<Artifact>> {
-        let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM artifacts WHERE workspace = $1 ORDER BY id LIMIT $2 OFFSET $3"
-        ))
-        .bind(workspace)
-        .bind(to_i64(limit))
-        .bind(to_i64(offset))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(artifact_from_row).collect()
+        self.page_where("workspace", workspace, offset, limit).await
     }
 
     async fn add_views(&self, id: &str, delta: f64) -> ArtifactResult<()> {
