@@ -379,17 +379,18 @@ fn build_batch(
     let mut p = redis::pipe();
     let mut groups: Vec<Group> = Vec::new();
     let mut open: HashMap<String, usize> = HashMap::new();
-    let mut add = |channel: String, node: Option<Arc<str>>, env: Bytes| {
-        let at = match open.get(&channel) {
+    // The channel name is copied once per group, not per envelope.
+    let mut add = |channel: &str, node: Option<Arc<str>>, env: Bytes| {
+        let at = match open.get(channel) {
             Some(&i) if groups[i].size + env.len() <= BUNDLE_MAX => i,
             _ => {
                 groups.push(Group {
-                    channel: channel.clone(),
+                    channel: channel.to_owned(),
                     node,
                     parts: Vec::new(),
                     size: 0,
                 });
-                open.insert(channel, groups.len() - 1);
+                open.insert(channel.to_owned(), groups.len() - 1);
                 groups.len() - 1
             }
         };
@@ -399,18 +400,17 @@ fn build_batch(
     for item in batch.drain(..) {
         match item {
             Outgoing::Node(node, env) => {
-                let ch = channels
-                    .entry(node.clone())
-                    .or_insert_with(|| n.node(&node))
-                    .clone();
-                add(ch, Some(node), env);
+                if !channels.contains_key(&node) {
+                    channels.insert(node.clone(), n.node(&node));
+                }
+                add(&channels[&node], Some(node), env);
             }
-            Outgoing::Workspace(ws, env) => add(n.ws(&ws), None, env),
+            Outgoing::Workspace(ws, env) => add(&n.ws(&ws), None, env),
             Outgoing::Cluster(Some(node), env) => {
                 let node: Arc<str> = Arc::from(node);
-                add(n.node(&node), Some(node), env);
+                add(&n.node(&node), Some(node), env);
             }
-            Outgoing::Cluster(None, env) => add(n.control.clone(), None, env),
+            Outgoing::Cluster(None, env) => add(&n.control, None, env),
             Outgoing::Joined(addr) => {
                 p.hset(&clients, &addr, 1)
                     .ignore()
