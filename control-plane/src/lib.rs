@@ -70,6 +70,11 @@ pub async fn start_with_services(
     services: service::ServiceSet,
 ) -> Result<(Arc<Manager>, Arc<dyn ControlHooks>), StoreError> {
     let manager = Manager::new(config, router, store, services);
+    let host: Arc<dyn service::ServiceHost> =
+        Arc::new(service::ManagerHost(Arc::downgrade(&manager)));
+    for s in manager.services().iter() {
+        s.attach(host.clone());
+    }
     let workspaces = manager.workspaces.load().await?;
     let revocations = manager.tokens.load().await?;
     tracing::info!(workspaces, revocations, "state loaded from the store");

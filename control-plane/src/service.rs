@@ -12,7 +12,8 @@
 //! mapped to reject texts and HTTP statuses in one place (`error.rs`).
 
 use crate::error::ManagerResult;
-use crate::manager::Ctx;
+use crate::manager::{Ctx, Manager};
+use crate::workspaces::WorkspaceInfo;
 use crate::ManagerError;
 use rhizo_protocol::message::{bind, Call, Param};
 use rhizo_protocol::value::{self, method, RPromise};
@@ -68,8 +69,98 @@ pub trait ControlService: Send + Sync + 'static {
     ) -> BoxFuture<'a, ManagerResult<Value>>;
 
     /// HTTP routes this service adds (merged into the control plane's routes), if any.
+    /// Called once, after [`ControlService::attach`].
     fn routes(&self) -> Option<axum::Router> {
         None
+    }
+
+    /// Hands the service what it needs of the running control plane (the caller of an
+    /// HTTP request, workspaces, URLs, key material): called once when the manager is
+    /// built, before [`ControlService::routes`] and before any call arrives.
+    fn attach(&self, _host: Arc<dyn ServiceHost>) {}
+}
+
+/// What the running control plane offers a [`ControlService`] (see
+/// [`ControlService::attach`]). It holds the manager weakly: after the manager is
+/// dropped, [`ServiceHost::caller`] fails and [`ServiceHost::workspace`] answers `None`.
+pub trait ServiceHost: Send + Sync + 'static {
+    /// The caller of an HTTP request to a route under workspace `url_ws`, as the
+    /// service routes identify it (workspace-api.md §1.6–1.7, §8.1): `token` (from
+    /// `Authorization: Bearer`, the `access_token` cookie or `?token=`, see
+    /// [`crate::http::request_token`]) verified, or the anonymous HTTP user
+    /// `anonymouz-http` of `ws-anonymous` when there is none.
+    ///
+    /// Errors: a token that does not verify (expired, forged, revoked) is a
+    /// [`ManagerError::Permission`]; it never falls back to anonymous.
+    fn caller(&self, token: Option<&str>, url_ws: &str) -> ManagerResult<Ctx>;
+
+    /// The loaded workspace `id` (every persistent one is loaded), if any.
+    fn workspace(&self, id: &str) -> Option<WorkspaceInfo>;
+
+    /// The server's public base URL (`--public-base-url`, or the local one), no
+    /// trailing `/`; URLs handed to clients start with it.
+    fn public_base_url(&self) -> String;
+
+    /// The base URL on which this instance is reachable locally, no trailing `/`.
+    fn local_base_url(&self) -> String;
+
+    /// 32 bytes of key material for `purpose` (e.g. `"artifact-url"`), derived from the
+    /// server's JWT secret: every instance of a deployment derives the same key, and no
+    /// two purposes share one.
+    fn derive_key(&self, purpose: &str) -> [u8; 32];
+}
+
+/// The [`ServiceHost`] of a [`Manager`], holding it weakly (the manager owns the
+/// services, which own their host).
+pub(crate) struct ManagerHost(pub(crate) std::sync::Weak<Manager>);
+
+impl ServiceHost for ManagerHost {
+    fn caller(&self, token: Option<&str>, url_ws: &str) -> ManagerResult<Ctx> {
+        let m = self
+            .0
+            .upgrade()
+            .ok_or_else(|| ManagerError::Internal("the server is shutting down".into()))?;
+        let user = match token {
+            None => crate::http::anonymous_http_user(),
+            Some(t) => m
+                .tokens
+                .verify(t)
+                .map_err(|e| ManagerError::Permission(e.to_string()))?,
+        };
+        Ok(m.http_ctx(user, url_ws))
+    }
+
+    fn workspace(&self, id: &str) -> Option<WorkspaceInfo> {
+        self.0.upgrade()?.workspaces.get(id)
+    }
+
+    fn public_base_url(&self) -> String {
+        self.0
+            .upgrade()
+            .map(|m| m.config.public_base_url.trim_end_matches('/').to_owned())
+            .unwrap_or_default()
+    }
+
+    fn local_base_url(&self) -> String {
+        self.0
+            .upgrade()
+            .map(|m| m.config.local_base_url.trim_end_matches('/').to_owned())
+            .unwrap_or_default()
+    }
+
+    fn derive_key(&self, purpose: &str) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        let secret = self
+            .0
+            .upgrade()
+            .map(|m| m.config.jwt_secret.clone())
+            .unwrap_or_default();
+        let mut h = Sha256::new();
+        h.update(b"rhizo-service-key\0");
+        h.update(purpose.as_bytes());
+        h.update(b"\0");
+        h.update(secret.as_bytes());
+        h.finalize().into()
     }
 }
 
