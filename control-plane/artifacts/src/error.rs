@@ -8,6 +8,7 @@
 //! | [`InvalidArgument`](ArtifactError::InvalidArgument) | `ValueError` | `InvalidArgument` | 400 |
 //! | [`Permission`](ArtifactError::Permission) | `PermissionError` | `Permission` | 403 |
 //! | [`AliasExists`](ArtifactError::AliasExists) | `FileExistsError` | none yet: `Remote(wire())` keeps the class | 409 |
+//! | [`FileNotFound`](ArtifactError::FileNotFound) | `FileNotFoundError` | `Remote(wire())` | 404 |
 //! | [`Store`](ArtifactError::Store) | `RuntimeError` | `Store` | 500 |
 //! | [`ObjectStore`](ArtifactError::ObjectStore) | `RuntimeError` | `Store` | 500 |
 //!
@@ -37,6 +38,10 @@ pub enum ArtifactError {
         /// The alias taken.
         alias: String,
     },
+    /// A file the call names is not in the artifact (`FileNotFoundError`, 404; §3.4
+    /// step 2, §3.13): "File '<path>' does not exist in the artifact."
+    #[error("{0}")]
+    FileNotFound(String),
     /// The database failed or holds a row this crate cannot read (`RuntimeError`, 500).
     #[error("artifact store: {0}")]
     Store(#[from] StoreError),
@@ -64,6 +69,11 @@ impl ArtifactError {
         ArtifactError::NotFound(format!("Artifact with ID '{id}' does not exist."))
     }
 
+    /// `FileNotFoundError: File '<path>' does not exist in the artifact.` (§3.4, §3.13).
+    pub fn file_not_found(path: &str) -> Self {
+        ArtifactError::FileNotFound(format!("File '{path}' does not exist in the artifact."))
+    }
+
     /// A [`ArtifactError::InvalidArgument`] with `message`.
     pub fn invalid(message: impl Into<String>) -> Self {
         ArtifactError::InvalidArgument(message.into())
@@ -76,6 +86,7 @@ impl ArtifactError {
             ArtifactError::InvalidArgument(_) => "ValueError",
             ArtifactError::Permission(_) => "PermissionError",
             ArtifactError::AliasExists { .. } => "FileExistsError",
+            ArtifactError::FileNotFound(_) => "FileNotFoundError",
             ArtifactError::Store(_) | ArtifactError::ObjectStore(_) => "RuntimeError",
         }
     }
@@ -89,7 +100,7 @@ impl ArtifactError {
     /// validation → 400; an alias conflict is 409, a store failure 500).
     pub fn status(&self) -> u16 {
         match self {
-            ArtifactError::NotFound(_) => 404,
+            ArtifactError::NotFound(_) | ArtifactError::FileNotFound(_) => 404,
             ArtifactError::InvalidArgument(_) => 400,
             ArtifactError::Permission(_) => 403,
             ArtifactError::AliasExists { .. } => 409,

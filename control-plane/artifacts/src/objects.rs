@@ -13,7 +13,19 @@
 //! shared key prefix, so an empty one does not exist (the local store prunes the empty
 //! directories a delete leaves, to answer the same). The S3 implementation (next, with
 //! aws-sdk-s3) maps each method to the operations named on it. Presigned URLs are not
-//! here: they will be a small trait of their own.
+//! [`ObjectStore::presign`] (S3 only: the
+//! local and memory stores answer `None`, and the service hands out URLs rhizo signs and
+//! serves itself, see `signing.rs`).
+//!
+//! **Streaming.** [`ObjectStore::put_stream`] and [`ObjectStore::get_stream`] move a body
+//! of any size in chunks ([`ByteStream`]); nothing holds a whole file in memory. The
+//! defaults (used by the memory store) collect or slice in memory.
+//!
+//! **Multipart uploads** (§3.10–3.11) are [`ObjectStore::multipart_start`],
+//! [`ObjectStore::presign_part`] and [`ObjectStore::multipart_complete`]: S3's own
+//! CreateMultipartUpload / UploadPart / CompleteMultipartUpload. Stores without them
+//! answer `None` from `multipart_start`, and the service stores parts as objects of
+//! their own and joins them with `put_stream` (see `service/files.rs`).
 //!
 //! **Keys** are `/`-separated relative paths, checked with the rules of
 //! [`ids::safe_join`](crate::ids::safe_join): not empty, not absolute, no backslash, no
@@ -32,15 +44,41 @@
 
 mod local;
 mod memory;
+mod s3;
 
 pub use local::{LocalObjectStore, TEMP_PREFIX};
 pub use memory::MemoryObjectStore;
+pub use s3::{S3Config, S3ObjectStore};
 
 use crate::error::{ArtifactError, ArtifactResult};
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures_util::stream::BoxStream;
 use serde::Serialize;
 use std::ops::Range;
+use std::time::Duration;
+
+/// A body moved in chunks: what [`ObjectStore::put_stream`] reads and
+/// [`ObjectStore::get_stream`] yields. An `Err` item aborts the transfer.
+pub type ByteStream = BoxStream<'static, std::io::Result<Bytes>>;
+
+/// What a presigned URL lets its holder do (§3.9, §3.13).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PresignOp {
+    /// GetObject (a download).
+    Get,
+    /// PutObject (an upload of the whole object).
+    Put,
+}
+
+/// One uploaded part of a multipart upload, as the client reports it at completion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadedPart {
+    /// 1-based part number.
+    pub part_number: u32,
+    /// The ETag the server answered to the part's PUT.
+    pub etag: String,
+}
 
 /// What [`ObjectStore::head`] reports of an object (HeadObject).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -130,6 +168,103 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     /// where upstream excludes `.json`). With directory semantics the `v{i}.json`
     /// snapshot is never under `v{i}/`, so the suffix only matters for user files.
     async fn count_files(&self, prefix: &str, exclude_suffix: Option<&str>) -> ArtifactResult<u64>;
+
+    /// Stores the bytes of `body` at `key` as [`ObjectStore::put`] does, atomically: when
+    /// `body` yields an error or the future is dropped midway, no object (and no part of
+    /// one) becomes visible at `key`, and an object already there stays. Returns the
+    /// number of bytes stored. Memory held is bounded by a few chunks, never the body.
+    ///
+    /// The default collects `body` in memory and calls `put` (the memory store).
+    ///
+    /// # Errors
+    /// Also [`ArtifactError::ObjectStore`] when `body` fails (the upload was cut off).
+    async fn put_stream(&self, key: &str, mut body: ByteStream) -> ArtifactResult<u64> {
+        use futures_util::StreamExt;
+        let mut buf = Vec::new();
+        while let Some(chunk) = body.next().await {
+            let chunk =
+                chunk.map_err(|e| ArtifactError::ObjectStore(format!("upload of {key}: {e}")))?;
+            buf.extend_from_slice(&chunk);
+        }
+        let n = buf.len() as u64;
+        self.put(key, Bytes::from(buf)).await?;
+        Ok(n)
+    }
+
+    /// The object at `key` as a stream, with its [`ObjectInfo`] (the whole object's size),
+    /// or `None` when there is none. With `range`, only those bytes, clipped to the
+    /// object as in [`ObjectStore::get_range`].
+    ///
+    /// The default reads with `get_range` (the memory store).
+    async fn get_stream(
+        &self,
+        key: &str,
+        range: Option<Range<u64>>,
+    ) -> ArtifactResult<Option<(ObjectInfo, ByteStream)>> {
+        let Some(info) = self.head(key).await? else {
+            return Ok(None);
+        };
+        let range = range.unwrap_or(0..info.size);
+        let Some(bytes) = self.get_range(key, range).await? else {
+            return Ok(None);
+        };
+        let stream = futures_util::stream::once(async move { Ok(bytes) });
+        Ok(Some((info, Box::pin(stream))))
+    }
+
+    /// A URL that lets anyone holding it perform `op` on `key` for `expires` (SigV4
+    /// query-string presigning), or `None` when this store has no URLs of its own (the
+    /// local and memory stores, the default): the service then signs a URL served by
+    /// rhizo.
+    async fn presign(
+        &self,
+        _op: PresignOp,
+        _key: &str,
+        _expires: Duration,
+    ) -> ArtifactResult<Option<String>> {
+        Ok(None)
+    }
+
+    /// Starts a native multipart upload to `key` (CreateMultipartUpload) and returns its
+    /// upload id, or `None` when the store has none (the default).
+    async fn multipart_start(&self, _key: &str) -> ArtifactResult<Option<String>> {
+        Ok(None)
+    }
+
+    /// A presigned URL for the PUT of part `part_number` (1-based) of the native upload
+    /// `upload_id` to `key` (UploadPart).
+    ///
+    /// # Errors
+    /// [`ArtifactError::InvalidArgument`] when the store has no native multipart uploads
+    /// (the default).
+    async fn presign_part(
+        &self,
+        _key: &str,
+        _upload_id: &str,
+        _part_number: u32,
+        _expires: Duration,
+    ) -> ArtifactResult<String> {
+        Err(ArtifactError::invalid(
+            "this object store has no native multipart uploads",
+        ))
+    }
+
+    /// Completes the native upload `upload_id` to `key` from `parts` (sorted by part
+    /// number first; CompleteMultipartUpload). The object appears whole at `key`.
+    ///
+    /// # Errors
+    /// [`ArtifactError::InvalidArgument`] when the store has none (the default), or for
+    /// parts the backend rejects (missing, wrong ETag).
+    async fn multipart_complete(
+        &self,
+        _key: &str,
+        _upload_id: &str,
+        _parts: &[UploadedPart],
+    ) -> ArtifactResult<()> {
+        Err(ArtifactError::invalid(
+            "this object store has no native multipart uploads",
+        ))
+    }
 }
 
 /// Checks an object key (module docs): not empty and acceptable to

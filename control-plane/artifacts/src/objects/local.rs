@@ -47,6 +47,9 @@ enum Source<'a> {
     Bytes(Bytes),
     /// A file of the store (a `copy`).
     File(&'a Path),
+    /// A finished temporary file of a streamed upload, moved into place (a rename on the
+    /// same filesystem).
+    Moved(&'a Path),
 }
 
 // === impl LocalObjectStore ===
@@ -161,6 +164,7 @@ async fn write_once(parent: &Path, path: &Path, source: &Source<'_>) -> std::io:
                 tokio::fs::copy(from, &temp).await?;
                 tokio::fs::File::open(&temp).await?.sync_all().await?;
             }
+            Source::Moved(from) => tokio::fs::rename(from, &temp).await?,
         }
         if tokio::fs::metadata(path).await.is_ok_and(|m| m.is_dir()) {
             return Err(std::io::Error::from(ErrorKind::IsADirectory));
@@ -255,6 +259,75 @@ impl ObjectStore for LocalObjectStore {
         validate_key(key)?;
         let (root, path) = self.resolve(key).await?;
         self.write(&root, &path, key, Source::Bytes(bytes)).await
+    }
+
+    async fn put_stream(&self, key: &str, mut body: super::ByteStream) -> ArtifactResult<u64> {
+        use futures_util::StreamExt;
+        validate_key(key)?;
+        let (root, path) = self.resolve(key).await?;
+        // The body goes to a temporary file at the root first: a cut-off upload leaves
+        // nothing under the key, and only a whole one is renamed into place.
+        let temp = root.join(format!("{TEMP_PREFIX}up-{:016x}", rand::random::<u64>()));
+        let received = async {
+            let mut file = tokio::fs::File::create(&temp)
+                .await
+                .map_err(|e| io_error("write", key, e))?;
+            let mut n = 0u64;
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk
+                    .map_err(|e| ArtifactError::ObjectStore(format!("upload of {key}: {e}")))?;
+                n += chunk.len() as u64;
+                file.write_all(&chunk)
+                    .await
+                    .map_err(|e| io_error("write", key, e))?;
+            }
+            file.sync_all()
+                .await
+                .map_err(|e| io_error("write", key, e))?;
+            Ok::<_, ArtifactError>(n)
+        }
+        .await;
+        let result = match received {
+            Ok(n) => self
+                .write(&root, &path, key, Source::Moved(&temp))
+                .await
+                .map(|()| n),
+            Err(e) => Err(e),
+        };
+        if result.is_err() {
+            let _ = tokio::fs::remove_file(&temp).await;
+        }
+        result
+    }
+
+    async fn get_stream(
+        &self,
+        key: &str,
+        range: Option<Range<u64>>,
+    ) -> ArtifactResult<Option<(ObjectInfo, super::ByteStream)>> {
+        validate_key(key)?;
+        let (_, path) = self.resolve(key).await?;
+        let Some(meta) = file_meta(&path, key).await? else {
+            return Ok(None);
+        };
+        let mut file = match tokio::fs::File::open(&path).await {
+            Ok(file) => file,
+            Err(e) if is_missing(&e) => return Ok(None),
+            Err(e) => return Err(io_error("read", key, e)),
+        };
+        let info = ObjectInfo {
+            size: meta.len(),
+            last_modified: mtime(&meta),
+        };
+        let range = range.unwrap_or(0..meta.len());
+        let start = range.start.min(meta.len());
+        let end = range.end.clamp(start, meta.len());
+        file.seek(SeekFrom::Start(start))
+            .await
+            .map_err(|e| io_error("read", key, e))?;
+        let reader = file.take(end - start);
+        let stream = tokio_util::io::ReaderStream::with_capacity(reader, 256 * 1024);
+        Ok(Some((info, Box::pin(stream))))
     }
 
     async fn get(&self, key: &str) -> ArtifactResult<Option<Bytes>> {
