@@ -144,20 +144,22 @@ impl ServerBuilder {
                 s.data_dir.join("rhizo.db").display()
             )),
         };
-        let store: Arc<dyn Store> = match uri {
+        let store: Arc<dyn Store> = match &uri {
             None => Arc::new(MemoryStore::new()),
             Some(uri) => Arc::new(
-                SqlStore::connect(&uri)
+                SqlStore::connect(uri)
                     .await
                     .context("opening the database (--database-uri)")?,
             ),
         };
+        let artifacts = artifact_manager(s, uri.as_deref()).await?;
         let router = Router::with_bus(
             &format!("manager-{}", config.server_id),
             router_config,
             bus(s, &config.server_id)?,
         );
         let mut services = ServiceSet::default();
+        services.add(artifacts).map_err(|e| anyhow::anyhow!(e))?;
         for s in self.services {
             services.add(s).map_err(|e| anyhow::anyhow!(e))?;
         }
@@ -217,6 +219,52 @@ pub fn http_app(router: &Router, manager: &Arc<Manager>, base: &str) -> axum::Ro
 /// The Bus picked once at start: Redis with `--redis-uri` (node id = the server id), else
 /// the single-node in-process bus. Nothing connects here; an unreachable Redis is retried
 /// by the bus in the background.
+/// The artifact manager (`public/artifact-manager`): its rows in the control plane's
+/// database (`uri`; in memory when `None`), its files in S3 (`--enable-s3`), under
+/// `<data-dir>/artifacts`, or in memory with the in-memory database.
+async fn artifact_manager(
+    s: &Settings,
+    uri: Option<&str>,
+) -> anyhow::Result<Arc<dyn ControlService>> {
+    use rhizo_artifacts::objects::{S3Config, S3ObjectStore};
+    use rhizo_artifacts::{
+        ArtifactManager, ArtifactOptions, ArtifactStore, LocalObjectStore, MemoryArtifactStore,
+        MemoryObjectStore, ObjectStore, SqlArtifactStore,
+    };
+    let store: Arc<dyn ArtifactStore> = match uri {
+        None => Arc::new(MemoryArtifactStore::new()),
+        Some(uri) => Arc::new(
+            SqlArtifactStore::connect(uri)
+                .await
+                .context("opening the artifact tables (--database-uri)")?,
+        ),
+    };
+    let objects: Arc<dyn ObjectStore> = if s.enable_s3 {
+        let config = S3Config {
+            endpoint_url: s.endpoint_url.clone().unwrap_or_default(),
+            access_key_id: s.access_key_id.clone().unwrap_or_default(),
+            secret_access_key: s.secret_access_key.clone().unwrap_or_default(),
+            region: s.region_name.clone(),
+            bucket: s.workspace_bucket.clone(),
+        };
+        let s3 = S3ObjectStore::connect(config)
+            .await
+            .context("connecting to S3 (--endpoint-url)")?;
+        s3.ensure_bucket()
+            .await
+            .context("creating the workspace bucket (--workspace-bucket)")?;
+        Arc::new(s3)
+    } else if uri.is_none() {
+        Arc::new(MemoryObjectStore::new())
+    } else {
+        Arc::new(LocalObjectStore::new(s.data_dir.join("artifacts")))
+    };
+    let options = ArtifactOptions {
+        proxy: s.enable_s3_proxy,
+    };
+    Ok(ArtifactManager::new(store, objects, options))
+}
+
 fn bus(s: &Settings, node_id: &str) -> Result<Arc<dyn Bus>, ConfigError> {
     let Some(uri) = s.redis_uri.as_deref() else {
         return Ok(Arc::new(InProcess));

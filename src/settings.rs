@@ -115,6 +115,35 @@ pub struct Settings {
     /// can share one Redis.
     #[arg(long, env = "RHIZO_REDIS_PREFIX", default_value = "rhizo")]
     pub redis_prefix: String,
+    /// Keep artifact files in S3 (artifacts.md §5) instead of under `--data-dir`
+    /// (`<data-dir>/artifacts`, the default). Needs `--endpoint-url`,
+    /// `--access-key-id` and `--secret-access-key`.
+    #[arg(long, env = "HYPHA_ENABLE_S3")]
+    pub enable_s3: bool,
+    /// The S3 endpoint, e.g. `http://127.0.0.1:9000` (path-style addressing).
+    #[arg(long, env = "HYPHA_ENDPOINT_URL")]
+    pub endpoint_url: Option<String>,
+    /// The S3 access key id.
+    #[arg(long, env = "HYPHA_ACCESS_KEY_ID", hide_env_values = true)]
+    pub access_key_id: Option<String>,
+    /// The S3 secret access key.
+    #[arg(long, env = "HYPHA_SECRET_ACCESS_KEY", hide_env_values = true)]
+    pub secret_access_key: Option<String>,
+    /// The S3 region.
+    #[arg(long, env = "HYPHA_REGION_NAME", default_value = "us-east-1")]
+    pub region_name: String,
+    /// The bucket holding every workspace's artifact files (created at start-up).
+    #[arg(
+        long,
+        env = "HYPHA_WORKSPACE_BUCKET",
+        default_value = "hypha-workspaces"
+    )]
+    pub workspace_bucket: String,
+    /// Hand out URLs served by rhizo (which streams from S3) instead of presigned S3
+    /// URLs, for clients that cannot reach the S3 endpoint (artifacts.md §5.3). Without
+    /// S3, rhizo always serves the URLs itself.
+    #[arg(long, env = "HYPHA_ENABLE_S3_PROXY")]
+    pub enable_s3_proxy: bool,
 }
 
 /// A setting that cannot be used, found before anything is bound. `rhizo serve` exits
@@ -193,6 +222,20 @@ impl Settings {
         }
         if !(self.base_path.is_empty() || self.base_path.starts_with('/')) {
             return Err(bad("--base-path", "must start with '/'"));
+        }
+        if self.enable_s3 {
+            for (flag, v) in [
+                ("--endpoint-url", &self.endpoint_url),
+                ("--access-key-id", &self.access_key_id),
+                ("--secret-access-key", &self.secret_access_key),
+            ] {
+                if v.as_deref().is_none_or(str::is_empty) {
+                    return Err(bad(flag, "is required with --enable-s3"));
+                }
+            }
+            if self.workspace_bucket.is_empty() {
+                return Err(bad("--workspace-bucket", "must not be empty"));
+            }
         }
         if self.redis_prefix.is_empty() || self.redis_prefix.contains(char::is_whitespace) {
             return Err(bad(

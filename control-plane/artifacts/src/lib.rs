@@ -33,15 +33,20 @@
 //! own and ignore the other's (`tests/store.rs` opens them on one file in both orders).
 
 pub mod error;
+pub mod http;
 pub mod ids;
 pub mod model;
 pub mod objects;
 pub mod permissions;
+pub mod service;
+pub mod signing;
 pub mod staging;
 pub mod store;
 pub mod versions;
+pub mod zip;
 
 pub use error::{ArtifactError, ArtifactResult, StoreError};
 pub use model::{Artifact, Version};
-pub use objects::{LocalObjectStore, MemoryObjectStore, ObjectStore};
+pub use objects::{LocalObjectStore, MemoryObjectStore, ObjectStore, S3Config, S3ObjectStore};
+pub use service::{ArtifactManager, ArtifactOptions};
 pub use store::{ArtifactStore, MemoryArtifactStore, SqlArtifactStore};
