@@ -104,10 +104,13 @@ class _Server:
 
 
 def _start_rhizo(
-    extra_env: dict[str, str] | None = None, port: int | None = None, workdir: Path | None = None
+    extra_env: dict[str, str] | None = None,
+    port: int | None = None,
+    workdir: Path | None = None,
+    args: list[str] | None = None,
 ):
     """Starts the rhizo binary (on ``port`` in ``workdir``, by default a free port and a new
-    temporary directory); returns ``(server, stop, workdir)``."""
+    temporary directory, with extra CLI ``args`` appended); returns ``(server, stop, workdir)``."""
     binary = Path(os.environ.get("RHIZO_BIN") or REPO / "target" / "debug" / "rhizo")
     if not binary.exists():
         raise RuntimeError(
@@ -124,7 +127,7 @@ def _start_rhizo(
     env.update(extra_env or {})
     log_file = open(log_path, "wb")
     process = subprocess.Popen(
-        [str(binary), "serve", "--host", "127.0.0.1", "--port", str(port)],
+        [str(binary), "serve", "--host", "127.0.0.1", "--port", str(port), *(args or [])],
         cwd=workdir,
         env=env,
         stdin=subprocess.DEVNULL,
@@ -285,3 +288,141 @@ def root_token(is_external) -> str:
     if is_external:
         pytest.skip("the root token of an external server is unknown")
     return ROOT_TOKEN
+
+
+# --------------------------------------------------------------------------- artifacts
+
+
+def _start_moto(request):
+    """Starts a moto S3 server on a free loopback port; returns ``(endpoint_url, stop)``.
+
+    The binary comes from ``RHIZO_MOTO_SERVER`` or ``<repo>/.venv/bin/moto_server``; when it is
+    missing the test is skipped (failed when ``CI`` is set)."""
+    binary = Path(os.environ.get("RHIZO_MOTO_SERVER") or REPO / ".venv" / "bin" / "moto_server")
+    if not binary.exists():
+        msg = f"moto_server not found at {binary} (set RHIZO_MOTO_SERVER)"
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    port = _free_port()
+    log_dir = Path(tempfile.mkdtemp(prefix="rhizo-moto-"))
+    log_file = open(log_dir / "moto.log", "wb")
+    env = dict(os.environ, AWS_DEFAULT_REGION="us-east-1")
+    process = subprocess.Popen(
+        [str(binary), "-H", "127.0.0.1", "-p", str(port)],
+        cwd=log_dir,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def _stop():
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=5)
+        log_file.close()
+        shutil.rmtree(log_dir, ignore_errors=True)
+
+    deadline = time.monotonic() + READINESS_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            break
+        try:
+            httpx.get(url, timeout=1.0)
+            return url, _stop
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    tail = _tail(log_dir / "moto.log")
+    _stop()
+    raise RuntimeError(f"moto_server at {url} did not start; log tail:\n{tail}")
+
+
+@pytest.fixture(scope="session", params=["local", "s3"])
+def artifact_server(request):
+    """Base URL of a server with the artifact manager, once per storage backend.
+
+    * ``HYPHA_SERVER_URL`` set: that server for "local" (it has whatever storage it was
+      started with; the reference needs ``--enable-s3 ...``), "s3" is skipped.
+    * otherwise "local" starts a default rhizo (artifact files under its data directory) and
+      "s3" starts moto_server plus a rhizo pointed at it with ``--enable-s3 ...``.
+    """
+    if EXTERNAL_URL:
+        if request.param == "s3":
+            pytest.skip("an external server has the storage it was started with")
+        yield EXTERNAL_URL
+        return
+    if request.param == "local":
+        server, stop, workdir = _start_rhizo()
+        yield server.url
+        _stop_rhizo(request, server, stop, workdir)
+        return
+    s3_url, stop_moto = _start_moto(request)
+    try:
+        server, stop, workdir = _start_rhizo(
+            args=[
+                "--enable-s3",
+                "--endpoint-url", s3_url,
+                "--access-key-id", "test",
+                "--secret-access-key", "test",
+                "--region-name", "us-east-1",
+                "--workspace-bucket", "rhizo-test",
+            ]
+        )
+    except BaseException:
+        stop_moto()
+        raise
+    yield server.url
+    _stop_rhizo(request, server, stop, workdir)
+    stop_moto()
+
+
+@pytest.fixture
+async def artifact_user(artifact_server):
+    """Factory: ``u = await artifact_user()`` -> a logged-in (non-anonymous) user connected to
+    ``artifact_server`` in its own persistent workspace ``ws-user-<id>``:
+    ``u.api`` (the hypha-rpc client), ``u.am`` (``public/artifact-manager``), ``u.ws``,
+    ``u.user_id``, ``u.token`` (also usable as ``Authorization: Bearer``) and ``u.url``.
+    ``await artifact_user.anonymous()`` -> an anonymous hypha-rpc client of the same server.
+
+    Artifacts need a persistent workspace (artifacts.md §2.5), which anonymous users do not
+    have. The user's token is a JWT signed with ``TEST_JWT_SECRET``, as an identity provider
+    sharing the server's secret would sign it; rhizo is started with that secret, and an
+    external server must be too (the reference: ``HYPHA_JWT_SECRET=<TEST_JWT_SECRET>
+    start-reference.sh ...``). Every client is disconnected when the test ends.
+    """
+    from artifact_helpers import ArtifactUser, user_token
+
+    clients = []
+
+    async def _client(**config):
+        client = await asyncio.wait_for(connect_to_server({"server_url": artifact_server, **config}), 20)
+        clients.append(client)
+        return client
+
+    async def _make(prefix: str = "artuser") -> "ArtifactUser":
+        user_id = unique_id(prefix).lower().replace("_", "-")
+        ws = f"ws-user-{user_id}"
+        token = user_token(user_id, ws, TEST_JWT_SECRET)
+        api = await _client(client_id=unique_id("artc"), workspace=ws, token=token)
+        am = await api.get_service("public/artifact-manager")
+        return ArtifactUser(url=artifact_server, api=api, am=am, ws=ws, user_id=user_id, token=token)
+
+    async def _anonymous():
+        return await _client(client_id=unique_id("anon"))
+
+    _make.anonymous = _anonymous
+    yield _make
+
+    async def _close(client):
+        try:
+            await asyncio.wait_for(client.disconnect(), 10)
+        except BaseException:  # noqa: BLE001 - teardown must not mask the test result
+            pass
+
+    await asyncio.gather(*(_close(c) for c in reversed(clients)), return_exceptions=True)
