@@ -111,6 +111,27 @@ impl Manager {
         }
         let (target, method) = method_route(member)?;
         let user = user_value(&ctx.user);
+        // A control-plane service (e.g. `public/artifact-manager`): its methods target this
+        // manager, which runs them here instead of calling itself over the router.
+        if target.rsplit('/').next() == Some(self.manager_id()) {
+            let call = Call {
+                method: method.to_owned(),
+                from: ctx.from.clone(),
+                ws: ctx.ws.clone(),
+                user: user.clone(),
+                session: None,
+                args: Vec::new(),
+                kwargs: kwargs.as_map().cloned().unwrap_or_default(),
+                promise: Promise::None,
+            };
+            let ran = match self.services().dispatch(ctx, method, &call) {
+                Some(run) => Some(run.await),
+                None => None,
+            };
+            if let Some(result) = ran {
+                return result;
+            }
+        }
         self.call_client_as(
             target,
             method,

@@ -467,6 +467,14 @@ impl ArtifactManager {
         if index < 0 {
             return Ok(Json::Array(Vec::new()));
         }
+        // A directory may be named `.`, `./data` or `data/` (hypha-artifact lists `.`);
+        // `..` stays refused by safe_join.
+        let dir_path = dir_path
+            .split('/')
+            .filter(|s| !s.is_empty() && *s != ".")
+            .collect::<Vec<_>>()
+            .join("/");
+        let dir_path = dir_path.as_str();
         let base = objects::version_dir(&Self::prefix(artifact), &artifact.id, index as u64);
         let dir = ids::safe_join(&base, dir_path)?;
         let draft = if stage {
