@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -343,17 +344,41 @@ def _start_moto(request):
     raise RuntimeError(f"moto_server at {url} did not start; log tail:\n{tail}")
 
 
-@pytest.fixture(scope="session", params=["local", "s3"])
+PG_SERVER = "postgres://postgres@127.0.0.1:5432"
+
+
+def _postgres_database(request):
+    """A fresh PostgreSQL database on 127.0.0.1:5432 (trust auth); returns ``(uri, drop)``.
+    Without a server the test is skipped (failed when ``CI`` is set)."""
+    name = f"rhizo_compat_{uuid.uuid4().hex[:12]}"
+    psql = ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-qAtc"]
+    try:
+        subprocess.run([*psql, f"CREATE DATABASE {name}"], check=True, capture_output=True, timeout=20)
+    except (OSError, subprocess.SubprocessError) as exc:
+        msg = f"PostgreSQL on 127.0.0.1:5432 is not usable ({exc})"
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+
+    def _drop():
+        subprocess.run([*psql, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"], capture_output=True, timeout=20)
+
+    return f"{PG_SERVER}/{name}", _drop
+
+
+@pytest.fixture(scope="session", params=["local", "s3", "postgres"])
 def artifact_server(request):
     """Base URL of a server with the artifact manager, once per storage backend.
 
     * ``HYPHA_SERVER_URL`` set: that server for "local" (it has whatever storage it was
       started with; the reference needs ``--enable-s3 ...``), "s3" is skipped.
     * otherwise "local" starts a default rhizo (artifact files under its data directory) and
-      "s3" starts moto_server plus a rhizo pointed at it with ``--enable-s3 ...``.
+      "s3" starts moto_server plus a rhizo pointed at it with ``--enable-s3 ...``;
+      "postgres" keeps the rows in a fresh PostgreSQL database (``--database-uri``) and
+      the files under the data directory.
     """
     if EXTERNAL_URL:
-        if request.param == "s3":
+        if request.param != "local":
             pytest.skip("an external server has the storage it was started with")
         yield EXTERNAL_URL
         return
@@ -361,6 +386,17 @@ def artifact_server(request):
         server, stop, workdir = _start_rhizo()
         yield server.url
         _stop_rhizo(request, server, stop, workdir)
+        return
+    if request.param == "postgres":
+        uri, drop = _postgres_database(request)
+        try:
+            server, stop, workdir = _start_rhizo(args=["--database-uri", uri])
+        except BaseException:
+            drop()
+            raise
+        yield server.url
+        _stop_rhizo(request, server, stop, workdir)
+        drop()
         return
     s3_url, stop_moto = _start_moto(request)
     try:
