@@ -183,11 +183,10 @@ async fn list_root(
     headers: HeaderMap,
     Query(q): Params,
 ) -> HttpResult {
-    let mut ctx = ctx(&am, &headers, &q, &ws)?;
-    // The listing is of the URL's workspace.
-    ctx.ws = ws;
+    let ctx = ctx(&am, &headers, &q, &ws)?;
+    // The listing is of the URL's workspace; the caller keeps its own.
     let args = listing_args("list", &q, None)?;
-    Ok(AxumJson(am.list(&ctx, &args).await?).into_response())
+    Ok(AxumJson(am.list_in(&ctx, &ws, &args).await?).into_response())
 }
 
 async fn search(
@@ -196,10 +195,9 @@ async fn search(
     headers: HeaderMap,
     Query(q): Params,
 ) -> HttpResult {
-    let mut ctx = ctx(&am, &headers, &q, &ws)?;
-    ctx.ws = ws;
+    let ctx = ctx(&am, &headers, &q, &ws)?;
     let args = listing_args("search", &q, None)?;
-    Ok(AxumJson(am.search(&ctx, &args).await?).into_response())
+    Ok(AxumJson(am.search_in(&ctx, &ws, &args).await?).into_response())
 }
 
 async fn read(
@@ -232,7 +230,7 @@ async fn children(
 ) -> HttpResult {
     let ctx = ctx(&am, &headers, &q, &ws)?;
     let args = listing_args("list", &q, Some(format!("{ws}/{alias}")))?;
-    Ok(AxumJson(am.list(&ctx, &args).await?).into_response())
+    Ok(AxumJson(am.list_in(&ctx, &ws, &args).await?).into_response())
 }
 
 /// The artifact id of a URL: a UUID as it is, otherwise `ws/alias` (§1.2 "HTTP routes").

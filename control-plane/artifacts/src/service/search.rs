@@ -131,13 +131,20 @@ impl ArtifactManager {
     /// `list` (§3.7): `search` with the root artifacts of the workspace when no parent
     /// is given; counts a view of the parent unless `silent`.
     pub(crate) async fn list(&self, ctx: &Ctx, a: &Args) -> ArtifactResult<Json> {
+        self.list_in(ctx, &ctx.ws, a).await
+    }
+
+    /// [`ArtifactManager::list`] with the root artifacts of workspace `ws` (the HTTP
+    /// routes list the URL's workspace; the caller keeps its own current workspace, which
+    /// workspace-scoped principals are matched against).
+    pub(crate) async fn list_in(&self, ctx: &Ctx, ws: &str, a: &Args) -> ArtifactResult<Json> {
         let caller = Self::caller(ctx);
         let mut q = Query::from_args(a)?;
         let parent_id = a.str("parent_id")?;
         if parent_id.is_none() {
             q.filters.insert("parent_id".into(), Json::Null);
         }
-        let (out, parent) = self.run_query(&caller, parent_id, q).await?;
+        let (out, parent) = self.run_query(&caller, ws, parent_id, q).await?;
         if let (Some(p), false) = (parent, a.bool("silent", false)?) {
             self.store.add_views(&p.id, 1.0).await?;
         }
@@ -146,28 +153,35 @@ impl ArtifactManager {
 
     /// `search` (§3.8).
     pub(crate) async fn search(&self, ctx: &Ctx, a: &Args) -> ArtifactResult<Json> {
-        let caller = Self::caller(ctx);
-        let q = Query::from_args(a)?;
-        Ok(self.run_query(&caller, a.str("parent_id")?, q).await?.0)
+        self.search_in(ctx, &ctx.ws, a).await
     }
 
-    /// Runs `q` in the scope of `parent_id` (or the caller's workspace); returns the
-    /// result (a list, or a page) and the parent row.
+    /// [`ArtifactManager::search`] over workspace `ws` (see [`ArtifactManager::list_in`]).
+    pub(crate) async fn search_in(&self, ctx: &Ctx, ws: &str, a: &Args) -> ArtifactResult<Json> {
+        let caller = Self::caller(ctx);
+        let q = Query::from_args(a)?;
+        Ok(self.run_query(&caller, ws, a.str("parent_id")?, q).await?.0)
+    }
+
+    /// Runs `q` in the scope of `parent_id` (resolved in `ws`), or of workspace `ws`;
+    /// returns the result (a list, or a page) and the parent row.
     pub(crate) async fn run_query(
         &self,
         caller: &Caller,
+        ws: &str,
         parent_id: Option<&str>,
         mut q: Query,
     ) -> ArtifactResult<(Json, Option<Artifact>)> {
         let (rows, parent) = match parent_id {
             Some(pid) => {
-                let loaded = self.load_for(pid, caller, Operation::List).await?;
+                let loaded = self.load(pid, ws).await?;
+                permissions::authorize(&loaded.subject(), caller, Operation::List)?;
                 (
                     self.all_children(&loaded.artifact.id).await?,
                     Some(loaded.artifact),
                 )
             }
-            None => (self.workspace_rows(caller).await?, None),
+            None => (self.workspace_rows(caller, ws).await?, None),
         };
         // A `version` filter is the stage switch in another form.
         if let Some(v) = q.filters.remove("version") {
@@ -184,7 +198,7 @@ impl ArtifactManager {
         let parent_filter = match q.filters.remove("parent_id") {
             None => None,
             Some(Json::Null) => Some(None),
-            Some(Json::String(p)) => Some(Some(self.find(&p, &caller.current_workspace).await?.id)),
+            Some(Json::String(p)) => Some(Some(self.find(&p, ws).await?.id)),
             Some(other) => {
                 return Err(ArtifactError::invalid(format!(
                     "Invalid parent_id filter {other}."
@@ -262,14 +276,13 @@ impl ArtifactManager {
         Ok((out, parent))
     }
 
-    /// The rows of the caller's workspace the caller may list (module docs).
-    async fn workspace_rows(&self, caller: &Caller) -> ArtifactResult<Vec<Artifact>> {
-        let ws = caller.current_workspace.clone();
+    /// The rows of workspace `ws` the caller may list (module docs).
+    async fn workspace_rows(&self, caller: &Caller, ws: &str) -> ArtifactResult<Vec<Artifact>> {
         let mut rows = Vec::new();
         loop {
             let page = self
                 .store
-                .list_workspace(&ws, rows.len() as u64, SCAN_PAGE)
+                .list_workspace(ws, rows.len() as u64, SCAN_PAGE)
                 .await?;
             let n = page.len() as u64;
             rows.extend(page);
@@ -277,7 +290,7 @@ impl ArtifactManager {
                 break;
             }
         }
-        if caller.can(&ws, Permission::Read) {
+        if caller.can(ws, Permission::Read) {
             return Ok(rows);
         }
         let by_id: std::collections::HashMap<String, Option<Json>> = rows
