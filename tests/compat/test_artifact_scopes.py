@@ -1,4 +1,4 @@
-"""Workspace-scoped principals (artifacts.md §2.1: ``"<ws>/*"`` applies only when the
+"""The static view (§4.4), and workspace-scoped principals (artifacts.md §2.1: ``"<ws>/*"`` applies only when the
 caller's *current* workspace is ``<ws>``) over the HTTP routes, which name a workspace in
 the URL: visiting ``/<ws>/artifacts/…`` must not make a caller a member of ``<ws>``."""
 
@@ -30,3 +30,21 @@ async def test_a_url_workspace_does_not_grant_workspace_scoped_permissions(artif
         # The owner, whose current workspace it is, sees it.
         listing = await h.get(f"{owner.url}/{owner.ws}/artifacts/", headers=owner.auth)
         assert scoped["id"] in [a["id"] for a in listing.json()]
+
+
+async def test_static_view_serves_index_and_files(artifact_user):
+    u = await artifact_user()
+    site = await make_dataset(
+        u, {"index.html": b"<h1>home</h1>", "docs/page.html": b"<p>page</p>"},
+        alias=alias("site"), config={"permissions": {"*": "r"}},
+    )
+    async with http() as h:
+        r = await h.get(f"{u.url}/{u.ws}/view/{site['alias']}/")
+        assert r.status_code == 200 and r.content == b"<h1>home</h1>", (r.status_code, r.text[:200])
+        assert r.headers["content-type"].startswith("text/html")
+        r = await h.get(f"{u.url}/{u.ws}/view/{site['alias']}/docs/page.html")
+        assert r.status_code == 200 and r.content == b"<p>page</p>"
+        r = await h.get(f"{u.url}/{u.ws}/view/{site['alias']}/missing.html")
+        assert r.status_code == 404
+    after = await u.am.read(site["id"], silent=True)
+    assert after["view_count"] >= 3

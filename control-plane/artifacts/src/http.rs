@@ -11,6 +11,7 @@
 //! | `PUT /{ws}/artifacts/{alias}/files/{path}` | a server-side upload into the staged version, streamed |
 //! | `GET /{ws}/artifacts/{alias}/create-zip-file` | a streamed stored ZIP of all or the `file=` files |
 //! | `POST /{ws}/artifacts/{alias}/create-multipart-upload`, `…/complete-multipart-upload` | the multipart RPC methods |
+//! | `GET /{ws}/view/{alias}/{path}` | the artifact's files as a static site (§4.4, without templates): `index.html` by default, `config.view_config.root_directory`, `"disabled"` → 404 |
 //! | `GET\|HEAD\|PUT /s3/{key}` | a signed object URL (403 when tampered or expired) |
 //!
 //! The caller is identified as on the service routes: `Authorization: Bearer`, the
@@ -63,6 +64,9 @@ pub fn routes(am: Am) -> axum::Router {
             "/{ws}/artifacts/{alias}/complete-multipart-upload",
             post(multipart_complete),
         )
+        .route("/{ws}/view/{alias}", get(view_root))
+        .route("/{ws}/view/{alias}/", get(view_root))
+        .route("/{ws}/view/{alias}/{*path}", get(view_file))
         .route("/s3/{*key}", get(object_get).put(object_put))
         .layer(DefaultBodyLimit::disable())
         .with_state(am)
@@ -679,6 +683,80 @@ async fn multipart_complete(
         ],
     );
     Ok(AxumJson(am.put_file_complete_multipart(&ctx, &args).await?).into_response())
+}
+
+async fn view_root(
+    State(am): State<Am>,
+    Path((ws, alias)): Path<(String, String)>,
+    headers: HeaderMap,
+    Query(q): Params,
+) -> HttpResult {
+    view(am, ws, alias, String::new(), headers, q).await
+}
+
+async fn view_file(
+    State(am): State<Am>,
+    Path((ws, alias, path)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    Query(q): Params,
+) -> HttpResult {
+    view(am, ws, alias, path, headers, q).await
+}
+
+/// `GET /{ws}/view/{alias}/{path}` (§4.4): a file of the artifact served as a page
+/// (needs `get_file`, counts a view). Templates are not rendered (rhizo).
+async fn view(
+    am: Am,
+    ws: String,
+    alias: String,
+    path: String,
+    headers: HeaderMap,
+    q: Vec<(String, String)>,
+) -> HttpResult {
+    let ctx = ctx(&am, &headers, &q, &ws)?;
+    let caller = ArtifactManager::caller(&ctx);
+    let artifact = am
+        .load_for(&url_id(&ws, &alias), &caller, Operation::GetFile)
+        .await?
+        .artifact;
+    let view_config = artifact.config.as_ref().and_then(|c| c.get("view_config"));
+    if view_config.and_then(Json::as_str) == Some("disabled") {
+        return Err(HttpError(
+            StatusCode::NOT_FOUND,
+            "KeyError: The view of this artifact is disabled.".into(),
+        ));
+    }
+    let root = view_config
+        .and_then(|v| v.get("root_directory"))
+        .and_then(Json::as_str)
+        .unwrap_or("")
+        .trim_matches('/');
+    let page = if path.is_empty() || path.ends_with('/') {
+        format!("{path}index.html")
+    } else {
+        path.clone()
+    };
+    let file = if root.is_empty() {
+        page
+    } else {
+        format!("{root}/{page}")
+    };
+    let index = ArtifactManager::read_index(
+        &artifact,
+        version_arg(&q).as_ref(),
+        flag(&q, "stage").unwrap_or(false),
+    )?;
+    if index < 0 {
+        return Err(ArtifactError::file_not_found(&file).into());
+    }
+    let key = objects::file_key(
+        &ArtifactManager::prefix(&artifact),
+        &artifact.id,
+        index as u64,
+        &file,
+    )?;
+    am.store.add_views(&artifact.id, 1.0).await?;
+    serve_object(am.objects.as_ref(), &key, &file, &headers, false).await
 }
 
 /// Checks the signature of a request to `/s3/{key}` for `op`.
