@@ -49,10 +49,15 @@
 //! swept with AbortMultipartUpload; as upstream, a bucket lifecycle rule has to remove
 //! them. CopyObject is a single request, so [`ObjectStore::copy`] of an object over
 //! 5 GiB fails (no UploadPartCopy).
+//!
+//! **Layout.** This file holds the configuration, the client, the bucket set-up and the
+//! [`ObjectStore`] impl; GetObject and its bodies are in `s3/read.rs`, put_stream's
+//! buffering and multipart upload and the client multipart uploads in `s3/upload.rs`,
+//! the unit tests in `s3/tests.rs`.
 
 use super::{
-    clip, page, validate_key, validate_prefix, ByteStream, Entry, ObjectInfo, ObjectStore,
-    PresignOp, UploadedPart,
+    page, validate_key, validate_prefix, ByteStream, Entry, ObjectInfo, ObjectStore, PresignOp,
+    UploadedPart,
 };
 use crate::error::{ArtifactError, ArtifactResult};
 use async_trait::async_trait;
@@ -61,28 +66,21 @@ use aws_sdk_s3::config::{
     BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
 };
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-use aws_sdk_s3::operation::get_object::GetObjectOutput;
 use aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output;
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::{ByteStream as SdkByteStream, DateTime};
 use aws_sdk_s3::types::{
-    BucketLocationConstraint, CompletedMultipartUpload, CompletedPart, CorsConfiguration, CorsRule,
-    CreateBucketConfiguration, Delete, MetadataDirective, ObjectIdentifier,
+    BucketLocationConstraint, CorsConfiguration, CorsRule, CreateBucketConfiguration, Delete,
+    MetadataDirective, ObjectIdentifier,
 };
 use aws_sdk_s3::Client;
-use bytes::{Bytes, BytesMut};
-use futures_util::StreamExt;
+use bytes::Bytes;
 use std::fmt;
 use std::ops::Range;
 use std::time::Duration;
 
-/// The part size of [`ObjectStore::put_stream`]'s multipart uploads, and the largest
-/// body it stores with a single PutObject: 8 MiB (S3 wants at least 5 MiB for every
-/// part but the last).
-const STREAM_PART_SIZE: usize = 8 * 1024 * 1024;
-
-/// The most parts one S3 multipart upload may have.
-const MAX_PARTS: u32 = 10_000;
+mod read;
+mod upload;
 
 /// How many keys one ListObjectsV2 page and one DeleteObjects request carry at most.
 const PAGE_KEYS: i32 = 1000;
@@ -122,27 +120,6 @@ pub struct S3ObjectStore {
     endpoint_url: String,
     /// The bucket of every key.
     bucket: String,
-}
-
-/// What a GetObject found.
-enum Fetched {
-    /// No object at the key.
-    Missing,
-    /// The object exists but the range starts at or past its end (S3's 416).
-    PastEnd,
-    /// The response, body unread.
-    Found(Box<GetObjectOutput>),
-}
-
-/// A native multipart upload [`S3ObjectStore::put_stream`] has started but not yet
-/// completed: aborted on drop unless disarmed, so a dropped future leaves no upload.
-struct PendingUpload {
-    client: Client,
-    bucket: String,
-    key: String,
-    upload_id: String,
-    /// Whether dropping it still has to abort the upload.
-    armed: bool,
 }
 
 // === impl S3Config ===
@@ -310,26 +287,6 @@ impl S3ObjectStore {
         Ok(())
     }
 
-    /// GetObject of `key`, with `Range: bytes=start-(end-1)` when `range` is given
-    /// (callers pass only non-empty ranges).
-    async fn fetch(&self, key: &str, range: Option<&Range<u64>>) -> ArtifactResult<Fetched> {
-        let mut request = self.client.get_object().bucket(&self.bucket).key(key);
-        if let Some(range) = range {
-            request = request.range(format!("bytes={}-{}", range.start, range.end - 1));
-        }
-        match request.send().await {
-            Ok(out) => Ok(Fetched::Found(Box::new(out))),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
-                Ok(Fetched::Missing)
-            }
-            Err(e) => match status(&e) {
-                Some(404) => Ok(Fetched::Missing),
-                Some(416) => Ok(Fetched::PastEnd),
-                _ => Err(failed("GetObject", key, e)),
-            },
-        }
-    }
-
     /// One ListObjectsV2 page of the keys under `prefix` (an S3 prefix, already with its
     /// trailing `/`), with the `/` delimiter when `delimited`.
     async fn list_page(
@@ -354,112 +311,6 @@ impl S3ObjectStore {
             .send()
             .await
             .map_err(|e| failed("ListObjectsV2", prefix, e))
-    }
-
-    /// The part of [`ObjectStore::put_stream`] after the first buffer overflowed
-    /// [`STREAM_PART_SIZE`]: the multipart upload, which `upload` aborts if dropped.
-    async fn put_multipart(
-        &self,
-        key: &str,
-        upload: &PendingUpload,
-        mut buf: BytesMut,
-        mut ended: bool,
-        body: &mut ByteStream,
-    ) -> ArtifactResult<u64> {
-        let mut parts = Vec::new();
-        let mut total = 0u64;
-        loop {
-            // Send every whole part; at the end, the rest (which may be a short part).
-            while buf.len() > STREAM_PART_SIZE || (ended && !buf.is_empty()) {
-                let n = buf.len().min(STREAM_PART_SIZE);
-                let part = buf.split_to(n).freeze();
-                let number = u32::try_from(parts.len() + 1).unwrap_or(u32::MAX);
-                if number > MAX_PARTS {
-                    return Err(ArtifactError::ObjectStore(format!(
-                        "UploadPart {key}: the body is longer than {MAX_PARTS} parts of \
-                         {STREAM_PART_SIZE} bytes"
-                    )));
-                }
-                let out = self
-                    .client
-                    .upload_part()
-                    .bucket(&self.bucket)
-                    .key(key)
-                    .upload_id(&upload.upload_id)
-                    .part_number(number as i32)
-                    .content_length(n as i64)
-                    .body(SdkByteStream::from(part))
-                    .send()
-                    .await
-                    .map_err(|e| failed("UploadPart", key, e))?;
-                parts.push(
-                    CompletedPart::builder()
-                        .part_number(number as i32)
-                        .set_e_tag(out.e_tag)
-                        .build(),
-                );
-                total += n as u64;
-            }
-            if ended {
-                break;
-            }
-            ended = fill(&mut buf, body, key).await?;
-        }
-        self.client
-            .complete_multipart_upload()
-            .bucket(&self.bucket)
-            .key(key)
-            .upload_id(&upload.upload_id)
-            .multipart_upload(
-                CompletedMultipartUpload::builder()
-                    .set_parts(Some(parts))
-                    .build(),
-            )
-            .send()
-            .await
-            .map_err(|e| failed("CompleteMultipartUpload", key, e))?;
-        Ok(total)
-    }
-
-    /// CreateMultipartUpload for [`ObjectStore::put_stream`], run in a task of its own so
-    /// that an upload S3 creates is aborted even when this future is dropped before the
-    /// answer arrives; from the answer on, the returned guard does that.
-    async fn start_upload(&self, key: &str) -> ArtifactResult<PendingUpload> {
-        let (client, bucket, owned_key) =
-            (self.client.clone(), self.bucket.clone(), key.to_owned());
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        tokio::spawn(async move {
-            let result = client
-                .create_multipart_upload()
-                .bucket(&bucket)
-                .key(&owned_key)
-                .send()
-                .await;
-            let answer = match result {
-                Ok(out) => out.upload_id.ok_or_else(|| {
-                    ArtifactError::ObjectStore(format!(
-                        "CreateMultipartUpload {owned_key}: the answer has no upload id"
-                    ))
-                }),
-                Err(e) => Err(failed("CreateMultipartUpload", &owned_key, e)),
-            };
-            // Nobody waits any more: the upload must not outlive the call.
-            if let Err(Ok(upload_id)) = tx.send(answer) {
-                abort_upload(&client, &bucket, &owned_key, &upload_id).await;
-            }
-        });
-        let upload_id = rx.await.map_err(|_| {
-            ArtifactError::ObjectStore(format!(
-                "CreateMultipartUpload {key}: the request's task ended without an answer"
-            ))
-        })??;
-        Ok(PendingUpload {
-            client: self.client.clone(),
-            bucket: self.bucket.clone(),
-            key: key.to_owned(),
-            upload_id,
-            armed: true,
-        })
     }
 
     /// A presigning config valid for `expires`.
@@ -491,30 +342,11 @@ impl ObjectStore for S3ObjectStore {
     }
 
     async fn get(&self, key: &str) -> ArtifactResult<Option<Bytes>> {
-        validate_key(key)?;
-        match self.fetch(key, None).await? {
-            Fetched::Missing => Ok(None),
-            // Only a ranged request can be past the end.
-            Fetched::PastEnd => Ok(Some(Bytes::new())),
-            Fetched::Found(out) => Ok(Some(read_body(key, out.body).await?)),
-        }
+        self.get_object(key).await
     }
 
     async fn get_range(&self, key: &str, range: Range<u64>) -> ArtifactResult<Option<Bytes>> {
-        validate_key(key)?;
-        if range.start >= range.end {
-            return Ok(self.head(key).await?.map(|_| Bytes::new()));
-        }
-        match self.fetch(key, Some(&range)).await? {
-            Fetched::Missing => Ok(None),
-            Fetched::PastEnd => Ok(Some(Bytes::new())),
-            Fetched::Found(out) => {
-                let whole = out.content_range.is_none();
-                let bytes = read_body(key, out.body).await?;
-                // A server that ignores `Range` answers the whole object.
-                Ok(Some(if whole { clip(&bytes, range) } else { bytes }))
-            }
-        }
+        self.get_object_range(key, range).await
     }
 
     async fn head(&self, key: &str) -> ArtifactResult<Option<ObjectInfo>> {
@@ -687,24 +519,8 @@ impl ObjectStore for S3ObjectStore {
         Ok(n)
     }
 
-    async fn put_stream(&self, key: &str, mut body: ByteStream) -> ArtifactResult<u64> {
-        validate_key(key)?;
-        let mut buf = BytesMut::new();
-        let ended = fill(&mut buf, &mut body, key).await?;
-        if ended {
-            let n = buf.len() as u64;
-            self.put(key, buf.freeze()).await?;
-            return Ok(n);
-        }
-        let mut upload = self.start_upload(key).await?;
-        let result = self
-            .put_multipart(key, &upload, buf, false, &mut body)
-            .await;
-        if result.is_err() {
-            upload.abort().await;
-        }
-        upload.armed = false;
-        result
+    async fn put_stream(&self, key: &str, body: ByteStream) -> ArtifactResult<u64> {
+        self.put_object_stream(key, body).await
     }
 
     async fn get_stream(
@@ -712,48 +528,7 @@ impl ObjectStore for S3ObjectStore {
         key: &str,
         range: Option<Range<u64>>,
     ) -> ArtifactResult<Option<(ObjectInfo, ByteStream)>> {
-        validate_key(key)?;
-        let empty = |info: Option<ObjectInfo>| {
-            info.map(|info| {
-                let stream: ByteStream = Box::pin(futures_util::stream::empty());
-                (info, stream)
-            })
-        };
-        if let Some(r) = &range {
-            if r.start >= r.end {
-                return Ok(empty(self.head(key).await?));
-            }
-        }
-        let out = match self.fetch(key, range.as_ref()).await? {
-            Fetched::Missing => return Ok(None),
-            Fetched::PastEnd => return Ok(empty(self.head(key).await?)),
-            Fetched::Found(out) => out,
-        };
-        let last_modified = unix(out.last_modified.as_ref());
-        let (size, body) = match (range, out.content_range.as_deref()) {
-            (None, _) => (size_of(out.content_length), body_stream(out.body)),
-            (Some(_), Some(content_range)) => {
-                let size = match total_of(content_range) {
-                    Some(size) => size,
-                    // `bytes a-b/*`: ask for the size.
-                    None => match self.head(key).await? {
-                        Some(info) => info.size,
-                        None => return Ok(None),
-                    },
-                };
-                (size, body_stream(out.body))
-            }
-            // A server that ignores `Range` answers the whole object: cut it here.
-            (Some(range), None) => (
-                size_of(out.content_length),
-                clip_stream(body_stream(out.body), range),
-            ),
-        };
-        let info = ObjectInfo {
-            size,
-            last_modified,
-        };
-        Ok(Some((info, body)))
+        self.get_object_stream(key, range).await
     }
 
     async fn presign(
@@ -786,21 +561,7 @@ impl ObjectStore for S3ObjectStore {
     }
 
     async fn multipart_start(&self, key: &str) -> ArtifactResult<Option<String>> {
-        validate_key(key)?;
-        let out = self
-            .client
-            .create_multipart_upload()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(|e| failed("CreateMultipartUpload", key, e))?;
-        match out.upload_id {
-            Some(id) => Ok(Some(id)),
-            None => Err(ArtifactError::ObjectStore(format!(
-                "CreateMultipartUpload {key}: the answer has no upload id"
-            ))),
-        }
+        self.start_client_upload(key).await
     }
 
     async fn presign_part(
@@ -810,27 +571,8 @@ impl ObjectStore for S3ObjectStore {
         part_number: u32,
         expires: Duration,
     ) -> ArtifactResult<String> {
-        validate_key(key)?;
-        if upload_id.is_empty() {
-            return Err(ArtifactError::invalid("The upload id must not be empty."));
-        }
-        if !(1..=MAX_PARTS).contains(&part_number) {
-            return Err(ArtifactError::invalid(format!(
-                "Invalid part number {part_number}: it must be between 1 and {MAX_PARTS}."
-            )));
-        }
-        let config = Self::presigning(expires)?;
-        let request = self
-            .client
-            .upload_part()
-            .bucket(&self.bucket)
-            .key(key)
-            .upload_id(upload_id)
-            .part_number(part_number as i32)
-            .presigned(config)
+        self.presign_client_part(key, upload_id, part_number, expires)
             .await
-            .map_err(|e| failed("presign UploadPart", key, e))?;
-        Ok(request.uri().to_owned())
     }
 
     async fn multipart_complete(
@@ -839,179 +581,8 @@ impl ObjectStore for S3ObjectStore {
         upload_id: &str,
         parts: &[UploadedPart],
     ) -> ArtifactResult<()> {
-        validate_key(key)?;
-        if upload_id.is_empty() {
-            return Err(ArtifactError::invalid("The upload id must not be empty."));
-        }
-        if parts.is_empty() {
-            return Err(ArtifactError::invalid(
-                "A multipart upload needs at least one part.",
-            ));
-        }
-        let mut parts = parts.to_vec();
-        parts.sort_by_key(|p| p.part_number);
-        let mut completed = Vec::with_capacity(parts.len());
-        for part in &parts {
-            let number = i32::try_from(part.part_number).map_err(|_| {
-                ArtifactError::invalid(format!("Invalid part number {}.", part.part_number))
-            })?;
-            completed.push(
-                CompletedPart::builder()
-                    .part_number(number)
-                    .e_tag(&part.etag)
-                    .build(),
-            );
-        }
-        let result = self
-            .client
-            .complete_multipart_upload()
-            .bucket(&self.bucket)
-            .key(key)
-            .upload_id(upload_id)
-            .multipart_upload(
-                CompletedMultipartUpload::builder()
-                    .set_parts(Some(completed))
-                    .build(),
-            )
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            // S3 answered: a missing upload, a missing part, a wrong ETag, a part too
-            // small. All of them are the client's doing.
-            Err(SdkError::ServiceError(e)) => {
-                let e = e.err();
-                let reason = e.message().or(e.code()).unwrap_or("the upload was refused");
-                Err(ArtifactError::invalid(format!(
-                    "Cannot complete the multipart upload of '{key}': {reason}"
-                )))
-            }
-            Err(e) => Err(failed("CompleteMultipartUpload", key, e)),
-        }
+        self.complete_client_upload(key, upload_id, parts).await
     }
-}
-
-// === impl PendingUpload ===
-
-impl PendingUpload {
-    /// AbortMultipartUpload now, then disarm; a failure is logged (a lifecycle rule is
-    /// the backstop).
-    async fn abort(&mut self) {
-        abort_upload(&self.client, &self.bucket, &self.key, &self.upload_id).await;
-        // Disarmed only now: if this future is dropped mid-abort, the drop aborts again.
-        self.armed = false;
-    }
-}
-
-impl Drop for PendingUpload {
-    fn drop(&mut self) {
-        if !self.armed {
-            return;
-        }
-        let (client, bucket, key, upload_id) = (
-            self.client.clone(),
-            std::mem::take(&mut self.bucket),
-            std::mem::take(&mut self.key),
-            std::mem::take(&mut self.upload_id),
-        );
-        match tokio::runtime::Handle::try_current() {
-            Ok(handle) => {
-                handle.spawn(async move { abort_upload(&client, &bucket, &key, &upload_id).await });
-            }
-            Err(_) => tracing::warn!(
-                %key,
-                %upload_id,
-                "a dropped upload cannot be aborted outside a tokio runtime"
-            ),
-        }
-    }
-}
-
-/// AbortMultipartUpload of `upload_id`, logging a failure.
-async fn abort_upload(client: &Client, bucket: &str, key: &str, upload_id: &str) {
-    let result = client
-        .abort_multipart_upload()
-        .bucket(bucket)
-        .key(key)
-        .upload_id(upload_id)
-        .send()
-        .await;
-    if let Err(e) = result {
-        tracing::warn!(
-            %key,
-            %upload_id,
-            error = %DisplayErrorContext(&e),
-            "cannot abort a multipart upload"
-        );
-    }
-}
-
-/// Reads `body` into `buf` until `buf` holds more than [`STREAM_PART_SIZE`] bytes or the
-/// body ends; returns whether it ended.
-async fn fill(buf: &mut BytesMut, body: &mut ByteStream, key: &str) -> ArtifactResult<bool> {
-    while buf.len() <= STREAM_PART_SIZE {
-        match body.next().await {
-            Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
-            Some(Err(e)) => {
-                return Err(ArtifactError::ObjectStore(format!("upload of {key}: {e}")));
-            }
-            None => return Ok(true),
-        }
-    }
-    Ok(false)
-}
-
-/// The whole of a response body.
-async fn read_body(key: &str, body: SdkByteStream) -> ArtifactResult<Bytes> {
-    body.collect()
-        .await
-        .map(|b| b.into_bytes())
-        .map_err(|e| failed("GetObject", key, e))
-}
-
-/// The SDK's streamed body as the crate's [`ByteStream`], chunk by chunk; it ends after
-/// the first error.
-fn body_stream(body: SdkByteStream) -> ByteStream {
-    Box::pin(futures_util::stream::unfold(
-        Some(body),
-        |body| async move {
-            let mut body = body?;
-            match body.next().await? {
-                Ok(chunk) => Some((Ok(chunk), Some(body))),
-                Err(e) => Some((Err(std::io::Error::other(e)), None)),
-            }
-        },
-    ))
-}
-
-/// Only the bytes `range` of the whole-object stream `body`; it ends once past
-/// `range.end`, or after the first error.
-fn clip_stream(body: ByteStream, range: Range<u64>) -> ByteStream {
-    let state = (body, 0u64, range);
-    Box::pin(futures_util::stream::unfold(
-        state,
-        |(mut body, mut at, range)| async move {
-            loop {
-                if at >= range.end {
-                    return None;
-                }
-                match body.next().await? {
-                    Err(e) => return Some((Err(e), (body, u64::MAX, range))),
-                    Ok(chunk) => {
-                        let len = chunk.len() as u64;
-                        let start = range.start.saturating_sub(at).min(len);
-                        let end = range.end.saturating_sub(at).clamp(start, len);
-                        at += len;
-                        if start < end {
-                            // Both bounds are at most the chunk's length.
-                            let part = chunk.slice(start as usize..end as usize);
-                            return Some((Ok(part), (body, at, range)));
-                        }
-                    }
-                }
-            }
-        },
-    ))
 }
 
 /// The S3 prefix of a directory-semantics prefix: `prefix/`, or `""` for the whole bucket.
@@ -1037,11 +608,6 @@ fn encode_key(key: &str) -> String {
     out
 }
 
-/// The whole object's size from a `Content-Range: bytes a-b/total` answer.
-fn total_of(content_range: &str) -> Option<u64> {
-    content_range.rsplit_once('/')?.1.trim().parse().ok()
-}
-
 /// An S3 length (never negative) as `u64`.
 fn size_of(length: Option<i64>) -> u64 {
     length.and_then(|n| u64::try_from(n).ok()).unwrap_or(0)
@@ -1063,83 +629,4 @@ fn failed<E: std::error::Error + 'static>(op: &str, what: &str, e: E) -> Artifac
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn copy_sources_are_percent_encoded() {
-        assert_eq!(encode_key("ws/a b/ü+x.txt"), "ws/a%20b/%C3%BC%2Bx.txt");
-        assert_eq!(encode_key("a-b_c.d~e/f"), "a-b_c.d~e/f");
-    }
-
-    #[test]
-    fn content_range_gives_the_total() {
-        assert_eq!(total_of("bytes 0-9/70000"), Some(70_000));
-        assert_eq!(total_of("bytes */12"), Some(12));
-        assert_eq!(total_of("bytes 0-9/*"), None);
-        assert_eq!(total_of("garbage"), None);
-    }
-
-    #[tokio::test]
-    async fn a_whole_object_stream_is_clipped_to_the_range() {
-        let whole = || -> ByteStream {
-            let chunks = ["0123", "", "456", "789"].map(|c| Ok(Bytes::from_static(c.as_bytes())));
-            Box::pin(futures_util::stream::iter(chunks))
-        };
-        let read = |range: Range<u64>| async move {
-            let parts: Vec<_> = clip_stream(whole(), range).collect().await;
-            parts
-                .into_iter()
-                .map(|p| p.unwrap())
-                .fold(Vec::new(), |mut all, p| {
-                    assert!(!p.is_empty());
-                    all.extend_from_slice(&p);
-                    all
-                })
-        };
-        assert_eq!(read(2..6).await, b"2345");
-        assert_eq!(read(0..10).await, b"0123456789");
-        assert_eq!(read(7..100).await, b"789");
-        assert!(read(10..20).await.is_empty());
-        assert_eq!(read(4..7).await, b"456");
-    }
-
-    #[tokio::test]
-    async fn debug_hides_the_secret() {
-        let config = S3Config {
-            endpoint_url: "http://127.0.0.1:9000".into(),
-            access_key_id: "AKIDEXAMPLE".into(),
-            secret_access_key: "very-secret".into(),
-            region: "us-east-1".into(),
-            bucket: "b".into(),
-        };
-        let text = format!("{config:?}");
-        assert!(
-            !text.contains("very-secret") && text.contains("AKIDEXAMPLE"),
-            "{text}"
-        );
-        let store = S3ObjectStore::connect(config.clone()).await.unwrap();
-        let text = format!("{store:?}");
-        assert!(
-            !text.contains("very-secret") && text.contains("9000"),
-            "{text}"
-        );
-        assert_eq!(store.bucket(), "b");
-        let bad = S3Config {
-            endpoint_url: "127.0.0.1:9000".into(),
-            ..config.clone()
-        };
-        assert!(matches!(
-            S3ObjectStore::connect(bad).await,
-            Err(ArtifactError::InvalidArgument(_))
-        ));
-        let bad = S3Config {
-            bucket: String::new(),
-            ..config
-        };
-        assert!(matches!(
-            S3ObjectStore::connect(bad).await,
-            Err(ArtifactError::InvalidArgument(_))
-        ));
-    }
-}
+mod tests;
