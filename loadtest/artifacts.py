@@ -92,10 +92,16 @@ class RssSampler:
 
 
 def curl(args: list[str]) -> float:
-    """Runs curl; returns seconds taken. Fails on an HTTP error status."""
+    """Runs curl; returns seconds taken. Fails, with the answer, on an HTTP error status."""
     t0 = time.perf_counter()
-    subprocess.run(["curl", "-sS", "--fail", "-o", "/dev/null", *args], check=True)
-    return time.perf_counter() - t0
+    out = subprocess.run(
+        ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", *args], capture_output=True, text=True
+    )
+    took = time.perf_counter() - t0
+    if out.returncode != 0 or not out.stdout.startswith("2"):
+        err = subprocess.run(["curl", "-sS", "-X", "HEAD", args[-1]], capture_output=True, text=True)
+        raise RuntimeError(f"curl {args[:-1]} -> {out.stdout} {out.stderr.strip()} ({err.stderr.strip()})")
+    return took
 
 
 def start_rhizo(binary: Path, workdir: Path, extra: list[str]) -> tuple[subprocess.Popen, str]:

@@ -476,6 +476,24 @@ fn body_stream(body: Body) -> objects::ByteStream {
     )
 }
 
+/// Stores an upload's body at `key`, streamed: with its `Content-Length` as one sized put
+/// (S3: one streamed PutObject), without it in parts.
+async fn store_body(
+    objects: &dyn ObjectStore,
+    key: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> ArtifactResult<u64> {
+    let len = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match len {
+        Some(len) => objects.put_stream_len(key, body_stream(body), len).await,
+        None => objects.put_stream(key, body_stream(body)).await,
+    }
+}
+
 /// `PUT …/files/{path}`: a server-side upload into the staged version (§4.2).
 async fn file_put(
     State(am): State<Am>,
@@ -494,7 +512,7 @@ async fn file_put(
         .and_then(|w| w.parse::<f64>().ok())
         .unwrap_or(0.0);
     let key = am.stage_upload(&mut artifact, &path, weight).await?;
-    let n = am.objects.put_stream(&key, body_stream(body)).await?;
+    let n = store_body(am.objects.as_ref(), &key, &headers, body).await?;
     am.store.update(&artifact, crate::model::now_unix()).await?;
     Ok(AxumJson(json!({"success": true, "message": format!("File {path} uploaded ({n} bytes)."), "size": n})).into_response())
 }
@@ -805,11 +823,12 @@ async fn object_get(
 async fn object_put(
     State(am): State<Am>,
     Path(key): Path<String>,
+    headers: HeaderMap,
     Query(q): Params,
     body: Body,
 ) -> HttpResult {
     check_signature(&am, &q, &key, PresignOp::Put)?;
-    let n = am.objects.put_stream(&key, body_stream(body)).await?;
+    let n = store_body(am.objects.as_ref(), &key, &headers, body).await?;
     let etag = am.signer()?.etag(&key, n);
     let mut r = StatusCode::OK.into_response();
     if let Ok(v) = HeaderValue::from_str(&format!("\"{etag}\"")) {

@@ -191,6 +191,18 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
         Ok(n)
     }
 
+    /// [`ObjectStore::put_stream`] of a body announced as `len` bytes (an HTTP upload's
+    /// `Content-Length`): stores like S3 send it on as one streamed PutObject instead of
+    /// buffering parts. A body that ends short of `len` or runs past it stores nothing.
+    /// The default checks the length around `put_stream`.
+    ///
+    /// # Errors
+    /// As [`ObjectStore::put_stream`]; also [`ArtifactError::ObjectStore`] when the body's
+    /// length is not `len`.
+    async fn put_stream_len(&self, key: &str, body: ByteStream, len: u64) -> ArtifactResult<u64> {
+        self.put_stream(key, exact_length(body, len)).await
+    }
+
     /// The object at `key` as a stream, with its [`ObjectInfo`] (the whole object's size),
     /// or `None` when there is none. With `range`, only those bytes, clipped to the
     /// object as in [`ObjectStore::get_range`].
@@ -265,6 +277,47 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
             "this object store has no native multipart uploads",
         ))
     }
+}
+
+/// `body`, failing (with an error item) as soon as it runs past `len` bytes or ends short
+/// of them, so that a store writing it keeps nothing (for [`ObjectStore::put_stream_len`]).
+pub fn exact_length(body: ByteStream, len: u64) -> ByteStream {
+    use futures_util::StreamExt;
+    let mut seen = 0u64;
+    let mut ended = false;
+    let mut body = body;
+    Box::pin(futures_util::stream::poll_fn(move |cx| {
+        if ended {
+            return std::task::Poll::Ready(None);
+        }
+        match body.poll_next_unpin(cx) {
+            std::task::Poll::Pending => std::task::Poll::Pending,
+            std::task::Poll::Ready(Some(Ok(chunk))) => {
+                seen += chunk.len() as u64;
+                if seen > len {
+                    ended = true;
+                    let e = std::io::Error::other(format!("the body is longer than {len} bytes"));
+                    return std::task::Poll::Ready(Some(Err(e)));
+                }
+                std::task::Poll::Ready(Some(Ok(chunk)))
+            }
+            std::task::Poll::Ready(Some(Err(e))) => {
+                ended = true;
+                std::task::Poll::Ready(Some(Err(e)))
+            }
+            std::task::Poll::Ready(None) => {
+                ended = true;
+                if seen == len {
+                    std::task::Poll::Ready(None)
+                } else {
+                    let e = std::io::Error::other(format!(
+                        "the body ended after {seen} of {len} bytes"
+                    ));
+                    std::task::Poll::Ready(Some(Err(e)))
+                }
+            }
+        }
+    }))
 }
 
 /// Checks an object key (module docs): not empty and acceptable to

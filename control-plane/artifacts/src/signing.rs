@@ -97,7 +97,8 @@ impl UrlSigner {
     /// (unix seconds). The comparison is constant-time.
     ///
     /// # Errors
-    /// [`SignatureError::Invalid`] for a signature that is not hex or does not match;
+    /// [`SignatureError::Invalid`] for a signature that is not lowercase hex or does not
+    /// match;
     /// [`SignatureError::Expired`] for a matching one past `expires`.
     pub fn verify(
         &self,
@@ -107,6 +108,10 @@ impl UrlSigner {
         signature: &str,
         now: i64,
     ) -> Result<(), SignatureError> {
+        // Only the canonical form (lowercase hex) is accepted: one URL, one spelling.
+        if signature.bytes().any(|b| b.is_ascii_uppercase()) {
+            return Err(SignatureError::Invalid);
+        }
         let bytes = hex::decode(signature).map_err(|_| SignatureError::Invalid)?;
         self.mac(op, key, expires)
             .verify_slice(&bytes)
@@ -178,6 +183,7 @@ mod tests {
             (PresignOp::Put, key, 2_000, sig.clone()),
             (PresignOp::Put, key, 1_000, format!("0{}", &sig[1..])),
             (PresignOp::Put, key, 1_000, "zz".into()),
+            (PresignOp::Put, key, 1_000, sig.to_uppercase()),
         ] {
             assert_eq!(s.verify(op, k, e, &g, 0), Err(SignatureError::Invalid));
         }

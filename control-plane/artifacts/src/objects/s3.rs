@@ -37,7 +37,8 @@
 //! `STREAM_PART_SIZE` (8 MiB) plus one chunk. A body that ends within 8 MiB is one
 //! PutObject. A longer one becomes a native multipart upload of 8 MiB parts (the last one
 //! shorter), so at most 10,000 × 8 MiB (80,000 MiB) can be streamed; the object appears
-//! only at CompleteMultipartUpload. When the body errs or S3 fails, the upload is aborted
+//! only at CompleteMultipartUpload. Up to three parts upload at once while the body is
+//! read on, so at most four parts (32 MiB) are held. When the body errs or S3 fails, the upload is aborted
 //! (AbortMultipartUpload) before the error is returned; when the future is dropped
 //! midway, the abort is spawned on the current tokio runtime (CreateMultipartUpload runs
 //! in a task of its own, so even a drop before its answer aborts the upload it made).
@@ -521,6 +522,10 @@ impl ObjectStore for S3ObjectStore {
 
     async fn put_stream(&self, key: &str, body: ByteStream) -> ArtifactResult<u64> {
         self.put_object_stream(key, body).await
+    }
+
+    async fn put_stream_len(&self, key: &str, body: ByteStream, len: u64) -> ArtifactResult<u64> {
+        self.put_object_sized(key, body, len).await
     }
 
     async fn get_stream(

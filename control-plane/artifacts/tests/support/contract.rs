@@ -430,6 +430,34 @@ async fn exercise_streams(store: &dyn ObjectStore) {
         store.get(key).await.unwrap().as_deref(),
         Some(&b"abcdefghij"[..])
     );
-    assert_eq!(store.count_files("ws", None).await.unwrap(), 2);
-    assert_eq!(store.delete_prefix("ws").await.unwrap(), 2);
+    // A body of announced length: stored when it has exactly that many bytes, nothing
+    // stored when it is shorter or longer.
+    assert_eq!(
+        store
+            .put_stream_len("ws/sized", chunks(&[b"abc", b"def"]), 6)
+            .await
+            .unwrap(),
+        6
+    );
+    assert_eq!(
+        store.get("ws/sized").await.unwrap().as_deref(),
+        Some(&b"abcdef"[..])
+    );
+    for (parts, len) in [(&[&b"abc"[..]][..], 6u64), (&[&b"abcdefgh"[..]][..], 6)] {
+        assert!(store
+            .put_stream_len("ws/wrong", chunks(parts), len)
+            .await
+            .is_err());
+        assert_eq!(store.get("ws/wrong").await.unwrap(), None, "{len}");
+    }
+    assert!(store
+        .put_stream_len(key, failing(&[b"ab"]), 10)
+        .await
+        .is_err());
+    assert_eq!(
+        store.get(key).await.unwrap().as_deref(),
+        Some(&b"abcdefghij"[..])
+    );
+    assert_eq!(store.count_files("ws", None).await.unwrap(), 3);
+    assert_eq!(store.delete_prefix("ws").await.unwrap(), 3);
 }

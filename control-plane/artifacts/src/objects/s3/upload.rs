@@ -15,11 +15,100 @@ use aws_sdk_s3::Client;
 use bytes::BytesMut;
 use futures_util::StreamExt;
 use std::time::Duration;
+use tokio::task::{JoinError, JoinSet};
+
+/// The part a finished upload task gives, or why it failed.
+fn joined(
+    next: Option<Result<ArtifactResult<CompletedPart>, JoinError>>,
+    key: &str,
+) -> ArtifactResult<CompletedPart> {
+    match next {
+        Some(Ok(part)) => part,
+        Some(Err(e)) => Err(ArtifactError::ObjectStore(format!("UploadPart {key}: {e}"))),
+        None => Err(ArtifactError::ObjectStore(format!(
+            "UploadPart {key}: no part upload was running"
+        ))),
+    }
+}
 
 /// The part size of [`ObjectStore::put_stream`]'s multipart uploads, and the largest
 /// body it stores with a single PutObject: 8 MiB (S3 wants at least 5 MiB for every
 /// part but the last).
 const STREAM_PART_SIZE: usize = 8 * 1024 * 1024;
+
+/// The largest object one PutObject may store: 5 GiB.
+const MAX_SINGLE_PUT: u64 = 5 << 30;
+
+/// The smallest piece [`S3ObjectStore::put_object_sized`] writes to S3: an upload arrives in
+/// chunks of a few KiB, and fewer, larger writes cost the S3 server less per byte.
+const COALESCE_BYTES: usize = 512 * 1024;
+
+/// `body` regrouped into pieces of at least `min` bytes (the last may be shorter); an
+/// error item is passed on after what was gathered before it.
+fn coalesce(body: ByteStream, min: usize) -> ByteStream {
+    let state = (body, BytesMut::new(), false);
+    Box::pin(futures_util::stream::unfold(
+        state,
+        move |(mut body, mut buf, mut done)| async move {
+            if done {
+                return None;
+            }
+            loop {
+                match body.next().await {
+                    Some(Ok(chunk)) => {
+                        if buf.is_empty() && chunk.len() >= min {
+                            return Some((Ok(chunk), (body, buf, done)));
+                        }
+                        buf.extend_from_slice(&chunk);
+                        if buf.len() >= min {
+                            let piece = buf.split().freeze();
+                            return Some((Ok(piece), (body, buf, done)));
+                        }
+                    }
+                    Some(Err(e)) => {
+                        done = true;
+                        return Some((Err(e), (body, buf, done)));
+                    }
+                    None => {
+                        done = true;
+                        if buf.is_empty() {
+                            return None;
+                        }
+                        let piece = buf.split().freeze();
+                        return Some((Ok(piece), (body, buf, done)));
+                    }
+                }
+            }
+        },
+    ))
+}
+
+/// A [`ByteStream`] as an HTTP body for the SDK, which wants `Sync` bodies; the mutex is
+/// never locked (polling has `&mut` access).
+struct StreamedBody(std::sync::Mutex<ByteStream>);
+
+impl http_body::Body for StreamedBody {
+    type Data = bytes::Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let stream = self
+            .get_mut()
+            .0
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        stream
+            .as_mut()
+            .poll_next(cx)
+            .map(|item| item.map(|chunk| chunk.map(http_body::Frame::data)))
+    }
+}
+
+/// How many parts of one [`ObjectStore::put_stream`] are uploaded at once.
+const PARTS_IN_FLIGHT: usize = 3;
 
 /// The most parts one S3 multipart upload may have.
 const MAX_PARTS: u32 = 10_000;
@@ -64,6 +153,34 @@ impl S3ObjectStore {
         result
     }
 
+    /// [`ObjectStore::put_stream_len`]: a body of known length up to 5 GiB (S3's limit of
+    /// one PutObject) goes on as one PutObject whose body is streamed as it arrives, so
+    /// nothing is buffered; S3 stores nothing unless all `len` bytes arrive. Longer bodies
+    /// take the multipart path of `put_stream`.
+    pub(super) async fn put_object_sized(
+        &self,
+        key: &str,
+        body: ByteStream,
+        len: u64,
+    ) -> ArtifactResult<u64> {
+        validate_key(key)?;
+        if len > MAX_SINGLE_PUT {
+            return self.put_object_stream(key, body).await;
+        }
+        let body = coalesce(crate::objects::exact_length(body, len), COALESCE_BYTES);
+        let body = SdkByteStream::from_body_1_x(StreamedBody(std::sync::Mutex::new(body)));
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_length(len as i64)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| failed("PutObject", key, e))?;
+        Ok(len)
+    }
+
     /// The part of [`ObjectStore::put_stream`] after the first buffer overflowed
     /// [`STREAM_PART_SIZE`]: the multipart upload, which `upload` aborts if dropped.
     async fn put_multipart(
@@ -76,36 +193,49 @@ impl S3ObjectStore {
     ) -> ArtifactResult<u64> {
         let mut parts = Vec::new();
         let mut total = 0u64;
+        let mut number = 0u32;
+        // Parts go up in tasks of their own while the body is read on, at most
+        // PARTS_IN_FLIGHT at once (memory: that many parts plus the one being filled).
+        // Dropping the set aborts them; the guard then aborts the upload.
+        let mut inflight: JoinSet<ArtifactResult<CompletedPart>> = JoinSet::new();
         loop {
             // Send every whole part; at the end, the rest (which may be a short part).
             while buf.len() > STREAM_PART_SIZE || (ended && !buf.is_empty()) {
                 let n = buf.len().min(STREAM_PART_SIZE);
                 let part = buf.split_to(n).freeze();
-                let number = u32::try_from(parts.len() + 1).unwrap_or(u32::MAX);
+                number += 1;
                 if number > MAX_PARTS {
                     return Err(ArtifactError::ObjectStore(format!(
                         "UploadPart {key}: the body is longer than {MAX_PARTS} parts of \
                          {STREAM_PART_SIZE} bytes"
                     )));
                 }
-                let out = self
-                    .client
-                    .upload_part()
-                    .bucket(&self.bucket)
-                    .key(key)
-                    .upload_id(&upload.upload_id)
-                    .part_number(number as i32)
-                    .content_length(n as i64)
-                    .body(SdkByteStream::from(part))
-                    .send()
-                    .await
-                    .map_err(|e| failed("UploadPart", key, e))?;
-                parts.push(
-                    CompletedPart::builder()
+                if inflight.len() >= PARTS_IN_FLIGHT {
+                    parts.push(joined(inflight.join_next().await, key)?);
+                }
+                let (client, bucket, key, upload_id) = (
+                    self.client.clone(),
+                    self.bucket.clone(),
+                    key.to_owned(),
+                    upload.upload_id.clone(),
+                );
+                inflight.spawn(async move {
+                    let out = client
+                        .upload_part()
+                        .bucket(&bucket)
+                        .key(&key)
+                        .upload_id(&upload_id)
+                        .part_number(number as i32)
+                        .content_length(n as i64)
+                        .body(SdkByteStream::from(part))
+                        .send()
+                        .await
+                        .map_err(|e| failed("UploadPart", &key, e))?;
+                    Ok(CompletedPart::builder()
                         .part_number(number as i32)
                         .set_e_tag(out.e_tag)
-                        .build(),
-                );
+                        .build())
+                });
                 total += n as u64;
             }
             if ended {
@@ -113,6 +243,10 @@ impl S3ObjectStore {
             }
             ended = fill(&mut buf, body, key).await?;
         }
+        while !inflight.is_empty() {
+            parts.push(joined(inflight.join_next().await, key)?);
+        }
+        parts.sort_by_key(|p| p.part_number);
         self.client
             .complete_multipart_upload()
             .bucket(&self.bucket)
