@@ -1,8 +1,13 @@
-//! The foundation of rhizo's artifact manager (DESIGN.md "Control plane", spec
-//! `artifacts.md`): the artifact model, the rules for ids, aliases, paths and versions,
-//! and the SQL store of the `artifacts` table. Everything here is plain data and rules
-//! plus one storage trait; nothing registers a service or serves a route yet.
+//! rhizo's artifact manager (DESIGN.md "Control plane", spec `artifacts.md`): the
+//! control-plane service `public/artifact-manager` ([`ArtifactManager`], §3) with its HTTP
+//! routes (§4), over the SQL rows of the `artifacts` table and an object store of the
+//! file bytes (a local directory or S3).
 //!
+//! * [`service`] — [`ArtifactManager`], the `ControlService` and its RPC methods;
+//! * [`http`] — the routes under `/{ws}/artifacts/`, `/{ws}/view/` and the signed object
+//!   URLs under `/s3/`;
+//! * [`signing`] — the HMAC-signed, expiring URLs rhizo serves itself;
+//! * [`zip`] — the streamed stored ZIP of `create-zip-file`;
 //! * [`model`] — [`Artifact`], the row of §1.1; its public view (§1.2 ids, §3 "Return
 //!   shape") and the client form of `staging` (§1.5).
 //! * [`ids`] — `artifact_id` resolution (§1.2), alias rules, templates and random
@@ -16,17 +21,17 @@
 //!   principal order of `_check_permissions`, the artifact → parent → workspace wrapper
 //!   and the per-method gates of §2.5.
 //! * [`objects`] — [`ObjectStore`], where file bytes live, with the key layout of §1.7;
-//!   [`LocalObjectStore`] (a directory, the default without S3) and
-//!   [`MemoryObjectStore`]; one contract suite in `tests/objects.rs` runs against both.
+//!   [`LocalObjectStore`] (a directory, the default without S3), [`S3ObjectStore`]
+//!   (aws-sdk-s3) and [`MemoryObjectStore`]; one contract suite
+//!   (`tests/support/contract.rs`) runs against all three.
 //! * [`staging`] — the draft/commit life cycle (§1.5, §1.6, §3.1–§3.5, §3.9, §3.12) as
 //!   pure transitions on an [`Artifact`] that return the object-store work as a plan
 //!   ([`staging::ObjectOp`]) for the service to run.
 //! * [`error`] — [`ArtifactError`], one variant per way the control plane reports an
 //!   error (the mapping to `ManagerError` is tabled there).
 //!
-//! Not here yet (the next steps): the RPC service `public/artifact-manager` (§3), the
-//! S3 object store and presigned URLs (§5), the HTTP routes under
-//! `/{workspace}/artifacts/` (§4), and the search filters of §3.8.
+//! Not here: vector collections, git storage, Zenodo publishing, view templates, the
+//! `public/s3-storage` service (docs/compat.md "Artifacts").
 //!
 //! Sharing a database with the control plane (one `--database-uri`): both open it with
 //! `rhizo_control_plane::storage::open_pool`, and both migrators carry versions of their
