@@ -296,6 +296,22 @@ const FUNCTIONS: &[FunctionSpec] = &[
         doc: "List the children of a collection (or the root artifacts of the workspace).",
     },
     FunctionSpec {
+        name: "list_children",
+        params: &[
+            ("parent_id", true),
+            ("keywords", true),
+            ("filters", true),
+            ("mode", true),
+            ("offset", true),
+            ("limit", true),
+            ("order_by", true),
+            ("silent", true),
+            ("pagination", true),
+            ("stage", true),
+        ],
+        doc: "The same as list (the name of the reference's HTTP children route).",
+    },
+    FunctionSpec {
         name: "search",
         params: &[
             ("parent_id", true),
@@ -530,7 +546,7 @@ impl ControlService for ArtifactManager {
                 "commit" => self.commit(ctx, &a).await,
                 "discard" => self.discard(ctx, &a).await,
                 "delete" => self.delete(ctx, &a).await,
-                "list" => self.list(ctx, &a).await,
+                "list" | "list_children" => self.list(ctx, &a).await,
                 "search" => self.search(ctx, &a).await,
                 "put_file" => self.put_file(ctx, &a).await,
                 "put_file_start_multipart" => self.put_file_start_multipart(ctx, &a).await,

@@ -221,6 +221,8 @@ async fn scenario(store: Arc<dyn ArtifactStore>, objects: Arc<dyn ObjectStore>) 
     .await;
     let all = ok(&am, &alice, "list", json!({"parent_id": "coll"})).await;
     assert_eq!(aliases(&all), ["ds", "other"]);
+    let same = ok(&am, &alice, "list_children", json!({"parent_id": "coll"})).await;
+    assert_eq!(aliases(&same), ["ds", "other"]);
     let hit = ok(
         &am,
         &alice,
