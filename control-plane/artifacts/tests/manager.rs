@@ -449,6 +449,34 @@ async fn scenario(store: Arc<dyn ArtifactStore>, objects: Arc<dyn ObjectStore>) 
     .await;
     assert_eq!(copy["content"], "two");
 
+    // A collection with a schema refuses a child whose manifest does not match, at commit.
+    ok(&am, &alice, "create", json!({"alias": "strict", "type": "collection", "manifest": {"name": "S"}, "config": {"collection_schema": {"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}, "size": {"type": "integer"}}}}})).await;
+    ok(&am, &alice, "create", json!({"alias": "bad-child", "parent_id": "strict", "manifest": {"name": "x", "size": "big"}, "stage": true})).await;
+    fails(
+        &am,
+        &alice,
+        "commit",
+        json!({"artifact_id": "bad-child"}),
+        "ValidationError",
+    )
+    .await;
+    ok(
+        &am,
+        &alice,
+        "edit",
+        json!({"artifact_id": "bad-child", "stage": true, "manifest": {"name": "x", "size": 3}}),
+    )
+    .await;
+    let good = ok(&am, &alice, "commit", json!({"artifact_id": "bad-child"})).await;
+    assert_eq!(good["versions"][0]["version"], "v0");
+    ok(
+        &am,
+        &alice,
+        "delete",
+        json!({"artifact_id": "strict", "recursive": true}),
+    )
+    .await;
+
     // Deleting the collection recursively with its files removes the rows and objects.
     ok(
         &am,

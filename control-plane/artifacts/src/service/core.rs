@@ -410,6 +410,14 @@ impl ArtifactManager {
             a.str("comment")?,
             now,
         )?;
+        if let Some(schema) = parent
+            .as_ref()
+            .and_then(|p| p.config.as_ref())
+            .and_then(|c| c.get("collection_schema"))
+            .filter(|s| !s.is_null())
+        {
+            validate_manifest(schema, artifact.manifest.as_ref().unwrap_or(&Json::Null))?;
+        }
         if let Some(w) = &plan.warning {
             tracing::info!(artifact = %artifact.public_id(), "{w}");
         }
@@ -844,6 +852,37 @@ impl ArtifactManager {
         }
         self.discard(ctx, a).await?;
         Ok(json!({"status": "discarded", "branch": a.get("branch")}))
+    }
+}
+
+/// Checks a child's `manifest` against its collection's `collection_schema` (§1.4, §3.4
+/// step 5), a JSON Schema; references to other documents are not fetched.
+///
+/// # Errors
+/// [`ArtifactError::InvalidArgument`] "ValidationError: …" naming the first violations
+/// and where they are, or "Invalid collection_schema: …" for a schema that is not one.
+pub(crate) fn validate_manifest(schema: &Json, manifest: &Json) -> ArtifactResult<()> {
+    let validator = jsonschema::validator_for(schema)
+        .map_err(|e| ArtifactError::invalid(format!("Invalid collection_schema: {e}")))?;
+    let errors: Vec<String> = validator
+        .iter_errors(manifest)
+        .take(5)
+        .map(|e| {
+            let at = e.instance_path().to_string();
+            if at.is_empty() {
+                e.to_string()
+            } else {
+                format!("{e} (at {at})")
+            }
+        })
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ArtifactError::invalid(format!(
+            "ValidationError: the manifest does not match the collection's schema: {}",
+            errors.join("; ")
+        )))
     }
 }
 
