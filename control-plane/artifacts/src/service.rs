@@ -2,8 +2,8 @@
 //! implements the control plane's [`ControlService`], so the manager peer exposes it as
 //! the reference's server service, and adds the HTTP routes of §4 ([`crate::http`]).
 //!
-//! * [`core`] — create, edit, read, commit, discard, delete, duplicate and the §3.17
-//!   smaller methods;
+//! * [`core`] — create, edit, read, commit, discard, delete;
+//! * [`extras`] — duplicate and the §3.17 smaller methods;
 //! * [`files`] — put_file (and multipart), remove_file, get_file, list_files,
 //!   read_file, write_file, and the URLs they hand out;
 //! * [`search`] — list and search with keywords, filters, order and pages (§3.7–3.8);
@@ -16,6 +16,7 @@
 
 pub(crate) mod args;
 mod core;
+mod extras;
 mod files;
 mod search;
 

@@ -431,6 +431,45 @@ async fn scenario(store: Arc<dyn ArtifactStore>, objects: Arc<dyn ObjectStore>) 
     )
     .await;
 
+    // set_parent moves an artifact between collections and to the root; no cycles.
+    ok(
+        &am,
+        &alice,
+        "create",
+        json!({"alias": "shelf", "type": "collection", "manifest": {}}),
+    )
+    .await;
+    let moved = ok(
+        &am,
+        &alice,
+        "set_parent",
+        json!({"artifact_id": "other", "new_parent_id": "shelf"}),
+    )
+    .await;
+    assert_eq!(moved["parent_id"], "ws-user-alice/shelf");
+    assert_eq!(
+        aliases(&ok(&am, &alice, "list", json!({"parent_id": "shelf"})).await),
+        ["other"]
+    );
+    fails(
+        &am,
+        &alice,
+        "set_parent",
+        json!({"artifact_id": "shelf", "new_parent_id": "shelf"}),
+        "cycle",
+    )
+    .await;
+    let root = ok(&am, &alice, "set_parent", json!({"artifact_id": "other"})).await;
+    assert_eq!(root["parent_id"], Json::Null);
+    fails(
+        &am,
+        &bob,
+        "set_parent",
+        json!({"artifact_id": "ws-user-alice/other", "new_parent_id": "ws-user-alice/shelf"}),
+        "PermissionError",
+    )
+    .await;
+
     // A duplicate copies the latest files and commits.
     let dup = ok(
         &am,
