@@ -209,6 +209,20 @@ pub(crate) fn is_collection(a: &Artifact) -> bool {
             .unwrap_or(false)
 }
 
+/// The parameters of `list` and its alias `list_children` (§3.7).
+const LIST_PARAMS: &[(&str, bool)] = &[
+    ("parent_id", true),
+    ("keywords", true),
+    ("filters", true),
+    ("mode", true),
+    ("offset", true),
+    ("limit", true),
+    ("order_by", true),
+    ("silent", true),
+    ("pagination", true),
+    ("stage", true),
+];
+
 /// The functions of `public/artifact-manager`, with their parameters in the
 /// reference's order (every one optional but the ids the method cannot do without).
 const FUNCTIONS: &[FunctionSpec] = &[
@@ -282,34 +296,12 @@ const FUNCTIONS: &[FunctionSpec] = &[
     },
     FunctionSpec {
         name: "list",
-        params: &[
-            ("parent_id", true),
-            ("keywords", true),
-            ("filters", true),
-            ("mode", true),
-            ("offset", true),
-            ("limit", true),
-            ("order_by", true),
-            ("silent", true),
-            ("pagination", true),
-            ("stage", true),
-        ],
+        params: LIST_PARAMS,
         doc: "List the children of a collection (or the root artifacts of the workspace).",
     },
     FunctionSpec {
         name: "list_children",
-        params: &[
-            ("parent_id", true),
-            ("keywords", true),
-            ("filters", true),
-            ("mode", true),
-            ("offset", true),
-            ("limit", true),
-            ("order_by", true),
-            ("silent", true),
-            ("pagination", true),
-            ("stage", true),
-        ],
+        params: LIST_PARAMS,
         doc: "The same as list (the name of the reference's HTTP children route).",
     },
     FunctionSpec {
