@@ -104,6 +104,33 @@ class _Server:
         self.log_path = log_path
 
 
+def _terminate(process: subprocess.Popen) -> None:
+    """Stops ``process``: SIGTERM, then SIGKILL after 5 s."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+
+
+def _wait_ready(process: subprocess.Popen, ready) -> bool:
+    """Polls ``ready()`` (``False`` or an ``httpx.HTTPError`` mean not yet) every 0.1 s
+    until it holds, ``process`` exits, or ``READINESS_TIMEOUT`` passes."""
+    deadline = time.monotonic() + READINESS_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            return False
+        try:
+            if ready():
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    return False
+
+
 def _start_rhizo(
     extra_env: dict[str, str] | None = None,
     port: int | None = None,
@@ -138,27 +165,12 @@ def _start_rhizo(
     url = f"http://127.0.0.1:{port}"
 
     def _stop():
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=5)
+        _terminate(process)
         log_file.close()
 
-    deadline = time.monotonic() + READINESS_TIMEOUT
-    ready = False
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            break
-        try:
-            if httpx.get(f"{url}/health/readiness", timeout=1.0).status_code == 200:
-                ready = True
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
+    ready = _wait_ready(
+        process, lambda: httpx.get(f"{url}/health/readiness", timeout=1.0).status_code == 200
+    )
     if not ready:
         code = process.poll()
         _stop()
@@ -320,25 +332,12 @@ def _start_moto(request):
     url = f"http://127.0.0.1:{port}"
 
     def _stop():
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=5)
+        _terminate(process)
         log_file.close()
         shutil.rmtree(log_dir, ignore_errors=True)
 
-    deadline = time.monotonic() + READINESS_TIMEOUT
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            break
-        try:
-            httpx.get(url, timeout=1.0)
-            return url, _stop
-        except httpx.HTTPError:
-            time.sleep(0.1)
+    if _wait_ready(process, lambda: httpx.get(url, timeout=1.0) is not None):
+        return url, _stop
     tail = _tail(log_dir / "moto.log")
     _stop()
     raise RuntimeError(f"moto_server at {url} did not start; log tail:\n{tail}")

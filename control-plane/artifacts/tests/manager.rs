@@ -15,10 +15,10 @@ use rhizo_control_plane::{ManagerError, ManagerResult};
 use rhizo_protocol::user::{Permission, ScopeInfo, UserInfo};
 use rhizo_protocol::value::{from_json, to_json};
 use serde_json::{json, Value as Json};
-use sqlx::Connection as _;
 use std::sync::Arc;
 
-const PG_SERVER: &str = "postgres://postgres@127.0.0.1:5432";
+#[path = "support/postgres.rs"]
+mod postgres;
 
 /// The control plane as the manager sees it: every `ws-user-*` workspace is persistent,
 /// `ws-temp` exists but is not.
@@ -576,32 +576,10 @@ async fn sqlite_and_a_local_directory() {
 
 #[tokio::test]
 async fn postgres() {
-    let mut admin = match rhizo_control_plane::storage::postgres_admin(PG_SERVER).await {
-        Ok(conn) => conn,
-        Err(why) if std::env::var_os("CI").is_some() => panic!("{why}"),
-        Err(why) => {
-            eprintln!("skipping the PostgreSQL scenario: {why}");
-            return;
-        }
-    };
-    let db = format!("rhizo_artifacts_service_{:016x}", rand::random::<u64>());
-    sqlx::query(&format!("CREATE DATABASE {db}"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let uri = format!("{PG_SERVER}/{db}");
-    let outcome = tokio::spawn(async move {
+    postgres::with_database("rhizo_artifacts_service", |uri| async move {
         let store = SqlArtifactStore::connect(&uri).await.unwrap();
         scenario(Arc::new(store.clone()), Arc::new(MemoryObjectStore::new())).await;
         store.close().await;
     })
     .await;
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let _ = admin.close().await;
-    if let Err(e) = outcome {
-        std::panic::resume_unwind(e.into_panic());
-    }
 }

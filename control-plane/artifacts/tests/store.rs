@@ -12,10 +12,10 @@ use rhizo_artifacts::{
     Version,
 };
 use serde_json::json;
-use sqlx::Connection as _;
 use std::sync::Arc;
 
-const PG_SERVER: &str = "postgres://postgres@127.0.0.1:5432";
+#[path = "support/postgres.rs"]
+mod postgres;
 
 /// A row with every column set to something a round trip could get wrong.
 fn full_row(workspace: &str, alias: &str) -> Artifact {
@@ -380,33 +380,9 @@ async fn bad_uris_fail_with_a_clear_message() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// A connection to the `postgres` maintenance database (the cluster is started if it is
-/// down). `None` (with a message) if PostgreSQL cannot be reached and `CI` is unset; a
-/// panic if `CI` is set.
-async fn pg_admin() -> Option<sqlx::PgConnection> {
-    match rhizo_control_plane::storage::postgres_admin(PG_SERVER).await {
-        Ok(conn) => Some(conn),
-        Err(why) if std::env::var_os("CI").is_some() => panic!("{why}"),
-        Err(why) => {
-            eprintln!("skipping the PostgreSQL contract test: {why}");
-            None
-        }
-    }
-}
-
 #[tokio::test]
 async fn postgres_store_meets_the_contract_and_keeps_data() {
-    let Some(mut admin) = pg_admin().await else {
-        return;
-    };
-    let db = format!("rhizo_artifacts_test_{:016x}", rand::random::<u64>());
-    sqlx::query(&format!("CREATE DATABASE {db}"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-
-    let uri = format!("{PG_SERVER}/{db}");
-    let outcome = tokio::spawn(async move {
+    postgres::with_database("rhizo_artifacts_test", |uri| async move {
         let store = SqlArtifactStore::connect(&uri).await.unwrap();
         let keep = exercise(Arc::new(store.clone())).await;
         store.close().await;
@@ -415,14 +391,4 @@ async fn postgres_store_meets_the_contract_and_keeps_data() {
         reopened.close().await;
     })
     .await;
-
-    // Drop the database whether or not the body passed.
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    admin.close().await.unwrap();
-    if let Err(e) = outcome {
-        std::panic::resume_unwind(e.into_panic());
-    }
 }

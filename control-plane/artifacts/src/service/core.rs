@@ -360,7 +360,6 @@ impl ArtifactManager {
                 if let Some(k) = draft.kind {
                     artifact.kind = Some(k);
                 }
-                return self.view(&artifact, parent.as_ref()).await;
             }
             return self.view(&artifact, parent.as_ref()).await;
         }

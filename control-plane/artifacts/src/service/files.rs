@@ -187,14 +187,7 @@ impl ArtifactManager {
             urls.insert(path.clone(), Json::String(url));
         }
         self.store.update(&artifact, now_unix()).await?;
-        Ok(if many {
-            Json::Object(urls)
-        } else {
-            urls.into_iter()
-                .next()
-                .map(|(_, u)| u)
-                .unwrap_or(Json::Null)
-        })
+        Ok(one_or_all(urls, many))
     }
 
     /// `put_file_start_multipart` (§3.10).
@@ -412,14 +405,7 @@ impl ArtifactManager {
                 self.store.add_downloads(&artifact.id, w).await?;
             }
         }
-        Ok(if many {
-            Json::Object(urls)
-        } else {
-            urls.into_iter()
-                .next()
-                .map(|(_, u)| u)
-                .unwrap_or(Json::Null)
-        })
+        Ok(one_or_all(urls, many))
     }
 
     /// `list_files` (§3.14).
@@ -645,6 +631,16 @@ impl ArtifactManager {
         self.objects.put(&key, Bytes::from(body)).await?;
         self.store.update(&artifact, now_unix()).await?;
         Ok(json!({"success": true, "bytes_written": n}))
+    }
+}
+
+/// The URLs of a `str | list[str]` call: the one URL for a single path, the dict of
+/// path → URL for a list (§3.9, §3.13).
+fn one_or_all(urls: Map<String, Json>, many: bool) -> Json {
+    if many {
+        Json::Object(urls)
+    } else {
+        urls.into_iter().next().map_or(Json::Null, |(_, u)| u)
     }
 }
 
