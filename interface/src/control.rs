@@ -23,6 +23,10 @@ pub struct ClientPresence {
     pub user: Bytes,
     /// Whether the client may broadcast into its workspace.
     pub can_write: bool,
+    /// Binary frames this connection has sent since it connected (monotonic): the
+    /// control plane samples it to tell an active client from an idle one (DESIGN.md
+    /// "load counters"; apps-workers.md §1.5 step 12, inactivity stop).
+    pub frames_in: u64,
 }
 
 /// A point-in-time copy of the router's load and traffic counters (all monotonic since

@@ -15,6 +15,7 @@ fn presence(c: &Conn) -> ClientPresence {
         conn_id: c.id,
         user: c.user.clone(),
         can_write: c.can_write,
+        frames_in: c.frames_in.load(std::sync::atomic::Ordering::Relaxed),
     }
 }
 
@@ -200,6 +201,29 @@ mod tests {
         // Nobody told a's egress that the event left (no writer here): 5 + 10 queued.
         assert_eq!(snap.queued_bytes_max, 10);
         assert_eq!(snap.queued_bytes_total, 15);
+    }
+
+    #[test]
+    fn each_connection_counts_the_frames_it_sends() {
+        let (r, _queues) = router_with(&["a", "b"]);
+        let ctl: &dyn RouterControl = &r;
+        assert_eq!(ctl.client("w/a").unwrap().frames_in, 0);
+        let a = r.inner.table.get("w", "a").expect("a is connected");
+        let header = rhizo_protocol::value::map([
+            ("type", "method".into()),
+            ("to", "w/b".into()),
+            ("method", "services.x.f".into()),
+        ]);
+        let frame = Bytes::from(rhizo_protocol::message::encode_frame(&header, None));
+        for _ in 0..3 {
+            let _ = r.route_from(&a, frame.clone());
+        }
+        assert_eq!(ctl.client("w/a").unwrap().frames_in, 3);
+        assert_eq!(
+            ctl.client("w/b").unwrap().frames_in,
+            0,
+            "receiving is not sending"
+        );
     }
 
     #[test]

@@ -249,6 +249,7 @@ impl Router {
     ) -> Result<(), RouteError> {
         let c = &self.inner.counters;
         c.frames_in.fetch_add(1, Relaxed);
+        conn.frames_in.fetch_add(1, Relaxed);
         c.bytes_in.fetch_add(frame.len() as u64, Relaxed);
         let result = self.route_inner(conn, &frame, cache);
         if let Err(err) = &result {

@@ -54,6 +54,9 @@ pub struct Conn {
     pub egress: Egress,
     /// Set when a newer connection for the same address took over.
     superseded: AtomicBool,
+    /// Binary frames received from this connection (one relaxed add per frame on its own
+    /// reader task; read by the control plane through `ClientPresence::frames_in`).
+    pub frames_in: std::sync::atomic::AtomicU64,
     /// Addresses in other workspaces this connection has sent frames to; only its own
     /// reader touches it, so the lock is uncontended. Lets each foreign target learn its
     /// callers once instead of on every frame.
@@ -92,6 +95,7 @@ impl Conn {
             subscriptions: RwLock::new(HashSet::new()),
             egress,
             superseded: AtomicBool::new(false),
+            frames_in: std::sync::atomic::AtomicU64::new(0),
             foreign_targets: Mutex::new(HashSet::new()),
             last_foreign_target: std::sync::atomic::AtomicU64::new(0),
             foreign_callers: Mutex::new(HashSet::new()),
