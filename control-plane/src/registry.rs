@@ -23,6 +23,7 @@ mod table;
 
 pub use listing::ServiceQuery;
 pub use table::{glob, Inserted, Pattern, ServiceRecord, Visibility};
+pub use tokio::sync::broadcast::error::RecvError as WatchError;
 
 use crate::cluster::Msg;
 use crate::error::{ManagerError, ManagerResult};
@@ -47,7 +48,34 @@ pub struct Registry {
     replica: replica::Replica,
     /// Held around a table change and its announcement, and around a snapshot.
     announce: Mutex<()>,
+    /// In-process observers of the changes ([`Registry::watch`]).
+    watchers: tokio::sync::broadcast::Sender<RegistryEvent>,
 }
+
+/// A change of this node's registry, as in-process observers see it
+/// ([`Registry::watch`]; the server-apps controller waits for an app's services and
+/// notices departed workers and app clients with it, apps-workers.md §7 "Event hooks").
+#[derive(Debug, Clone)]
+pub enum RegistryEvent {
+    /// A service other than `built-in` was registered (or replaced): its stored record.
+    ServiceAdded {
+        /// The record's workspace.
+        ws: String,
+        /// The record (`id` = `ws/cid:name`, `config`, `type`, …).
+        record: Value,
+    },
+    /// A client's records went because the client left (or was found unresponsive).
+    ClientGone {
+        /// Its workspace.
+        ws: String,
+        /// Its client id.
+        cid: String,
+    },
+}
+
+/// Events an observer may fall behind by before it misses some (it then sees
+/// `RecvError::Lagged` and should re-read the registry).
+const WATCH_CAPACITY: usize = 4096;
 
 impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -81,6 +109,20 @@ impl Registry {
             services_per_client,
             replica: replica::Replica::default(),
             announce: Mutex::new(()),
+            watchers: tokio::sync::broadcast::channel(WATCH_CAPACITY).0,
+        }
+    }
+
+    /// Subscribes to this node's registry changes from now on. Best effort: a receiver
+    /// that falls more than a few thousand events behind gets `Lagged` and must re-read
+    /// what it cares about with [`Registry::find_all`].
+    pub fn watch(&self) -> tokio::sync::broadcast::Receiver<RegistryEvent> {
+        self.watchers.subscribe()
+    }
+
+    fn tell_watchers(&self, event: RegistryEvent) {
+        if self.watchers.receiver_count() > 0 {
+            let _ = self.watchers.send(event);
         }
     }
 
@@ -233,6 +275,12 @@ impl Registry {
             }
             inserted
         };
+        if !built_in {
+            self.tell_watchers(RegistryEvent::ServiceAdded {
+                ws: ws.clone(),
+                record: data.clone(),
+            });
+        }
         let emit = |kind: &str, data: Value| events::emit(&*self.router, &ws, kind, data);
         match &inserted {
             Inserted::New if built_in => emit("client_connected", client),
@@ -329,6 +377,10 @@ impl Registry {
     /// so that their calls fail at once; an improvement on the reference).
     pub fn client_gone(&self, ws: &str, cid: &str, foreign_callers: &[String]) {
         self.remove_client(ws, cid);
+        self.tell_watchers(RegistryEvent::ClientGone {
+            ws: ws.to_owned(),
+            cid: cid.to_owned(),
+        });
         let data = map([("id", cid.into()), ("workspace", ws.into())]);
         let event = events::frame("client_disconnected", data);
         self.router
@@ -382,6 +434,10 @@ impl Registry {
     }
 
     fn client_disconnected(&self, ws: &str, cid: &str) {
+        self.tell_watchers(RegistryEvent::ClientGone {
+            ws: ws.to_owned(),
+            cid: cid.to_owned(),
+        });
         let data = map([("id", cid.into()), ("workspace", ws.into())]);
         events::emit(&*self.router, ws, "client_disconnected", data);
     }
@@ -521,5 +577,79 @@ impl Registry {
             self.router
                 .deliver_event(&format!("{ws}/{}", p.client_id), kind, frame.clone());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rhizo_interface::{ClientPresence, CloseReason, CountersSnapshot};
+
+    struct NoRouter;
+
+    impl RouterControl for NoRouter {
+        fn manager_addr(&self) -> &str {
+            "*/manager-t"
+        }
+        fn deliver(&self, _: &str, _: bytes::Bytes) -> bool {
+            true
+        }
+        fn broadcast(&self, _: &str, _: &str, _: bytes::Bytes) {}
+        fn deliver_event(&self, _: &str, _: &str, _: bytes::Bytes) {}
+        fn subscribe(&self, _: &str, _: &[String]) -> bool {
+            true
+        }
+        fn unsubscribe(&self, _: &str, _: &[String]) -> bool {
+            true
+        }
+        fn close(&self, _: &str, _: Option<u64>, _: CloseReason) -> bool {
+            true
+        }
+        fn client(&self, _: &str) -> Option<ClientPresence> {
+            None
+        }
+        fn presence(&self, _: &str) -> Vec<ClientPresence> {
+            vec![]
+        }
+        fn client_count(&self, _: &str) -> usize {
+            0
+        }
+        fn workspace_counts(&self) -> Vec<(String, usize)> {
+            vec![]
+        }
+        fn counters(&self) -> CountersSnapshot {
+            Default::default()
+        }
+    }
+
+    fn record(id: &str) -> ServiceRecord {
+        ServiceRecord::from_value(map([
+            ("id", id.into()),
+            ("config", map([("visibility", "public".into())])),
+        ]))
+        .unwrap()
+    }
+
+    #[test]
+    fn watchers_see_services_added_and_clients_gone_but_not_built_ins() {
+        let reg = Registry::new(Arc::new(NoRouter), 0);
+        reg.add(record("w/c:x")).unwrap(); // nobody watching yet: not buffered
+        let mut rx = reg.watch();
+        reg.add(record("w/c:built-in")).unwrap();
+        reg.add(record("w/c:echo")).unwrap();
+        reg.client_gone("w", "c", &[]);
+        match rx.try_recv().unwrap() {
+            RegistryEvent::ServiceAdded { ws, record } => {
+                assert_eq!(ws, "w");
+                assert_eq!(get_str(&record, "id"), Some("w/c:echo"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            rx.try_recv().unwrap(),
+            RegistryEvent::ClientGone { ws, cid } if ws == "w" && cid == "c"
+        ));
+        assert!(rx.try_recv().is_err(), "nothing else");
+        assert!(reg.find(&Pattern::default()).is_empty());
     }
 }

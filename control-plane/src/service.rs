@@ -12,10 +12,12 @@
 //! mapped to reject texts and HTTP statuses in one place (`error.rs`).
 
 use crate::error::ManagerResult;
-use crate::manager::{Ctx, Manager};
+use crate::manager::{Callback, Ctx, Manager};
+use crate::registry::{Pattern, RegistryEvent, ServiceRecord};
 use crate::workspaces::WorkspaceInfo;
 use crate::ManagerError;
 use rhizo_protocol::message::{bind, Call, Param};
+use rhizo_protocol::user::UserInfo;
 use rhizo_protocol::value::{self, method, RPromise};
 use rmpv::Value;
 use std::collections::BTreeMap;
@@ -78,6 +80,56 @@ pub trait ControlService: Send + Sync + 'static {
     /// HTTP request, workspaces, URLs, key material): called once when the manager is
     /// built, before [`ControlService::routes`] and before any call arrives.
     fn attach(&self, _host: Arc<dyn ServiceHost>) {}
+
+    /// A `get_service(service_id)` found no live service: if this service can bring one
+    /// up (the server-apps controller lazily starts the app of `svc@app_id`,
+    /// apps-workers.md §1.7), the future does so for `ctx` and answers the full id
+    /// (`ws/cid:svc`) of the service to fetch instead. `None` (the default): not ours.
+    fn resolve_missing<'a>(
+        &'a self,
+        _ctx: &'a Ctx,
+        _service_id: &'a str,
+    ) -> Option<BoxFuture<'a, ManagerResult<String>>> {
+        None
+    }
+}
+
+/// Calls `function` of `service` with arguments given by name (missing optional ones are
+/// nil), as another control-plane service does in-process (the server-apps controller
+/// keeps its apps through the artifact manager this way).
+///
+/// Errors: an unknown function or argument name ([`ManagerError::MethodNotFound`],
+/// [`ManagerError::BadCall`]), a required argument missing, or the service's own error.
+pub async fn call_by_name(
+    service: &dyn ControlService,
+    ctx: &Ctx,
+    function: &str,
+    kwargs: Vec<(&str, Value)>,
+) -> ManagerResult<Value> {
+    let spec = service
+        .functions()
+        .iter()
+        .find(|f| f.name == function)
+        .ok_or_else(|| ManagerError::MethodNotFound(format!("{}.{function}", service.id())))?;
+    let mut args = vec![Value::Nil; spec.params.len()];
+    for (name, v) in kwargs {
+        let i = spec
+            .params
+            .iter()
+            .position(|(p, _)| *p == name)
+            .ok_or_else(|| {
+                ManagerError::BadCall(format!("{function}() got an unexpected argument {name}"))
+            })?;
+        args[i] = v;
+    }
+    for ((name, optional), v) in spec.params.iter().zip(&args) {
+        if !optional && v.is_nil() {
+            return Err(ManagerError::BadCall(format!(
+                "{function}() missing required argument {name}"
+            )));
+        }
+    }
+    service.call(ctx, function, args).await
 }
 
 /// What the running control plane offers a [`ControlService`] (see
@@ -108,6 +160,91 @@ pub trait ServiceHost: Send + Sync + 'static {
     /// server's JWT secret: every instance of a deployment derives the same key, and no
     /// two purposes share one.
     fn derive_key(&self, purpose: &str) -> [u8; 32];
+
+    /// The manager's address, `"*/<manager_id>"`.
+    fn manager_addr(&self) -> String {
+        String::new()
+    }
+
+    /// Another control-plane service of this server, by id (e.g. `"artifact-manager"`),
+    /// to call in-process with [`call_by_name`].
+    fn service(&self, _id: &str) -> Option<Arc<dyn ControlService>> {
+        None
+    }
+
+    /// Service records of every node matching `pattern` (e.g. every
+    /// `server-app-worker` of a workspace), in key order.
+    fn find_services(&self, _pattern: &Pattern<'_>) -> Vec<ServiceRecord> {
+        Vec::new()
+    }
+
+    /// This node's registry changes from now on (see [`crate::registry::Registry::watch`]);
+    /// `None` once the server is shutting down.
+    fn watch_registry(&self) -> Option<tokio::sync::broadcast::Receiver<RegistryEvent>> {
+        None
+    }
+
+    /// The router's view of the live client `addr` (`"ws/cid"`) on this node, with its
+    /// traffic counter, if connected here.
+    fn client(&self, _addr: &str) -> Option<rhizo_interface::ClientPresence> {
+        None
+    }
+
+    /// `get_service(service_id)` for the caller `ctx`, exactly as a client's call resolves
+    /// it (visibility, selection among providers, the provider's live service object),
+    /// waiting at most `timeout` for the provider.
+    fn get_service<'a>(
+        &'a self,
+        ctx: &'a Ctx,
+        service_id: &'a str,
+        timeout: std::time::Duration,
+    ) -> BoxFuture<'a, ManagerResult<Value>> {
+        let _ = (ctx, timeout);
+        Box::pin(async move {
+            Err(ManagerError::NotFound(format!(
+                "Service not found: {service_id}"
+            )))
+        })
+    }
+
+    /// Calls `method` (a member path such as `services.<sid>.start`, or a callback's
+    /// `_rmethod`) on the client `to` on behalf of `ws`/`user` (what the callee's
+    /// `context` and visibility checks see), waiting `timeout`, which every heartbeat
+    /// restarts. Errors as [`Manager::call_client`].
+    #[allow(clippy::too_many_arguments)]
+    fn call_client<'a>(
+        &'a self,
+        to: &'a str,
+        method: &'a str,
+        args: Vec<Value>,
+        kwargs: Option<Value>,
+        ws: &'a str,
+        user: &'a UserInfo,
+        timeout: std::time::Duration,
+    ) -> BoxFuture<'a, ManagerResult<Value>> {
+        let _ = (method, args, kwargs, ws, user, timeout);
+        Box::pin(async move {
+            Err(ManagerError::Disconnected(format!(
+                "Peer {to} is not connected"
+            )))
+        })
+    }
+
+    /// Hands out a callback that `owner` (`"ws/cid"`) may call on the manager as
+    /// `<session>.<name>`: the encoded method to pass in a call's arguments (see
+    /// [`Manager::callback`]). Removed by [`ServiceHost::drop_callbacks`] or when the
+    /// owner leaves.
+    fn callback(&self, _session: &str, _name: &str, _owner: &str, _f: Callback) -> Value {
+        Value::Nil
+    }
+
+    /// Removes every callback of `session`.
+    fn drop_callbacks(&self, _session: &str) {}
+
+    /// A token for `user`, valid `expires_in` seconds, signed with the server's key.
+    fn sign_token(&self, _user: &UserInfo, _expires_in: u64) -> String {
+        String::new()
+    }
 }
 
 /// The [`ServiceHost`] of a [`Manager`], holding it weakly (the manager owns the
@@ -161,6 +298,90 @@ impl ServiceHost for ManagerHost {
         h.update(b"\0");
         h.update(secret.as_bytes());
         h.finalize().into()
+    }
+
+    fn manager_addr(&self) -> String {
+        self.0
+            .upgrade()
+            .map(|m| m.addr().to_owned())
+            .unwrap_or_default()
+    }
+
+    fn service(&self, id: &str) -> Option<Arc<dyn ControlService>> {
+        self.0.upgrade()?.services().get(id).cloned()
+    }
+
+    fn find_services(&self, pattern: &Pattern<'_>) -> Vec<ServiceRecord> {
+        self.0
+            .upgrade()
+            .map(|m| m.registry.find_all(pattern))
+            .unwrap_or_default()
+    }
+
+    fn watch_registry(&self) -> Option<tokio::sync::broadcast::Receiver<RegistryEvent>> {
+        Some(self.0.upgrade()?.registry.watch())
+    }
+
+    fn client(&self, addr: &str) -> Option<rhizo_interface::ClientPresence> {
+        self.0.upgrade()?.router.client(addr)
+    }
+
+    fn get_service<'a>(
+        &'a self,
+        ctx: &'a Ctx,
+        service_id: &'a str,
+        timeout: std::time::Duration,
+    ) -> BoxFuture<'a, ManagerResult<Value>> {
+        Box::pin(async move {
+            let m = self
+                .0
+                .upgrade()
+                .ok_or_else(|| ManagerError::Internal("the server is shutting down".into()))?;
+            let config = value::map([("timeout", timeout.as_secs_f64().into())]);
+            m.get_service_for(ctx, service_id, &config).await
+        })
+    }
+
+    fn call_client<'a>(
+        &'a self,
+        to: &'a str,
+        method: &'a str,
+        args: Vec<Value>,
+        kwargs: Option<Value>,
+        ws: &'a str,
+        user: &'a UserInfo,
+        timeout: std::time::Duration,
+    ) -> BoxFuture<'a, ManagerResult<Value>> {
+        Box::pin(async move {
+            let m = self
+                .0
+                .upgrade()
+                .ok_or_else(|| ManagerError::Internal("the server is shutting down".into()))?;
+            let user =
+                value::from_json(&serde_json::to_value(user).expect("user record serialises"));
+            m.call_client_as(to, method, args, kwargs, (ws, &user), timeout)
+                .await
+        })
+    }
+
+    fn callback(&self, session: &str, name: &str, owner: &str, f: Callback) -> Value {
+        match self.0.upgrade() {
+            Some(m) => m.callback(session, name, owner, f),
+            None => Value::Nil,
+        }
+    }
+
+    fn drop_callbacks(&self, session: &str) {
+        if let Some(m) = self.0.upgrade() {
+            m.drop_callbacks(session);
+        }
+    }
+
+    fn sign_token(&self, user: &UserInfo, expires_in: u64) -> String {
+        self.0
+            .upgrade()
+            .map(|m| m.tokens.sign(user, expires_in))
+            .unwrap_or_default()
     }
 }
 
@@ -337,6 +558,21 @@ mod tests {
         let mut s = ServiceSet::default();
         s.add(Arc::new(Counter)).unwrap();
         s
+    }
+
+    #[tokio::test]
+    async fn in_process_calls_bind_arguments_by_name() {
+        let c = ctx(false);
+        let v = call_by_name(&Counter, &c, "add", vec![("a", 2.into()), ("b", 5.into())]).await;
+        assert_eq!(v, Ok(Value::from(7)));
+        let v = call_by_name(&Counter, &c, "add", vec![("a", 2.into())]).await;
+        assert_eq!(v, Ok(Value::from(3)), "the optional one is nil");
+        let missing = call_by_name(&Counter, &c, "add", vec![]).await;
+        assert!(matches!(missing, Err(ManagerError::BadCall(m)) if m.contains("a")));
+        let unknown = call_by_name(&Counter, &c, "add", vec![("z", 1.into())]).await;
+        assert!(matches!(unknown, Err(ManagerError::BadCall(m)) if m.contains("z")));
+        let nofn = call_by_name(&Counter, &c, "sub", vec![]).await;
+        assert!(matches!(nofn, Err(ManagerError::MethodNotFound(_))));
     }
 
     #[test]

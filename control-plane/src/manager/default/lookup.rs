@@ -135,6 +135,42 @@ impl Manager {
         self.fetch_service(ctx, &cmd).await
     }
 
+    /// `get_service(service_id, config)` for an in-process caller (a control-plane
+    /// service acting for `ctx`), with wire-shaped `config`.
+    pub(crate) async fn get_service_for(
+        &self,
+        ctx: &Ctx,
+        service_id: &str,
+        config: &Value,
+    ) -> ManagerResult<Value> {
+        self.get_service(ctx, &Value::from(service_id), config)
+            .await
+    }
+
+    /// Resolves `cmd.service_id`; when no live service matches an id naming an app
+    /// (`svc@app_id`), a control-plane service that can bring it up (the server-apps
+    /// controller's lazy start, apps-workers.md §1.7) does, and the id it answers is
+    /// resolved instead.
+    async fn resolve_or_start(
+        &self,
+        ctx: &Ctx,
+        cmd: &GetService,
+    ) -> ManagerResult<(crate::registry::ServiceRecord, bool)> {
+        let mode = cmd.config.mode.as_deref();
+        match self.registry.resolve(ctx, &cmd.service_id, mode) {
+            Err(ManagerError::NotFound(missing)) if cmd.service_id.contains('@') => {
+                for s in self.services().iter() {
+                    if let Some(start) = s.resolve_missing(ctx, &cmd.service_id) {
+                        let id = start.await?;
+                        return self.registry.resolve(ctx, &id, None);
+                    }
+                }
+                Err(ManagerError::NotFound(missing))
+            }
+            other => other,
+        }
+    }
+
     /// Resolves `cmd.service_id` and asks its provider for the service object
     /// (`services.built-in.get_service`), waiting `cmd.config.timeout`; then makes bare
     /// targets absolute, sets `config.workspace`, `config.url` and the full `id` (and
@@ -150,9 +186,7 @@ impl Manager {
         } else if let Some(svc) = self.control_service_object(&cmd.service_id) {
             svc
         } else {
-            let (r, hide) =
-                self.registry
-                    .resolve(ctx, &cmd.service_id, cmd.config.mode.as_deref())?;
+            let (r, hide) = self.resolve_or_start(ctx, cmd).await?;
             let timeout = Duration::from_secs_f64(cmd.config.timeout);
             // A provider on another node is asked by that node's manager (the provider's
             // reply could not reach this one), see `crate::cluster`.
