@@ -151,7 +151,9 @@ pub(super) async fn store_body(
     }
 }
 
-/// `PUT …/files/{path}`: a server-side upload into the staged version (§4.2).
+/// Bytes of a refused upload's body read before answering (see [`object_put`]).
+const REFUSED_BODY_DRAIN: usize = 1 << 20;
+
 /// Checks the signature of a request to `/s3/{key}` for `op`.
 fn check_signature(
     am: &ArtifactManager,
@@ -202,7 +204,13 @@ pub(super) async fn object_put(
     Query(q): Params,
     body: Body,
 ) -> HttpResult {
-    check_signature(&am, &q, &key, PresignOp::Put)?;
+    if let Err(refused) = check_signature(&am, &q, &key, PresignOp::Put) {
+        // Read (a bounded part of) the body before refusing: a request body left unread
+        // makes the server drop the keep-alive connection, and a client that reuses it
+        // for its next request sees "server disconnected" instead of an answer.
+        let _ = axum::body::to_bytes(body, REFUSED_BODY_DRAIN).await;
+        return Err(refused);
+    }
     let n = store_body(am.objects.as_ref(), &key, &headers, body).await?;
     let etag = am.signer()?.etag(&key, n);
     let mut r = StatusCode::OK.into_response();
