@@ -328,8 +328,37 @@ impl Client {
         config: Value,
         functions: Vec<(&str, Handler)>,
     ) -> Result<String, ClientError> {
+        let fields = rhizo_protocol::value::map([("config", config)]);
+        self.register_service_record(id, fields, functions).await
+    }
+
+    /// Like [`Client::register_service`], with more of the record than the config: every
+    /// key of the map `fields` (`name`, `type`, `description`, `docs`, or keys of the
+    /// service's own such as a worker's `supported_types`) overrides the default record
+    /// (`id` excepted: the full id is always `<ws>/<cid>:<id>`). The whole record is what
+    /// `built-in.get_service` describes to callers; the manager keeps the keys it persists.
+    /// Returns the full service id.
+    ///
+    /// Errors: those of the manager's `register_service` ([`ClientError::Remote`]).
+    pub async fn register_service_record(
+        &self,
+        id: &str,
+        fields: Value,
+        functions: Vec<(&str, Handler)>,
+    ) -> Result<String, ClientError> {
         let me = format!("{}/{}", self.workspace(), self.client_id());
-        let record = service_record(&me, id, config);
+        let config = rhizo_protocol::value::get(&fields, "config")
+            .cloned()
+            .unwrap_or(Value::Nil);
+        let mut record = service_record(&me, id, config);
+        if let Value::Map(entries) = fields {
+            for (k, v) in entries {
+                match k.as_str() {
+                    Some("id") | Some("config") | None => {}
+                    Some(key) => rhizo_protocol::value::set(&mut record, key, v),
+                }
+            }
+        }
         let members = functions.iter().map(|(n, _)| (*n).to_owned()).collect();
         let functions = functions
             .into_iter()
@@ -347,6 +376,14 @@ impl Client {
             .register(id, record.clone(), members);
         self.manager_call("register_service", vec![record]).await?;
         Ok(format!("{me}:{id}"))
+    }
+
+    /// Hands the stream of [`Event`]s to the caller, so that a long-lived client that has
+    /// no other use for `&mut self` can drain it from a task of its own (events nobody
+    /// reads pile up in memory). Afterwards [`Client::next_event`] returns `None`.
+    pub fn take_events(&mut self) -> mpsc::UnboundedReceiver<Event> {
+        let (_, closed) = mpsc::unbounded_channel();
+        std::mem::replace(&mut self.events, closed)
     }
 
     async fn register_built_in(&self) -> Result<(), ClientError> {
