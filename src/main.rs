@@ -1,6 +1,8 @@
 //! The `rhizo` command: `rhizo serve` runs the router and the control plane in one process
-//! with embedded defaults (DESIGN.md "Modes"). The wiring is [`rhizo::Server`]; this file
-//! only parses the command line, starts logging and waits for a signal.
+//! with embedded defaults (DESIGN.md "Modes"); `rhizo worker <kind>` runs a built-in
+//! server-app worker as a client of any Hypha server ([`rhizo_workers::cli`]). The wiring
+//! is [`rhizo::Server`]; this file only parses the command line, starts logging and waits
+//! for a signal.
 
 use clap::{Parser, Subcommand};
 use rhizo::{Server, Settings, StartError};
@@ -16,10 +18,14 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once at start-up: the size difference of the variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the router and the control plane in one process.
     Serve(Settings),
+    /// Run a built-in server-app worker (python-eval, terminal) against a server.
+    Worker(rhizo_workers::cli::WorkerArgs),
 }
 
 async fn shutdown_signal() {
@@ -52,6 +58,24 @@ async fn serve(settings: Settings) -> Result<(), StartError> {
     Ok(())
 }
 
+/// Runs `rhizo worker` until a signal or the end of its connection.
+fn worker(args: rhizo_workers::cli::WorkerArgs) -> ExitCode {
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(rhizo_workers::cli::run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -61,7 +85,10 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let Command::Serve(settings) = cli.command;
+    let settings = match cli.command {
+        Command::Serve(settings) => settings,
+        Command::Worker(args) => return worker(args),
+    };
     // Checked before the runtime starts and anything is bound.
     if let Err(e) = settings.validate() {
         eprintln!("error: {e}");

@@ -1,0 +1,344 @@
+//! rhizo's built-in server-app workers (apps-workers.md §3, §4.1–§4.2), as ordinary
+//! clients of a Hypha server: each connects with [`rhizo_client::Client`], registers one
+//! service of `type: "server-app-worker"` and serves the worker protocol's calls. They
+//! touch nothing of the server's internals, so they work the same against rhizo and
+//! against the reference (Python) server.
+//!
+//! - [`WorkerKind::PythonEval`] (types `["python-eval"]`, [`python_eval`]): runs an app's
+//!   entry script once with `python -c`, with only the app's `HYPHA_*` variables.
+//! - [`WorkerKind::Terminal`] (types `["terminal"]`, [`terminal`]): an interactive program
+//!   (default `/bin/bash`) in a PTY per session, with `execute`, raw keystrokes, a screen
+//!   model and `attach` for live screen updates.
+//!
+//! A call may touch a session only when its trusted workspace (`ws` of the frame header)
+//! is the session's workspace, or its user holds admin there: the controller calls a
+//! worker on behalf of the app's workspace, while a stranger's direct call from another
+//! workspace is refused with a `PermissionError`.
+//!
+//! Start one with [`start_worker`] (the server does for its built-in workers) or from the
+//! command line with `rhizo worker <kind>` ([`cli`]).
+
+pub mod cli;
+mod error;
+pub mod python_eval;
+mod session;
+pub mod terminal;
+
+mod args;
+mod config;
+mod fetch;
+mod logs;
+mod service;
+
+pub use error::WorkerError;
+
+use anyhow::Context as _;
+use rhizo_client::{Client, ConnectOptions, Event};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// Which built-in worker to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerKind {
+    /// `python-eval` (§4.1).
+    PythonEval,
+    /// `terminal` (§4.2).
+    Terminal,
+}
+
+impl WorkerKind {
+    /// The kind's name and app type: `"python-eval"` or `"terminal"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkerKind::PythonEval => "python-eval",
+            WorkerKind::Terminal => "terminal",
+        }
+    }
+
+    /// The service id a worker of this kind registers unless told otherwise.
+    pub fn default_service_id(self) -> &'static str {
+        match self {
+            WorkerKind::PythonEval => "python-eval-worker",
+            WorkerKind::Terminal => "terminal-worker",
+        }
+    }
+}
+
+impl std::fmt::Display for WorkerKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for WorkerKind {
+    type Err = String;
+
+    /// `"python-eval"` or `"terminal"`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "python-eval" => Ok(WorkerKind::PythonEval),
+            "terminal" => Ok(WorkerKind::Terminal),
+            other => Err(format!(
+                "unknown worker kind {other:?}; expected python-eval or terminal"
+            )),
+        }
+    }
+}
+
+/// How to connect a worker and what it may use.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// The server: `http(s)://host:port` (the client connects to its `/ws`) or a `ws(s)://`
+    /// URL. Also the `HYPHA_SERVER_URL` of apps whose config names no server.
+    pub server_url: String,
+    /// The worker's own token; registering in `public` needs one with write access there
+    /// (e.g. the root token). Never passed on to apps.
+    pub token: Option<String>,
+    /// Workspace to register in, e.g. `Some("public")` for a worker every workspace may
+    /// use; `None`: the one the server gives the token.
+    pub workspace: Option<String>,
+    /// Service id; default `python-eval-worker` / `terminal-worker`.
+    pub service_id: Option<String>,
+    /// Client id; random when `None`.
+    pub client_id: Option<String>,
+    /// Service visibility: `public` (default), `protected` (own workspace only) or
+    /// `unlisted`.
+    pub visibility: String,
+    /// python-eval's interpreter (default `python3`); a bare name is looked up on the
+    /// worker's `PATH` at start, since the app's process gets no `PATH`.
+    pub python: PathBuf,
+    /// Terminal: where session directories go (`{base}/{sanitised session id}`); default a
+    /// fresh `hypha_sessions_<uuid>` in the system temp dir, removed at shutdown.
+    pub working_dir: Option<PathBuf>,
+    /// Terminal: the most sessions at once (default 50, or `HYPHA_MAX_TERMINAL_SESSIONS`).
+    pub max_sessions: usize,
+}
+
+/// The default terminal session cap.
+pub const DEFAULT_MAX_SESSIONS: usize = 50;
+
+impl Default for WorkerOptions {
+    fn default() -> Self {
+        WorkerOptions {
+            server_url: "http://127.0.0.1:9527".into(),
+            token: None,
+            workspace: None,
+            service_id: None,
+            client_id: None,
+            visibility: "public".into(),
+            python: PathBuf::from("python3"),
+            working_dir: None,
+            max_sessions: std::env::var("HYPHA_MAX_TERMINAL_SESSIONS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(DEFAULT_MAX_SESSIONS),
+        }
+    }
+}
+
+enum Running {
+    PythonEval(Arc<python_eval::PythonEval>),
+    Terminal(Arc<terminal::Terminal>),
+}
+
+/// A started worker: its connection and sessions. Dropping it without
+/// [`RunningWorker::shutdown`] kills what still runs at once (python-eval scripts,
+/// terminal process groups and sessions, with SIGKILL) and closes the connection.
+pub struct RunningWorker {
+    client: Arc<Client>,
+    service_id: String,
+    running: Running,
+    closed: watch::Receiver<bool>,
+}
+
+impl RunningWorker {
+    /// The full service id, `ws/client_id:service_id`.
+    pub fn service_id(&self) -> &str {
+        &self.service_id
+    }
+
+    /// The worker's client (e.g. to read its `connection_info`).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Resolves when the connection to the server has ended (the client does not
+    /// reconnect; a supervisor should start the worker again).
+    pub async fn closed(&self) {
+        let mut rx = self.closed.clone();
+        let _ = rx.wait_for(|c| *c).await;
+    }
+
+    /// Stops every session (terminal processes: SIGTERM/SIGHUP, then SIGKILL after a
+    /// grace period; their directories removed) and disconnects.
+    pub async fn shutdown(self) {
+        match &self.running {
+            Running::PythonEval(w) => w.stop_all(),
+            Running::Terminal(w) => w.stop_all().await,
+        }
+        // Dropping disconnects.
+    }
+}
+
+impl Drop for RunningWorker {
+    fn drop(&mut self) {
+        match &self.running {
+            Running::PythonEval(w) => w.stop_all(),
+            Running::Terminal(w) => w.kill_all_now(),
+        }
+        self.client.disconnect();
+    }
+}
+
+/// Connects to `opts.server_url`, registers the worker service of `kind` and returns it
+/// running; calls are served on the current tokio runtime until
+/// [`RunningWorker::shutdown`].
+///
+/// Errors: the python interpreter cannot be found (python-eval), the terminal base
+/// directory cannot be created, the connection is refused (bad token, unknown workspace)
+/// or the manager refuses the registration (no write permission in the workspace).
+pub async fn start_worker(kind: WorkerKind, opts: WorkerOptions) -> anyhow::Result<RunningWorker> {
+    let files = fetch::AppFiles::new().context("setting up the HTTP client")?;
+    let python = match kind {
+        WorkerKind::PythonEval => Some(resolve_program(&opts.python)?),
+        WorkerKind::Terminal => None,
+    };
+    let connect = ConnectOptions {
+        client_id: opts.client_id.clone(),
+        workspace: opts.workspace.clone(),
+        token: opts.token.clone(),
+        reconnection_token: None,
+    };
+    let mut client = Client::connect(&opts.server_url, connect)
+        .await
+        .with_context(|| format!("connecting to {}", opts.server_url))?;
+    let closed = watch_events(&mut client);
+    let client = Arc::new(client);
+    let id = opts
+        .service_id
+        .clone()
+        .unwrap_or_else(|| kind.default_service_id().to_owned());
+    let (running, functions, record) = match kind {
+        WorkerKind::PythonEval => {
+            let w = Arc::new(python_eval::PythonEval::new(
+                python.expect("resolved above"),
+                opts.server_url.clone(),
+                Arc::downgrade(&client),
+                files,
+            ));
+            let record = service::record(
+                "Python Eval Worker",
+                "Runs python-eval apps: fetches the entry script and runs it once with \
+                 `python -c`, with only the app's HYPHA_* environment.",
+                &["python-eval"],
+                &opts.visibility,
+            );
+            let f = python_eval::functions(&w);
+            (Running::PythonEval(w), f, record)
+        }
+        WorkerKind::Terminal => {
+            let w = Arc::new(
+                terminal::Terminal::new(
+                    terminal::TerminalOptions {
+                        working_dir: opts.working_dir.clone(),
+                        max_sessions: opts.max_sessions,
+                        server_url: opts.server_url.clone(),
+                    },
+                    Arc::downgrade(&client),
+                    files,
+                )
+                .context("preparing the terminal session directory")?,
+            );
+            let record = service::record(
+                "Terminal Worker",
+                "Runs terminal apps: an interactive program (default /bin/bash) in a PTY \
+                 per session, with execute, raw keystrokes, screen content and attach.",
+                &["terminal"],
+                &opts.visibility,
+            );
+            let f = terminal::functions(&w);
+            (Running::Terminal(w), f, record)
+        }
+    };
+    let service_id = client
+        .register_service_record(&id, record, functions)
+        .await
+        .with_context(|| format!("registering the {kind} worker service {id:?}"))?;
+    tracing::info!(%service_id, "worker registered");
+    Ok(RunningWorker {
+        client,
+        service_id,
+        running,
+        closed,
+    })
+}
+
+/// Drains the client's events on a task (nobody else reads them) and reports the end of
+/// the connection.
+fn watch_events(client: &mut Client) -> watch::Receiver<bool> {
+    let mut events = client.take_events();
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        while let Some(ev) = events.recv().await {
+            if let Event::Closed(reason) = ev {
+                tracing::warn!(?reason, "the worker's connection closed");
+                break;
+            }
+        }
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+/// `program` as a path the child can be started with although it gets no `PATH`: a bare
+/// name is looked up on the worker's `PATH`; anything else is made absolute (symlinks are
+/// kept, so a virtualenv's `bin/python` stays itself).
+///
+/// Errors: the program does not exist.
+fn resolve_program(program: &Path) -> anyhow::Result<PathBuf> {
+    let bare = program.components().count() == 1 && !program.is_absolute();
+    if bare {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        return std::env::split_paths(&path)
+            .map(|d| d.join(program))
+            .find(|c| c.is_file())
+            .with_context(|| {
+                format!(
+                    "python interpreter {:?} not found on PATH; pass --python /path/to/python",
+                    program
+                )
+            });
+    }
+    anyhow::ensure!(
+        program.is_file(),
+        "python interpreter {} does not exist",
+        program.display()
+    );
+    Ok(std::path::absolute(program)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_round_trip_through_their_names() {
+        for k in [WorkerKind::PythonEval, WorkerKind::Terminal] {
+            assert_eq!(k.to_string().parse::<WorkerKind>(), Ok(k));
+        }
+        assert!("conda"
+            .parse::<WorkerKind>()
+            .unwrap_err()
+            .contains("python-eval"));
+    }
+
+    #[test]
+    fn bare_programs_are_found_on_path() {
+        let sh = resolve_program(Path::new("sh")).unwrap();
+        assert!(sh.is_absolute() && sh.ends_with("sh"), "{sh:?}");
+        let e = resolve_program(Path::new("no-such-python-xyz")).unwrap_err();
+        assert!(e.to_string().contains("--python"), "{e}");
+        assert!(resolve_program(Path::new("/no/such/python")).is_err());
+    }
+}
