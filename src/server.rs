@@ -71,6 +71,9 @@ pub struct Server {
     manager: Arc<Manager>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
+    /// The built-in workers running in this process as clients of it (issue 12,
+    /// DESIGN.md "Workers"), filled once they have connected.
+    workers: Arc<tokio::sync::Mutex<Vec<rhizo_workers::RunningWorker>>>,
 }
 
 // === impl ServerBuilder ===
@@ -160,6 +163,11 @@ impl ServerBuilder {
         );
         let mut services = ServiceSet::default();
         services.add(artifacts).map_err(|e| anyhow::anyhow!(e))?;
+        if !s.disable_server_apps {
+            services
+                .add(rhizo_apps::ServerApps::in_memory())
+                .map_err(|e| anyhow::anyhow!(e))?;
+        }
         for s in self.services {
             services.add(s).map_err(|e| anyhow::anyhow!(e))?;
         }
@@ -191,14 +199,71 @@ impl ServerBuilder {
             "rhizo listening on http://{local}{base} (manager {})",
             manager.manager_id()
         );
+        let url = format!("http://{local}{base}");
+        let workers = Arc::new(tokio::sync::Mutex::new(Vec::new()));
+        if !s.disable_server_apps && !s.disable_builtin_workers {
+            spawn_builtin_workers(&url, &manager, s, workers.clone());
+        }
         Ok(Server {
             local_addr: local,
-            url: format!("http://{local}{base}"),
+            url,
             router,
             manager,
             stop: Some(stop),
             task,
+            workers,
         })
+    }
+}
+
+/// Starts the built-in `python-eval` and `terminal` workers as clients of this server,
+/// registered in `public` (apps-workers.md §4.1–4.2), each with a token that may write
+/// there and nowhere else. In the background: the server is up before they connect, and
+/// a worker that cannot start is logged, not fatal.
+fn spawn_builtin_workers(
+    url: &str,
+    manager: &Arc<Manager>,
+    s: &Settings,
+    into: Arc<tokio::sync::Mutex<Vec<rhizo_workers::RunningWorker>>>,
+) {
+    use rhizo_protocol::user::{Permission, ScopeInfo, UserInfo};
+    use rhizo_workers::{start_worker, WorkerKind, WorkerOptions};
+    let mut scope = ScopeInfo {
+        current_workspace: Some("public".into()),
+        ..Default::default()
+    };
+    scope
+        .workspaces
+        .insert("public".into(), Permission::ReadWrite);
+    let user = UserInfo {
+        id: "rhizo-builtin-workers".into(),
+        roles: Vec::new(),
+        is_anonymous: false,
+        scope,
+        email: None,
+        parent: None,
+        expires_at: None,
+        current_workspace: Some("public".into()),
+    };
+    let token = manager.tokens.sign(&user, 10 * 365 * 24 * 3600);
+    for kind in [WorkerKind::PythonEval, WorkerKind::Terminal] {
+        let opts = WorkerOptions {
+            server_url: url.to_owned(),
+            token: Some(token.clone()),
+            workspace: Some("public".into()),
+            python: s.python_eval_python.clone(),
+            ..Default::default()
+        };
+        let into = into.clone();
+        tokio::spawn(async move {
+            match start_worker(kind, opts).await {
+                Ok(w) => {
+                    tracing::info!(worker = %w.service_id(), "built-in worker ready");
+                    into.lock().await.push(w);
+                }
+                Err(e) => tracing::warn!(%kind, error = %e, "built-in worker did not start"),
+            }
+        });
     }
 }
 
@@ -359,6 +424,11 @@ impl Server {
     /// graceful shutdown). Cancel-safe to drop midway
     /// only in the sense that the connections were already told to close.
     pub async fn shutdown(mut self) {
+        // The built-in workers stop their sessions (processes, terminals) first.
+        let workers = std::mem::take(&mut *self.workers.lock().await);
+        for w in workers {
+            let _ = tokio::time::timeout(Duration::from_secs(3), w.shutdown()).await;
+        }
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }

@@ -144,6 +144,21 @@ pub struct Settings {
     /// S3, rhizo always serves the URLs itself.
     #[arg(long, env = "HYPHA_ENABLE_S3_PROXY")]
     pub enable_s3_proxy: bool,
+    /// Accepted for the reference's command lines: server apps (`public/server-apps`,
+    /// apps-workers.md §1) are on by default in rhizo.
+    #[arg(long, env = "HYPHA_ENABLE_SERVER_APPS")]
+    pub enable_server_apps: bool,
+    /// Turn server apps off (no `public/server-apps`, no built-in workers).
+    #[arg(long, env = "RHIZO_DISABLE_SERVER_APPS")]
+    pub disable_server_apps: bool,
+    /// Do not start the built-in `python-eval` and `terminal` workers in-process (apps
+    /// then run only on workers that clients register).
+    #[arg(long, env = "RHIZO_DISABLE_BUILTIN_WORKERS")]
+    pub disable_builtin_workers: bool,
+    /// The Python interpreter of the built-in `python-eval` worker (apps-workers.md
+    /// §4.1); resolved through `PATH` at start-up, since the scripts get no `PATH`.
+    #[arg(long, env = "RHIZO_PYTHON_EVAL_PYTHON", default_value = "python3")]
+    pub python_eval_python: std::path::PathBuf,
 }
 
 /// A setting that cannot be used, found before anything is bound. `rhizo serve` exits

@@ -166,6 +166,12 @@ pub trait ServiceHost: Send + Sync + 'static {
         String::new()
     }
 
+    /// The ids of the persistent workspaces (every one is loaded), e.g. to start their
+    /// daemon apps.
+    fn persistent_workspaces(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// Another control-plane service of this server, by id (e.g. `"artifact-manager"`),
     /// to call in-process with [`call_by_name`].
     fn service(&self, _id: &str) -> Option<Arc<dyn ControlService>> {
@@ -309,6 +315,18 @@ impl ServiceHost for ManagerHost {
 
     fn service(&self, id: &str) -> Option<Arc<dyn ControlService>> {
         self.0.upgrade()?.services().get(id).cloned()
+    }
+
+    fn persistent_workspaces(&self) -> Vec<String> {
+        let Some(m) = self.0.upgrade() else {
+            return Vec::new();
+        };
+        m.workspaces
+            .all()
+            .into_iter()
+            .filter(|w| w.persistent)
+            .map(|w| w.id)
+            .collect()
     }
 
     fn find_services(&self, pattern: &Pattern<'_>) -> Vec<ServiceRecord> {

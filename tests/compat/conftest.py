@@ -151,6 +151,8 @@ def _start_rhizo(
     env = dict(os.environ)
     env["HYPHA_JWT_SECRET"] = TEST_JWT_SECRET
     env["HYPHA_ROOT_TOKEN"] = ROOT_TOKEN
+    # The built-in python-eval worker runs app scripts with this interpreter (it has hypha-rpc).
+    env.setdefault("RHIZO_PYTHON_EVAL_PYTHON", sys.executable)
     env.setdefault("RUST_BACKTRACE", "1")
     env.update(extra_env or {})
     log_file = open(log_path, "wb")
@@ -461,3 +463,38 @@ async def artifact_user(artifact_server):
             pass
 
     await asyncio.gather(*(_close(c) for c in reversed(clients)), return_exceptions=True)
+
+
+@pytest.fixture
+async def apps_user(server_url):
+    """Factory: ``u = await apps_user()`` → an :class:`AppsUser`; ``await apps_user.client(u)``
+    → one more connection of the same user in its workspace. Everything is disconnected at
+    the end."""
+    clients = []
+
+    async def _connect(**config):
+        c = await asyncio.wait_for(connect_to_server({"server_url": server_url, **config}), 20)
+        clients.append(c)
+        return c
+
+    from apps_helpers import AppsUser
+    from artifact_helpers import user_token
+
+    async def _make(prefix: str = "appuser") -> "AppsUser":
+        user_id = unique_id(prefix).lower()
+        ws = f"ws-user-{user_id}"
+        token = user_token(user_id, ws, TEST_JWT_SECRET)
+        api = await _connect(client_id=unique_id("appc"), workspace=ws, token=token)
+        controller = await api.get_service("public/server-apps")
+        return AppsUser(server_url, api, controller, ws, user_id, token)
+
+    async def _client(u: "AppsUser", **extra):
+        return await _connect(client_id=unique_id("appw"), workspace=u.ws, token=u.token, **extra)
+
+    _make.client = _client
+    yield _make
+    for c in reversed(clients):
+        try:
+            await asyncio.wait_for(c.disconnect(), 10)
+        except BaseException:  # noqa: BLE001 - teardown must not mask the result
+            pass

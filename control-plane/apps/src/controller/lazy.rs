@@ -1,0 +1,149 @@
+//! Lazy start (apps-workers.md §1.7): `get_service("svc@app_id")` finds no live
+//! service, so the app that declares `svc` is started — once, however many callers ask at
+//! the same moment — and the caller gets the new instance's service.
+
+use super::run::{startup_ctx, StartRequest};
+use super::ServerApps;
+use crate::error::{AppsError, AppsResult};
+use crate::manifest::StartupConfig;
+use crate::sessions::{app_of, ws_of};
+use rhizo_control_plane::registry::Pattern;
+use rhizo_control_plane::Ctx;
+use serde_json::{json, Value};
+
+/// The service `get_service` asked for: `svc@app` in a workspace.
+#[derive(Debug)]
+pub(crate) struct LazyTarget {
+    ws: String,
+    name: String,
+    app: String,
+    full: String,
+}
+
+impl LazyTarget {
+    /// `svc@app`, `ws/svc@app`, `*:svc@app` or `ws/*:svc@app`; `None` for any other id
+    /// (a named client is not an app's service to start).
+    pub(crate) fn parse(ctx: &Ctx, id: &str) -> Option<LazyTarget> {
+        let (left, app) = id.split_once('@')?;
+        let (ws, rest) = match left.split_once('/') {
+            Some((w, r)) => (w.to_owned(), r),
+            None => (ctx.ws.clone(), left),
+        };
+        let name = match rest.split_once(':') {
+            Some(("*", n)) => n,
+            Some(_) => return None,
+            None => rest,
+        };
+        if name.is_empty() || app.is_empty() || ws == "*" {
+            return None;
+        }
+        Some(LazyTarget {
+            full: format!("{ws}/*:{name}@{app}"),
+            ws,
+            name: name.to_owned(),
+            app: app.to_owned(),
+        })
+    }
+}
+
+// === impl ServerApps (lazy start) ===
+
+impl ServerApps {
+    /// Lazy start (§1.7): the running instance's service, or a new instance of the app
+    /// that declares service `want.name`, started once however many callers ask at once.
+    pub(crate) async fn lazy_start(&self, ctx: &Ctx, want: LazyTarget) -> AppsResult<String> {
+        let not_found = || AppsError::NotFound(format!("Service not found: {}", want.full));
+        let key = format!("{}/{}", want.ws, want.app);
+        let lock = self.start_locks.entry(key).or_default().clone();
+        let _one = lock.lock().await;
+        if let Some(id) = self.running_service(&want) {
+            return Ok(id);
+        }
+        let manifest = self
+            .read_app(&want.ws, &want.app, None, false)
+            .await
+            .map_err(|_| not_found())?;
+        let declared = manifest
+            .get("services")
+            .and_then(Value::as_array)
+            .is_some_and(|l| {
+                l.iter().any(|s| {
+                    s.get("id")
+                        .and_then(Value::as_str)
+                        .is_some_and(|id| id.ends_with(&format!(":{}", want.name)))
+                })
+            });
+        if !declared {
+            return Err(not_found());
+        }
+        let launch = startup_ctx(&manifest, ctx);
+        let req = StartRequest {
+            app_id: want.app.clone(),
+            call: StartupConfig {
+                wait_for_service: Some(json!(want.name)),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let started = self.start(&launch, req).await?;
+        let sid = started
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        Ok(format!("{sid}:{}", want.name))
+    }
+
+    /// `ws/cid:name` of a running instance of the app that has the service.
+    fn running_service(&self, want: &LazyTarget) -> Option<String> {
+        let host = self.host().ok()?;
+        self.sessions
+            .list()
+            .into_iter()
+            .filter(|s| app_of(s) == want.app && ws_of(s) == want.ws)
+            .filter_map(|s| {
+                s.get("client_id")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            })
+            .find(|cid| {
+                !host
+                    .find_services(&Pattern {
+                        ws: Some(&want.ws),
+                        cid: Some(cid),
+                        name: Some(&want.name),
+                        ..Default::default()
+                    })
+                    .is_empty()
+            })
+            .map(|cid| format!("{}/{cid}:{}", want.ws, want.name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rhizo_protocol::user::UserInfo;
+
+    fn ctx() -> Ctx {
+        Ctx {
+            ws: "ws-a".into(),
+            from: "ws-a/c".into(),
+            cid: "c".into(),
+            user: UserInfo::root(),
+        }
+    }
+
+    #[test]
+    fn lazy_targets() {
+        let t = LazyTarget::parse(&ctx(), "echo@my-app").unwrap();
+        assert_eq!(
+            (t.ws.as_str(), t.name.as_str(), t.app.as_str()),
+            ("ws-a", "echo", "my-app")
+        );
+        let t = LazyTarget::parse(&ctx(), "ws-b/*:echo@my-app").unwrap();
+        assert_eq!(t.ws, "ws-b");
+        assert!(LazyTarget::parse(&ctx(), "ws-b/client:echo@my-app").is_none());
+        assert!(LazyTarget::parse(&ctx(), "echo").is_none());
+        assert!(LazyTarget::parse(&ctx(), "*/echo@a").is_none());
+    }
+}
