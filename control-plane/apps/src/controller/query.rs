@@ -218,33 +218,11 @@ impl ServerApps {
         // take no keyword arguments.
         let mut args = vec![id.clone().into(), script, config];
         if let Some(cb) = a.callable("progress_callback") {
-            // The worker may call the caller's callback back only through us.
             let session = format!("apps{}", rhizo_control_plane::names::random_string(12));
-            let relayed = {
-                let me = self.me.clone();
-                let ctx = ctx.clone();
-                let f: rhizo_control_plane::manager::Callback = std::sync::Arc::new(move |call| {
-                    let (me, ctx, cb) = (me.clone(), ctx.clone(), cb.clone());
-                    Box::pin(async move {
-                        let msg = call.args.first().map(value::to_json).unwrap_or(Value::Null);
-                        if let Some(me) = me.upgrade() {
-                            let kind = msg
-                                .get("type")
-                                .and_then(Value::as_str)
-                                .unwrap_or("info")
-                                .to_owned();
-                            let text = msg
-                                .get("message")
-                                .and_then(Value::as_str)
-                                .map(str::to_owned)
-                                .unwrap_or_else(|| msg.to_string());
-                            me.progress(&ctx, Some(&cb), &kind, &text);
-                        }
-                        Ok(rmpv::Value::Nil)
-                    })
-                });
-                host.callback(&session, "progress", &worker.client, f)
-            };
+            // The worker may call the caller's callback back only through us.
+            let relayed = self
+                .relay_progress(ctx, &session, &worker, Some(cb))
+                .unwrap_or(rmpv::Value::Nil);
             args.push(relayed);
             let out = worker
                 .call(

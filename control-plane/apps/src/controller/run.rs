@@ -460,7 +460,7 @@ impl ServerApps {
 
     /// A callback handed to the worker as `progress_callback` that relays each message
     /// to the caller's own callback (and the log), callable only by the worker.
-    fn relay_progress(
+    pub(crate) fn relay_progress(
         &self,
         ctx: &Ctx,
         session: &str,
