@@ -14,6 +14,10 @@
 //!   the manager of the provider's node (`fetch` / `fetched`), since a provider's reply to
 //!   another node's manager address is not routable; calls into the object then go
 //!   client to client through the router.
+//! * Calls the manager makes into a client of another node (`call` / `called`): made by
+//!   the manager of the client's node, since hypha-rpc lets only its own node's manager
+//!   call protected functions (a server-app worker's `start`, §3 of apps-workers.md); the
+//!   callee's callbacks and replies to it still go client to manager through the router.
 //! * Token revocations: announced, added to every node's revocation set, and every node
 //!   closes its own sessions descending from the token.
 //! * Workspace records ([`crate::workspaces`]'s replica): every create, change (environment,
@@ -52,6 +56,8 @@
 //! | `revoked` | `hash` (SHA-256 hex), `exp` (unix s) | published by `revoke_token` |
 //! | `fetch` | `req` (u64), `ws`, `cid`, `name`, `timeout` (s) | to the provider's node |
 //! | `fetched` | `req`, then `ok`: object, or `err`: text and `kind` | back to the asker |
+//! | `call` | `req`, `to` (`ws/cid`), `method`, `args`: [value], `kwargs` (map or nil), `ws`, `user` (the caller's), `timeout` (s) | to the callee's node |
+//! | `called` | `req`, then `ok`: the result, or `err`: text and `kind` | back to the asker |
 //!
 //! A record is the stored service record (`id`, `name`, `type`, … `config`), as listed; a
 //! workspace is the `WorkspaceInfo` map (`type`, `id`, `name`, … `service_types`), as
@@ -133,6 +139,32 @@ pub enum Msg {
         /// The object, or the error's kind and text.
         result: Result<Value, (String, String)>,
     },
+    /// Asks the receiving node's manager to call a local client on the sender's behalf.
+    Call {
+        /// Request id, chosen by the asker.
+        req: u64,
+        /// The callee, `ws/cid`.
+        to: String,
+        /// `<service>.<function>`.
+        method: String,
+        /// Positional arguments.
+        args: Vec<Value>,
+        /// Keyword arguments, if any.
+        kwargs: Option<Value>,
+        /// The calling workspace the callee sees.
+        ws: String,
+        /// The calling user the callee sees (an encoded user record).
+        user: Value,
+        /// Seconds to wait for the callee.
+        timeout: f64,
+    },
+    /// The answer to a [`Msg::Call`].
+    Called {
+        /// The request id.
+        req: u64,
+        /// The result, or the error's kind and text.
+        result: Result<Value, (String, String)>,
+    },
 }
 
 fn strs(v: Option<&Value>) -> Vec<String> {
@@ -210,8 +242,13 @@ impl Msg {
                 m.push(("name", s(name)));
                 m.push(("timeout", Value::from(*timeout)));
             }
-            Msg::Fetched { req, result } => {
-                m.push(("op", s("fetched")));
+            Msg::Fetched { req, result } | Msg::Called { req, result } => {
+                let op = if matches!(self, Msg::Fetched { .. }) {
+                    "fetched"
+                } else {
+                    "called"
+                };
+                m.push(("op", s(op)));
                 m.push(("req", Value::from(*req)));
                 match result {
                     Ok(v) => m.push(("ok", v.clone())),
@@ -220,6 +257,26 @@ impl Msg {
                         m.push(("err", s(text)));
                     }
                 }
+            }
+            Msg::Call {
+                req,
+                to,
+                method,
+                args,
+                kwargs,
+                ws,
+                user,
+                timeout,
+            } => {
+                m.push(("op", s("call")));
+                m.push(("req", Value::from(*req)));
+                m.push(("to", s(to)));
+                m.push(("method", s(method)));
+                m.push(("args", Value::Array(args.clone())));
+                m.push(("kwargs", kwargs.clone().unwrap_or(Value::Nil)));
+                m.push(("ws", s(ws)));
+                m.push(("user", user.clone()));
+                m.push(("timeout", Value::from(*timeout)));
             }
         }
         let m = m.into_iter().map(|(k, v)| (Value::from(k), v)).collect();
@@ -260,12 +317,30 @@ impl Msg {
                 name: text("name")?,
                 timeout: get(&v, "timeout").and_then(Value::as_f64).unwrap_or(10.0),
             },
-            "fetched" => Msg::Fetched {
-                req: num("req")?,
-                result: match get(&v, "ok") {
+            "fetched" | "called" => {
+                let req = num("req")?;
+                let result = match get(&v, "ok") {
                     Some(ok) => Ok(ok.clone()),
                     None => Err((text("kind").unwrap_or_default(), text("err")?)),
+                };
+                if get_str(&v, "op") == Some("fetched") {
+                    Msg::Fetched { req, result }
+                } else {
+                    Msg::Called { req, result }
+                }
+            }
+            "call" => Msg::Call {
+                req: num("req")?,
+                to: text("to")?,
+                method: text("method")?,
+                args: match get(&v, "args") {
+                    Some(Value::Array(a)) => a.clone(),
+                    _ => return None,
                 },
+                kwargs: get(&v, "kwargs").filter(|k| !k.is_nil()).cloned(),
+                ws: text("ws")?,
+                user: get(&v, "user")?.clone(),
+                timeout: get(&v, "timeout").and_then(Value::as_f64).unwrap_or(30.0),
             },
             _ => return None,
         })
@@ -318,7 +393,7 @@ pub(crate) struct Cluster {
     tx: mpsc::Sender<Incoming>,
     rx: Mutex<Option<mpsc::Receiver<Incoming>>>,
     next_req: AtomicU64,
-    /// Fetches sent to other nodes: request id → (node, answer).
+    /// Fetches and calls sent to other nodes: request id → (node, answer).
     pending: DashMap<u64, (String, oneshot::Sender<ManagerResult<Value>>)>,
     /// Messages dropped because the queue was full.
     pub(crate) dropped: AtomicU64,
@@ -364,7 +439,7 @@ impl Cluster {
         for req in reqs {
             if let Some((_, (_, tx))) = self.pending.remove(&req) {
                 let _ = tx.send(Err(ManagerError::Disconnected(format!(
-                    "the server node {node} left while retrieving the service"
+                    "the server node {node} left before it answered"
                 ))));
             }
         }
@@ -439,6 +514,53 @@ impl Manager {
         }
     }
 
+    /// Has the manager of `node` call its client `to` on `caller`'s behalf
+    /// ([`Manager::call_client_as`] there) and waits for the result.
+    ///
+    /// Errors: [`ManagerError::Disconnected`] when the request cannot be sent or the node
+    /// leaves, [`ManagerError::Timeout`] after `timeout` plus a grace, else the error the
+    /// call met there.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn call_remote(
+        &self,
+        node: &str,
+        to: &str,
+        method: &str,
+        args: Vec<Value>,
+        kwargs: Option<Value>,
+        caller: (&str, &Value),
+        timeout: Duration,
+    ) -> ManagerResult<Value> {
+        let req = self.cluster.next_req.fetch_add(1, Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.cluster.pending.insert(req, (node.to_owned(), tx));
+        let msg = Msg::Call {
+            req,
+            to: to.to_owned(),
+            method: method.to_owned(),
+            args,
+            kwargs,
+            ws: caller.0.to_owned(),
+            user: caller.1.clone(),
+            timeout: timeout.as_secs_f64(),
+        };
+        if !self.router.cluster_send(node, msg.encode()) {
+            self.cluster.pending.remove(&req);
+            return Err(ManagerError::Disconnected(format!(
+                "Peer {to} is not connected (its server node {node} cannot be reached)"
+            )));
+        }
+        let answer = tokio::time::timeout(timeout + Duration::from_secs(2), rx).await;
+        self.cluster.pending.remove(&req);
+        match answer {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(ManagerError::Internal("cluster call dropped".into())),
+            Err(_) => Err(ManagerError::Timeout(format!(
+                "Method call timed out: {to}:{method} (no answer from server node {node})"
+            ))),
+        }
+    }
+
     /// Sends `node` this node's service records and workspace records.
     fn send_snapshot(&self, node: &str) {
         self.registry
@@ -457,11 +579,11 @@ impl Manager {
                 }
             }
             Incoming::Undelivered(node, bytes) => {
-                // A fetch nobody received fails now, not at its timeout.
-                if let Some(Msg::Fetch { req, .. }) = Msg::decode(&bytes) {
+                // A fetch or call nobody received fails now, not at its timeout.
+                if let Some(Msg::Fetch { req, .. } | Msg::Call { req, .. }) = Msg::decode(&bytes) {
                     if let Some((_, (_, tx))) = self.cluster.pending.remove(&req) {
                         let _ = tx.send(Err(ManagerError::Disconnected(format!(
-                            "the server node {node} holding the service cannot be reached"
+                            "the server node {node} holding the client cannot be reached"
                         ))));
                     }
                 }
@@ -514,7 +636,28 @@ impl Manager {
                         .cluster_send(&node, Msg::Fetched { req, result }.encode());
                 });
             }
-            Msg::Fetched { req, result } => {
+            Msg::Call {
+                req,
+                to,
+                method,
+                args,
+                kwargs,
+                ws,
+                user,
+                timeout,
+            } => {
+                let m = self.clone();
+                tokio::spawn(async move {
+                    let timeout = Duration::from_secs_f64(timeout.clamp(0.1, 3600.0));
+                    let result = m
+                        .call_client_here(&to, &method, args, kwargs, (&ws, &user), timeout)
+                        .await
+                        .map_err(|e| error_to_wire(&e));
+                    m.router
+                        .cluster_send(&node, Msg::Called { req, result }.encode());
+                });
+            }
+            Msg::Fetched { req, result } | Msg::Called { req, result } => {
                 if let Some((_, (_, tx))) = self.cluster.pending.remove(&req) {
                     let _ = tx.send(result.map_err(|(k, t)| error_from_wire(&k, t)));
                 }
@@ -574,6 +717,34 @@ mod tests {
             Msg::Fetched {
                 req: 4,
                 result: Err(("timeout".into(), "late".into())),
+            },
+            Msg::Call {
+                req: 5,
+                to: "w/c".into(),
+                method: "svc.start".into(),
+                args: vec![rec.clone(), 1.into()],
+                kwargs: Some(rec.clone()),
+                ws: "w2".into(),
+                user: rec.clone(),
+                timeout: 30.0,
+            },
+            Msg::Call {
+                req: 6,
+                to: "w/c".into(),
+                method: "svc.stop".into(),
+                args: vec![],
+                kwargs: None,
+                ws: "w".into(),
+                user: Value::Nil,
+                timeout: 1.0,
+            },
+            Msg::Called {
+                req: 5,
+                result: Ok(Value::Nil),
+            },
+            Msg::Called {
+                req: 6,
+                result: Err(("remote".into(), "Exception: no".into())),
             },
         ] {
             assert_eq!(Msg::decode(&m.encode()), Some(m));

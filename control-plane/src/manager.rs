@@ -468,7 +468,47 @@ impl Manager {
     /// [`Manager::call_client`] on behalf of a caller: the callee sees `caller.0` as the
     /// calling workspace and `caller.1` (an encoded user record) as the user, so its
     /// visibility checks and `context` apply to that caller (HTTP calls, §8.2).
+    ///
+    /// A client connected to another node of the cluster is called by that node's manager
+    /// ([`Manager::call_remote`]): hypha-rpc accepts protected calls only from its own
+    /// node's manager.
     pub async fn call_client_as(
+        &self,
+        to: &str,
+        method: &str,
+        args: Vec<Value>,
+        kwargs: Option<Value>,
+        caller: (&str, &Value),
+        timeout: Duration,
+    ) -> ManagerResult<Value> {
+        if let Some(node) = self.node_of_client(to) {
+            return self
+                .call_remote(&node, to, method, args, kwargs, caller, timeout)
+                .await;
+        }
+        self.call_client_here(to, method, args, kwargs, caller, timeout)
+            .await
+    }
+
+    /// The other node client `to` (`ws/cid`) is connected to; `None` when it is
+    /// connected here, unknown, or this server is not clustered.
+    fn node_of_client(&self, to: &str) -> Option<String> {
+        if self.router.node_id().is_empty() || self.router.client(to).is_some() {
+            return None;
+        }
+        let (ws, cid) = to.split_once('/')?;
+        let pattern = crate::registry::Pattern {
+            ws: Some(ws),
+            cid: Some(cid),
+            name: Some("built-in"),
+            ..Default::default()
+        };
+        let record = self.registry.find_all(&pattern).into_iter().next()?;
+        self.registry.remote_node(&record)
+    }
+
+    /// [`Manager::call_client_as`] from this node's manager, wherever the client is.
+    pub(crate) async fn call_client_here(
         &self,
         to: &str,
         method: &str,
