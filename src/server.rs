@@ -165,7 +165,7 @@ impl ServerBuilder {
         services.add(artifacts).map_err(|e| anyhow::anyhow!(e))?;
         if !s.disable_server_apps {
             services
-                .add(rhizo_apps::ServerApps::in_memory())
+                .add(server_apps(s)?)
                 .map_err(|e| anyhow::anyhow!(e))?;
         }
         for s in self.services {
@@ -279,6 +279,20 @@ pub fn http_app(router: &Router, manager: &Arc<Manager>, base: &str) -> axum::Ro
     } else {
         axum::Router::new().nest(base, app)
     }
+}
+
+/// The server-apps controller: its session records in the cluster's Redis with
+/// `--redis-uri` (every node sees every instance, §0 of apps-workers.md), else in memory.
+fn server_apps(s: &Settings) -> anyhow::Result<Arc<rhizo_apps::ServerApps>> {
+    let Some(uri) = s.redis_uri.as_deref() else {
+        return Ok(rhizo_apps::ServerApps::in_memory());
+    };
+    let sessions = rhizo_apps::RedisSessions::new(uri, &s.redis_prefix)
+        .map_err(|e| anyhow::anyhow!("--redis-uri: {e}"))?;
+    Ok(rhizo_apps::ServerApps::new(
+        rhizo_apps::AppsOptions::default(),
+        Arc::new(sessions),
+    ))
 }
 
 /// The Bus picked once at start: Redis with `--redis-uri` (node id = the server id), else

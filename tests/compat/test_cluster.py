@@ -142,6 +142,9 @@ class Cluster:
             "RHIZO_REDIS_PREFIX": self.prefix,
             "HYPHA_PUBLIC_BASE_URL": self.url,
             "HYPHA_DATABASE_URI": f"sqlite://{self.dir / 'shared.db'}",
+            # Artifact files (and so server apps' files) in one directory, as a shared
+            # volume or S3 would hold them.
+            "RHIZO_DATA_DIR": str(self.dir / "data"),
         }
 
     def start(self, i: int):
@@ -543,3 +546,73 @@ async def test_http_service_calls_and_asgi_apps_reach_services_on_other_nodes(cl
             assert r.json() == {"msg": "hello cluster"}
             r = await http.get(f"{base}/apps/web/items/7", params={"q": "y"})
             assert r.status_code == 200 and r.json() == {"item_id": 7, "q": "y"}, (i, r.text)
+
+
+async def test_server_app_sessions_locks_and_disabled_workers_are_shared_by_every_node(cluster, on_node):
+    """Server apps in a cluster (apps-workers.md §0, §7): the session records, disabled
+    workers and start/stop locks live in Redis, so any node lists, inspects and stops an
+    instance started by another, concurrent lazy starts from two nodes start one instance,
+    and only the node holding the app's connection judges its inactivity."""
+    from apps_helpers import FunctionWorker, wait_until
+    from artifact_helpers import user_token
+    from conftest import TEST_JWT_SECRET
+
+    user_id = unique_id("clapps").lower()
+    ws = f"ws-user-{user_id}"
+    token = user_token(user_id, ws, TEST_JWT_SECRET)
+    on = lambda i: on_node(i, workspace=ws, token=token, client_id=unique_id(f"n{i}"))  # noqa: E731
+    api0, api1, api2 = await on(0), await on(1), await on(2)
+    worker = FunctionWorker(cluster.url, ["echo-app"], connect_app=True)
+    await worker.register(api1)
+    c0 = await api0.get_service("public/server-apps")
+    c2 = await api2.get_service("public/server-apps")
+    app = await c0.install(
+        manifest={"name": "Cluster Echo", "type": "echo-app", "version": "0.1.0"},
+        source="echo",
+        overwrite=True,
+    )
+    app_id = app["id"]
+    assert await c2.list_running() == [], "the verification run was stopped everywhere"
+
+    # First calls from two nodes at once start one instance.
+    svcs = await asyncio.gather(
+        *(api.get_service(f"echo@{app_id}") for api in (api0, api2, api0, api2))
+    )
+    assert [await s.echo(i) for i, s in enumerate(svcs)] == [0, 1, 2, 3]
+    r0, r2 = await c0.list_running(), await c2.list_running()
+    assert len(r0) == 1 and [s["id"] for s in r2] == [r0[0]["id"]], (r0, r2)
+    sid = r0[0]["id"]
+    assert len({await s.whoami() for s in svcs}) == 1
+    assert len(worker.configs) == 2, "the verification run and one lazy start"
+    info = await c2.get_session_info(sid)
+    assert info["app_id"] == app_id and info["daemon"] is False, "types survive the store"
+    assert (await c2.get_logs(sid))["log"] == [f"Session {sid} started"]
+
+    # Node 2 stops what node 0 started, on a worker connected to node 1.
+    await c2.stop(sid)
+    assert sid in worker.stopped
+    assert await c0.list_running() == []
+
+    # Inactivity: calls from node 2 keep an instance alive past its limit (nobody else
+    # stops it for lack of local traffic); once they end it stops.
+    session = await c0.start(app_id, stop_after_inactive=3)
+    svc = await api2.get_service(f"{session['id']}:echo")
+    for _ in range(10):
+        assert await svc.echo(1) == 1
+        await asyncio.sleep(0.5)
+    assert [s["id"] for s in await c2.list_running()] == [session["id"]]
+
+    async def stopped():
+        return session["id"] in worker.stopped and await c0.list_running() == []
+
+    await wait_until(stopped, timeout=20)
+
+    # A worker disabled through one node is disabled for all.
+    await c0.edit_worker(worker.service.id, disabled=True)
+    listed = {w["id"]: w for w in await c2.list_workers()}
+    assert listed[worker.service.id]["disabled"] is True
+    err = await expect_error(c2.start(app_id, wait_for_service=False))
+    assert "No server app worker found for app type: echo-app" in str(err)
+    await c2.edit_worker(worker.service.id, disabled=False)
+    again = await c0.start(app_id, wait_for_service=False)
+    await c2.stop(again["id"])

@@ -1,5 +1,6 @@
 //! The `public/server-apps` controller (apps-workers.md §1): its functions, the state it
-//! keeps (session records, disabled workers, one start lock per app) and the in-process
+//! keeps (session records and disabled workers in its [`SessionStore`], one start lock per
+//! app on this node, besides the store's cluster-wide locks) and the in-process
 //! calls it makes to the artifact manager that holds the apps.
 //!
 //! * [`install`] — install, commit_app, uninstall (§1.4).
@@ -29,7 +30,6 @@ use rhizo_control_plane::{Ctx, ManagerError, ManagerResult};
 use rhizo_protocol::user::Permission;
 use rhizo_protocol::value;
 use rmpv::Value;
-use std::collections::HashSet;
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
@@ -60,8 +60,6 @@ pub struct ServerApps {
     host: OnceLock<Arc<dyn ServiceHost>>,
     sessions: Arc<dyn SessionStore>,
     options: AppsOptions,
-    /// Disabled worker ids by workspace (`disabled_workers:{ws}`, §0).
-    disabled: DashMap<String, HashSet<String>>,
     /// One lock per `ws/app_id`, held while an instance of it starts, so concurrent
     /// first calls of a lazily started app start one instance (§1.7).
     start_locks: DashMap<String, Arc<tokio::sync::Mutex<()>>>,
@@ -316,7 +314,6 @@ impl ServerApps {
             host: OnceLock::new(),
             sessions,
             options,
-            disabled: DashMap::new(),
             start_locks: DashMap::new(),
             activity: DashMap::new(),
             daemon_pass: tokio::sync::Mutex::new(()),
@@ -382,11 +379,11 @@ impl ServerApps {
             "start" => self.start_call(ctx, a).await,
             "stop" => self.stop_call(ctx, a).await,
             "list_apps" => self.list_apps(ctx).await,
-            "list_running" => Ok(self.list_running(ctx)),
+            "list_running" => self.list_running(ctx).await,
             "list_workers" => self.list_workers(ctx, a.str("app_type").as_deref()).await,
-            "edit_worker" => self.edit_worker(ctx, a),
+            "edit_worker" => self.edit_worker(ctx, a).await,
             "get_logs" => self.get_logs(ctx, a).await,
-            "get_session_info" => self.get_session_info(ctx, &a.req("session_id")?),
+            "get_session_info" => self.get_session_info(ctx, &a.req("session_id")?).await,
             "execute" => self.execute(ctx, a).await,
             "edit_file" => self.edit_file(ctx, a).await,
             "remove_file" => self.remove_file(ctx, a).await,

@@ -29,6 +29,12 @@ pub enum AppsError {
     Manager(#[from] ManagerError),
 }
 
+impl From<crate::sessions::StoreError> for AppsError {
+    fn from(e: crate::sessions::StoreError) -> Self {
+        AppsError::Worker(e.to_string())
+    }
+}
+
 /// A result of the controller.
 pub type AppsResult<T> = Result<T, AppsError>;
 

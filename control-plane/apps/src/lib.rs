@@ -4,7 +4,8 @@
 //! when a client asks for one of their services, and stops them when idle.
 //!
 //! * [`controller`] — [`ServerApps`], the [`rhizo_control_plane::service::ControlService`].
-//! * [`sessions`] — the instance records behind one trait ([`SessionStore`]).
+//! * [`sessions`] — the instance records, disabled workers and cluster locks behind one
+//!   trait ([`SessionStore`]): in memory, or in Redis for a cluster.
 //! * [`workers`] — worker discovery, selection and calls.
 //! * [`source`], [`manifest`] — the plugin source format and manifest rules.
 
@@ -17,4 +18,4 @@ pub mod workers;
 
 pub use controller::{AppsOptions, ServerApps};
 pub use error::{AppsError, AppsResult};
-pub use sessions::{MemorySessions, SessionStore};
+pub use sessions::{LockGuard, MemorySessions, RedisSessions, SessionStore, StoreError};

@@ -1,62 +1,182 @@
 //! The records of running app instances ("sessions", apps-workers.md §1.3): what `start`
-//! returns, what `list_running` lists and what `stop`, `get_logs` and `execute` look up.
+//! returns, what `list_running` lists and what `stop`, `get_logs` and `execute` look up —
+//! plus the two other things every node of a cluster must agree on (§0): which workers are
+//! disabled, and who holds a session's stop lock or an app's start lock.
 //!
-//! They sit behind [`SessionStore`] so that the whole cluster can read them once they are
-//! kept in Redis (the reference's `sessions:{ws}/{client_id}` hashes, §0); on one node
-//! [`MemorySessions`] keeps them in this process.
+//! They sit behind [`SessionStore`] so that the whole cluster reads one set:
+//! * [`MemorySessions`] — one node: a map in this process.
+//! * [`RedisSessions`] — nodes sharing a Redis (`--redis-uri`): a key per record, a set per
+//!   workspace of disabled workers, `SET NX PX` locks.
+//!
+//! Both run through one contract test suite (`control-plane/apps/tests/sessions.rs`).
 
+mod redis;
+
+pub use self::redis::RedisSessions;
+
+use async_trait::async_trait;
 use dashmap::DashMap;
 use serde_json::Value;
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-/// Where session records live. A record is a JSON map whose `id` is the session id
-/// (`ws/_rapp_…__rlb`, the full client id of the app's own connection).
-pub trait SessionStore: Send + Sync + 'static {
-    /// Stores (or replaces) `record` under its `id`; `ttl` makes it expire (the
-    /// python-eval record kept for its logs after its client left, §1.8).
-    fn put(&self, record: Value, ttl: Option<Duration>);
-    /// The record `id`, if stored and not expired.
-    fn get(&self, id: &str) -> Option<Value>;
-    /// Removes and returns the record `id`.
-    fn remove(&self, id: &str) -> Option<Value>;
-    /// Every live record, in no particular order.
-    fn list(&self) -> Vec<Value>;
+/// The session store could not be reached or answered nonsense (Redis down, a record
+/// that is not JSON). Callers report it; nothing is changed by a failed call.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the session store failed: {0}")]
+pub struct StoreError(pub String);
+
+/// A result of the session store.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A lock taken with [`SessionStore::try_lock`]: its name and the holder's random token,
+/// which [`SessionStore::unlock`] must show (so a holder whose lock expired cannot
+/// release the next holder's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockGuard {
+    /// The lock's name, e.g. `app-stop-lock:ws/_rapp_x__rlb`.
+    pub name: String,
+    /// The holder's token.
+    pub token: String,
 }
 
-/// Session records in this process: a concurrent map with optional expiry, read lazily.
+/// Where session records, disabled workers and the cluster's locks live.
+///
+/// A record is a JSON map whose `id` is the session id (`ws/_rapp_…__rlb`, the full
+/// client id of the app's own connection). Records round-trip exactly (the reference's
+/// Redis hashes read scalars back as strings; rhizo's do not, §0).
+#[async_trait]
+pub trait SessionStore: Send + Sync + 'static {
+    /// Stores (or replaces) `record` under its `id`; `ttl` makes it expire (the
+    /// python-eval record kept for its logs after its client left, §1.8). A record without
+    /// a string `id` is refused (`StoreError`).
+    async fn put(&self, record: Value, ttl: Option<Duration>) -> StoreResult<()>;
+    /// The record `id`, if stored and not expired.
+    async fn get(&self, id: &str) -> StoreResult<Option<Value>>;
+    /// Removes and returns the record `id`, atomically: of two callers removing the same
+    /// record at once, exactly one gets it.
+    async fn remove(&self, id: &str) -> StoreResult<Option<Value>>;
+    /// Every live record, in no particular order.
+    async fn list(&self) -> StoreResult<Vec<Value>>;
+    /// Takes lock `name` for `ttl` unless someone holds it (`SET NX PX`); `None` when
+    /// held. The lock expires by itself after `ttl`.
+    async fn try_lock(&self, name: &str, ttl: Duration) -> StoreResult<Option<LockGuard>>;
+    /// Releases `lock` if it is still the one taken (a lock that expired and was taken
+    /// again by another holder is left alone).
+    async fn unlock(&self, lock: &LockGuard) -> StoreResult<()>;
+    /// The disabled worker ids of workspace `ws` (`disabled_workers:{ws}`, §0).
+    async fn disabled_workers(&self, ws: &str) -> StoreResult<HashSet<String>>;
+    /// Marks worker `worker_id` of workspace `ws` disabled or enabled again.
+    async fn set_worker_disabled(
+        &self,
+        ws: &str,
+        worker_id: &str,
+        disabled: bool,
+    ) -> StoreResult<()>;
+}
+
+/// The `id` of a record, or the error [`SessionStore::put`] gives for one without.
+pub(crate) fn record_id(record: &Value) -> StoreResult<&str> {
+    record
+        .get("id")
+        .and_then(Value::as_str)
+        .ok_or_else(|| StoreError("a session record needs a string `id`".into()))
+}
+
+/// A random lock token.
+fn lock_token() -> String {
+    rhizo_control_plane::names::random_string(20)
+}
+
+/// Session records in this process: concurrent maps with optional expiry, read lazily.
 #[derive(Debug, Default)]
 pub struct MemorySessions {
     records: DashMap<String, (Value, Option<Instant>)>,
+    locks: DashMap<String, (String, Instant)>,
+    disabled: DashMap<String, HashSet<String>>,
 }
 
-fn live(entry: &(Value, Option<Instant>)) -> bool {
+fn live<T>(entry: &(T, Option<Instant>)) -> bool {
     entry.1.is_none_or(|t| Instant::now() < t)
 }
 
+#[async_trait]
 impl SessionStore for MemorySessions {
-    fn put(&self, record: Value, ttl: Option<Duration>) {
-        let Some(id) = record.get("id").and_then(Value::as_str).map(str::to_owned) else {
-            return;
-        };
+    async fn put(&self, record: Value, ttl: Option<Duration>) -> StoreResult<()> {
+        let id = record_id(&record)?.to_owned();
         self.records
             .insert(id, (record, ttl.map(|t| Instant::now() + t)));
+        Ok(())
     }
 
-    fn get(&self, id: &str) -> Option<Value> {
-        let e = self.records.get(id)?;
-        live(&e).then(|| e.0.clone())
+    async fn get(&self, id: &str) -> StoreResult<Option<Value>> {
+        Ok(self
+            .records
+            .get(id)
+            .filter(|e| live(e))
+            .map(|e| e.0.clone()))
     }
 
-    fn remove(&self, id: &str) -> Option<Value> {
-        self.records
+    async fn remove(&self, id: &str) -> StoreResult<Option<Value>> {
+        Ok(self
+            .records
             .remove(id)
             .filter(|(_, e)| live(e))
-            .map(|(_, e)| e.0)
+            .map(|(_, e)| e.0))
     }
 
-    fn list(&self) -> Vec<Value> {
+    async fn list(&self) -> StoreResult<Vec<Value>> {
         self.records.retain(|_, e| live(e));
-        self.records.iter().map(|e| e.value().0.clone()).collect()
+        Ok(self.records.iter().map(|e| e.value().0.clone()).collect())
+    }
+
+    async fn try_lock(&self, name: &str, ttl: Duration) -> StoreResult<Option<LockGuard>> {
+        let now = Instant::now();
+        let token = lock_token();
+        let mut taken = false;
+        self.locks
+            .entry(name.to_owned())
+            .and_modify(|held| {
+                if held.1 <= now {
+                    *held = (token.clone(), now + ttl);
+                    taken = true;
+                }
+            })
+            .or_insert_with(|| {
+                taken = true;
+                (token.clone(), now + ttl)
+            });
+        Ok(taken.then(|| LockGuard {
+            name: name.to_owned(),
+            token,
+        }))
+    }
+
+    async fn unlock(&self, lock: &LockGuard) -> StoreResult<()> {
+        self.locks
+            .remove_if(&lock.name, |_, held| held.0 == lock.token);
+        Ok(())
+    }
+
+    async fn disabled_workers(&self, ws: &str) -> StoreResult<HashSet<String>> {
+        Ok(self.disabled.get(ws).map(|s| s.clone()).unwrap_or_default())
+    }
+
+    async fn set_worker_disabled(
+        &self,
+        ws: &str,
+        worker_id: &str,
+        disabled: bool,
+    ) -> StoreResult<()> {
+        if disabled {
+            self.disabled
+                .entry(ws.to_owned())
+                .or_default()
+                .insert(worker_id.to_owned());
+        } else if let Some(mut set) = self.disabled.get_mut(ws) {
+            set.remove(worker_id);
+        }
+        Ok(())
     }
 }
 
@@ -90,21 +210,6 @@ pub fn public_view(record: &Value) -> Value {
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn records_are_kept_replaced_removed_and_expire() {
-        let s = MemorySessions::default();
-        s.put(json!({"id": "w/a", "app_id": "x"}), None);
-        s.put(json!({"id": "w/a", "app_id": "y"}), None);
-        s.put(json!({"no": "id"}), None);
-        assert_eq!(app_of(&s.get("w/a").unwrap()), "y");
-        assert_eq!(s.list().len(), 1);
-        s.put(json!({"id": "w/b"}), Some(Duration::ZERO));
-        assert!(s.get("w/b").is_none(), "expired at once");
-        assert_eq!(s.list().len(), 1);
-        assert!(s.remove("w/a").is_some());
-        assert!(s.remove("w/a").is_none());
-    }
 
     #[test]
     fn the_public_view_hides_internal_fields() {

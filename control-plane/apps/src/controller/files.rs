@@ -218,6 +218,7 @@ impl ServerApps {
                 let running: Vec<Value> = self
                     .sessions
                     .list()
+                    .await?
                     .into_iter()
                     .filter(|s| {
                         crate::sessions::app_of(s) == alias && crate::sessions::ws_of(s) == ws

@@ -398,7 +398,7 @@ impl ServerApps {
                     .and_then(Value::as_str)
                     .unwrap_or_default()
                     .to_owned();
-                if let Some(record) = self.sessions.get(&id) {
+                if let Ok(Some(record)) = self.sessions.get(&id).await {
                     let _ = self.stop_record(&record).await;
                 }
                 Ok(())
@@ -458,6 +458,7 @@ impl ServerApps {
         let running: Vec<Value> = self
             .sessions
             .list()
+            .await?
             .into_iter()
             .filter(|s| crate::sessions::app_of(s) == alias && crate::sessions::ws_of(s) == ws)
             .collect();

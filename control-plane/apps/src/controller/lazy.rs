@@ -1,6 +1,7 @@
 //! Lazy start (apps-workers.md §1.7): `get_service("svc@app_id")` finds no live
 //! service, so the app that declares `svc` is started — once, however many callers ask at
-//! the same moment — and the caller gets the new instance's service.
+//! the same moment, on this node or any other of the cluster — and the caller gets the new
+//! instance's service.
 
 use super::run::{startup_ctx, StartRequest};
 use super::ServerApps;
@@ -10,6 +11,10 @@ use crate::sessions::{app_of, ws_of};
 use rhizo_control_plane::registry::Pattern;
 use rhizo_control_plane::Ctx;
 use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+/// How often a node that found another node starting the app looks for its instance.
+const PEER_START_POLL: Duration = Duration::from_millis(100);
 
 /// The service `get_service` asked for: `svc@app` in a workspace.
 #[derive(Debug)]
@@ -50,13 +55,16 @@ impl LazyTarget {
 
 impl ServerApps {
     /// Lazy start (§1.7): the running instance's service, or a new instance of the app
-    /// that declares service `want.name`, started once however many callers ask at once.
+    /// that declares service `want.name`, started once however many callers ask at once:
+    /// callers on this node queue on the app's local lock, and nodes take the store's
+    /// `app-start-lock:{ws}/{app}` (a node that finds it held waits for the other node's
+    /// instance instead of starting its own).
     pub(crate) async fn lazy_start(&self, ctx: &Ctx, want: LazyTarget) -> AppsResult<String> {
         let not_found = || AppsError::NotFound(format!("Service not found: {}", want.full));
         let key = format!("{}/{}", want.ws, want.app);
-        let lock = self.start_locks.entry(key).or_default().clone();
+        let lock = self.start_locks.entry(key.clone()).or_default().clone();
         let _one = lock.lock().await;
-        if let Some(id) = self.running_service(&want) {
+        if let Some(id) = self.running_service(&want).await? {
             return Ok(id);
         }
         let manifest = self
@@ -76,6 +84,15 @@ impl ServerApps {
         if !declared {
             return Err(not_found());
         }
+        let timeout = StartupConfig::from_manifest(&manifest)
+            .ok()
+            .and_then(|c| c.timeout)
+            .unwrap_or(self.options.default_timeout)
+            .max(0.1);
+        let guard = match self.peer_start(&key, &want, timeout).await? {
+            PeerStart::Ours(guard) => guard,
+            PeerStart::Theirs(id) => return Ok(id),
+        };
         let launch = startup_ctx(&manifest, ctx);
         let req = StartRequest {
             app_id: want.app.clone(),
@@ -85,7 +102,11 @@ impl ServerApps {
             },
             ..Default::default()
         };
-        let started = self.start(&launch, req).await?;
+        let started = self.start(&launch, req).await;
+        if let Err(e) = self.sessions.unlock(&guard).await {
+            tracing::info!(app = %key, error = %e, "start lock not released; it expires");
+        }
+        let started = started?;
         let sid = started
             .get("id")
             .and_then(Value::as_str)
@@ -93,11 +114,48 @@ impl ServerApps {
         Ok(format!("{sid}:{}", want.name))
     }
 
-    /// `ws/cid:name` of a running instance of the app that has the service.
-    fn running_service(&self, want: &LazyTarget) -> Option<String> {
-        let host = self.host().ok()?;
-        self.sessions
+    /// Takes the cluster's start lock of app `key` (`ws/app`), or waits while another
+    /// node holds it: for that node's instance to show the service, or for the lock to
+    /// come free (that start failed: this node tries). Errors: the store failed, or
+    /// `timeout` seconds passed.
+    async fn peer_start(
+        &self,
+        key: &str,
+        want: &LazyTarget,
+        timeout: f64,
+    ) -> AppsResult<PeerStart> {
+        let name = format!("app-start-lock:{key}");
+        let hold = Duration::from_secs_f64(timeout + 30.0);
+        let deadline = Instant::now() + Duration::from_secs_f64(timeout);
+        loop {
+            if let Some(guard) = self.sessions.try_lock(&name, hold).await? {
+                // The other node may have finished between our two looks.
+                if let Some(id) = self.running_service(want).await? {
+                    let _ = self.sessions.unlock(&guard).await;
+                    return Ok(PeerStart::Theirs(id));
+                }
+                return Ok(PeerStart::Ours(guard));
+            }
+            if let Some(id) = self.running_service(want).await? {
+                return Ok(PeerStart::Theirs(id));
+            }
+            if Instant::now() >= deadline {
+                return Err(AppsError::Timeout(format!(
+                    "Timed out waiting for app {key}, which another server is starting"
+                )));
+            }
+            tokio::time::sleep(PEER_START_POLL).await;
+        }
+    }
+
+    /// `ws/cid:name` of a running instance of the app that has the service (on any
+    /// node: the registry sees the cluster's services).
+    async fn running_service(&self, want: &LazyTarget) -> AppsResult<Option<String>> {
+        let host = self.host()?;
+        Ok(self
+            .sessions
             .list()
+            .await?
             .into_iter()
             .filter(|s| app_of(s) == want.app && ws_of(s) == want.ws)
             .filter_map(|s| {
@@ -115,8 +173,16 @@ impl ServerApps {
                     })
                     .is_empty()
             })
-            .map(|cid| format!("{}/{cid}:{}", want.ws, want.name))
+            .map(|cid| format!("{}/{cid}:{}", want.ws, want.name)))
     }
+}
+
+/// What [`ServerApps::peer_start`] found.
+enum PeerStart {
+    /// This node holds the start lock and starts the instance.
+    Ours(crate::sessions::LockGuard),
+    /// Another node's instance has the service: its id.
+    Theirs(String),
 }
 
 #[cfg(test)]

@@ -3,7 +3,10 @@
 //! that leaves ends its session (python-eval records stay 300 s for their logs, daemon
 //! apps are started again, worker-managed ones are kept); an instance whose client has
 //! sent nothing for `stop_after_inactive` seconds is stopped. Traffic is the router's
-//! per-connection frame counter, sampled every [`super::AppsOptions::idle_check_interval`].
+//! per-connection frame counter, sampled every [`super::AppsOptions::idle_check_interval`]
+//! by the node that holds the app client's connection; whoever stops an instance in the
+//! background first takes its `app-stop-lock:{id}` in the session store (30 s, §0), so that
+//! one node stops it.
 
 use super::run::StartRequest;
 use super::ServerApps;
@@ -16,6 +19,9 @@ use std::time::{Duration, Instant};
 
 /// How long a python-eval record outlives its client (for its logs).
 const STOPPED_RECORD_TTL: Duration = Duration::from_secs(300);
+
+/// How long a background stop holds a session's stop lock (the reference's 30 s).
+const STOP_LOCK_TTL: Duration = Duration::from_secs(30);
 
 /// Starts the controller's background tasks; they end when the controller is dropped.
 pub(super) fn spawn(me: Arc<ServerApps>) {
@@ -77,9 +83,34 @@ async fn idle_loop(me: Weak<ServerApps>, interval: Duration) {
 // === impl ServerApps (lifecycle) ===
 
 impl ServerApps {
+    /// Every session record for a background pass; a store failure is logged and reads
+    /// as none (the next pass tries again).
+    async fn records(&self) -> Vec<Value> {
+        self.sessions.list().await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "server apps could not read the session records");
+            Vec::new()
+        })
+    }
+
+    /// Takes session `id`'s stop lock: false when another node (or pass) is stopping it,
+    /// or the store cannot say.
+    async fn claim_stop(&self, id: &str) -> bool {
+        match self
+            .sessions
+            .try_lock(&format!("app-stop-lock:{id}"), STOP_LOCK_TTL)
+            .await
+        {
+            Ok(guard) => guard.is_some(),
+            Err(e) => {
+                tracing::warn!(session = %id, error = %e, "no stop lock; not stopping");
+                false
+            }
+        }
+    }
+
     /// The client `addr` (`ws/cid`) left.
     async fn client_gone(&self, addr: &str) {
-        for s in self.sessions.list() {
+        for s in self.records().await {
             let id = s.get("id").and_then(Value::as_str).unwrap_or_default();
             let worker = s
                 .get("worker_id")
@@ -89,8 +120,7 @@ impl ServerApps {
             if worker_client == addr {
                 // The worker died: its sessions are gone with it.
                 tracing::info!(session = %id, worker = %worker, "worker left; session ended");
-                self.sessions.remove(id);
-                self.activity.remove(id);
+                self.forget(id).await;
             } else if id == addr {
                 self.app_client_gone(s).await;
             }
@@ -110,14 +140,19 @@ impl ServerApps {
         if s.get("app_type").and_then(Value::as_str) == Some("python-eval") {
             let mut s = s;
             s["status"] = json!("stopped");
-            self.sessions.put(s, Some(STOPPED_RECORD_TTL));
+            if let Err(e) = self.sessions.put(s, Some(STOPPED_RECORD_TTL)).await {
+                tracing::warn!(session = %id, error = %e, "could not mark a session stopped");
+            }
             self.activity.remove(&id);
+            return;
+        }
+        if !self.claim_stop(&id).await {
             return;
         }
         let daemon = s.get("daemon").and_then(Value::as_bool) == Some(true);
         if let Err(e) = self.stop_record(&s).await {
             tracing::info!(session = %id, error = %e, "stopping a departed app failed");
-            self.sessions.remove(&id);
+            self.forget(&id).await;
         }
         if daemon {
             self.restart_daemon(&s).await;
@@ -133,8 +168,9 @@ impl ServerApps {
 
     /// Starts every daemon app (of workspace `scope`, or of every persistent workspace)
     /// that has no instance yet, as its installer (§1.8 `prepare_workspace`). One pass at
-    /// a time; an app without a worker is skipped quietly (a later worker triggers a new
-    /// pass).
+    /// a time on this node, and one start per app in the cluster (the app's start lock: a
+    /// daemon another node is starting is skipped); an app without a worker is skipped
+    /// quietly (a later worker triggers a new pass).
     pub(super) async fn ensure_daemons(&self, scope: Option<String>) {
         let Ok(host) = self.host() else { return };
         let _one_pass = self.daemon_pass.lock().await;
@@ -156,12 +192,27 @@ impl ServerApps {
                 let Some(app) = manifest.get("id").and_then(Value::as_str) else {
                     continue;
                 };
-                let running = self
-                    .sessions
-                    .list()
+                let Ok(records) = self.sessions.list().await else {
+                    continue;
+                };
+                let running = records
                     .iter()
                     .any(|s| crate::sessions::app_of(s) == app && ws_of(s) == ws);
                 if running {
+                    continue;
+                }
+                let lock = format!("app-start-lock:{ws}/{app}");
+                let hold = Duration::from_secs_f64(self.options.default_timeout + 30.0);
+                let Ok(Some(guard)) = self.sessions.try_lock(&lock, hold).await else {
+                    continue;
+                };
+                // Another node may have started it between the two looks.
+                let started_elsewhere = self.sessions.list().await.map_or(true, |l| {
+                    l.iter()
+                        .any(|s| crate::sessions::app_of(s) == app && ws_of(s) == ws)
+                });
+                if started_elsewhere {
+                    let _ = self.sessions.unlock(&guard).await;
                     continue;
                 }
                 let ctx = super::run::startup_ctx(manifest, &root);
@@ -170,7 +221,9 @@ impl ServerApps {
                     fresh: true,
                     ..Default::default()
                 };
-                match self.start(&ctx, req).await {
+                let outcome = self.start(&ctx, req).await;
+                let _ = self.sessions.unlock(&guard).await;
+                match outcome {
                     Ok(_) => tracing::info!(%ws, %app, "daemon app started"),
                     Err(crate::AppsError::NoWorker(t)) => {
                         tracing::debug!(%ws, %app, app_type = %t, "daemon app waits for a worker")
@@ -184,7 +237,7 @@ impl ServerApps {
     /// Sessions whose worker's client is no longer connected anywhere we can see.
     async fn sweep_departed(&self) {
         let Ok(host) = self.host() else { return };
-        for s in self.sessions.list() {
+        for s in self.records().await {
             let worker = s
                 .get("worker_id")
                 .and_then(Value::as_str)
@@ -211,7 +264,7 @@ impl ServerApps {
     async fn stop_idle(&self) {
         let Ok(host) = self.host() else { return };
         let now = Instant::now();
-        for s in self.sessions.list() {
+        for s in self.records().await {
             let id = s
                 .get("id")
                 .and_then(Value::as_str)
@@ -225,6 +278,11 @@ impl ServerApps {
                 continue;
             }
             let frames = host.client(&id).map(|p| p.frames_in);
+            if frames.is_none() && self.connected_elsewhere(&**host, &s) {
+                // Its connection is on another node, which samples its traffic.
+                self.activity.remove(&id);
+                continue;
+            }
             let mut entry = self.activity.entry(id.clone()).or_insert((0, now));
             if let Some(f) = frames {
                 if f != entry.0 {
@@ -233,12 +291,32 @@ impl ServerApps {
             }
             let idle = now.duration_since(entry.1);
             drop(entry);
-            if idle.as_secs_f64() >= limit {
+            if idle.as_secs_f64() >= limit && self.claim_stop(&id).await {
                 tracing::info!(session = %id, idle_s = idle.as_secs_f64(), "stopping idle app");
                 if let Err(e) = self.stop_record(&s).await {
                     tracing::info!(session = %id, error = %e, "idle stop failed");
                 }
             }
         }
+    }
+
+    /// Whether session `s`'s app client has services registered on another node (so
+    /// that node holds its connection and judges its inactivity).
+    fn connected_elsewhere(
+        &self,
+        host: &dyn rhizo_control_plane::service::ServiceHost,
+        s: &Value,
+    ) -> bool {
+        let ws = ws_of(s);
+        let Some(cid) = s.get("client_id").and_then(Value::as_str) else {
+            return false;
+        };
+        !host
+            .find_services(&rhizo_control_plane::registry::Pattern {
+                ws: Some(ws),
+                cid: Some(cid),
+                ..Default::default()
+            })
+            .is_empty()
     }
 }

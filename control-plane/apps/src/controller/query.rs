@@ -18,11 +18,12 @@ const LOGS_TIMEOUT: Duration = Duration::from_secs(15);
 
 impl ServerApps {
     /// `list_running()`: the caller's workspace's instances.
-    pub(crate) fn list_running(&self, ctx: &Ctx) -> Value {
+    pub(crate) async fn list_running(&self, ctx: &Ctx) -> AppsResult<Value> {
         let prefix = format!("{}/", ctx.ws);
         let mut list: Vec<Value> = self
             .sessions
             .list()
+            .await?
             .iter()
             .filter(|s| {
                 s.get("id")
@@ -32,15 +33,16 @@ impl ServerApps {
             .map(public_view)
             .collect();
         list.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
-        Value::Array(list)
+        Ok(Value::Array(list))
     }
 
     /// `get_session_info(session_id)` (read permission on the session's workspace).
-    pub(crate) fn get_session_info(&self, ctx: &Ctx, id: &str) -> AppsResult<Value> {
+    pub(crate) async fn get_session_info(&self, ctx: &Ctx, id: &str) -> AppsResult<Value> {
         let ws = id.split_once('/').map(|(w, _)| w).unwrap_or_default();
         Self::require(ctx, ws, Permission::Read, "read app instances")?;
         self.sessions
             .get(id)
+            .await?
             .map(|s| public_view(&s))
             .ok_or_else(|| AppsError::NotFound(format!("Session not found: {id}")))
     }
@@ -141,7 +143,7 @@ impl ServerApps {
     /// answer but the record cached logs (python-eval), from those (§1.2).
     pub(crate) async fn get_logs(&self, ctx: &Ctx, a: &Args<'_>) -> AppsResult<Value> {
         let id = a.req("session_id")?;
-        let record = self.session_for(ctx, &id, Permission::Read)?;
+        let record = self.session_for(ctx, &id, Permission::Read).await?;
         let kind = a.str("type");
         let offset = a.num("offset").unwrap_or(0.0).max(0.0) as u64;
         let limit = a.num("limit").map(|l| l.max(0.0) as u64);
@@ -196,7 +198,7 @@ impl ServerApps {
     /// session's worker (read-write on the session's workspace needed).
     pub(crate) async fn execute(&self, ctx: &Ctx, a: &Args<'_>) -> AppsResult<Value> {
         let id = a.req("session_id")?;
-        let record = self.session_for(ctx, &id, Permission::ReadWrite)?;
+        let record = self.session_for(ctx, &id, Permission::ReadWrite).await?;
         let host = self.host()?;
         let worker_id = record
             .get("worker_id")
@@ -275,7 +277,7 @@ impl ServerApps {
                     "name": w.name,
                     "description": w.description,
                     "supported_types": w.supported_types,
-                    "disabled": self.is_disabled(&w.id),
+                    "disabled": self.is_disabled(&w.id).await?,
                 }));
             }
         }
@@ -285,7 +287,7 @@ impl ServerApps {
     /// `edit_worker(worker_id, disabled)`: read-write on the caller's workspace and on
     /// the worker's. Disabling stops the worker's sessions (the reference only forgets
     /// them, orphaning their processes).
-    pub(crate) fn edit_worker(&self, ctx: &Ctx, a: &Args<'_>) -> AppsResult<Value> {
+    pub(crate) async fn edit_worker(&self, ctx: &Ctx, a: &Args<'_>) -> AppsResult<Value> {
         let raw = a.req("worker_id")?;
         let id = if raw.contains('/') {
             raw
@@ -301,11 +303,14 @@ impl ServerApps {
         let Some(disabled) = a.raw("disabled").as_bool() else {
             return Ok(Value::Null);
         };
+        self.sessions
+            .set_worker_disabled(&ws, &id, disabled)
+            .await?;
         if disabled {
-            self.disabled.entry(ws).or_default().insert(id.clone());
             let bound: Vec<Value> = self
                 .sessions
                 .list()
+                .await?
                 .into_iter()
                 .filter(|s| s.get("worker_id").and_then(Value::as_str) == Some(id.as_str()))
                 .collect();
@@ -316,8 +321,6 @@ impl ServerApps {
                     }
                 });
             }
-        } else if let Some(mut set) = self.disabled.get_mut(&ws) {
-            set.remove(&id);
         }
         Ok(Value::Null)
     }

@@ -133,7 +133,7 @@ impl ServerApps {
             } else {
                 format!("{ws}/{id}")
             };
-            if self.is_disabled(&id) {
+            if self.is_disabled(&id).await? {
                 return Err(AppsError::Invalid(format!(
                     "Worker with ID {id} is disabled"
                 )));
@@ -147,11 +147,12 @@ impl ServerApps {
             return Ok(w);
         }
         for scope in [ws, "public"] {
+            let disabled = self.sessions.disabled_workers(scope).await?;
             let fits: Vec<Worker> = workers::in_workspace(&**host, scope)
                 .await
                 .into_iter()
                 .filter(|w| w.supported_types.iter().any(|t| t == app_type))
-                .filter(|w| !self.is_disabled(&w.id))
+                .filter(|w| !disabled.contains(&w.id))
                 .collect();
             if !fits.is_empty() {
                 return workers::select(&**host, fits, mode, app_type).await;
@@ -163,12 +164,17 @@ impl ServerApps {
         Err(AppsError::NoWorker(app_type.to_owned()))
     }
 
-    pub(crate) fn is_disabled(&self, worker_id: &str) -> bool {
+    /// Whether worker `worker_id` (`ws/cid:svc`) is disabled in its workspace.
+    pub(crate) async fn is_disabled(&self, worker_id: &str) -> AppsResult<bool> {
         let ws = worker_id
             .split_once('/')
             .map(|(w, _)| w)
             .unwrap_or_default();
-        self.disabled.get(ws).is_some_and(|s| s.contains(worker_id))
+        Ok(self
+            .sessions
+            .disabled_workers(ws)
+            .await?
+            .contains(worker_id))
     }
 
     /// The manifest of app `alias` in `ws` (staged or a version), read as root.
@@ -225,7 +231,7 @@ impl ServerApps {
             .and_then(Value::as_bool)
             == Some(true);
         if !req.fresh && !daemon && !autoscaled {
-            let running = self.sessions.list().into_iter().find(|s| {
+            let running = self.sessions.list().await?.into_iter().find(|s| {
                 app_of(s) == alias
                     && (singleton || ws_of(s) == ws)
                     && s.get("status").and_then(Value::as_str) != Some("stopped")
@@ -292,7 +298,7 @@ impl ServerApps {
             "started_at": rhizo_control_plane::tokens::now_secs(),
             "_stage": req.stage,
         });
-        self.sessions.put(record.clone(), None);
+        self.sessions.put(record.clone(), None).await?;
         let cb_session = format!("apps{}", rhizo_control_plane::names::random_string(12));
         let progress_cb = self.relay_progress(ctx, &cb_session, &worker, req.progress.clone());
         let mut config = json!({
@@ -391,7 +397,7 @@ impl ServerApps {
                     Duration::from_secs(10),
                 )
                 .await;
-            self.sessions.remove(&session_id);
+            self.forget(&session_id).await;
             let core = match &e {
                 AppsError::Timeout(_) => "Application startup timed out".to_owned(),
                 other => other.to_string(),
@@ -440,9 +446,10 @@ impl ServerApps {
             // The script ran and left: its record stays a while for its logs (§1.8).
             record["status"] = json!("stopped");
             self.sessions
-                .put(record.clone(), Some(Duration::from_secs(300)));
+                .put(record.clone(), Some(Duration::from_secs(300)))
+                .await?;
         } else {
-            self.sessions.put(record.clone(), None);
+            self.sessions.put(record.clone(), None).await?;
         }
         self.activity
             .insert(session_id.clone(), (0, Instant::now()));
@@ -651,17 +658,23 @@ impl ServerApps {
 
     /// Looks up a session for `ctx`, requiring `needed` on the session's workspace
     /// (callers from other workspaces cannot stop, read or run in it).
-    pub(crate) fn session_for(&self, ctx: &Ctx, id: &str, needed: Permission) -> AppsResult<Value> {
+    pub(crate) async fn session_for(
+        &self,
+        ctx: &Ctx,
+        id: &str,
+        needed: Permission,
+    ) -> AppsResult<Value> {
         let ws = id.split_once('/').map(|(w, _)| w).unwrap_or_default();
         Self::require(ctx, ws, needed, "use the app instance")?;
         self.sessions
             .get(id)
+            .await?
             .ok_or_else(|| AppsError::NotFound(format!("Server app instance not found: {id}")))
     }
 
     /// Stops session `id` for `ctx` (read-write on its workspace needed).
     pub(crate) async fn stop(&self, ctx: &Ctx, id: &str) -> AppsResult<()> {
-        let record = self.session_for(ctx, id, Permission::ReadWrite)?;
+        let record = self.session_for(ctx, id, Permission::ReadWrite).await?;
         self.stop_record(&record).await
     }
 
@@ -698,10 +711,18 @@ impl ServerApps {
             }
         };
         if result.is_ok() {
-            self.sessions.remove(&id);
-            self.activity.remove(&id);
+            self.forget(&id).await;
         }
         result
+    }
+
+    /// Removes session `id`'s record (a store failure is logged: the record then stays
+    /// until its worker or client is found gone) and its inactivity counter.
+    pub(crate) async fn forget(&self, id: &str) {
+        if let Err(e) = self.sessions.remove(id).await {
+            tracing::warn!(session = %id, error = %e, "could not remove a session record");
+        }
+        self.activity.remove(id);
     }
 }
 
