@@ -17,9 +17,14 @@
 //! handshake but leaves reading and writing to its owner, with allocation-free frame
 //! writers and header scanners (the load generator uses it).
 //!
+//! A handler may also return a remote generator ([`Client::generator`], `generator.rs`).
+//!
 //! Not implemented: message_cache chunking of large calls, reconnection, encryption.
 
+mod generator;
 pub mod raw;
+
+pub use generator::GENERATOR_IDLE;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
@@ -106,6 +111,8 @@ struct Shared {
     out: mpsc::UnboundedSender<WsMessage>,
     events: mpsc::UnboundedSender<Event>,
     handlers: Mutex<Handlers>,
+    /// Handlers of methods handed out to one caller (generators): method path → handler.
+    objects: Mutex<HashMap<String, Handler>>,
 }
 
 struct State {
@@ -200,6 +207,7 @@ impl Client {
             out,
             events: ev_tx,
             handlers: Mutex::default(),
+            objects: Mutex::default(),
         });
         tokio::spawn(write_loop(sink, out_rx));
         let reader = tokio::spawn(drive(stream, shared.clone()));
@@ -453,14 +461,18 @@ impl Shared {
     /// Runs the handler of a call the peer routed to a registered member, on its own
     /// task, and hands the result back to the peer.
     fn serve(self: &Arc<Self>, id: IncomingId, call: Call) {
-        let handler = call
-            .method
-            .strip_prefix("services.")
-            .and_then(|p| p.split_once('.'))
-            .and_then(|(svc, member)| {
+        let handler = match call.method.strip_prefix("services.") {
+            Some(path) => path.split_once('.').and_then(|(svc, member)| {
                 let handlers = self.handlers.lock().expect("handlers lock");
                 handlers.get(svc)?.get(member).cloned()
-            });
+            }),
+            None => self
+                .objects
+                .lock()
+                .expect("objects lock")
+                .get(&call.method)
+                .cloned(),
+        };
         let me = self.clone();
         tokio::spawn(async move {
             let result = match handler {

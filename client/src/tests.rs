@@ -30,6 +30,7 @@ fn client() -> (Client, Incoming, mpsc::UnboundedReceiver<WsMessage>) {
         out,
         events: ev_tx,
         handlers: Mutex::default(),
+        objects: Mutex::default(),
     });
     let reader = tokio::spawn(drive(stream, shared.clone()));
     let c = Client {

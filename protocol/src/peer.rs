@@ -481,7 +481,7 @@ impl<W> RpcPeer<W> {
                 .is_some_and(|(_, n)| matches!(n, "resolve" | "reject" | "heartbeat"));
             if reply {
                 from = Some(get_str(&m.header, "from").unwrap_or_default().to_owned());
-            } else if self.config.role == Role::Client {
+            } else if self.config.role == Role::Client && !self.services.is_exposed(method) {
                 self.events.push_back(PeerEvent::Other(m));
                 return;
             }

@@ -98,6 +98,37 @@ async def test_a_terminal_app_runs_commands_in_a_real_shell_and_keeps_its_state(
     assert "not found" in str(err)
 
 
+async def test_the_terminal_worker_streams_a_command_s_output_as_a_remote_generator(apps_user):
+    u = await apps_user()
+    app = await u.controller.install(
+        manifest={"name": "Stream", "type": "terminal", "version": "0.1.0", "startup_command": "/bin/bash --norc --noprofile"},
+        wait_for_service=False,
+        overwrite=True,
+    )
+    session = await u.controller.start(app["id"], wait_for_service=False)
+    sid = session["id"]
+    worker = await u.api.get_service(session["worker_id"])
+    items = [i async for i in await worker.execute_stream(sid, "for i in 1 2 3; do echo line-$i; sleep 0.2; done", {"timeout": 20})]
+    assert items[-1] == {"type": "complete", "status": "ok"}, items
+    text = "".join(i["data"] for i in items if i["type"] == "output")
+    for n in (1, 2, 3):
+        assert f"line-{n}" in text, items
+    assert len([i for i in items if i["type"] == "output"]) >= 2, "output arrives in chunks as it comes"
+    # A command that shows no prompt in time: an error item, then complete with "timeout".
+    items = [i async for i in await worker.execute_stream(sid, "sleep 5", {"timeout": 1})]
+    assert items[-1] == {"type": "complete", "status": "timeout"}, items
+    assert items[-2]["type"] == "error" and "no prompt" in items[-2]["message"], items
+    # Stopping early is fine; the session stays usable.
+    await u.controller.execute(sid, "\x03", {"timeout": 3})
+    gen = await worker.execute_stream(sid, "yes | head -n 2000", {"timeout": 20})
+    first = await gen.__anext__()
+    assert first["type"] == "output"
+    await gen.aclose()
+    out = await u.controller.execute(sid, "echo still-$((1+1))", {"timeout": 10})
+    assert "still-2" in "".join(o.get("text", "") for o in out["outputs"]), out
+    await u.controller.stop(sid)
+
+
 SERVING_SCRIPT = r'''
 import asyncio, os
 from hypha_rpc import connect_to_server

@@ -10,15 +10,16 @@
 //!
 //! Functions: `start`, `stop`, `get_logs` (`type="screen"` → the rendered screen as a
 //! string), `get_session_info`, `list_sessions`, `execute` (see `execute.rs`), `write_terminal`,
-//! `read_terminal`, `resize_terminal`, `get_screen_content`, `attach` (`attach.rs`) and
-//! `compile`. Not provided: `execute_stream` (an async generator, which the Rust client
-//! cannot serve) and the xterm.js web page of the reference.
+//! `read_terminal`, `resize_terminal`, `get_screen_content`, `attach` (`attach.rs`),
+//! `execute_stream` (a remote generator, `stream.rs`) and `compile`. Not provided: the
+//! xterm.js web page of the reference.
 
 mod attach;
 mod execute;
 mod pty;
 mod session;
 mod stage;
+mod stream;
 mod text;
 
 use crate::args::{number, Args};
@@ -498,6 +499,7 @@ pub(crate) fn functions(w: &Arc<Terminal>) -> Vec<(&'static str, Handler)> {
         ("resize_terminal", bind(w, Terminal::resize_terminal)),
         ("get_screen_content", bind(w, Terminal::get_screen_content)),
         ("attach", bind(w, attach::attach)),
+        ("execute_stream", bind(w, stream::execute_stream)),
         ("compile", bind(w, |_, call| compile(call))),
     ]
 }

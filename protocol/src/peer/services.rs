@@ -1,6 +1,8 @@
 //! A client's own services as the RPC peer needs them (protocol.md §3.7, §4.5–4.6): the
 //! records it registered and their member names, to answer `services.built-in.*` itself
-//! and to refuse calls into services, members or protected services it must not serve.
+//! and to refuse calls into services, members or protected services it must not serve —
+//! plus the methods it handed out to one caller (a remote generator's `next` and `close`,
+//! §4.3), which only that caller may call.
 //! Handlers stay with the driver; [`super::RpcPeer`] with [`super::Role::Client`] routes
 //! incoming calls through [`LocalServices::route`].
 
@@ -8,6 +10,7 @@ use super::{reply, Transmit};
 use crate::message::Call;
 use crate::value::{self, get_str, map, method as encoded_method, RPromise};
 use rmpv::Value;
+use std::collections::HashMap;
 
 /// How [`LocalServices::route`] disposes of an incoming call.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,6 +30,9 @@ pub struct LocalServices {
     addr: String,
     server_url: String,
     services: Vec<LocalService>,
+    /// Methods handed out to one caller: method path (`<session>.<object id>`) → the
+    /// caller's address (`ws/cid`).
+    objects: HashMap<String, String>,
 }
 
 #[derive(Debug, Clone)]
@@ -107,7 +113,30 @@ impl LocalServices {
             addr: addr.into(),
             server_url: server_url.into(),
             services: Vec::new(),
+            objects: HashMap::new(),
         }
+    }
+
+    /// Exposes method `path` (outside `services.`, e.g. `<session>.<id>`) to `caller`
+    /// (`ws/cid`) alone: [`LocalServices::route`] serves its calls from `caller` and
+    /// refuses everyone else's.
+    pub fn expose(&mut self, path: impl Into<String>, caller: impl Into<String>) {
+        self.objects.insert(path.into(), caller.into());
+    }
+
+    /// Withdraws a method [`LocalServices::expose`] handed out; whether it was there.
+    pub fn withdraw(&mut self, path: &str) -> bool {
+        self.objects.remove(path).is_some()
+    }
+
+    /// Whether `path` is a method handed out with [`LocalServices::expose`].
+    pub fn is_exposed(&self, path: &str) -> bool {
+        self.objects.contains_key(path)
+    }
+
+    /// How many handed-out methods are exposed now.
+    pub fn exposed(&self) -> usize {
+        self.objects.len()
     }
 
     /// Adds (or replaces) service `name` with its record and member names (nested members
@@ -134,6 +163,15 @@ impl LocalServices {
     /// error text (`Method not found: …`, `PermissionError: …`).
     pub fn route(&self, call: &Call) -> Route {
         let not_found = || Route::Answer(Err(format!("Method not found: {}", call.method)));
+        if let Some(caller) = self.objects.get(&call.method) {
+            if *caller == call.from {
+                return Route::Serve;
+            }
+            return Route::Answer(Err(format!(
+                "PermissionError: Access denied for method call ({}) from {}",
+                call.method, call.from
+            )));
+        }
         let Some(path) = call.method.strip_prefix("services.") else {
             return not_found();
         };

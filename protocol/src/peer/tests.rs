@@ -780,3 +780,32 @@ fn stale_timers_do_not_pile_up() {
     assert_eq!(completed(&mut p).len(), 10_000);
     assert!(p.timers.len() <= 64 + 2, "{} timers kept", p.timers.len());
 }
+
+#[test]
+fn exposed_methods_are_served_to_their_caller_alone_until_withdrawn() {
+    let t0 = Instant::now();
+    let mut p = client();
+    p.services_mut().expose("gen-1.next", "ws-b/c");
+    assert!(p.services().is_exposed("gen-1.next"));
+    // The caller it was handed to: served.
+    let f = call_frame("ws-b/c", "gen-1.next", "s1", compact(vec![], 15.0));
+    p.handle_frame(t0, &f).unwrap();
+    let (id, call) = incoming(&mut p);
+    assert_eq!(call.method, "gen-1.next");
+    assert!(p.respond(id, Ok(1.into())));
+    assert_eq!(method_of(&transmits(&mut p)[0]), "s1.resolve");
+    // Anyone else, even from the same workspace: refused with the reference's text.
+    let f = call_frame("ws-b/other", "gen-1.next", "s2", compact(vec![], 15.0));
+    p.handle_frame(t0, &f).unwrap();
+    assert!(events(&mut p).is_empty());
+    let out = transmits(&mut p);
+    assert_eq!(method_of(&out[0]), "s2.reject");
+    assert!(format!("{:?}", first_arg(&out[0])).contains("Access denied"));
+    // Withdrawn: a foreign callback again (surfaced as other, not served).
+    assert!(p.services_mut().withdraw("gen-1.next"));
+    assert!(!p.services_mut().withdraw("gen-1.next"));
+    let f = call_frame("ws-b/c", "gen-1.next", "s3", compact(vec![], 15.0));
+    p.handle_frame(t0, &f).unwrap();
+    assert!(matches!(&events(&mut p)[..], [PeerEvent::Other(_)]));
+    assert_eq!(p.services().exposed(), 0);
+}
