@@ -27,6 +27,20 @@ else
   echo "warning: Node.js/npm not found: the npm client tests are skipped (and fail under CI)" >&2
 fi
 
+# The real AI coding CLIs the ai-cli worker tests drive (Claude Code, OpenCode), pinned in
+# tests/ai-cli/package-lock.json and installed outside the clone (they are large).
+AI=tests/ai-cli
+export RHIZO_AI_CLIS=${RHIZO_AI_CLIS:-$HOME/.cache/rhizo-ai-clis}
+if command -v npm >/dev/null; then
+  if ! cmp -s "$AI/package-lock.json" "$RHIZO_AI_CLIS/.rhizo-lock" 2>/dev/null; then
+    echo "== installing the pinned AI CLIs into $RHIZO_AI_CLIS"
+    mkdir -p "$RHIZO_AI_CLIS"
+    cp "$AI/package.json" "$AI/package-lock.json" "$RHIZO_AI_CLIS/"
+    npm ci --prefix "$RHIZO_AI_CLIS" --no-audit --no-fund --loglevel=error
+    cp "$AI/package-lock.json" "$RHIZO_AI_CLIS/.rhizo-lock"
+  fi
+fi
+
 echo "== cargo build (the binary the compat suite starts)"
 cargo build --bin rhizo
 echo "== cargo test"

@@ -2,23 +2,30 @@
 //! SIGTERM (or until the connection ends), then stops its sessions and disconnects. Each
 //! flag has an environment default (`HYPHA_SERVER_URL`, `HYPHA_TOKEN`, …), as the
 //! reference's `python -m hypha.workers.<name>` has.
+//!
+//! `rhizo worker ai-cli` also serves py-worker's REST/WebSocket API and web UI with
+//! `--http-port` (seed 003), and registers on a Hypha server only when `--server-url` (or
+//! `HYPHA_SERVER_URL`) is given; its CLI settings come from the environment and `.env`
+//! ([`crate::ai_cli::AiCliOptions::from_env`]).
 
-use crate::{start_worker, WorkerKind, WorkerOptions, DEFAULT_MAX_SESSIONS};
+use crate::ai_cli::{AgentManager, AiCliOptions};
+use crate::{start_worker_with, WorkerKind, WorkerOptions, DEFAULT_MAX_SESSIONS};
+use anyhow::Context as _;
 use std::path::PathBuf;
+
+/// The server a worker connects to when none is given (ai-cli: none, REST only).
+pub const DEFAULT_SERVER_URL: &str = "http://127.0.0.1:9527";
 
 /// Flags of `rhizo worker`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct WorkerArgs {
-    /// Which worker: `python-eval` or `terminal`.
+    /// Which worker: `python-eval`, `terminal` or `ai-cli`.
     #[arg(value_parser = clap::builder::ValueParser::new(parse_kind))]
     pub kind: WorkerKind,
-    /// The server, http(s)://host:port or a ws(s):// URL.
-    #[arg(
-        long,
-        env = "HYPHA_SERVER_URL",
-        default_value = "http://127.0.0.1:9527"
-    )]
-    pub server_url: String,
+    /// The server, http(s)://host:port or a ws(s):// URL (default http://127.0.0.1:9527;
+    /// an ai-cli worker without it serves only its REST API).
+    #[arg(long, env = "HYPHA_SERVER_URL")]
+    pub server_url: Option<String>,
     /// The worker's token (registering in `public` needs write access there).
     #[arg(long, env = "HYPHA_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
@@ -43,6 +50,18 @@ pub struct WorkerArgs {
     /// terminal: the most sessions at once.
     #[arg(long, env = "HYPHA_MAX_TERMINAL_SESSIONS", default_value_t = DEFAULT_MAX_SESSIONS)]
     pub max_sessions: usize,
+    /// ai-cli: serve py-worker's REST/WebSocket API and web UI on this port.
+    #[arg(long, env = "AI_CLI_HTTP_PORT")]
+    pub http_port: Option<u16>,
+    /// ai-cli: the address of the REST API.
+    #[arg(long, env = "AI_CLI_HTTP_HOST", default_value = "127.0.0.1")]
+    pub http_host: String,
+    /// ai-cli: require this bearer token on every REST/WebSocket request.
+    #[arg(long, env = "AI_CLI_HTTP_TOKEN", hide_env_values = true)]
+    pub http_token: Option<String>,
+    /// ai-cli: the `.env` file to read (default `./.env` when present).
+    #[arg(long)]
+    pub env_file: Option<PathBuf>,
 }
 
 fn parse_kind(s: &str) -> Result<WorkerKind, String> {
@@ -53,7 +72,10 @@ impl WorkerArgs {
     /// The [`WorkerOptions`] these flags describe.
     pub fn options(&self) -> WorkerOptions {
         WorkerOptions {
-            server_url: self.server_url.clone(),
+            server_url: self
+                .server_url
+                .clone()
+                .unwrap_or_else(|| DEFAULT_SERVER_URL.to_owned()),
             token: self.token.clone(),
             workspace: self.workspace.clone(),
             service_id: self.service_id.clone(),
@@ -72,7 +94,41 @@ impl WorkerArgs {
 /// Errors: those of [`start_worker`]; the connection ending by itself (so that a
 /// supervisor restarts the worker).
 pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
-    let worker = start_worker(args.kind, args.options()).await?;
+    let manager = if args.kind == WorkerKind::AiCli {
+        let opts = AiCliOptions::from_env(args.env_file.as_deref())
+            .context("reading the ai-cli configuration")?;
+        Some(AgentManager::new(opts))
+    } else {
+        None
+    };
+    let http = match (&manager, args.http_port) {
+        (Some(m), Some(port)) => {
+            let listener = tokio::net::TcpListener::bind((args.http_host.as_str(), port))
+                .await
+                .with_context(|| format!("binding {}:{port}", args.http_host))?;
+            println!(
+                "ai-cli REST API at http://{} (docs at /docs)",
+                listener.local_addr()?
+            );
+            let (m, token) = (m.clone(), args.http_token.clone());
+            Some(tokio::spawn(crate::ai_cli::http::serve(listener, m, token)))
+        }
+        (None, Some(_)) => anyhow::bail!("--http-port is for the ai-cli worker"),
+        _ => None,
+    };
+    let hypha = args.kind != WorkerKind::AiCli || args.server_url.is_some();
+    if !hypha {
+        anyhow::ensure!(
+            http.is_some(),
+            "an ai-cli worker needs --http-port, --server-url or both"
+        );
+        shutdown_signal().await;
+        if let Some(m) = &manager {
+            m.stop_all().await;
+        }
+        return Ok(());
+    }
+    let worker = start_worker_with(args.kind, args.options(), manager.clone()).await?;
     println!("{} worker registered as {}", args.kind, worker.service_id());
     let lost = tokio::select! {
         _ = shutdown_signal() => false,
@@ -80,7 +136,14 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     };
     tracing::info!("stopping the worker's sessions");
     worker.shutdown().await;
-    anyhow::ensure!(!lost, "the connection to {} ended", args.server_url);
+    if let Some(m) = &manager {
+        m.stop_all().await;
+    }
+    anyhow::ensure!(
+        !lost,
+        "the connection to {} ended",
+        args.options().server_url
+    );
     Ok(())
 }
 

@@ -9,6 +9,8 @@
 //! - [`WorkerKind::Terminal`] (types `["terminal"]`, [`terminal`]): an interactive program
 //!   (default `/bin/bash`) in a PTY per session, with `execute`, raw keystrokes, a screen
 //!   model and `attach` for live screen updates.
+//! - [`WorkerKind::AiCli`] (types `["ai-cli", "code-agent"]`, [`ai_cli`]): coding CLIs
+//!   (Claude Code, OpenCode) as agent sessions; also py-worker's REST/WebSocket API.
 //!
 //! A call may touch a session only when its trusted workspace (`ws` of the frame header)
 //! is the session's workspace, or its user holds admin there: the controller calls a
@@ -18,6 +20,7 @@
 //! Start one with [`start_worker`] (the server does for its built-in workers) or from the
 //! command line with `rhizo worker <kind>` ([`cli`]).
 
+pub mod ai_cli;
 pub mod cli;
 mod error;
 pub mod python_eval;
@@ -45,6 +48,8 @@ pub enum WorkerKind {
     PythonEval,
     /// `terminal` (§4.2).
     Terminal,
+    /// `ai-cli` (§6.2).
+    AiCli,
 }
 
 impl WorkerKind {
@@ -53,6 +58,7 @@ impl WorkerKind {
         match self {
             WorkerKind::PythonEval => "python-eval",
             WorkerKind::Terminal => "terminal",
+            WorkerKind::AiCli => "ai-cli",
         }
     }
 
@@ -61,6 +67,7 @@ impl WorkerKind {
         match self {
             WorkerKind::PythonEval => "python-eval-worker",
             WorkerKind::Terminal => "terminal-worker",
+            WorkerKind::AiCli => "ai-cli-worker",
         }
     }
 }
@@ -74,13 +81,14 @@ impl std::fmt::Display for WorkerKind {
 impl std::str::FromStr for WorkerKind {
     type Err = String;
 
-    /// `"python-eval"` or `"terminal"`.
+    /// `"python-eval"`, `"terminal"` or `"ai-cli"` (alias `"code-agent"`).
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
             "python-eval" => Ok(WorkerKind::PythonEval),
             "terminal" => Ok(WorkerKind::Terminal),
+            "ai-cli" | "code-agent" => Ok(WorkerKind::AiCli),
             other => Err(format!(
-                "unknown worker kind {other:?}; expected python-eval or terminal"
+                "unknown worker kind {other:?}; expected python-eval, terminal or ai-cli"
             )),
         }
     }
@@ -140,6 +148,7 @@ impl Default for WorkerOptions {
 enum Running {
     PythonEval(Arc<python_eval::PythonEval>),
     Terminal(Arc<terminal::Terminal>),
+    AiCli(Arc<ai_cli::hypha::AiCliWorker>),
 }
 
 /// A started worker: its connection and sessions. Dropping it without
@@ -176,6 +185,7 @@ impl RunningWorker {
         match &self.running {
             Running::PythonEval(w) => w.stop_all(),
             Running::Terminal(w) => w.stop_all().await,
+            Running::AiCli(w) => w.stop_all().await,
         }
         // Dropping disconnects.
     }
@@ -186,6 +196,7 @@ impl Drop for RunningWorker {
         match &self.running {
             Running::PythonEval(w) => w.stop_all(),
             Running::Terminal(w) => w.kill_all_now(),
+            Running::AiCli(w) => w.manager.kill_all_now(),
         }
         self.client.disconnect();
     }
@@ -199,10 +210,28 @@ impl Drop for RunningWorker {
 /// directory cannot be created, the connection is refused (bad token, unknown workspace)
 /// or the manager refuses the registration (no write permission in the workspace).
 pub async fn start_worker(kind: WorkerKind, opts: WorkerOptions) -> anyhow::Result<RunningWorker> {
+    let manager = match kind {
+        WorkerKind::AiCli => Some(ai_cli::AgentManager::new(
+            ai_cli::AiCliOptions::from_env(None).context("reading the ai-cli configuration")?,
+        )),
+        _ => None,
+    };
+    start_worker_with(kind, opts, manager).await
+}
+
+/// [`start_worker`]; an ai-cli worker serves the sessions of `manager` (shared with its
+/// REST API, [`ai_cli::http`]).
+///
+/// Errors: those of [`start_worker`]; an ai-cli worker without a manager.
+pub async fn start_worker_with(
+    kind: WorkerKind,
+    opts: WorkerOptions,
+    manager: Option<Arc<ai_cli::AgentManager>>,
+) -> anyhow::Result<RunningWorker> {
     let files = fetch::AppFiles::new().context("setting up the HTTP client")?;
     let python = match kind {
         WorkerKind::PythonEval => Some(resolve_program(&opts.python)?),
-        WorkerKind::Terminal => None,
+        WorkerKind::Terminal | WorkerKind::AiCli => None,
     };
     let connect = ConnectOptions {
         client_id: opts.client_id.clone(),
@@ -259,6 +288,24 @@ pub async fn start_worker(kind: WorkerKind, opts: WorkerOptions) -> anyhow::Resu
             );
             let f = terminal::functions(&w);
             (Running::Terminal(w), f, record)
+        }
+        WorkerKind::AiCli => {
+            let manager = manager.context("an ai-cli worker needs its session manager")?;
+            let w = Arc::new(ai_cli::hypha::AiCliWorker::new(
+                manager,
+                Arc::downgrade(&client),
+                opts.server_url.clone(),
+                files,
+            ));
+            let record = service::record(
+                "AI CLI Worker",
+                "Runs ai-cli apps: coding CLIs (Claude Code, OpenCode) as agent sessions, \
+                 driven turn by turn with execute, attach and the per-session agent service.",
+                &["ai-cli", "code-agent"],
+                &opts.visibility,
+            );
+            let f = ai_cli::hypha::functions(&w);
+            (Running::AiCli(w), f, record)
         }
     };
     let service_id = client
@@ -324,7 +371,11 @@ mod tests {
 
     #[test]
     fn kinds_round_trip_through_their_names() {
-        for k in [WorkerKind::PythonEval, WorkerKind::Terminal] {
+        for k in [
+            WorkerKind::PythonEval,
+            WorkerKind::Terminal,
+            WorkerKind::AiCli,
+        ] {
             assert_eq!(k.to_string().parse::<WorkerKind>(), Ok(k));
         }
         assert!("conda"

@@ -20,6 +20,9 @@ mod pty;
 mod session;
 mod stage;
 mod stream;
+
+pub(crate) use stage::dir_name as session_dir_name;
+pub(crate) use stage::stage_files;
 mod text;
 
 use crate::args::{number, Args};
