@@ -36,7 +36,9 @@ if command -v npm >/dev/null; then
     echo "== installing the pinned AI CLIs into $RHIZO_AI_CLIS"
     mkdir -p "$RHIZO_AI_CLIS"
     cp "$AI/package.json" "$AI/package-lock.json" "$RHIZO_AI_CLIS/"
-    npm ci --prefix "$RHIZO_AI_CLIS" --no-audit --no-fund --loglevel=error
+    # `npm install` at the locked versions (the lock lacks the other platforms' optional
+    # binaries, which `npm ci` insists on); it leaves the lock unchanged.
+    npm install --prefix "$RHIZO_AI_CLIS" --no-save --no-audit --no-fund --loglevel=error
     cp "$AI/package-lock.json" "$RHIZO_AI_CLIS/.rhizo-lock"
   fi
 fi

@@ -131,6 +131,11 @@ def _wait_ready(process: subprocess.Popen, ready) -> bool:
     return False
 
 
+def _binary_path() -> Path:
+    """The rhizo binary the suite runs (``RHIZO_BIN``, else ``target/debug/rhizo``)."""
+    return Path(os.environ.get("RHIZO_BIN") or REPO / "target" / "debug" / "rhizo")
+
+
 def _start_rhizo(
     extra_env: dict[str, str] | None = None,
     port: int | None = None,
@@ -139,7 +144,7 @@ def _start_rhizo(
 ):
     """Starts the rhizo binary (on ``port`` in ``workdir``, by default a free port and a new
     temporary directory, with extra CLI ``args`` appended); returns ``(server, stop, workdir)``."""
-    binary = Path(os.environ.get("RHIZO_BIN") or REPO / "target" / "debug" / "rhizo")
+    binary = _binary_path()
     if not binary.exists():
         raise RuntimeError(
             f"rhizo binary not found at {binary}; build it (cargo build) or set RHIZO_BIN, "

@@ -26,6 +26,9 @@ pub const STOP_GRACE: Duration = Duration::from_secs(3);
 /// Entries kept per session; older ones are dropped (and counted in `dropped_entries`).
 pub const MAX_ENTRIES: usize = 20_000;
 
+/// How long a timed-out `execute` waits for its interrupted turn to end.
+const INTERRUPT_WAIT: Duration = Duration::from_secs(10);
+
 /// Listener queue; a listener that falls further behind misses entries.
 const LISTENER_QUEUE: usize = 1024;
 
@@ -120,6 +123,8 @@ struct Inner {
     stdin: Option<ChildStdin>,
     pgid: Option<i32>,
     busy: bool,
+    /// Messages for a per-turn CLI that arrived during a turn, run one after another.
+    queued: std::collections::VecDeque<String>,
 }
 
 /// A running agent session. See the module docs.
@@ -201,6 +206,7 @@ impl Agent {
                 stdin: None,
                 pgid: None,
                 busy: false,
+                queued: Default::default(),
             }),
             events: broadcast::channel(LISTENER_QUEUE).0,
             turns: watch::channel(Turns::default()).0,
@@ -393,11 +399,12 @@ impl Agent {
         let _ = self.events.send(entry);
     }
 
-    /// Sends `message` to the CLI: on stdin (persistent), or as a new turn process.
-    /// Returns the log position of the input entry.
+    /// Sends `message` to the CLI: on stdin (persistent), or as a new turn process — after
+    /// the running turn when one runs (messages queue). Returns the log position of the
+    /// input entry.
     ///
-    /// Errors: the session failed or stopped; a turn of a per-turn CLI still runs; the
-    /// process cannot be written to or spawned.
+    /// Errors: the session failed or stopped; the process cannot be written to or
+    /// spawned.
     pub fn send(self: &Arc<Self>, message: &str) -> Result<u64, String> {
         let turns_done = self.turns.borrow().done;
         let seq = {
@@ -413,7 +420,11 @@ impl Agent {
                 _ => {}
             }
             if st.busy && self.adapter.mode() == Mode::PerTurn {
-                return Err("a turn is still running; wait for it or interrupt it".into());
+                st.queued.push_back(message.to_owned());
+                let seq = st.next_seq;
+                drop(st);
+                self.log("input", json!(message));
+                return Ok(seq);
             }
             st.busy = true;
             st.status = AgentStatus::Busy;
@@ -484,16 +495,22 @@ impl Agent {
         let mut rx = self.turns.subscribe();
         let before = rx.borrow_and_update().done;
         let seq = self.send(message)?;
-        let ended = tokio::time::timeout(timeout, rx.wait_for(|t| t.done > before)).await;
-        let (timed_out, outcome) = match ended {
-            Ok(Ok(t)) => (false, t.last_error.clone()),
-            Ok(Err(_)) => (false, Some("the session ended".to_owned())),
-            Err(_) => (true, None),
+        let (timed_out, outcome) = {
+            let ended = tokio::time::timeout(timeout, rx.wait_for(|t| t.done > before)).await;
+            match ended {
+                Ok(Ok(t)) => (false, t.last_error.clone()),
+                Ok(Err(_)) => (false, Some("the session ended".to_owned())),
+                Err(_) => (true, None),
+            }
         };
         let outputs = self.outputs_since(seq);
         if timed_out {
-            // Leave the session usable: the turn that overran is interrupted.
-            self.interrupt();
+            // Leave the session usable: the turn that overran is interrupted, and its end
+            // awaited, so that it cannot end the next turn.
+            if self.interrupt() {
+                let _ =
+                    tokio::time::timeout(INTERRUPT_WAIT, rx.wait_for(|t| t.done > before)).await;
+            }
             return Ok(error_result(
                 "TimeoutError",
                 &format!(
@@ -701,6 +718,28 @@ impl Agent {
         Ok(())
     }
 
+    /// Starts the next queued message's turn (per-turn CLIs), if any and none runs.
+    fn run_queued(self: &Arc<Self>) {
+        let next = {
+            let mut st = self.inner.lock().expect("agent lock");
+            if st.busy || st.status != AgentStatus::Running {
+                return;
+            }
+            let Some(next) = st.queued.pop_front() else {
+                return;
+            };
+            st.busy = true;
+            st.status = AgentStatus::Busy;
+            next
+        };
+        self.interrupted.store(false, Relaxed);
+        self.turn_failed.store(false, Relaxed);
+        if let Err(e) = self.spawn(Some(&next)) {
+            self.log("error", json!(e));
+            self.end_turn(Some(e));
+        }
+    }
+
     /// Handles one line the CLI printed on stdout.
     async fn on_stdout(&self, line: &str) {
         if line.trim().is_empty() {
@@ -778,7 +817,7 @@ impl Agent {
     }
 
     /// The process ended with `code` (`None`: killed by a signal).
-    async fn on_exit(&self, code: Option<i32>) {
+    async fn on_exit(self: &Arc<Self>, code: Option<i32>) {
         {
             let mut st = self.inner.lock().expect("agent lock");
             st.pgid = None;
@@ -796,6 +835,7 @@ impl Agent {
                 self.flush_transcript().await;
                 self.end_turn(interrupted.then(|| "interrupted".to_owned()));
             }
+            self.run_queued();
             return;
         }
         if interrupted {

@@ -34,6 +34,10 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
 
+/// How long `stop` keeps the app's connection open after the session ended, so that the
+/// replies of attached listeners' calls still go out.
+const DETACH_GRACE: Duration = Duration::from_millis(300);
+
 /// A session's Hypha side: its agent and the app client serving its services.
 struct Hosted {
     agent: Arc<Agent>,
@@ -264,6 +268,9 @@ impl AiCliWorker {
         let h = self.sessions.lock().expect("sessions lock").remove(id);
         let _ = self.manager.remove(id).await;
         if let Some(c) = h.and_then(|h| h.app_client) {
+            // Attached listeners' calls end with the session; let their replies leave
+            // through the app's connection before it closes.
+            tokio::time::sleep(DETACH_GRACE).await;
             c.disconnect();
         }
         Ok(Value::Nil)
