@@ -301,3 +301,30 @@ async def test_malformed_transcript_lines_are_skipped_and_counted(ai_worker, app
     info = await worker.get_session_info(sid)
     assert info["malformed_lines"] >= 1, info
     await u.controller.stop(sid)
+
+
+@pytest.mark.parametrize("cli", ["claude", "opencode"])
+async def test_interrupt_ends_a_running_turn_and_the_next_turn_works(ai_worker, apps_user, cli):
+    w = ai_worker
+    u = await apps_user("aicli")
+    app = await _install(u, cli)
+    session = await u.controller.start(app["id"])
+    sid = session["id"]
+    agent = await u.api.get_service(f"{sid}:agent")
+    assert await agent.interrupt() is False, "no turn runs"
+    w.standin.hang = True
+    try:
+        before = len(w.standin.hung_requests)
+        pending = asyncio.ensure_future(agent.execute("a very long task", "turn", 60))
+        await wait_until(lambda: asyncio.sleep(0, len(w.standin.hung_requests) > before), timeout=30)
+        assert await agent.interrupt() is True
+        result = await asyncio.wait_for(pending, 30)
+    finally:
+        w.standin.hang = False
+    assert result["status"] == "error" and result["error"]["evalue"] == "interrupted", result
+    w.standin.script([f"{cli} after the interrupt"])
+    out = await agent.execute("next please", "turn", 60)
+    assert out["status"] == "ok" and out["outputs"][0]["text"] == f"{cli} after the interrupt", out
+    # (Claude Code joins the interrupted message, its marker and the next one into one turn.)
+    assert any(role == "user" and text.endswith("next please") for role, text in w.standin.history())
+    await u.controller.stop(sid)

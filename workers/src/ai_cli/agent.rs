@@ -763,7 +763,11 @@ impl Agent {
             }
             Ok(Parsed::TurnError(e)) => {
                 self.flush_transcript().await;
-                let e = self.redact(&e);
+                let e = if self.interrupted.load(Relaxed) {
+                    "interrupted".to_owned()
+                } else {
+                    self.redact(&e)
+                };
                 self.log("error", json!(e));
                 self.turn_failed.store(true, Relaxed);
                 self.end_turn(Some(e));
