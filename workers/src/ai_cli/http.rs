@@ -58,6 +58,7 @@ pub fn router(manager: Arc<AgentManager>, token: Option<String>) -> Router {
     };
     Router::new()
         .route("/", get(|| async { Html(UI) }))
+        .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .route(
             "/health",
             get(|| async {
