@@ -328,3 +328,18 @@ async def test_interrupt_ends_a_running_turn_and_the_next_turn_works(ai_worker, 
     # (Claude Code joins the interrupted message, its marker and the next one into one turn.)
     assert any(role == "user" and text.endswith("next please") for role, text in w.standin.history())
     await u.controller.stop(sid)
+
+
+def test_the_session_cap_is_py_worker_s_max_workers(ai_worker):
+    from conftest import _binary_path as binary
+
+    w = AiCliWorker(binary(), max_workers=1)
+    try:
+        first = _create(w, "claude")
+        status, body = w.request("POST", "/api/workers", {"name": "second", "project_path": "second"})
+        assert (status, body) == (400, {"detail": "Maximum number of workers (1) reached"})
+        assert w.request("GET", "/api/health")[1]["max_workers"] == 1
+        assert w.request("DELETE", f"/api/workers/{first['id']}")[0] == 200
+        assert _create(w, "opencode")["ai_cli_type"] == "opencode", "room again after a delete"
+    finally:
+        w.close()

@@ -527,6 +527,33 @@ mod tests {
     }
 
     #[test]
+    fn a_dotenv_file_fills_what_the_environment_does_not_set() {
+        let dir = std::env::temp_dir().join(format!("rhizo-dotenv-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join(".env");
+        std::fs::write(
+            &file,
+            "# py-worker style\nRHIZO_TEST_UNSET_X=1\nMAX_WORKERS=4\nOPENCODE_MODEL=\"local/from-file\"\n",
+        )
+        .unwrap();
+        let o = AiCliOptions::from_env(Some(&file)).unwrap();
+        if std::env::var_os("MAX_WORKERS").is_none() {
+            assert_eq!(o.max_workers, 4);
+        }
+        if std::env::var_os("OPENCODE_MODEL").is_none() {
+            let (_, s) = o.registry.get("opencode").unwrap();
+            assert_eq!(s.model.as_deref(), Some("local/from-file"));
+        }
+        std::fs::write(&file, "NOT A LINE WITHOUT EQUALS\n").unwrap();
+        assert!(
+            AiCliOptions::from_env(Some(&file)).is_err(),
+            "a malformed .env is an error"
+        );
+        assert!(AiCliOptions::from_env(Some(&dir.join("missing"))).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn manifests_cannot_set_secrets_or_redirect_the_cli() {
         for bad in [
             "ANTHROPIC_BASE_URL",
