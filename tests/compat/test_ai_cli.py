@@ -343,3 +343,10 @@ def test_the_session_cap_is_py_worker_s_max_workers(ai_worker):
         assert _create(w, "opencode")["ai_cli_type"] == "opencode", "room again after a delete"
     finally:
         w.close()
+
+
+async def test_apps_of_an_unauthorised_workspace_cannot_name_a_project_path(ai_worker, apps_user):
+    u = await apps_user("aicli")
+    err = await expect_error(_install(u, "claude", project_path=str(ai_worker.projects / "shared")))
+    assert "project_path is not allowed for apps of workspace" in str(err), err
+    assert not (ai_worker.projects / "shared").exists()

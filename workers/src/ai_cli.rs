@@ -43,6 +43,10 @@ pub struct AiCliOptions {
     /// The directory every `project_path` must be inside (`AI_CLI_PROJECTS_BASE`); `None`:
     /// no `project_path` is accepted, sessions work in their own directory.
     pub projects_base: Option<PathBuf>,
+    /// The Hypha workspaces whose apps may name a `project_path`
+    /// (`AI_CLI_PROJECT_WORKSPACES`, comma-separated, `*` for all; default none: apps get a
+    /// session directory of their own). The REST API is governed by the base alone.
+    pub project_workspaces: Vec<String>,
     /// The most sessions at once (`MAX_WORKERS`, default 10).
     pub max_workers: usize,
     /// How long a turn may take before `execute` gives up (`WORKER_TIMEOUT`, default 300 s).
@@ -56,6 +60,7 @@ impl Default for AiCliOptions {
             default_cli: "claude".into(),
             base_dir: PathBuf::from("./data/workers"),
             projects_base: None,
+            project_workspaces: Vec::new(),
             max_workers: 10,
             worker_timeout: Duration::from_secs(300),
         }
@@ -117,6 +122,14 @@ impl AiCliOptions {
             o.base_dir = PathBuf::from(d);
         }
         o.projects_base = get("AI_CLI_PROJECTS_BASE").map(PathBuf::from);
+        o.project_workspaces = get("AI_CLI_PROJECT_WORKSPACES")
+            .map(|v| {
+                v.split(',')
+                    .map(|s| s.trim().to_owned())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
         if let Some(n) = get("MAX_WORKERS") {
             o.max_workers = n
                 .parse()
@@ -211,6 +224,14 @@ impl AgentManager {
     /// The configuration.
     pub fn options(&self) -> &AiCliOptions {
         &self.opts
+    }
+
+    /// Whether apps of Hypha workspace `ws` may name a `project_path`.
+    pub fn project_path_allowed(&self, ws: &str) -> bool {
+        self.opts
+            .project_workspaces
+            .iter()
+            .any(|w| w == "*" || w == ws)
     }
 
     /// The enabled adapters as `list_adapters` shows them.
@@ -598,6 +619,15 @@ mod tests {
         );
         let none = AgentManager::new(AiCliOptions::default());
         assert!(none.project_dir("a").is_err());
+        assert!(
+            !none.project_path_allowed("ws-a"),
+            "no workspace by default"
+        );
+        let some = AgentManager::new(AiCliOptions {
+            project_workspaces: vec!["ws-a".into()],
+            ..Default::default()
+        });
+        assert!(some.project_path_allowed("ws-a") && !some.project_path_allowed("ws-b"));
         std::fs::remove_dir_all(&base).unwrap();
     }
 }

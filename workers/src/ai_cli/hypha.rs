@@ -145,6 +145,12 @@ impl AiCliWorker {
                 .filter(|t| *t > 0.0)
                 .map(Duration::from_secs_f64),
         };
+        if req.project_path.is_some() && !self.manager.project_path_allowed(&config.workspace) {
+            return Err(format!(
+                "project_path is not allowed for apps of workspace {} (AI_CLI_PROJECT_WORKSPACES)",
+                config.workspace
+            ));
+        }
         let cb = config.progress.as_ref();
         progress(cb, &self.client, "info", "Starting the AI CLI session…").await;
         let agent = match self.manager.create(req) {
