@@ -253,6 +253,11 @@ async def test_an_agent_service_is_started_lazily_and_strangers_cannot_touch_it(
     running = await u.controller.list_running()
     assert len(running) == 1
     sid = running[0]["id"]
+    # The worker's own execute_stream: the turn's events as a remote generator.
+    mine = await u.api.get_service(running[0]["worker_id"])
+    items = [i async for i in await mine.execute_stream(sid, "stream this", {"timeout": 60})]
+    assert items[-1] == {"type": "complete", "status": "ok"}, items
+    assert any(_assistant_text(i.get("data")) == "echo: stream this" for i in items if i["type"] == "output"), items
     stranger = await apps_user("stranger")
     err = await expect_error(stranger.controller.get_logs(sid))
     assert "ermission" in str(err)
