@@ -485,33 +485,21 @@ impl Manager {
         r: &ServiceRecord,
         timeout: Duration,
     ) -> ManagerResult<Value> {
-        let req = self.cluster.next_req.fetch_add(1, Relaxed);
-        let (tx, rx) = oneshot::channel();
-        self.cluster.pending.insert(req, (node.to_owned(), tx));
-        let msg = Msg::Fetch {
-            req,
-            ws: r.ws.clone(),
-            cid: r.cid.clone(),
-            name: r.name.clone(),
-            timeout: timeout.as_secs_f64(),
-        };
-        if !self.router.cluster_send(node, msg.encode()) {
-            self.cluster.pending.remove(&req);
-            return Err(ManagerError::Disconnected(format!(
-                "Client disconnected while retrieving service: {} (its server node {node} cannot be reached)",
-                r.id()
-            )));
-        }
-        let answer = tokio::time::timeout(timeout + Duration::from_secs(2), rx).await;
-        self.cluster.pending.remove(&req);
-        match answer {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(ManagerError::Internal("cluster fetch dropped".into())),
-            Err(_) => Err(ManagerError::Timeout(format!(
-                "no answer from server node {node} for service {}",
-                r.id()
-            ))),
-        }
+        let id = r.id();
+        self.ask_node(
+            node,
+            |req| Msg::Fetch {
+                req,
+                ws: r.ws.clone(),
+                cid: r.cid.clone(),
+                name: r.name.clone(),
+                timeout: timeout.as_secs_f64(),
+            },
+            timeout,
+            || format!("Client disconnected while retrieving service: {id} (its server node {node} cannot be reached)"),
+            || format!("no answer from server node {node} for service {id}"),
+        )
+        .await
     }
 
     /// Has the manager of `node` call its client `to` on `caller`'s behalf
@@ -531,33 +519,52 @@ impl Manager {
         caller: (&str, &Value),
         timeout: Duration,
     ) -> ManagerResult<Value> {
+        self.ask_node(
+            node,
+            |req| Msg::Call {
+                req,
+                to: to.to_owned(),
+                method: method.to_owned(),
+                args,
+                kwargs,
+                ws: caller.0.to_owned(),
+                user: caller.1.clone(),
+                timeout: timeout.as_secs_f64(),
+            },
+            timeout,
+            || format!("Peer {to} is not connected (its server node {node} cannot be reached)"),
+            || format!("Method call timed out: {to}:{method} (no answer from server node {node})"),
+        )
+        .await
+    }
+
+    /// Sends `node` the request `msg(req)` (a [`Msg::Fetch`] or [`Msg::Call`]) and waits
+    /// for its answer, at most `timeout` plus a grace.
+    ///
+    /// Errors: [`ManagerError::Disconnected`] with `unreachable()` when it cannot be sent
+    /// (or the node leaves, [`Cluster::fail_node`]), [`ManagerError::Timeout`] with
+    /// `no_answer()`, else the error the request met there.
+    async fn ask_node(
+        &self,
+        node: &str,
+        msg: impl FnOnce(u64) -> Msg,
+        timeout: Duration,
+        unreachable: impl FnOnce() -> String,
+        no_answer: impl FnOnce() -> String,
+    ) -> ManagerResult<Value> {
         let req = self.cluster.next_req.fetch_add(1, Relaxed);
         let (tx, rx) = oneshot::channel();
         self.cluster.pending.insert(req, (node.to_owned(), tx));
-        let msg = Msg::Call {
-            req,
-            to: to.to_owned(),
-            method: method.to_owned(),
-            args,
-            kwargs,
-            ws: caller.0.to_owned(),
-            user: caller.1.clone(),
-            timeout: timeout.as_secs_f64(),
-        };
-        if !self.router.cluster_send(node, msg.encode()) {
+        if !self.router.cluster_send(node, msg(req).encode()) {
             self.cluster.pending.remove(&req);
-            return Err(ManagerError::Disconnected(format!(
-                "Peer {to} is not connected (its server node {node} cannot be reached)"
-            )));
+            return Err(ManagerError::Disconnected(unreachable()));
         }
         let answer = tokio::time::timeout(timeout + Duration::from_secs(2), rx).await;
         self.cluster.pending.remove(&req);
         match answer {
             Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(ManagerError::Internal("cluster call dropped".into())),
-            Err(_) => Err(ManagerError::Timeout(format!(
-                "Method call timed out: {to}:{method} (no answer from server node {node})"
-            ))),
+            Ok(Err(_)) => Err(ManagerError::Internal("cluster request dropped".into())),
+            Err(_) => Err(ManagerError::Timeout(no_answer())),
         }
     }
 

@@ -32,10 +32,10 @@ pub(crate) const DEFAULT_TIMEOUT: f64 = 5.0;
 
 /// How long the output must stay quiet after a prompt for the command to count as done
 /// (a multi-line script shows a prompt between its lines).
-const QUIET: Duration = Duration::from_millis(150);
+pub(super) const QUIET: Duration = Duration::from_millis(150);
 
 /// The prompt heuristic looks at this much of the output's end.
-const TAIL: usize = 4096;
+pub(super) const TAIL: usize = 4096;
 
 /// Output-callback messages waiting to be delivered before new ones are dropped.
 const STREAM_QUEUE: usize = 256;
@@ -49,17 +49,45 @@ enum Outcome {
     Ended,
 }
 
+/// What `execute` and `execute_stream` run: `script` and the `config` keys `timeout`
+/// (seconds, at most a day) and `raw_output`.
+pub(super) struct Command {
+    pub(super) script: String,
+    pub(super) timeout: f64,
+    pub(super) raw_output: bool,
+}
+
+impl Command {
+    /// Reads `(session_id, script, config)`; `default_timeout` when `config.timeout` is
+    /// missing or not positive.
+    ///
+    /// Errors: a missing or non-string script.
+    pub(super) fn parse(args: &Args<'_>, default_timeout: f64) -> Result<Command, String> {
+        let script = args.str(1, "script")?.to_owned();
+        let config = args.get(2, "config");
+        let opt = |k| config.and_then(|c| get(c, k));
+        let timeout = opt("timeout")
+            .and_then(number)
+            .filter(|t| *t > 0.0)
+            .unwrap_or(default_timeout)
+            .min(86_400.0);
+        let raw_output = opt("raw_output").and_then(Value::as_bool).unwrap_or(false);
+        Ok(Command {
+            script,
+            timeout,
+            raw_output,
+        })
+    }
+}
+
 pub(super) async fn execute(t: Arc<Terminal>, call: Call) -> Result<Value, String> {
     let args = Args::new("execute", &call);
     let s = t.live(&args)?;
-    let script = args.str(1, "script")?.to_owned();
-    let config = args.get(2, "config");
-    let opt = |k| config.and_then(|c| get(c, k));
-    let timeout = opt("timeout")
-        .and_then(number)
-        .filter(|t| *t > 0.0)
-        .unwrap_or(DEFAULT_TIMEOUT);
-    let raw_output = opt("raw_output").and_then(Value::as_bool).unwrap_or(false);
+    let Command {
+        script,
+        timeout,
+        raw_output,
+    } = Command::parse(&args, DEFAULT_TIMEOUT)?;
     let progress_cb = args
         .get(3, "progress_callback")
         .and_then(|v| Callback::parse(v, &call.ws));
@@ -94,7 +122,7 @@ pub(super) async fn execute(t: Arc<Terminal>, call: Call) -> Result<Value, Strin
         ));
     }
     let stream = output_cb.map(|cb| Stream::start(cb, t.client.clone()));
-    let deadline = Instant::now() + Duration::from_secs_f64(timeout.min(86_400.0));
+    let deadline = Instant::now() + Duration::from_secs_f64(timeout);
     let mut raw = String::new();
     let mut quiet_until: Option<Instant> = None;
     let outcome = loop {
@@ -156,7 +184,7 @@ pub(super) async fn execute(t: Arc<Terminal>, call: Call) -> Result<Value, Strin
 }
 
 /// The last [`TAIL`] bytes of `s` (at a character boundary).
-fn tail(s: &str) -> &str {
+pub(super) fn tail(s: &str) -> &str {
     let mut i = s.len().saturating_sub(TAIL);
     while !s.is_char_boundary(i) {
         i += 1;

@@ -8,12 +8,12 @@
 //! turn (one `execute`/`execute_stream` at a time); a caller that stops iterating ends the
 //! stream (the command itself keeps running in the terminal).
 
+use super::execute::{tail, Command, QUIET, TAIL};
 use super::text::{prompt_reached, strip_ansi};
 use super::Terminal;
-use crate::args::{number, Args};
+use crate::args::Args;
 use futures_util::StreamExt;
 use rhizo_protocol::message::Call;
-use rhizo_protocol::value::get;
 use rmpv::Value;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,12 +26,6 @@ pub(crate) const DEFAULT_TIMEOUT: f64 = 30.0;
 /// Items buffered ahead of the caller's `next` calls; the reader waits beyond that.
 const AHEAD: usize = 64;
 
-/// How long the output must stay quiet after a prompt for the command to count as done.
-const QUIET: Duration = Duration::from_millis(150);
-
-/// The prompt heuristic looks at this much of the output's end.
-const TAIL: usize = 4096;
-
 fn event(kind: &str, fields: Vec<(&str, Value)>) -> Value {
     let mut all = vec![(Value::from("type"), Value::from(kind))];
     all.extend(fields.into_iter().map(|(k, v)| (Value::from(k), v)));
@@ -41,15 +35,11 @@ fn event(kind: &str, fields: Vec<(&str, Value)>) -> Value {
 pub(super) async fn execute_stream(t: Arc<Terminal>, call: Call) -> Result<Value, String> {
     let args = Args::new("execute_stream", &call);
     let s = t.live(&args)?;
-    let script = args.str(1, "script")?.to_owned();
-    let config = args.get(2, "config");
-    let opt = |k| config.and_then(|c| get(c, k));
-    let timeout = opt("timeout")
-        .and_then(number)
-        .filter(|t| *t > 0.0)
-        .unwrap_or(DEFAULT_TIMEOUT)
-        .min(86_400.0);
-    let raw_output = opt("raw_output").and_then(Value::as_bool).unwrap_or(false);
+    let Command {
+        script,
+        timeout,
+        raw_output,
+    } = Command::parse(&args, DEFAULT_TIMEOUT)?;
     let client = t.client.upgrade().ok_or("the worker is shutting down")?;
     let (tx, rx) = mpsc::channel::<Value>(AHEAD);
     tokio::spawn(async move {
@@ -89,12 +79,9 @@ pub(super) async fn execute_stream(t: Arc<Terminal>, call: Call) -> Result<Value
                     Ok(chunk) => {
                         seen.push_str(&chunk);
                         if seen.len() > 2 * TAIL {
-                            seen.drain(..seen.len() - TAIL);
-                            while !seen.is_char_boundary(0) {
-                                seen.remove(0);
-                            }
+                            seen = tail(&seen).to_owned();
                         }
-                        quiet_until = prompt_reached(&seen).then(|| Instant::now() + QUIET);
+                        quiet_until = prompt_reached(tail(&seen)).then(|| Instant::now() + QUIET);
                         let data = if raw_output { chunk.to_string() } else { strip_ansi(&chunk) };
                         if !data.is_empty()
                             && tx.send(event("output", vec![("data", data.into())])).await.is_err()
