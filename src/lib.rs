@@ -2,6 +2,7 @@
 //! the router and the control plane together. The `rhizo` binary, the integration tests
 //! and the load generator's smoke test all start servers through it.
 
+pub mod assets;
 pub mod server;
 pub mod settings;
 

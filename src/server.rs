@@ -181,7 +181,12 @@ impl ServerBuilder {
         .map_err(|e| anyhow::anyhow!("loading from the database: {e}"))?;
         router.set_hooks(hooks);
 
-        let app = http_app(&router, &manager, &base);
+        let assets = self
+            .settings
+            .assets_dir
+            .clone()
+            .unwrap_or_else(crate::assets::default_dir);
+        let app = http_app(&router, &manager, &base, &assets);
         // Small frames flow both ways on every socket: without TCP_NODELAY, Nagle plus
         // delayed ACKs add milliseconds to calls.
         let listener = listener.tap_io(|tcp| {
@@ -216,9 +221,10 @@ impl ServerBuilder {
     }
 }
 
-/// Starts the built-in `python-eval` and `terminal` workers as clients of this server,
-/// registered in `public` (apps-workers.md §4.1–4.2), each with a token that may write
-/// there and nowhere else. In the background: the server is up before they connect, and
+/// Starts the built-in workers as clients of this server, registered in `public`
+/// (apps-workers.md §4.1–4.3, §4.7): `python-eval` and `terminal` always, `browser` when
+/// its Chromium is found, `conda` (`conda-jupyter-kernel`) when its `uv` is found; each
+/// with a token that may write there and nowhere else. In the background: the server is up before they connect, and
 /// a worker that cannot start is logged, not fatal.
 fn spawn_builtin_workers(
     url: &str,
@@ -246,12 +252,41 @@ fn spawn_builtin_workers(
         current_workspace: Some("public".into()),
     };
     let token = manager.tokens.sign(&user, 10 * 365 * 24 * 3600);
-    for kind in [WorkerKind::PythonEval, WorkerKind::Terminal] {
+    let mut kinds = vec![WorkerKind::PythonEval, WorkerKind::Terminal];
+    // The browser worker needs a Chromium; its page settings come from RHIZO_BROWSER_*.
+    let mut browser = rhizo_workers::browser::BrowserOptions::from_env().unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "browser worker settings ignored");
+        Default::default()
+    });
+    browser.chromium = s.chromium.clone();
+    if find_program(&browser.chromium).is_some() {
+        kinds.push(WorkerKind::Browser);
+    } else {
+        tracing::info!(
+            chromium = %s.chromium.display(),
+            "no Chromium found: the built-in browser worker is off (install Debian's chromium \
+             or pass --chromium)"
+        );
+    }
+    // The conda-jupyter-kernel worker builds its environments with uv.
+    if find_program(&s.uv).is_some() {
+        kinds.push(WorkerKind::Conda);
+    } else {
+        tracing::info!(
+            uv = %s.uv.display(),
+            "uv not found: the built-in conda-jupyter-kernel worker is off (pip install uv, \
+             or pass --uv)"
+        );
+    }
+    for kind in kinds {
         let opts = WorkerOptions {
             server_url: url.to_owned(),
             token: Some(token.clone()),
             workspace: Some("public".into()),
             python: s.python_eval_python.clone(),
+            browser: browser.clone(),
+            uv: s.uv.clone(),
+            conda_cache_dir: s.conda_cache_dir.clone(),
             ..Default::default()
         };
         let into = into.clone();
@@ -267,10 +302,28 @@ fn spawn_builtin_workers(
     }
 }
 
+/// `program` if it is an existing file, or the first match of a bare name on `PATH`.
+fn find_program(program: &std::path::Path) -> Option<std::path::PathBuf> {
+    if program.components().count() > 1 || program.is_absolute() {
+        return program.is_file().then(|| program.to_owned());
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(program))
+        .find(|c| c.is_file())
+}
+
 /// The HTTP app of both planes under `base` (`""` or e.g. `"/hypha"`): the router's `/ws`
-/// and `/rpc`, the control plane's routes, and the control plane's layers over all of them.
-pub fn http_app(router: &Router, manager: &Arc<Manager>, base: &str) -> axum::Router {
+/// and `/rpc`, the control plane's routes, the front-end packages of `assets`
+/// ([`crate::assets`]), and the control plane's layers over all of them.
+pub fn http_app(
+    router: &Router,
+    manager: &Arc<Manager>,
+    base: &str,
+    assets: &std::path::Path,
+) -> axum::Router {
     let app = rhizo_control_plane::http::routes(manager.clone())
+        .merge(crate::assets::routes(assets))
         .merge(rhizo_router::ws::routes(router.clone()))
         .merge(rhizo_router::http_stream::routes(router.clone()));
     let app = rhizo_control_plane::http::layers(manager.clone(), app);

@@ -151,6 +151,16 @@ pub struct Settings {
     /// Turn server apps off (no `public/server-apps`, no built-in workers).
     #[arg(long, env = "RHIZO_DISABLE_SERVER_APPS")]
     pub disable_server_apps: bool,
+    /// Where the front-end packages the server serves live (the hypha-rpc JS client at
+    /// `/assets/hypha-rpc-websocket.mjs`, Pyodide at `/assets/pyodide/`): the `node_modules`
+    /// of `assets/package.json`, installed by `bash assets/setup.sh` (tests/run.sh does).
+    /// Default `$HOME/.cache/rhizo-assets`.
+    #[arg(long, env = "RHIZO_ASSETS_DIR")]
+    pub assets_dir: Option<PathBuf>,
+    /// The Chromium of the built-in browser worker (apps-workers.md §4.7); a bare name is
+    /// looked up on `PATH`. Not found: no browser worker (browser apps cannot start).
+    #[arg(long, env = "RHIZO_CHROMIUM", default_value = "chromium")]
+    pub chromium: PathBuf,
     /// Do not start the built-in `python-eval` and `terminal` workers in-process (apps
     /// then run only on workers that clients register).
     #[arg(long, env = "RHIZO_DISABLE_BUILTIN_WORKERS")]
@@ -159,6 +169,16 @@ pub struct Settings {
     /// §4.1); resolved through `PATH` at start-up, since the scripts get no `PATH`.
     #[arg(long, env = "RHIZO_PYTHON_EVAL_PYTHON", default_value = "python3")]
     pub python_eval_python: std::path::PathBuf,
+    /// The `uv` binary of the built-in `conda-jupyter-kernel` worker (apps-workers.md
+    /// §4.3), which builds its Python environments with uv from PyPI (rhizo has no conda)
+    /// from the `--python-eval-python` interpreter; a bare name is looked up on `PATH`.
+    /// Not found: no built-in conda worker (such apps then need one registered by a client).
+    #[arg(long, env = "RHIZO_UV", default_value = "uv")]
+    pub uv: PathBuf,
+    /// The environment cache of the built-in conda worker (default
+    /// `~/.cache/rhizo-conda-envs`; at most 10 environments, 30 days each).
+    #[arg(long, env = "CONDA_CACHE_DIR")]
+    pub conda_cache_dir: Option<PathBuf>,
 }
 
 /// A setting that cannot be used, found before anything is bound. `rhizo serve` exits

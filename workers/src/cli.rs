@@ -19,7 +19,7 @@ pub const DEFAULT_SERVER_URL: &str = "http://127.0.0.1:9527";
 /// Flags of `rhizo worker`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct WorkerArgs {
-    /// Which worker: `python-eval`, `terminal` or `ai-cli`.
+    /// Which worker: `python-eval`, `terminal`, `ai-cli`, `browser` or `conda`.
     #[arg(value_parser = clap::builder::ValueParser::new(parse_kind))]
     pub kind: WorkerKind,
     /// The server, http(s)://host:port or a ws(s):// URL (default http://127.0.0.1:9527;
@@ -41,7 +41,8 @@ pub struct WorkerArgs {
     /// Service visibility: public, protected or unlisted.
     #[arg(long, env = "HYPHA_VISIBILITY", default_value = "public")]
     pub visibility: String,
-    /// python-eval: the interpreter (a bare name is looked up on PATH).
+    /// python-eval: the interpreter (a bare name is looked up on PATH); conda: the one
+    /// environments are made from.
     #[arg(long, env = "HYPHA_PYTHON", default_value = "python3")]
     pub python: PathBuf,
     /// terminal: base directory of the session directories (default: a fresh temp dir).
@@ -50,6 +51,16 @@ pub struct WorkerArgs {
     /// terminal: the most sessions at once.
     #[arg(long, env = "HYPHA_MAX_TERMINAL_SESSIONS", default_value_t = DEFAULT_MAX_SESSIONS)]
     pub max_sessions: usize,
+    /// conda: the uv binary that builds the Python environments (a bare name is looked
+    /// up on PATH; `pip install uv` ships it). Environments are made from `--python`.
+    #[arg(long, env = "RHIZO_UV", default_value = "uv")]
+    pub uv: PathBuf,
+    /// conda: the environment cache (default ~/.cache/rhizo-conda-envs).
+    #[arg(long, env = "CONDA_CACHE_DIR")]
+    pub conda_cache_dir: Option<PathBuf>,
+    /// conda: base directory of the session directories (default: a fresh temp dir).
+    #[arg(long, env = "CONDA_WORKING_DIR")]
+    pub conda_working_dir: Option<PathBuf>,
     /// ai-cli: serve py-worker's REST/WebSocket API and web UI on this port.
     #[arg(long, env = "AI_CLI_HTTP_PORT")]
     pub http_port: Option<u16>,
@@ -84,6 +95,11 @@ impl WorkerArgs {
             python: self.python.clone(),
             working_dir: self.working_dir.clone(),
             max_sessions: self.max_sessions,
+            // Read from the environment by `run` (the RHIZO_BROWSER_* variables).
+            browser: crate::browser::BrowserOptions::default(),
+            uv: self.uv.clone(),
+            conda_cache_dir: self.conda_cache_dir.clone(),
+            conda_working_dir: self.conda_working_dir.clone(),
         }
     }
 }
@@ -128,7 +144,11 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let worker = start_worker_with(args.kind, args.options(), manager.clone()).await?;
+    let mut opts = args.options();
+    if args.kind == WorkerKind::Browser {
+        opts.browser = crate::browser::BrowserOptions::from_env().map_err(anyhow::Error::msg)?;
+    }
+    let worker = start_worker_with(args.kind, opts, manager.clone()).await?;
     println!("{} worker registered as {}", args.kind, worker.service_id());
     let lost = tokio::select! {
         _ = shutdown_signal() => false,
@@ -195,6 +215,20 @@ mod tests {
         assert_eq!(o.workspace.as_deref(), Some("public"));
         assert_eq!(o.max_sessions, 3);
         assert_eq!(o.visibility, "public");
-        assert!(Cli::try_parse_from(["w", "conda"]).is_err());
+        assert!(Cli::try_parse_from(["w", "k8s"]).is_err());
+        let cli = Cli::try_parse_from([
+            "w",
+            "conda-jupyter-kernel",
+            "--uv",
+            "/opt/uv",
+            "--conda-cache-dir",
+            "/c",
+        ])
+        .unwrap();
+        let o = cli.worker.options();
+        assert_eq!(cli.worker.kind, WorkerKind::Conda);
+        assert_eq!(o.uv, PathBuf::from("/opt/uv"));
+        assert_eq!(o.conda_cache_dir, Some(PathBuf::from("/c")));
+        assert_eq!(o.conda_working_dir, None);
     }
 }

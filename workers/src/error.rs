@@ -36,6 +36,12 @@ pub enum WorkerError {
          (or raise --max-sessions / HYPHA_MAX_TERMINAL_SESSIONS)"
     )]
     TooManySessions(usize),
+    /// The browser worker already runs its maximum number of sessions.
+    #[error(
+        "Maximum number of browser sessions ({0}) reached; stop a session first \
+         (or raise RHIZO_BROWSER_MAX_SESSIONS)"
+    )]
+    TooManyBrowserSessions(usize),
     /// Fetching an app file from the server failed.
     #[error("Failed to fetch {url}: {reason}")]
     Fetch {

@@ -11,6 +11,12 @@
 //!   model and `attach` for live screen updates.
 //! - [`WorkerKind::AiCli`] (types `["ai-cli", "code-agent"]`, [`ai_cli`]): coding CLIs
 //!   (Claude Code, OpenCode) as agent sessions; also py-worker's REST/WebSocket API.
+//! - [`WorkerKind::Browser`] (types `web-python`, `web-worker`, `window`, `iframe`,
+//!   `hypha`, `web-app`, [`browser`]): browser apps as pages of one headless Chromium,
+//!   with `execute` (evaluate in the page) and `take_screenshot`.
+//! - [`WorkerKind::Conda`] (types `["conda-jupyter-kernel"]`, [`conda`]): a Jupyter kernel
+//!   per session in a cached Python environment built with `uv` for the app's
+//!   dependencies, with `execute` in that kernel.
 //!
 //! A call may touch a session only when its trusted workspace (`ws` of the frame header)
 //! is the session's workspace, or its user holds admin there: the controller calls a
@@ -21,7 +27,9 @@
 //! command line with `rhizo worker <kind>` ([`cli`]).
 
 pub mod ai_cli;
+pub mod browser;
 pub mod cli;
+pub mod conda;
 mod error;
 pub mod python_eval;
 mod session;
@@ -50,6 +58,10 @@ pub enum WorkerKind {
     Terminal,
     /// `ai-cli` (§6.2).
     AiCli,
+    /// `browser` (§4.7).
+    Browser,
+    /// `conda` (§4.3), app type `conda-jupyter-kernel`.
+    Conda,
 }
 
 impl WorkerKind {
@@ -59,6 +71,8 @@ impl WorkerKind {
             WorkerKind::PythonEval => "python-eval",
             WorkerKind::Terminal => "terminal",
             WorkerKind::AiCli => "ai-cli",
+            WorkerKind::Browser => "browser",
+            WorkerKind::Conda => "conda",
         }
     }
 
@@ -68,6 +82,8 @@ impl WorkerKind {
             WorkerKind::PythonEval => "python-eval-worker",
             WorkerKind::Terminal => "terminal-worker",
             WorkerKind::AiCli => "ai-cli-worker",
+            WorkerKind::Browser => "browser-worker",
+            WorkerKind::Conda => "conda-worker",
         }
     }
 }
@@ -87,8 +103,10 @@ impl std::str::FromStr for WorkerKind {
             "python-eval" => Ok(WorkerKind::PythonEval),
             "terminal" => Ok(WorkerKind::Terminal),
             "ai-cli" | "code-agent" => Ok(WorkerKind::AiCli),
+            "browser" => Ok(WorkerKind::Browser),
+            "conda" | "conda-jupyter-kernel" => Ok(WorkerKind::Conda),
             other => Err(format!(
-                "unknown worker kind {other:?}; expected python-eval, terminal or ai-cli"
+                "unknown worker kind {other:?}; expected python-eval, terminal, ai-cli, browser or conda"
             )),
         }
     }
@@ -121,6 +139,17 @@ pub struct WorkerOptions {
     pub working_dir: Option<PathBuf>,
     /// Terminal: the most sessions at once (default 50, or `HYPHA_MAX_TERMINAL_SESSIONS`).
     pub max_sessions: usize,
+    /// Browser: Chromium, the session cap and the page settings
+    /// ([`browser::BrowserOptions`]).
+    pub browser: browser::BrowserOptions,
+    /// Conda: the `uv` binary environments are built with (default `uv`, looked up on
+    /// `PATH`); environments are made from `python`'s interpreter.
+    pub uv: PathBuf,
+    /// Conda: the environment cache (default `~/.cache/rhizo-conda-envs`).
+    pub conda_cache_dir: Option<PathBuf>,
+    /// Conda: where session directories go; default a fresh `hypha_conda_<uuid>` in the
+    /// system temp dir, removed at shutdown.
+    pub conda_working_dir: Option<PathBuf>,
 }
 
 /// The default terminal session cap.
@@ -141,6 +170,10 @@ impl Default for WorkerOptions {
                 .ok()
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(DEFAULT_MAX_SESSIONS),
+            browser: browser::BrowserOptions::default(),
+            uv: PathBuf::from("uv"),
+            conda_cache_dir: None,
+            conda_working_dir: None,
         }
     }
 }
@@ -149,6 +182,8 @@ enum Running {
     PythonEval(Arc<python_eval::PythonEval>),
     Terminal(Arc<terminal::Terminal>),
     AiCli(Arc<ai_cli::hypha::AiCliWorker>),
+    Browser(Arc<browser::BrowserWorker>),
+    Conda(Arc<conda::Conda>),
 }
 
 /// A started worker: its connection and sessions. Dropping it without
@@ -186,6 +221,8 @@ impl RunningWorker {
             Running::PythonEval(w) => w.stop_all(),
             Running::Terminal(w) => w.stop_all().await,
             Running::AiCli(w) => w.stop_all().await,
+            Running::Browser(w) => w.stop_all().await,
+            Running::Conda(w) => w.stop_all().await,
         }
         // Dropping disconnects.
     }
@@ -197,6 +234,9 @@ impl Drop for RunningWorker {
             Running::PythonEval(w) => w.stop_all(),
             Running::Terminal(w) => w.kill_all_now(),
             Running::AiCli(w) => w.manager.kill_all_now(),
+            // Dropping the browser kills its process.
+            Running::Browser(_) => {}
+            Running::Conda(w) => w.kill_all_now(),
         }
         self.client.disconnect();
     }
@@ -230,8 +270,8 @@ pub async fn start_worker_with(
 ) -> anyhow::Result<RunningWorker> {
     let files = fetch::AppFiles::new().context("setting up the HTTP client")?;
     let python = match kind {
-        WorkerKind::PythonEval => Some(resolve_program(&opts.python)?),
-        WorkerKind::Terminal | WorkerKind::AiCli => None,
+        WorkerKind::PythonEval | WorkerKind::Conda => Some(resolve_program(&opts.python)?),
+        WorkerKind::Terminal | WorkerKind::AiCli | WorkerKind::Browser => None,
     };
     let connect = ConnectOptions {
         client_id: opts.client_id.clone(),
@@ -307,6 +347,55 @@ pub async fn start_worker_with(
             let f = ai_cli::hypha::functions(&w);
             (Running::AiCli(w), f, record)
         }
+        WorkerKind::Browser => {
+            let w = browser::BrowserWorker::new(
+                opts.browser.clone(),
+                opts.server_url.clone(),
+                Arc::downgrade(&client),
+                files,
+            );
+            let record = service::record(
+                "Browser Worker",
+                "Runs browser apps (web-worker, window, iframe, hypha, web-python, web-app) as \
+                 pages of one headless Chromium, with execute and take_screenshot.",
+                &browser::compile::BROWSER_TYPES,
+                &opts.visibility,
+            );
+            let f = browser::functions(&w);
+            (Running::Browser(w), f, record)
+        }
+        WorkerKind::Conda => {
+            let uv = conda::find_program(&opts.uv).with_context(|| {
+                format!(
+                    "uv {:?} not found; pass --uv /path/to/uv (pip install uv)",
+                    opts.uv
+                )
+            })?;
+            let w = Arc::new(
+                conda::Conda::new(
+                    conda::CondaOptions {
+                        uv,
+                        python: python.expect("resolved above"),
+                        cache_dir: opts.conda_cache_dir.clone(),
+                        working_dir: opts.conda_working_dir.clone(),
+                        server_url: opts.server_url.clone(),
+                    },
+                    Arc::downgrade(&client),
+                    files,
+                )
+                .context("preparing the environment cache and session directories")?,
+            );
+            let record = service::record(
+                "Conda Worker (uv)",
+                "Runs conda-jupyter-kernel apps: a Jupyter kernel per session in a cached \
+                 Python environment built with uv for the app's (PyPI) dependencies, with \
+                 execute in that kernel.",
+                &[conda::APP_TYPE],
+                &opts.visibility,
+            );
+            let f = conda::functions(&w);
+            (Running::Conda(w), f, record)
+        }
     };
     let service_id = client
         .register_service_record(&id, record, functions)
@@ -375,10 +464,16 @@ mod tests {
             WorkerKind::PythonEval,
             WorkerKind::Terminal,
             WorkerKind::AiCli,
+            WorkerKind::Browser,
+            WorkerKind::Conda,
         ] {
             assert_eq!(k.to_string().parse::<WorkerKind>(), Ok(k));
         }
-        assert!("conda"
+        assert_eq!(
+            "conda-jupyter-kernel".parse::<WorkerKind>(),
+            Ok(WorkerKind::Conda)
+        );
+        assert!("k8s"
             .parse::<WorkerKind>()
             .unwrap_err()
             .contains("python-eval"));

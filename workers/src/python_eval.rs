@@ -303,7 +303,7 @@ impl PythonEval {
 /// The script with the leading whitespace common to all its non-blank lines removed
 /// (Python's `textwrap.dedent`): a source written indented inside a triple-quoted string,
 /// as seed 002's example is, runs instead of failing with `IndentationError`.
-fn dedent(script: &str) -> String {
+pub(crate) fn dedent(script: &str) -> String {
     let common = script
         .lines()
         .filter(|l| !l.trim().is_empty())

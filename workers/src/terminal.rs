@@ -23,6 +23,7 @@ mod stream;
 
 pub(crate) use stage::dir_name as session_dir_name;
 pub(crate) use stage::stage_files;
+pub(crate) use text::strip_ansi;
 mod text;
 
 use crate::args::{number, Args};

@@ -97,7 +97,12 @@ impl ServerApps {
                     .rsplit('/')
                     .next()
                     .unwrap_or("");
-                manifest["entry_point"] = json!(last);
+                // A web-app opens the URL itself (§4.7); other apps name a file.
+                if manifest.get("type").and_then(Value::as_str) == Some("web-app") {
+                    manifest["entry_point"] = json!(url);
+                } else {
+                    manifest["entry_point"] = json!(last);
+                }
             } else if source::is_raw_html(src) {
                 if manifest.get("type").and_then(Value::as_str) == Some("hypha") {
                     manifest["type"] = json!("window");
@@ -115,6 +120,15 @@ impl ServerApps {
                     merge(&mut manifest, patch);
                 }
                 stored.extend(x.files.iter().cloned());
+                // A browser app's <window>, <style> and <link> tags belong in its page: the
+                // browser worker's compile reads them from the whole source (§4.7).
+                let ty = manifest
+                    .get("type")
+                    .and_then(Value::as_str)
+                    .unwrap_or("hypha");
+                if BROWSER_TYPES.contains(&ty) && x.script_entry.is_some() && !x.others.is_empty() {
+                    stored.push(text_file("source", src));
+                }
                 match &x.script_entry {
                     Some(entry) => manifest["entry_point"] = json!(entry),
                     None if !x.remaining.is_empty() => {
