@@ -43,6 +43,13 @@ if command -v npm >/dev/null; then
   fi
 fi
 
+# The front-end packages the server serves to browser apps (the hypha-rpc JS client and
+# Pyodide, pinned in assets/package-lock.json), installed outside the clone.
+export RHIZO_ASSETS_DIR=${RHIZO_ASSETS_DIR:-$HOME/.cache/rhizo-assets}
+if command -v npm >/dev/null; then
+  bash assets/setup.sh
+fi
+
 echo "== cargo build (the binary the compat suite starts)"
 cargo build --bin rhizo
 echo "== cargo test"
