@@ -12,6 +12,7 @@ import io
 import os
 import shutil
 import signal
+import tempfile
 import threading
 
 import httpx
@@ -357,6 +358,51 @@ async def test_web_python_requirements_not_on_the_servers_pyodide_fail_with_a_cl
     assert "RHIZO_PYODIDE_URL" in str(err), err
 
 
+def _pyodide_mirror(root) -> str:
+    """A Pyodide distribution as a deployment would host it: the server's core files plus
+    one package of its own (a pure-Python wheel, listed in the lock file), served with CORS
+    on loopback. Returns its URL and its HTTP server (to shut down)."""
+    import hashlib
+    import json
+    import zipfile
+    from pathlib import Path
+
+    core = Path(os.environ.get("RHIZO_ASSETS_DIR") or Path.home() / ".cache/rhizo-assets") / "node_modules/pyodide"
+    root = Path(root)
+    for f in core.iterdir():
+        if f.is_file():
+            shutil.copy(f, root / f.name)
+    wheel = root / "rhizo_mirror_probe-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as z:
+        z.writestr("rhizo_mirror_probe/__init__.py", "VALUE = 42\n")
+        z.writestr("rhizo_mirror_probe-1.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: rhizo-mirror-probe\nVersion: 1.0\n")
+        z.writestr("rhizo_mirror_probe-1.0.dist-info/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        z.writestr("rhizo_mirror_probe-1.0.dist-info/RECORD", "")
+    lock = json.loads((root / "pyodide-lock.json").read_text())
+    lock["packages"]["rhizo-mirror-probe"] = {
+        "name": "rhizo-mirror-probe", "version": "1.0", "file_name": wheel.name, "install_dir": "site",
+        "sha256": hashlib.sha256(wheel.read_bytes()).hexdigest(), "package_type": "package",
+        "imports": ["rhizo_mirror_probe"], "depends": [], "unvendored_tests": False,
+    }
+    (root / "pyodide-lock.json").write_text(json.dumps(lock))
+
+    class Mirror(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, directory=str(root), **kw)
+
+        def end_headers(self):
+            self.send_header("Access-Control-Allow-Origin", "*")
+            super().end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    Mirror.extensions_map = {**Mirror.extensions_map, ".wasm": "application/wasm", ".mjs": "text/javascript"}
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Mirror)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{httpd.server_address[1]}/", httpd
+
+
 class _Pages(http.server.SimpleHTTPRequestHandler):
     PAGE = b'''<!DOCTYPE html>
 <html><head><title>External</title></head><body>
@@ -406,11 +452,15 @@ async def test_a_web_app_opens_an_external_url_with_the_credentials_it_asks_for(
 
 
 async def test_the_page_settings_and_the_session_cap_come_from_the_environment(apps_user):
-    """A server whose browser worker takes one session, in French, at 640×480."""
+    """A server whose browser worker takes one session, in French, at 640×480, with a
+    Pyodide mirror of its own for web-python requirements."""
     from conftest import _start_rhizo, ROOT_TOKEN  # noqa: F401 - the suite's own starter
     from hypha_rpc import connect_to_server
 
+    mirror_dir = tempfile.mkdtemp(prefix="pyodide-mirror-")
+    mirror, mirror_httpd = _pyodide_mirror(mirror_dir)
     server, stop, workdir = _start_rhizo(extra_env={
+        "RHIZO_PYODIDE_URL": mirror,
         "RHIZO_BROWSER_MAX_SESSIONS": "1",
         "RHIZO_BROWSER_LOCALE": "fr-FR",
         "RHIZO_BROWSER_VIEWPORT_WIDTH": "640",
@@ -434,10 +484,27 @@ async def test_the_page_settings_and_the_session_cap_come_from_the_environment(a
         await controller.stop(first["id"])
         second = await controller.start(b["id"], wait_for_service="default", timeout=30)
         await controller.stop(second["id"])
+
+        # web-python requirements come from the deployment's Pyodide mirror.
+        source = """
+import rhizo_mirror_probe
+from hypha_rpc import api
+api.export({"probe": lambda: rhizo_mirror_probe.VALUE})
+"""
+        c = await controller.install(
+            source=source,
+            manifest={"name": "Mirror", "type": "web-python", "version": "1.0.0", "entry_point": "main.py", "requirements": ["rhizo-mirror-probe"]},
+            overwrite=True, timeout=60,
+        )
+        third = await controller.start(c["id"], wait_for_service="default", timeout=60)
+        assert await (await api.get_service(f"default@{c['id']}")).probe() == 42
+        await controller.stop(third["id"])
         await api.disconnect()
     finally:
         stop()
+        mirror_httpd.shutdown()
         shutil.rmtree(workdir, ignore_errors=True)
+        shutil.rmtree(mirror_dir, ignore_errors=True)
 
 
 async def test_a_killed_browser_fails_its_sessions_clearly_and_the_next_start_relaunches_it(apps_user):
