@@ -27,6 +27,7 @@
 mod chromium;
 pub mod compile;
 mod options;
+mod page;
 
 pub use options::{BrowserOptions, DEFAULT_MAX_BROWSER_SESSIONS};
 
@@ -43,12 +44,11 @@ use chromiumoxide::cdp::browser_protocol::page::CaptureScreenshotFormat;
 use chromiumoxide::cdp::browser_protocol::target::{
     CreateBrowserContextParams, CreateTargetParams,
 };
-use chromiumoxide::cdp::js_protocol::runtime::{
-    EvaluateParams, EventConsoleApiCalled, EventExceptionThrown, RemoteObject,
-};
+use chromiumoxide::cdp::js_protocol::runtime::{EventConsoleApiCalled, EventExceptionThrown};
 use chromiumoxide::page::ScreenshotParams;
 use chromiumoxide::Page;
 use futures_util::StreamExt;
+use page::{evaluate, percent_encode, preload, redact, remote_text, CDP_FAILED};
 use rhizo_client::Client;
 use rhizo_protocol::message::Call;
 use rhizo_protocol::value;
@@ -65,9 +65,6 @@ const LOG_CAP: usize = 5_000;
 
 /// How often `start` looks at a page's start-up state.
 const START_POLL: Duration = Duration::from_millis(50);
-
-/// How a failed CDP command of `execute` is worded (to tell it from a script's own error).
-const CDP_FAILED: &str = "evaluating the script failed";
 
 /// The longest `execute` or `take_screenshot` may take.
 const EVAL_TIMEOUT: Duration = Duration::from_secs(60);
@@ -738,66 +735,6 @@ impl BrowserWorker {
     }
 }
 
-/// The manifest's `cookies` (a list of cookie objects, or name → value) for the app's URL,
-/// and its `local_storage` / `session_storage` (name → value, non-strings as JSON), set
-/// before the page loads.
-async fn preload(page: &Page, manifest: &Value, url: &str) -> WorkerResult<()> {
-    use chromiumoxide::cdp::browser_protocol::network::{CookieParam, SetCookiesParams};
-    use chromiumoxide::cdp::browser_protocol::page::AddScriptToEvaluateOnNewDocumentParams;
-    let err = |e: chromiumoxide::error::CdpError| {
-        WorkerError::Io(format!("setting the app's cookies or storage failed: {e}"))
-    };
-    let cookies = value::to_json(value::get(manifest, "cookies").unwrap_or(&Value::Nil));
-    let pairs: Vec<serde_json::Value> = match cookies {
-        serde_json::Value::Array(list) => list,
-        serde_json::Value::Object(m) => m
-            .into_iter()
-            .map(|(name, value)| {
-                let value = value
-                    .as_str()
-                    .map_or_else(|| value.to_string(), str::to_owned);
-                serde_json::json!({"name": name, "value": value})
-            })
-            .collect(),
-        _ => Vec::new(),
-    };
-    let mut params = Vec::new();
-    for c in pairs {
-        let mut c: CookieParam = serde_json::from_value(c).map_err(|e| {
-            WorkerError::Invalid(format!(
-                "manifest cookies: each needs a name and a value ({e})"
-            ))
-        })?;
-        if c.url.is_none() && c.domain.is_none() {
-            c.url = Some(url.to_owned());
-        }
-        params.push(c);
-    }
-    if !params.is_empty() {
-        page.execute(SetCookiesParams::new(params))
-            .await
-            .map_err(err)?;
-    }
-    let mut script = String::new();
-    for (key, store) in [
-        ("local_storage", "localStorage"),
-        ("session_storage", "sessionStorage"),
-    ] {
-        let v = value::to_json(value::get(manifest, key).unwrap_or(&Value::Nil));
-        if v.as_object().is_some_and(|m| !m.is_empty()) {
-            script.push_str(&format!(
-                "try {{ for (const [k, v] of Object.entries({v})) {store}.setItem(k, typeof v === \"string\" ? v : JSON.stringify(v)); }} catch (_) {{}}\n"
-            ));
-        }
-    }
-    if !script.is_empty() {
-        page.execute(AddScriptToEvaluateOnNewDocumentParams::new(script))
-            .await
-            .map_err(err)?;
-    }
-    Ok(())
-}
-
 /// Closes a session's page and disposes of its browser context (best effort).
 async fn close_page(worker: Weak<BrowserWorker>, page: Page, ctx: BrowserContextId) {
     let _ = tokio::time::timeout(Duration::from_secs(5), page.close()).await;
@@ -826,74 +763,6 @@ fn push(logs: &Mutex<Logs>, kind: &str, text: impl Into<String>) {
         .push_capped(kind, text, LOG_CAP);
 }
 
-/// Evaluates `script` in the page (a promise is awaited) and returns its value as JSON.
-///
-/// Errors: the script throws (its message), or the value cannot be returned as data.
-async fn evaluate(page: &Page, script: &str) -> WorkerResult<serde_json::Value> {
-    let params = EvaluateParams::builder()
-        .expression(script)
-        .await_promise(true)
-        .return_by_value(true)
-        .user_gesture(true)
-        .build()
-        .map_err(WorkerError::Io)?;
-    let r = page
-        .execute(params)
-        .await
-        .map_err(|e| WorkerError::Io(format!("{CDP_FAILED}: {e}")))?;
-    if let Some(d) = &r.result.exception_details {
-        let text = d
-            .exception
-            .as_ref()
-            .and_then(|e| e.description.clone())
-            .unwrap_or_else(|| d.text.clone());
-        return Err(WorkerError::Io(format!("the script threw: {text}")));
-    }
-    Ok(r.result
-        .result
-        .value
-        .clone()
-        .unwrap_or(serde_json::Value::Null))
-}
-
-/// A console argument as text: strings as they are, other values as JSON or their
-/// description.
-fn remote_text(o: &RemoteObject) -> String {
-    match &o.value {
-        Some(serde_json::Value::String(s)) => s.clone(),
-        Some(v) => v.to_string(),
-        None => o
-            .description
-            .clone()
-            .or_else(|| o.unserializable_value.as_ref().map(|u| u.inner().clone()))
-            .unwrap_or_default(),
-    }
-}
-
-/// `url` with its `token=` query value hidden (it is a credential).
-fn redact(url: &str) -> String {
-    match url.find("token=") {
-        Some(i) => {
-            let end = url[i..].find('&').map_or(url.len(), |e| i + e);
-            format!("{}token=…{}", &url[..i], &url[end..])
-        }
-        None => url.to_owned(),
-    }
-}
-
-/// Percent-encoding of a query value (RFC 3986 unreserved characters kept).
-fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 /// The worker's service functions.
 pub(crate) fn functions(w: &Arc<BrowserWorker>) -> Vec<(&'static str, rhizo_client::Handler)> {
     use crate::service::bind;
@@ -908,19 +777,4 @@ pub(crate) fn functions(w: &Arc<BrowserWorker>) -> Vec<(&'static str, rhizo_clie
         ("get_browser_pid", bind(w, BrowserWorker::get_browser_pid)),
         ("compile", bind(w, BrowserWorker::compile)),
     ]
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tokens_are_redacted_and_values_encoded() {
-        assert_eq!(
-            redact("http://h/x?a=1&token=secret&b=2"),
-            "http://h/x?a=1&token=…&b=2"
-        );
-        assert_eq!(redact("http://h/x?token=s"), "http://h/x?token=…");
-        assert_eq!(percent_encode("ws-user-a/b c:d"), "ws-user-a%2Fb%20c%3Ad");
-    }
 }
