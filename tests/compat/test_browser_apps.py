@@ -416,7 +416,11 @@ const server = await hyphaWebsocketClient.connectToServer({
 await server.registerService({ id: "default", name: "External", async where() { return location.pathname; } });
 </script></body></html>'''
 
+    # The headers of every request the page server got: (path, Authorization).
+    seen: list = []
+
     def do_GET(self):  # noqa: N802 - http.server's name
+        self.seen.append((self.path, self.headers.get("Authorization")))
         self.send_response(200)
         self.send_header("Content-Type", "text/html")
         self.send_header("Content-Length", str(len(self.PAGE)))
@@ -434,7 +438,10 @@ async def test_a_web_app_opens_an_external_url_with_the_credentials_it_asks_for(
         u = await apps_user()
         url = f"http://127.0.0.1:{httpd.server_address[1]}/external/app.html"
         app = await u.controller.install(
-            manifest={"name": "External", "type": "web-app", "version": "1.0.0", "entry_point": url, "inject_auth_params": True},
+            manifest={
+                "name": "External", "type": "web-app", "version": "1.0.0", "entry_point": url,
+                "inject_auth_params": True, "authorization_token": "page-secret",
+            },
             overwrite=True,
             timeout=60,
         )
@@ -442,6 +449,9 @@ async def test_a_web_app_opens_an_external_url_with_the_credentials_it_asks_for(
         started = await u.controller.start(app["id"], wait_for_service="default", timeout=60)
         svc = await u.api.get_service(f"default@{app['id']}")
         assert await svc.where() == "/external/app.html"
+        path, auth = next(r for r in _Pages.seen if r[0].startswith("/external/"))
+        assert path.startswith("/external/app.html?server_url=") and "client_id=" in path and "token=" in path
+        assert auth == "Bearer page-secret", "the manifest's authorization_token rides on every request"
         await u.controller.stop(started["id"])
         await _raises(
             u.controller.install(manifest={"name": "No URL", "type": "web-app", "version": "1.0.0", "entry_point": "index.html"}, overwrite=True),
