@@ -101,6 +101,53 @@ pub(crate) fn number(v: &Value) -> Option<f64> {
     }
 }
 
+// === impl Args (the worker protocol's common arguments) ===
+
+impl Args<'_> {
+    /// `start(config)`'s WorkerConfig (§3.3), which the caller must be allowed to use.
+    ///
+    /// Errors: no `config`, a malformed one, or a caller from another workspace.
+    pub(crate) fn start_config(&self) -> WorkerResult<crate::config::WorkerConfig> {
+        let caller = self.caller();
+        let raw = self.get(0, "config").ok_or_else(|| {
+            WorkerError::Argument("start() missing required argument: 'config'".into())
+        })?;
+        let config = crate::config::WorkerConfig::parse(raw, &caller.ws)?;
+        caller.check(&config.id, &config.workspace)?;
+        Ok(config)
+    }
+
+    /// `list_sessions(workspace=None)`'s workspace: the argument, else the caller's; the
+    /// caller must be allowed to use it.
+    ///
+    /// Errors: a non-string `workspace`, or a caller from another workspace.
+    pub(crate) fn listed_workspace(&self) -> WorkerResult<String> {
+        let caller = self.caller();
+        let ws = self
+            .opt_str(0, "workspace")?
+            .unwrap_or(&caller.ws)
+            .to_owned();
+        caller.check(&format!("{ws}/*"), &ws)?;
+        Ok(ws)
+    }
+
+    /// `execute`'s remote callbacks: `(progress_callback, output_callback)` (positions 3
+    /// and 4 or keywords), each usable only on behalf of the caller's workspace.
+    pub(crate) fn execute_callbacks(
+        &self,
+    ) -> (
+        Option<crate::config::Callback>,
+        Option<crate::config::Callback>,
+    ) {
+        let ws = &self.caller().ws;
+        let cb = |i, name| {
+            self.get(i, name)
+                .and_then(|v| crate::config::Callback::parse(v, ws))
+        };
+        (cb(3, "progress_callback"), cb(4, "output_callback"))
+    }
+}
+
 /// Who made a call, from the header fields the server stamps (`ws`, `from`, `user`): the
 /// only identity a worker trusts.
 #[derive(Debug, Clone)]

@@ -48,7 +48,7 @@ use chromiumoxide::cdp::js_protocol::runtime::{EventConsoleApiCalled, EventExcep
 use chromiumoxide::page::ScreenshotParams;
 use chromiumoxide::Page;
 use futures_util::StreamExt;
-use page::{evaluate, percent_encode, preload, redact, remote_text, CDP_FAILED};
+use page::{evaluate, preload, redact, remote_text, CDP_FAILED};
 use rhizo_client::Client;
 use rhizo_protocol::message::Call;
 use rhizo_protocol::value;
@@ -137,12 +137,7 @@ impl BrowserWorker {
     /// `start(config)` (§3.2, §4.7): opens the app's page; returns the session id.
     pub(crate) async fn start(self: Arc<Self>, call: Call) -> Result<Value, String> {
         let args = Args::new("start", &call);
-        let caller = args.caller();
-        let raw = args.get(0, "config").ok_or_else(|| {
-            WorkerError::Argument("start() missing required argument: 'config'".into())
-        })?;
-        let config = WorkerConfig::parse(raw, &caller.ws)?;
-        caller.check(&config.id, &config.workspace)?;
+        let config = args.start_config()?;
         let app_type = value::get_str(&config.manifest, "type").unwrap_or("window");
         let app_type: &'static str = compile::BROWSER_TYPES
             .iter()
@@ -344,14 +339,16 @@ impl BrowserWorker {
         if let Some(t) = &config.token {
             query.push(("token", t.clone()));
         }
-        let encoded: Vec<String> = query
-            .iter()
-            .map(|(k, v)| format!("{k}={}", percent_encode(v)))
-            .collect();
         let entry = config
             .entry_point
             .clone()
             .unwrap_or_else(|| "index.html".into());
+        let with_query = |url: &str| -> WorkerResult<String> {
+            let mut u = reqwest::Url::parse(url)
+                .map_err(|e| WorkerError::Invalid(format!("the app URL {url:?}: {e}")))?;
+            u.query_pairs_mut().extend_pairs(&query);
+            Ok(u.into())
+        };
         if app_type == "web-app" {
             if !(entry.starts_with("http://") || entry.starts_with("https://")) {
                 return Err(WorkerError::Invalid(
@@ -361,17 +358,16 @@ impl BrowserWorker {
             let inject = value::get(&config.manifest, "inject_auth_params")
                 .and_then(Value::as_bool)
                 == Some(true);
-            if !inject {
-                return Ok(entry);
-            }
-            let sep = if entry.contains('?') { '&' } else { '?' };
-            return Ok(format!("{entry}{sep}{}", encoded.join("&")));
+            return if inject {
+                with_query(&entry)
+            } else {
+                Ok(entry)
+            };
         }
-        Ok(format!(
-            "{}/{}?{}",
+        with_query(&format!(
+            "{}/{}",
             config.files_base(server),
-            entry.trim_start_matches('/'),
-            encoded.join("&")
+            entry.trim_start_matches('/')
         ))
     }
 
@@ -590,12 +586,7 @@ impl BrowserWorker {
     /// `list_sessions(workspace=None)` → the SessionInfo of `workspace`'s sessions.
     pub(crate) async fn list_sessions(self: Arc<Self>, call: Call) -> Result<Value, String> {
         let args = Args::new("list_sessions", &call);
-        let caller = args.caller();
-        let ws = args
-            .opt_str(0, "workspace")?
-            .unwrap_or(&caller.ws)
-            .to_owned();
-        caller.check(&format!("{ws}/*"), &ws)?;
+        let ws = args.listed_workspace()?;
         let list = self
             .sessions()
             .values()

@@ -208,12 +208,7 @@ impl Conda {
     /// (default: the caller's).
     pub(crate) async fn list_sessions(self: Arc<Self>, call: Call) -> Result<Value, String> {
         let args = Args::new("list_sessions", &call);
-        let caller = args.caller();
-        let ws = args
-            .opt_str(0, "workspace")?
-            .unwrap_or(&caller.ws)
-            .to_owned();
-        caller.check(&format!("{ws}/*"), &ws)?;
+        let ws = args.listed_workspace()?;
         let all: Vec<Arc<Session>> = self.sessions().values().cloned().collect();
         Ok(Value::Array(
             all.iter()

@@ -19,7 +19,7 @@
 //! python-eval always waits for the exit, so a script that serves cannot be started there.
 
 use crate::args::Args;
-use crate::config::{progress, WorkerConfig};
+use crate::config::progress;
 use crate::error::{WorkerError, WorkerResult};
 use crate::fetch::AppFiles;
 use crate::logs::Logs;
@@ -93,12 +93,7 @@ impl PythonEval {
     /// `start(config)` → the session id. See the module docs.
     pub(crate) async fn start(self: Arc<Self>, call: Call) -> Result<Value, String> {
         let args = Args::new("start", &call);
-        let caller = args.caller();
-        let raw = args.get(0, "config").ok_or_else(|| {
-            WorkerError::Argument("start() missing required argument: 'config'".into())
-        })?;
-        let config = WorkerConfig::parse(raw, &caller.ws)?;
-        caller.check(&config.id, &config.workspace)?;
+        let config = args.start_config()?;
         let entry = config.entry_point.clone().ok_or_else(|| {
             WorkerError::Invalid(
                 "a python-eval app needs an entry point (manifest entry_point, e.g. main.py)"
@@ -275,12 +270,7 @@ impl PythonEval {
     /// (default: the caller's).
     pub(crate) async fn list_sessions(self: Arc<Self>, call: Call) -> Result<Value, String> {
         let args = Args::new("list_sessions", &call);
-        let caller = args.caller();
-        let ws = args
-            .opt_str(0, "workspace")?
-            .unwrap_or(&caller.ws)
-            .to_owned();
-        caller.check(&format!("{ws}/*"), &ws)?;
+        let ws = args.listed_workspace()?;
         let list = self
             .sessions()
             .values()

@@ -137,12 +137,7 @@ impl Terminal {
     /// bad `startup_command` or `files_to_stage`, or the program cannot be started.
     pub(crate) async fn start(self: Arc<Self>, call: Call) -> Result<Value, String> {
         let args = Args::new("start", &call);
-        let caller = args.caller();
-        let raw = args.get(0, "config").ok_or_else(|| {
-            WorkerError::Argument("start() missing required argument: 'config'".into())
-        })?;
-        let config = WorkerConfig::parse(raw, &caller.ws)?;
-        caller.check(&config.id, &config.workspace)?;
+        let config = args.start_config()?;
         let argv = stage::startup_command(&config.manifest)?;
         {
             let mut sessions = self.sessions();
@@ -325,12 +320,7 @@ impl Terminal {
     /// `workspace` (default: the caller's).
     pub(crate) async fn list_sessions(self: Arc<Self>, call: Call) -> Result<Value, String> {
         let args = Args::new("list_sessions", &call);
-        let caller = args.caller();
-        let ws = args
-            .opt_str(0, "workspace")?
-            .unwrap_or(&caller.ws)
-            .to_owned();
-        caller.check(&format!("{ws}/*"), &ws)?;
+        let ws = args.listed_workspace()?;
         let live: Vec<Arc<TermSession>> = self
             .sessions()
             .values()

@@ -326,12 +326,7 @@ impl AiCliWorker {
             .map(Duration::from_secs_f64)
             .unwrap_or(self.manager.options().worker_timeout);
         let wait = config.and_then(|c| get_str(c, "wait")) != Some("none");
-        let progress_cb = args
-            .get(3, "progress_callback")
-            .and_then(|v| Callback::parse(v, &call.ws));
-        let output_cb = args
-            .get(4, "output_callback")
-            .and_then(|v| Callback::parse(v, &call.ws));
+        let (progress_cb, output_cb) = args.execute_callbacks();
         let relay = output_cb.map(|cb| {
             let rx = agent.subscribe();
             tokio::spawn(relay_outputs(rx, cb, self.client.clone()))

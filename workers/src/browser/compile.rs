@@ -18,7 +18,8 @@
 //! [`CONFIG_FIELDS`] plus `server_url`), `script` (and `script_inline`, the same with
 //! `</script` escaped, for templates that inline it), `requirements`, `window`, `styles`,
 //! `links`, `bootstrap` (rhizo's connection code), `state_script` (the start-up state
-//! `start` waits for: `globalThis.__rhizoAppState`), `hypha_rpc_websocket_mjs`,
+//! `start` waits for: `globalThis.__rhizoAppState`), `worker_js` (a web worker's console
+//! relay and its host in the page), `hypha_rpc_websocket_mjs`,
 //! `local_base_url` and `source_hash`. The result replaces the entry file with
 //! `index.html`, and the manifest's `entry_point` becomes `index.html`.
 
@@ -73,6 +74,9 @@ const TEMPLATES: [(&str, &str); 3] = [
 
 /// The connection code every template embeds.
 const BOOTSTRAP: &str = include_str!("../../templates/bootstrap.js");
+
+/// The halves of an app in a module web worker (web-worker, web-python templates).
+const WORKER_SCRIPT: &str = include_str!("../../templates/worker.js");
 
 /// The start-up state every template keeps (`globalThis.__rhizoAppState`), which `start`
 /// waits for.
@@ -211,6 +215,7 @@ pub(crate) fn compile(
             "links": plugin.links,
             "bootstrap": BOOTSTRAP,
             "state_script": STATE_SCRIPT,
+            "worker_js": WORKER_SCRIPT,
             "hypha_rpc_websocket_mjs": format!("{server_url}/assets/hypha-rpc-websocket.mjs"),
             "local_base_url": server_url,
             "source_hash": manifest.get("source_hash").cloned().unwrap_or(Value::Null),

@@ -1,6 +1,6 @@
 //! What the browser worker does to one page over CDP, free of session bookkeeping: the
 //! manifest's cookies and storage set before load ([`preload`]), evaluating a script
-//! ([`evaluate`]), console arguments as text, and the URL helpers of `start`.
+//! ([`evaluate`]), console arguments as text, and token redaction for the logs.
 
 use crate::error::{WorkerError, WorkerResult};
 use chromiumoxide::cdp::js_protocol::runtime::{EvaluateParams, RemoteObject};
@@ -126,30 +126,16 @@ pub(super) fn redact(url: &str) -> String {
     }
 }
 
-/// Percent-encoding of a query value (RFC 3986 unreserved characters kept).
-pub(super) fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn tokens_are_redacted_and_values_encoded() {
+    fn tokens_are_redacted() {
         assert_eq!(
             redact("http://h/x?a=1&token=secret&b=2"),
             "http://h/x?a=1&token=…&b=2"
         );
         assert_eq!(redact("http://h/x?token=s"), "http://h/x?token=…");
-        assert_eq!(percent_encode("ws-user-a/b c:d"), "ws-user-a%2Fb%20c%3Ad");
     }
 }

@@ -40,12 +40,7 @@ impl Conda {
             .filter(|t| *t > 0.0)
             .unwrap_or(DEFAULT_EXECUTE_TIMEOUT)
             .min(86_400.0);
-        let progress_cb = args
-            .get(3, "progress_callback")
-            .and_then(|v| Callback::parse(v, &call.ws));
-        let output_cb = args
-            .get(4, "output_callback")
-            .and_then(|v| Callback::parse(v, &call.ws));
+        let (progress_cb, output_cb) = args.execute_callbacks();
         let dead = |why: &str| {
             from_json(&kernel::error_result(
                 "KernelDied",

@@ -23,12 +23,7 @@ impl Conda {
     /// `start(config)` → the session id. See the module docs.
     pub(crate) async fn start(self: Arc<Self>, call: Call) -> Result<Value, String> {
         let args = Args::new("start", &call);
-        let caller = args.caller();
-        let raw = args.get(0, "config").ok_or_else(|| {
-            WorkerError::Argument("start() missing required argument: 'config'".into())
-        })?;
-        let mut config = WorkerConfig::parse(raw, &caller.ws)?;
-        caller.check(&config.id, &config.workspace)?;
+        let mut config = args.start_config()?;
         let spec = spec::env_spec(&config.manifest)?;
         let entry = config
             .entry_point
