@@ -183,6 +183,47 @@ pub(crate) async fn progress(
     }
 }
 
+/// Output-callback messages waiting to be delivered before new ones are dropped.
+const STREAM_QUEUE: usize = 256;
+
+/// How long `finish` waits for an output callback to catch up.
+const STREAM_DRAIN: Duration = Duration::from_secs(5);
+
+/// Delivers messages to a callback (e.g. `execute`'s `output_callback`) in order, on a task
+/// of its own, so that a slow callback never holds up the producer; drops messages while
+/// [`STREAM_QUEUE`] are waiting and stops at the callback's first failure.
+pub(crate) struct CallbackStream {
+    tx: tokio::sync::mpsc::Sender<Value>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl CallbackStream {
+    /// Starts delivering to `cb` through `client`.
+    pub(crate) fn start(cb: Callback, client: Weak<Client>) -> Self {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Value>(STREAM_QUEUE);
+        let task = tokio::spawn(async move {
+            while let Some(v) = rx.recv().await {
+                if cb.send(&client, v).await.is_err() {
+                    break;
+                }
+            }
+        });
+        CallbackStream { tx, task }
+    }
+
+    /// Queues `msg` (dropped when the queue is full).
+    pub(crate) fn push(&self, msg: Value) {
+        let _ = self.tx.try_send(msg);
+    }
+
+    /// Waits (at most [`STREAM_DRAIN`]) for what is queued to be delivered: a callback
+    /// passed with a call stops working once that call has returned.
+    pub(crate) async fn finish(self) {
+        drop(self.tx);
+        let _ = tokio::time::timeout(STREAM_DRAIN, self.task).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,22 +8,13 @@
 use super::kernel;
 use super::{Conda, DEFAULT_EXECUTE_TIMEOUT};
 use crate::args::{number, Args};
-use crate::config::{progress, Callback};
+use crate::config::{progress, CallbackStream};
 use crate::error::WorkerError;
 use crate::session::SessionStatus;
-use rhizo_client::Client;
 use rhizo_protocol::message::Call;
 use rhizo_protocol::value::from_json;
 use rmpv::Value;
-use std::sync::{Arc, Weak};
-use std::time::Duration;
-use tokio::sync::mpsc;
-
-/// Output-callback messages waiting to be delivered before new ones are dropped.
-const STREAM_QUEUE: usize = 256;
-
-/// How long `execute` waits, before returning, for its output callback to catch up.
-const STREAM_DRAIN: Duration = Duration::from_secs(5);
+use std::sync::Arc;
 
 impl Conda {
     /// `execute(session_id, script, config=None, progress_callback=None,
@@ -71,7 +62,7 @@ impl Conda {
             "Executing code…",
         )
         .await;
-        let stream = output_cb.map(|cb| Stream::start(cb, self.client.clone()));
+        let stream = output_cb.map(|cb| CallbackStream::start(cb, self.client.clone()));
         let ran = kernel
             .execute(&script, timeout, |m| {
                 if let Some(st) = &stream {
@@ -103,39 +94,5 @@ impl Conda {
         )
         .await;
         Ok(result)
-    }
-}
-
-// === impl Stream ===
-
-/// Delivers iopub messages to an output callback in order, on a task of its own (a slow
-/// callback never holds up the kernel); drops messages when [`STREAM_QUEUE`] are waiting
-/// and stops at the first failure.
-struct Stream {
-    tx: mpsc::Sender<Value>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Stream {
-    fn start(cb: Callback, client: Weak<Client>) -> Self {
-        let (tx, mut rx) = mpsc::channel::<Value>(STREAM_QUEUE);
-        let task = tokio::spawn(async move {
-            while let Some(v) = rx.recv().await {
-                if cb.send(&client, v).await.is_err() {
-                    break;
-                }
-            }
-        });
-        Stream { tx, task }
-    }
-
-    fn push(&self, msg: Value) {
-        let _ = self.tx.try_send(msg);
-    }
-
-    /// Waits (at most [`STREAM_DRAIN`]) for what is queued to be delivered.
-    async fn finish(self) {
-        drop(self.tx);
-        let _ = tokio::time::timeout(STREAM_DRAIN, self.task).await;
     }
 }

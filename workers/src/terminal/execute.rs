@@ -17,14 +17,13 @@
 use super::text::{clean_output, normalize, prompt_reached};
 use super::Terminal;
 use crate::args::{number, Args};
-use crate::config::{progress, Callback};
-use rhizo_client::Client;
+use crate::config::{progress, CallbackStream};
 use rhizo_protocol::message::Call;
 use rhizo_protocol::value::{get, map};
 use rmpv::Value;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{broadcast::error::RecvError, mpsc};
+use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
 
 /// `config.timeout` when not given, seconds.
@@ -36,12 +35,6 @@ pub(super) const QUIET: Duration = Duration::from_millis(150);
 
 /// The prompt heuristic looks at this much of the output's end.
 pub(super) const TAIL: usize = 4096;
-
-/// Output-callback messages waiting to be delivered before new ones are dropped.
-const STREAM_QUEUE: usize = 256;
-
-/// How long `execute` waits, before returning, for its output callback to catch up.
-const STREAM_DRAIN: Duration = Duration::from_secs(5);
 
 enum Outcome {
     Prompt,
@@ -88,12 +81,7 @@ pub(super) async fn execute(t: Arc<Terminal>, call: Call) -> Result<Value, Strin
         timeout,
         raw_output,
     } = Command::parse(&args, DEFAULT_TIMEOUT)?;
-    let progress_cb = args
-        .get(3, "progress_callback")
-        .and_then(|v| Callback::parse(v, &call.ws));
-    let output_cb = args
-        .get(4, "output_callback")
-        .and_then(|v| Callback::parse(v, &call.ws));
+    let (progress_cb, output_cb) = args.execute_callbacks();
     if !s.is_alive() {
         return Ok(error_result(
             "SessionEnded",
@@ -121,7 +109,7 @@ pub(super) async fn execute(t: Arc<Terminal>, call: Call) -> Result<Value, Strin
             "",
         ));
     }
-    let stream = output_cb.map(|cb| Stream::start(cb, t.client.clone()));
+    let stream = output_cb.map(|cb| CallbackStream::start(cb, t.client.clone()));
     let deadline = Instant::now() + Duration::from_secs_f64(timeout);
     let mut raw = String::new();
     let mut quiet_until: Option<Instant> = None;
@@ -132,7 +120,11 @@ pub(super) async fn execute(t: Arc<Terminal>, call: Call) -> Result<Value, Strin
                 Ok(chunk) => {
                     raw.push_str(&chunk);
                     if let Some(st) = &stream {
-                        st.push(&chunk);
+                        st.push(map([
+                            ("type", "stream".into()),
+                            ("name", "stdout".into()),
+                            ("text", (&*chunk).into()),
+                        ]));
                     }
                     quiet_until = prompt_reached(tail(&raw)).then(|| Instant::now() + QUIET);
                 }
@@ -231,42 +223,4 @@ fn error_result(ename: &str, evalue: &str, trace: &str) -> Value {
             ]),
         ),
     ])
-}
-
-/// Delivers output chunks to a callback in order, on a task of its own, so that a slow
-/// callback never holds up reading; drops chunks when [`STREAM_QUEUE`] are waiting and
-/// stops at the first failure.
-struct Stream {
-    tx: mpsc::Sender<Value>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Stream {
-    fn start(cb: Callback, client: Weak<Client>) -> Self {
-        let (tx, mut rx) = mpsc::channel::<Value>(STREAM_QUEUE);
-        let task = tokio::spawn(async move {
-            while let Some(v) = rx.recv().await {
-                if cb.send(&client, v).await.is_err() {
-                    break;
-                }
-            }
-        });
-        Stream { tx, task }
-    }
-
-    fn push(&self, chunk: &str) {
-        let msg = map([
-            ("type", "stream".into()),
-            ("name", "stdout".into()),
-            ("text", chunk.into()),
-        ]);
-        let _ = self.tx.try_send(msg);
-    }
-
-    /// Waits (at most [`STREAM_DRAIN`]) for what is queued to be delivered: a callback
-    /// passed with a call stops working once that call has returned.
-    async fn finish(self) {
-        drop(self.tx);
-        let _ = tokio::time::timeout(STREAM_DRAIN, self.task).await;
-    }
 }
