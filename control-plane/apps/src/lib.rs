@@ -8,7 +8,9 @@
 //!   trait ([`SessionStore`]): in memory, or in Redis for a cluster.
 //! * [`workers`] — worker discovery, selection and calls.
 //! * [`source`], [`manifest`] — the plugin source format and manifest rules.
+//! * [`autoscaler`] — the autoscaling decision (§5), a pure function of load, config and clock.
 
+pub mod autoscaler;
 pub mod controller;
 pub mod error;
 pub mod manifest;

@@ -5,7 +5,8 @@
 //! * [`merge`] — the shallow merge used for `<config>` patches, compile results and
 //!   `edit_app` (§1.2, §1.4 steps 8 and 10);
 //! * [`check_installable`] — the refusals of §1.4 step 9;
-//! * [`AutoscalingConfig`] / [`autoscaling`] — `manifest.autoscaling` (§5.1);
+//! * [`AutoscalingConfig`] / [`autoscaling`] — `manifest.autoscaling` (§5.1), with rhizo's
+//!   [`MetricType`] and panic settings;
 //! * [`StartupConfig`] — `manifest.startup_config` and the call arguments that overlay it
 //!   (§2.1, §1.4 step 11, §1.5 step 3).
 //!
@@ -301,16 +302,34 @@ pub fn check_installable(manifest: &Value, has_source: bool) -> Result<(), Strin
 
 // === impl AutoscalingConfig ===
 
-/// `manifest.autoscaling` (§5.1). The defaults are those of [`Default`]. The reference also
-/// accepts `target_load_per_instance`, `metric_type` and `custom_metric_function` and
-/// never uses them: they (and any other key) are ignored here.
+/// What the autoscaler measures (`autoscaling.metric_type`). The reference accepts any
+/// string here and always scales on requests per minute; rhizo knows two metrics and
+/// refuses other names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MetricType {
+    /// `"load"` (the default, §5.2–§5.3): requests per minute per instance against
+    /// `target_requests_per_instance`, with the reference's thresholds and cooldowns.
+    #[default]
+    Load,
+    /// `"concurrency"` (rhizo, Knative-style): calls in flight per instance against
+    /// `target_concurrency_per_instance`, with short cooldowns and stable window.
+    Concurrency,
+}
+
+/// `manifest.autoscaling` (§5.1). The defaults are those of [`Default`] for the `"load"`
+/// metric and of [`AutoscalingConfig::defaults_for`] in general. The reference also accepts
+/// `target_load_per_instance` and `custom_metric_function` and never uses them: they (and
+/// any other key) are ignored here. `metric_type`, `target_concurrency_per_instance`,
+/// `panic_threshold` and `stable_window` are rhizo's (the reference ignores
+/// `metric_type`); the decision they drive is [`crate::autoscaler`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct AutoscalingConfig {
     /// Whether the autoscaler runs for the app; `false` by default.
     pub enabled: bool,
-    /// Instances below which the autoscaler does not scale down; 1. Not enforced upward
-    /// (no pre-warming).
+    /// Instances below which the autoscaler does not scale down; 1. rhizo also starts
+    /// instances up to it (pre-warming); 0 lets an idle app scale to zero.
     pub min_instances: u32,
     /// Instances above which the autoscaler does not scale up; 10. At least 1.
     pub max_instances: u32,
@@ -319,15 +338,40 @@ pub struct AutoscalingConfig {
     /// Scale up when the average load exceeds this fraction of the target; 0.9.
     pub scale_up_threshold: f64,
     /// Scale down when the average load falls below this fraction of the target; 0.3.
+    /// Below `scale_up_threshold`.
     pub scale_down_threshold: f64,
-    /// Seconds after a scale-up before the next one; 300.
+    /// Seconds after a scale-up before the next one; 300 (`"concurrency"`: 5).
     pub scale_up_cooldown: f64,
-    /// Seconds after a scale-down before the next one; 600.
+    /// Seconds after a scale-down before the next one, and of idleness before scaling to
+    /// zero; 600 (`"concurrency"`: 30).
     pub scale_down_cooldown: f64,
+    /// The metric scaled on; `"load"`.
+    pub metric_type: MetricType,
+    /// Calls in flight one instance is sized for (`"concurrency"` only); 10. Greater than 0.
+    pub target_concurrency_per_instance: f64,
+    /// Panic when the load grows by this factor within one sample, or needs this many
+    /// times the running instances; 2. Greater than 1.
+    pub panic_threshold: f64,
+    /// Seconds of samples the concurrency metric averages over, and that panic mode lasts
+    /// after its last trigger; 60 (`"concurrency"`: 30). Greater than 0.
+    pub stable_window: f64,
 }
 
 impl Default for AutoscalingConfig {
     fn default() -> Self {
+        AutoscalingConfig::defaults_for(MetricType::Load)
+    }
+}
+
+impl AutoscalingConfig {
+    /// The defaults for `metric`: the reference's (§5.1) for [`MetricType::Load`]; for
+    /// [`MetricType::Concurrency`] the cooldowns are 5 s up and 30 s down and the stable
+    /// window 30 s, so that it reacts within seconds.
+    pub fn defaults_for(metric: MetricType) -> Self {
+        let (scale_up_cooldown, scale_down_cooldown, stable_window) = match metric {
+            MetricType::Load => (300.0, 600.0, 60.0),
+            MetricType::Concurrency => (5.0, 30.0, 30.0),
+        };
         AutoscalingConfig {
             enabled: false,
             min_instances: 1,
@@ -335,21 +379,23 @@ impl Default for AutoscalingConfig {
             target_requests_per_instance: 100.0,
             scale_up_threshold: 0.9,
             scale_down_threshold: 0.3,
-            scale_up_cooldown: 300.0,
-            scale_down_cooldown: 600.0,
+            scale_up_cooldown,
+            scale_down_cooldown,
+            metric_type: metric,
+            target_concurrency_per_instance: 10.0,
+            panic_threshold: 2.0,
+            stable_window,
         }
     }
-}
 
-impl AutoscalingConfig {
     /// Parses an `autoscaling` value (§5.1; `edit_app`'s `autoscaling_config`): `None` for
     /// null, `false` or `{}` ("empty/falsy dict → null"); otherwise an object whose absent
-    /// or null fields take the defaults.
+    /// or null fields take the defaults of its `metric_type` ([`Self::defaults_for`]).
     ///
-    /// Errors: a value that is not an object; `enabled` not a boolean; instance counts that
-    /// are not non-negative integers; other fields that are not finite numbers; a negative
-    /// threshold or cooldown; `target_requests_per_instance` ≤ 0; `max_instances` 0;
-    /// `min_instances` > `max_instances`.
+    /// Errors: a value that is not an object; `enabled` not a boolean; `metric_type` not
+    /// `"load"` or `"concurrency"`; instance counts that are not non-negative integers;
+    /// other fields that are not finite numbers; a negative threshold or cooldown; any
+    /// refusal of [`Self::validate`].
     pub fn from_json(value: &Value) -> Result<Option<Self>, String> {
         let m = match value {
             Value::Null | Value::Bool(false) => return Ok(None),
@@ -363,8 +409,20 @@ impl AutoscalingConfig {
                 ))
             }
         };
-        let mut config = AutoscalingConfig::default();
         let field = |key: &str| m.get(key).filter(|v| !v.is_null());
+        let metric = match field("metric_type") {
+            None => MetricType::Load,
+            Some(v) => match v.as_str() {
+                Some("load") => MetricType::Load,
+                Some("concurrency") => MetricType::Concurrency,
+                _ => {
+                    return Err(format!(
+                        "autoscaling.metric_type must be \"load\" or \"concurrency\", got {v}"
+                    ))
+                }
+            },
+        };
+        let mut config = AutoscalingConfig::defaults_for(metric);
         if let Some(v) = field("enabled") {
             config.enabled = v.as_bool().ok_or_else(|| {
                 format!(
@@ -392,6 +450,12 @@ impl AutoscalingConfig {
             ("scale_down_threshold", &mut config.scale_down_threshold),
             ("scale_up_cooldown", &mut config.scale_up_cooldown),
             ("scale_down_cooldown", &mut config.scale_down_cooldown),
+            (
+                "target_concurrency_per_instance",
+                &mut config.target_concurrency_per_instance,
+            ),
+            ("panic_threshold", &mut config.panic_threshold),
+            ("stable_window", &mut config.stable_window),
         ] {
             if let Some(v) = field(key) {
                 *slot = v
@@ -400,19 +464,75 @@ impl AutoscalingConfig {
                     .ok_or_else(|| format!("autoscaling.{key} must be a number ≥ 0, got {v}"))?;
             }
         }
-        if config.target_requests_per_instance <= 0.0 {
-            return Err("autoscaling.target_requests_per_instance must be greater than 0".into());
+        config.validate()?;
+        Ok(Some(config))
+    }
+
+    /// Checks the relations between fields, for a config however it was built (parsed,
+    /// deserialized or written in code): `target_requests_per_instance`,
+    /// `target_concurrency_per_instance` and `stable_window` greater than 0;
+    /// `max_instances` at least 1; `min_instances` ≤ `max_instances`;
+    /// `scale_down_threshold` below `scale_up_threshold`; `panic_threshold` greater than
+    /// 1; every number finite and none negative. The error names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        for (key, n) in [
+            (
+                "target_requests_per_instance",
+                self.target_requests_per_instance,
+            ),
+            ("scale_up_threshold", self.scale_up_threshold),
+            ("scale_down_threshold", self.scale_down_threshold),
+            ("scale_up_cooldown", self.scale_up_cooldown),
+            ("scale_down_cooldown", self.scale_down_cooldown),
+            (
+                "target_concurrency_per_instance",
+                self.target_concurrency_per_instance,
+            ),
+            ("panic_threshold", self.panic_threshold),
+            ("stable_window", self.stable_window),
+        ] {
+            if !(n.is_finite() && n >= 0.0) {
+                return Err(format!("autoscaling.{key} must be a number ≥ 0, got {n}"));
+            }
         }
-        if config.max_instances == 0 {
+        for (key, n) in [
+            (
+                "target_requests_per_instance",
+                self.target_requests_per_instance,
+            ),
+            (
+                "target_concurrency_per_instance",
+                self.target_concurrency_per_instance,
+            ),
+            ("stable_window", self.stable_window),
+        ] {
+            if n <= 0.0 {
+                return Err(format!("autoscaling.{key} must be greater than 0"));
+            }
+        }
+        if self.max_instances == 0 {
             return Err("autoscaling.max_instances must be at least 1".into());
         }
-        if config.min_instances > config.max_instances {
+        if self.min_instances > self.max_instances {
             return Err(format!(
                 "autoscaling.min_instances ({}) must not exceed autoscaling.max_instances ({})",
-                config.min_instances, config.max_instances
+                self.min_instances, self.max_instances
             ));
         }
-        Ok(Some(config))
+        if self.scale_down_threshold >= self.scale_up_threshold {
+            return Err(format!(
+                "autoscaling.scale_down_threshold ({}) must be below \
+                 autoscaling.scale_up_threshold ({})",
+                self.scale_down_threshold, self.scale_up_threshold
+            ));
+        }
+        if self.panic_threshold <= 1.0 {
+            return Err(format!(
+                "autoscaling.panic_threshold must be greater than 1, got {}",
+                self.panic_threshold
+            ));
+        }
+        Ok(())
     }
 }
 

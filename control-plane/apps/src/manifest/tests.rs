@@ -249,6 +249,7 @@ fn autoscaling_defaults_and_values() {
             scale_down_threshold: 0.3,
             scale_up_cooldown: 1.5,
             scale_down_cooldown: 0.0,
+            ..AutoscalingConfig::default()
         }
     );
     // Round trip through serde, as the monitor may store it.
@@ -278,6 +279,60 @@ fn autoscaling_errors() {
         "autoscaling.min_instances (4) must not exceed autoscaling.max_instances (3)"
     );
     assert!(err(json!({"max_instances": 5_000_000_000u64})).contains("max_instances"));
+}
+
+#[test]
+fn autoscaling_concurrency_and_panic_fields() {
+    // The metric picks the defaults of the fields left out.
+    let config =
+        autoscaling(&json!({"autoscaling": {"enabled": true, "metric_type": "concurrency"}}))
+            .unwrap()
+            .unwrap();
+    assert_eq!(
+        config,
+        AutoscalingConfig {
+            enabled: true,
+            ..AutoscalingConfig::defaults_for(MetricType::Concurrency)
+        }
+    );
+    assert_eq!(config.metric_type, MetricType::Concurrency);
+    assert_eq!(config.scale_up_cooldown, 5.0);
+    assert_eq!(config.scale_down_cooldown, 30.0);
+    assert_eq!(config.stable_window, 30.0);
+    assert_eq!(config.target_concurrency_per_instance, 10.0);
+    assert_eq!(config.panic_threshold, 2.0);
+    let load = AutoscalingConfig::default();
+    assert_eq!(load.metric_type, MetricType::Load);
+    assert_eq!(load.stable_window, 60.0);
+    // Given values win; the serde form round-trips.
+    let config = autoscaling(&json!({"autoscaling": {
+        "metric_type": "concurrency", "target_concurrency_per_instance": 4,
+        "panic_threshold": 3, "stable_window": 12.5, "scale_up_cooldown": 0,
+    }}))
+    .unwrap()
+    .unwrap();
+    assert_eq!(config.target_concurrency_per_instance, 4.0);
+    assert_eq!(config.panic_threshold, 3.0);
+    assert_eq!(config.stable_window, 12.5);
+    assert_eq!(config.scale_up_cooldown, 0.0);
+    let value = serde_json::to_value(&config).unwrap();
+    assert_eq!(value["metric_type"], "concurrency");
+    assert_eq!(
+        serde_json::from_value::<AutoscalingConfig>(value).unwrap(),
+        config
+    );
+    // Refusals name the field.
+    let err = |a: Value| autoscaling(&json!({"autoscaling": a})).unwrap_err();
+    assert!(err(json!({"metric_type": "cpu"})).contains("autoscaling.metric_type"));
+    assert!(err(json!({"metric_type": 1})).contains("autoscaling.metric_type"));
+    assert!(err(json!({"target_concurrency_per_instance": 0}))
+        .contains("target_concurrency_per_instance must be greater than 0"));
+    assert!(err(json!({"stable_window": 0})).contains("stable_window must be greater than 0"));
+    assert!(err(json!({"panic_threshold": 1})).contains("panic_threshold must be greater than 1"));
+    assert_eq!(
+        err(json!({"scale_up_threshold": 0.3, "scale_down_threshold": 0.5})),
+        "autoscaling.scale_down_threshold (0.5) must be below autoscaling.scale_up_threshold (0.3)"
+    );
 }
 
 // --- startup_config ---
