@@ -730,7 +730,8 @@ impl BrowserWorker {
 async fn close_page(worker: Weak<BrowserWorker>, page: Page, ctx: BrowserContextId) {
     let _ = tokio::time::timeout(Duration::from_secs(5), page.close()).await;
     let Some(w) = worker.upgrade() else { return };
-    if let Ok(live) = w.chromium.get().await {
+    // A browser that has exited took the context with it: never launch one for this.
+    if let Some(live) = w.chromium.current().await {
         let _ = tokio::time::timeout(
             Duration::from_secs(5),
             live.browser.dispose_browser_context(ctx),

@@ -97,6 +97,11 @@ impl Chromium {
         Ok(live)
     }
 
+    /// The running browser, if one runs (never launches one).
+    pub(crate) async fn current(&self) -> Option<Arc<Live>> {
+        self.live.lock().await.clone()
+    }
+
     /// Forgets the browser of `generation` (it exited); a later one is kept.
     pub(crate) async fn forget(&self, generation: u64) {
         let mut slot = self.live.lock().await;
