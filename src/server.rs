@@ -336,16 +336,24 @@ pub fn http_app(
 
 /// The server-apps controller: its session records in the cluster's Redis with
 /// `--redis-uri` (every node sees every instance, §0 of apps-workers.md), else in memory.
+/// `RHIZO_AUTOSCALE_TICK_MS` sets how often the autoscaler decides (default 2 s).
 fn server_apps(s: &Settings) -> anyhow::Result<Arc<rhizo_apps::ServerApps>> {
-    let Some(uri) = s.redis_uri.as_deref() else {
-        return Ok(rhizo_apps::ServerApps::in_memory());
+    let mut options = rhizo_apps::AppsOptions::default();
+    if let Some(ms) = std::env::var("RHIZO_AUTOSCALE_TICK_MS")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|ms| *ms > 0)
+    {
+        options.autoscale_interval = std::time::Duration::from_millis(ms);
+    }
+    let sessions: Arc<dyn rhizo_apps::SessionStore> = match s.redis_uri.as_deref() {
+        None => Arc::new(rhizo_apps::MemorySessions::default()),
+        Some(uri) => Arc::new(
+            rhizo_apps::RedisSessions::new(uri, &s.redis_prefix)
+                .map_err(|e| anyhow::anyhow!("--redis-uri: {e}"))?,
+        ),
     };
-    let sessions = rhizo_apps::RedisSessions::new(uri, &s.redis_prefix)
-        .map_err(|e| anyhow::anyhow!("--redis-uri: {e}"))?;
-    Ok(rhizo_apps::ServerApps::new(
-        rhizo_apps::AppsOptions::default(),
-        Arc::new(sessions),
-    ))
+    Ok(rhizo_apps::ServerApps::new(options, sessions))
 }
 
 /// The Bus picked once at start: Redis with `--redis-uri` (node id = the server id), else

@@ -81,6 +81,12 @@ pub trait ControlService: Send + Sync + 'static {
     /// built, before [`ControlService::routes`] and before any call arrives.
     fn attach(&self, _host: Arc<dyn ServiceHost>) {}
 
+    /// Prometheus text lines (`# HELP`, `# TYPE` and samples) this service adds to
+    /// `GET /metrics`; none by default.
+    fn metrics(&self) -> String {
+        String::new()
+    }
+
     /// A `get_service(service_id)` found no live service: if this service can bring one
     /// up (the server-apps controller lazily starts the app of `svc@app_id`,
     /// apps-workers.md §1.7), the future does so for `ctx` and answers the full id

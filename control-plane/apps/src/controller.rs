@@ -10,9 +10,11 @@
 //!   edit_worker.
 //! * [`files`] — list_apps, get_app_info, the file functions, edit_app, publish,
 //!   validate_app_manifest.
+//! * [`autoscale`] — the autoscaler's passes (§5), under the leader lease.
 //! * [`lifecycle`] — departed workers and app clients, inactivity stop, daemon restart
 //!   (§1.8).
 
+mod autoscale;
 mod files;
 mod install;
 mod lazy;
@@ -42,6 +44,8 @@ pub struct AppsOptions {
     pub default_stop_after_inactive: f64,
     /// How often app clients' traffic counters are sampled for the inactivity stop.
     pub idle_check_interval: Duration,
+    /// How often the autoscaler decides (§5.3; the reference: 10 s).
+    pub autoscale_interval: Duration,
 }
 
 impl Default for AppsOptions {
@@ -50,6 +54,7 @@ impl Default for AppsOptions {
             default_timeout: 60.0,
             default_stop_after_inactive: 600.0,
             idle_check_interval: Duration::from_secs(2),
+            autoscale_interval: Duration::from_secs(2),
         }
     }
 }
@@ -67,6 +72,8 @@ pub struct ServerApps {
     activity: DashMap<String, (u64, std::time::Instant)>,
     /// Held by a pass starting daemon apps, so two passes never start one twice.
     daemon_pass: tokio::sync::Mutex<()>,
+    /// The autoscaler's lease, states and samples.
+    autoscale: autoscale::Autoscale,
 }
 
 impl std::fmt::Debug for ServerApps {
@@ -317,6 +324,7 @@ impl ServerApps {
             start_locks: DashMap::new(),
             activity: DashMap::new(),
             daemon_pass: tokio::sync::Mutex::new(()),
+            autoscale: Default::default(),
         })
     }
 
@@ -447,6 +455,10 @@ impl ControlService for ServerApps {
             let out = self.dispatch(ctx, function, &a).await?;
             Ok(value::from_json(&out))
         })
+    }
+
+    fn metrics(&self) -> String {
+        self.autoscale_metrics()
     }
 
     fn resolve_missing<'a>(

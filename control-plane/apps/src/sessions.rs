@@ -64,6 +64,10 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Releases `lock` if it is still the one taken (a lock that expired and was taken
     /// again by another holder is left alone).
     async fn unlock(&self, lock: &LockGuard) -> StoreResult<()>;
+    /// Extends `lock` to expire `ttl` from now if it is still the one taken (compare and
+    /// extend: the autoscaler's leader lease, apps-workers.md §5.4); false when it expired
+    /// or another holder has it (the caller is no longer the holder).
+    async fn extend(&self, lock: &LockGuard, ttl: Duration) -> StoreResult<bool>;
     /// The disabled worker ids of workspace `ws` (`disabled_workers:{ws}`, §0).
     async fn disabled_workers(&self, ws: &str) -> StoreResult<HashSet<String>>;
     /// Marks worker `worker_id` of workspace `ws` disabled or enabled again.
@@ -156,6 +160,17 @@ impl SessionStore for MemorySessions {
         self.locks
             .remove_if(&lock.name, |_, held| held.0 == lock.token);
         Ok(())
+    }
+
+    async fn extend(&self, lock: &LockGuard, ttl: Duration) -> StoreResult<bool> {
+        let now = Instant::now();
+        Ok(self.locks.get_mut(&lock.name).is_some_and(|mut held| {
+            let ours = held.0 == lock.token && held.1 > now;
+            if ours {
+                held.1 = now + ttl;
+            }
+            ours
+        }))
     }
 
     async fn disabled_workers(&self, ws: &str) -> StoreResult<HashSet<String>> {

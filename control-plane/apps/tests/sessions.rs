@@ -3,7 +3,7 @@
 //! cluster see it). Redis must be reachable at 127.0.0.1:6379; the test starts a local
 //! `redis-server` if it is down and fails if it cannot.
 
-use rhizo_apps::{MemorySessions, RedisSessions, SessionStore};
+use rhizo_apps::{LockGuard, MemorySessions, RedisSessions, SessionStore};
 use serde_json::json;
 use std::collections::HashSet;
 use std::process::Command;
@@ -134,7 +134,45 @@ async fn exercise(a: Arc<dyn SessionStore>, b: Arc<dyn SessionStore>) {
     tokio::time::sleep(ttl + Duration::from_millis(100)).await;
     let after = a.try_lock("app-stop-lock:ws/s", ttl).await.unwrap();
     assert!(after.is_some(), "expired");
-    assert_ne!(after.unwrap().token, again.token);
+    let after = after.unwrap();
+    assert_ne!(after.token, again.token);
+
+    // Compare and extend (the leader lease): the holder extends, a stale holder cannot.
+    let lease = a
+        .try_lock("autoscaler-leader-test", ttl)
+        .await
+        .unwrap()
+        .expect("free");
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert!(
+            b.extend(&lease, ttl).await.unwrap(),
+            "extended by its holder"
+        );
+    }
+    // 450 ms after it was taken with a 300 ms TTL, it is still held.
+    assert!(a
+        .try_lock("autoscaler-leader-test", ttl)
+        .await
+        .unwrap()
+        .is_none());
+    let stale = LockGuard {
+        name: lease.name.clone(),
+        token: "not-the-holder".into(),
+    };
+    assert!(!a.extend(&stale, ttl).await.unwrap(), "not ours");
+    tokio::time::sleep(ttl + Duration::from_millis(100)).await;
+    assert!(
+        !a.extend(&lease, ttl).await.unwrap(),
+        "expired: not extended"
+    );
+    let next = b
+        .try_lock("autoscaler-leader-test", ttl)
+        .await
+        .unwrap()
+        .expect("expired lease is free");
+    assert!(!a.extend(&lease, ttl).await.unwrap(), "a new holder's");
+    a.unlock(&next).await.unwrap();
 
     // --- disabled workers
     assert!(a.disabled_workers("ws").await.unwrap().is_empty());

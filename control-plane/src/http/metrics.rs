@@ -199,6 +199,10 @@ async fn metrics(State(m): State<Arc<Manager>>) -> impl IntoResponse {
             escape(&route)
         );
     }
+    // Families of the control-plane services (the server-apps autoscaler's events).
+    for s in m.services().iter() {
+        out.push_str(&s.metrics());
+    }
     (
         [(
             header::CONTENT_TYPE,

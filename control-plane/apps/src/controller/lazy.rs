@@ -149,10 +149,12 @@ impl ServerApps {
     }
 
     /// `ws/cid:name` of a running instance of the app that has the service (on any
-    /// node: the registry sees the cluster's services).
+    /// node: the registry sees the cluster's services). Among several instances (an
+    /// autoscaled app) the app's `service_selection_mode` picks: `random` (the default
+    /// when unset) or `first`/`exact` (the first found).
     async fn running_service(&self, want: &LazyTarget) -> AppsResult<Option<String>> {
         let host = self.host()?;
-        Ok(self
+        let found: Vec<String> = self
             .sessions
             .list()
             .await?
@@ -163,7 +165,7 @@ impl ServerApps {
                     .and_then(Value::as_str)
                     .map(str::to_owned)
             })
-            .find(|cid| {
+            .filter(|cid| {
                 !host
                     .find_services(&Pattern {
                         ws: Some(&want.ws),
@@ -173,6 +175,26 @@ impl ServerApps {
                     })
                     .is_empty()
             })
+            .collect();
+        let pick = if found.len() > 1 {
+            let mode = self
+                .read_app(&want.ws, &want.app, None, false)
+                .await
+                .ok()
+                .and_then(|m| {
+                    m.get("service_selection_mode")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned)
+                });
+            match mode.as_deref() {
+                None | Some("random") => rand::random::<usize>() % found.len(),
+                Some(_) => 0,
+            }
+        } else {
+            0
+        };
+        Ok(found
+            .get(pick)
             .map(|cid| format!("{}/{cid}:{}", want.ws, want.name)))
     }
 }

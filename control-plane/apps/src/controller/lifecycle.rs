@@ -30,6 +30,7 @@ pub(super) fn spawn(me: Arc<ServerApps>) {
         return;
     };
     let interval = me.options.idle_check_interval;
+    let autoscale_interval = me.options.autoscale_interval;
     let weak = Arc::downgrade(&me);
     drop(me);
     let w = weak.clone();
@@ -67,6 +68,7 @@ pub(super) fn spawn(me: Arc<ServerApps>) {
             }
         }
     });
+    tokio::spawn(super::autoscale::run(weak.clone(), autoscale_interval));
     tokio::spawn(idle_loop(weak, interval));
 }
 
@@ -85,7 +87,7 @@ async fn idle_loop(me: Weak<ServerApps>, interval: Duration) {
 impl ServerApps {
     /// Every session record for a background pass; a store failure is logged and reads
     /// as none (the next pass tries again).
-    async fn records(&self) -> Vec<Value> {
+    pub(super) async fn records(&self) -> Vec<Value> {
         self.sessions.list().await.unwrap_or_else(|e| {
             tracing::warn!(error = %e, "server apps could not read the session records");
             Vec::new()
@@ -94,7 +96,7 @@ impl ServerApps {
 
     /// Takes session `id`'s stop lock: false when another node (or pass) is stopping it,
     /// or the store cannot say.
-    async fn claim_stop(&self, id: &str) -> bool {
+    pub(super) async fn claim_stop(&self, id: &str) -> bool {
         match self
             .sessions
             .try_lock(&format!("app-stop-lock:{id}"), STOP_LOCK_TTL)

@@ -35,6 +35,10 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const UNLOCK: &str =
     "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
 
+/// Compare and extend: `PEXPIRE` the lock only while it holds the caller's token.
+const EXTEND: &str =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end";
+
 /// Session records, disabled workers and locks in a Redis shared by the cluster's nodes.
 pub struct RedisSessions {
     client: redis::Client,
@@ -222,6 +226,20 @@ impl SessionStore for RedisSessions {
             .query_async::<i64>(&mut conn)
             .await
             .map(|_| ())
+            .map_err(err)
+    }
+
+    async fn extend(&self, lock: &LockGuard, ttl: Duration) -> StoreResult<bool> {
+        let mut conn = self.conn().await?;
+        redis::cmd("EVAL")
+            .arg(EXTEND)
+            .arg(1)
+            .arg(self.lock_key(&lock.name))
+            .arg(&lock.token)
+            .arg(millis(ttl))
+            .query_async::<i64>(&mut conn)
+            .await
+            .map(|n| n == 1)
             .map_err(err)
     }
 

@@ -1,0 +1,432 @@
+//! Driving the autoscaler (apps-workers.md §5; issue 15): every
+//! [`super::AppsOptions::autoscale_interval`] the node that holds the autoscaler's leader
+//! lease looks at every app with instances whose manifest has `autoscaling.enabled`,
+//! builds a [`Snapshot`] of their load, asks the pure [`Policy::decide`] what to do and
+//! does it: new instances are started as a daemon or lazy start starts them (the app's
+//! stored startup context, bypassing the reuse rule of §1.5 step 5), instances are stopped
+//! as the inactivity stop stops them (the session's `app-stop-lock`, then the worker's
+//! `stop`).
+//!
+//! * **Scope**: one [`ScalerState`] per `ws/app` in this process (the reference keys by
+//!   app only). A new leader starts with fresh states (its first decision may act at once:
+//!   cooldowns never started count as passed).
+//! * **Load** (§5.2): an instance's requests per minute is the growth of its app client's
+//!   frame counter (`frames_in`, frames the client sent — answers, calls, registrations)
+//!   over the passes of the last [`LOAD_WINDOW`] (5 s), per minute of that window
+//!   ([`window_rate`]); the reference's window is up to 60 s. A starting instance counts
+//!   with 0 (its connecting and registering is not load). Only instances whose
+//!   connection is on this node can be sampled (`ServiceHost::client`); an instance
+//!   connected to another node counts with 0 requests per minute (the cluster-wide
+//!   publication of load is not built yet). An instance seen for the first time counts 0
+//!   until the next pass gives it a baseline.
+//! * **Not sampled**: calls in flight are 0 (the router does not count them yet) and the
+//!   calls waiting for a lazy start are 0 (lazy start wakes a scaled-to-zero app by
+//!   itself), so `metric_type: "concurrency"` sees no signal and only enforces
+//!   `min_instances`/`max_instances`.
+//! * **Instances** are the records of the app in the workspace that are not stopped and not
+//!   a verification run (`_stage`), starting ones included (so that a pass does not start
+//!   again what is starting). A pass waits for the starts it makes before the next pass.
+//!   A starting instance is never stopped (it may be a lazy start's, with a caller
+//!   waiting), and scaling to zero forgets the app's state, so the instance the next call
+//!   starts gets a fresh idle clock.
+//! * **Leader** (§5.4): the store lock `autoscaler-leader`, taken with `SET NX PX` and
+//!   extended (compare and extend) every pass; its TTL is 15 s or three passes, whichever
+//!   is longer. With the in-memory store (one node) this node always leads. A node that
+//!   loses the lease drops its states. The lease is not released on shutdown: it expires.
+
+use super::run::{startup_ctx, StartRequest};
+use super::ServerApps;
+use crate::autoscaler::{Decision, DownReason, InstanceLoad, Policy, ScalerState, Snapshot};
+use crate::sessions::{app_of, ws_of, LockGuard};
+use crate::workers::root_ctx;
+use dashmap::DashMap;
+use serde_json::Value;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Weak;
+use std::time::{Duration, Instant};
+
+/// The store lock whose holder runs the autoscaler.
+pub(crate) const LEADER_LOCK: &str = "autoscaler-leader";
+
+/// The shortest leader lease.
+const MIN_LEASE: Duration = Duration::from_secs(15);
+
+/// The span an instance's requests per minute are measured over (at least; a single
+/// stray frame then reads as 12 requests/min, not 120 as over a 0.5 s pass).
+pub(crate) const LOAD_WINDOW: Duration = Duration::from_secs(5);
+
+/// One instance's frame counter as sampled by the passes.
+#[derive(Debug)]
+pub(crate) struct Samples {
+    /// When a pass first saw the instance.
+    first_seen: Instant,
+    /// (when, frames_in), oldest first, covering at least [`LOAD_WINDOW`] when there are
+    /// samples that old.
+    counts: VecDeque<(Instant, u64)>,
+}
+
+/// Requests per minute over the samples `counts` (oldest first): the counter's growth
+/// from the oldest to the newest, per minute of `max(span, window)` — so a new
+/// instance's first seconds are not over-read. 0 with fewer than two samples.
+pub(crate) fn window_rate(counts: &VecDeque<(Instant, u64)>, window: Duration) -> f64 {
+    let (Some(&(t0, c0)), Some(&(t1, c1))) = (counts.front(), counts.back()) else {
+        return 0.0;
+    };
+    if counts.len() < 2 {
+        return 0.0;
+    }
+    rate_per_minute(c0, c1, t1.duration_since(t0).max(window))
+}
+
+/// What the autoscaler keeps between passes (in [`ServerApps`]).
+#[derive(Debug)]
+pub(crate) struct Autoscale {
+    /// The clock [`Policy::decide`] is given: time since this instant.
+    epoch: Instant,
+    /// The leader lease, while this node holds it.
+    lease: tokio::sync::Mutex<Option<LockGuard>>,
+    /// Per `ws/app`: the state of the last decision.
+    states: DashMap<String, ScalerState>,
+    /// Per session: its frame counter over the last [`LOAD_WINDOW`].
+    samples: DashMap<String, Samples>,
+    /// Scale events so far (instances started, instances stopped).
+    started: std::sync::atomic::AtomicU64,
+    stopped: std::sync::atomic::AtomicU64,
+    /// Whether the last pass that needed the lease held it.
+    leading: std::sync::atomic::AtomicBool,
+}
+
+impl Default for Autoscale {
+    fn default() -> Self {
+        Autoscale {
+            epoch: Instant::now(),
+            lease: tokio::sync::Mutex::new(None),
+            states: DashMap::new(),
+            samples: DashMap::new(),
+            started: Default::default(),
+            stopped: Default::default(),
+            leading: Default::default(),
+        }
+    }
+}
+
+/// Requests per minute from a monotonic counter that went from `before` to `after` in
+/// `elapsed`: 0 when no time passed or the counter went back (a new connection).
+pub(crate) fn rate_per_minute(before: u64, after: u64, elapsed: Duration) -> f64 {
+    let secs = elapsed.as_secs_f64();
+    if secs <= 0.0 || after < before {
+        return 0.0;
+    }
+    (after - before) as f64 * 60.0 / secs
+}
+
+/// The lease TTL for passes every `interval`.
+fn lease_ttl(interval: Duration) -> Duration {
+    MIN_LEASE.max(interval.saturating_mul(3))
+}
+
+/// Runs autoscaler passes until the controller is dropped.
+pub(super) async fn run(me: Weak<ServerApps>, interval: Duration) {
+    let mut tick = tokio::time::interval(interval.max(Duration::from_millis(50)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(me) = me.upgrade() else { return };
+        me.autoscale_pass().await;
+    }
+}
+
+// === impl ServerApps (autoscaling) ===
+
+impl ServerApps {
+    /// Scale events so far: (instances started, instances stopped).
+    pub fn autoscale_events(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.autoscale.started.load(Relaxed),
+            self.autoscale.stopped.load(Relaxed),
+        )
+    }
+
+    /// The autoscaler's `/metrics` families: scale events by direction, and whether this
+    /// node leads.
+    pub(super) fn autoscale_metrics(&self) -> String {
+        let (up, down) = self.autoscale_events();
+        let leading = u8::from(
+            self.autoscale
+                .leading
+                .load(std::sync::atomic::Ordering::Relaxed),
+        );
+        format!(
+            "# HELP rhizo_autoscaler_instances_total App instances the autoscaler started and stopped.\n\
+             # TYPE rhizo_autoscaler_instances_total counter\n\
+             rhizo_autoscaler_instances_total{{direction=\"up\"}} {up}\n\
+             rhizo_autoscaler_instances_total{{direction=\"down\"}} {down}\n\
+             # HELP rhizo_autoscaler_leader 1 while this node holds the autoscaler's lease.\n\
+             # TYPE rhizo_autoscaler_leader gauge\n\
+             rhizo_autoscaler_leader {leading}\n"
+        )
+    }
+
+    /// Whether this node leads the autoscaler: extends its lease, or takes a free one.
+    async fn autoscale_leader(&self) -> bool {
+        let leads = self.take_or_keep_lease().await;
+        self.autoscale
+            .leading
+            .store(leads, std::sync::atomic::Ordering::Relaxed);
+        leads
+    }
+
+    /// Extends this node's lease, or takes a free one: whether it holds it now.
+    async fn take_or_keep_lease(&self) -> bool {
+        let a = &self.autoscale;
+        let ttl = lease_ttl(self.options.autoscale_interval);
+        let mut lease = a.lease.lock().await;
+        if let Some(held) = lease.as_ref() {
+            match self.sessions.extend(held, ttl).await {
+                Ok(true) => return true,
+                Ok(false) => {
+                    tracing::info!("autoscaler leader lease lost");
+                    *lease = None;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "autoscaler lease not extended; not leading");
+                    *lease = None;
+                    return false;
+                }
+            }
+        }
+        match self.sessions.try_lock(LEADER_LOCK, ttl).await {
+            Ok(Some(g)) => {
+                tracing::info!("this node leads the autoscaler");
+                *lease = Some(g);
+                true
+            }
+            Ok(None) => false,
+            Err(e) => {
+                tracing::warn!(error = %e, "autoscaler lease not taken; not leading");
+                false
+            }
+        }
+    }
+
+    /// One pass over every autoscaled app with instances (module doc).
+    pub(super) async fn autoscale_pass(&self) {
+        let Ok(host) = self.host().cloned() else {
+            return;
+        };
+        let records = self.records().await;
+        let a = &self.autoscale;
+        let mut apps: BTreeMap<(String, String), Vec<Value>> = BTreeMap::new();
+        for s in records {
+            if s.get("status").and_then(Value::as_str) == Some("stopped")
+                || s.get("_stage").and_then(Value::as_bool) == Some(true)
+            {
+                continue;
+            }
+            apps.entry((ws_of(&s).to_owned(), app_of(&s).to_owned()))
+                .or_default()
+                .push(s);
+        }
+        // The lease is kept (extended) even while there is nothing to scale, so that
+        // leadership stays put; a node that does not lead forgets what it sampled.
+        if !self.autoscale_leader().await || apps.is_empty() {
+            a.states.clear();
+            a.samples.clear();
+            return;
+        }
+        let now = Instant::now();
+        let clock = now.duration_since(a.epoch);
+        let mut live_sessions = std::collections::HashSet::new();
+        let mut live_apps = std::collections::HashSet::new();
+        for ((ws, app), sessions) in apps {
+            let key = format!("{ws}/{app}");
+            let Ok(manifest) = self.read_app(&ws, &app, None, false).await else {
+                continue;
+            };
+            let config = match crate::manifest::autoscaling(&manifest) {
+                Ok(Some(c)) if c.enabled => c,
+                Ok(_) => continue,
+                Err(e) => {
+                    tracing::debug!(app = %key, error = %e, "autoscaling config unusable");
+                    continue;
+                }
+            };
+            let policy = match Policy::new(config) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(app = %key, error = %e, "not autoscaling");
+                    continue;
+                }
+            };
+            live_apps.insert(key.clone());
+            let mut instances = Vec::with_capacity(sessions.len());
+            for s in &sessions {
+                let id = s
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned();
+                live_sessions.insert(id.clone());
+                // A starting instance's own traffic (connecting, registering) is not
+                // load: it is counted, with 0, until it runs.
+                let running = s.get("status").and_then(Value::as_str) == Some("running");
+                let frames = host.client(&id).filter(|_| running).map(|p| p.frames_in);
+                let mut entry = a.samples.entry(id.clone()).or_insert_with(|| Samples {
+                    first_seen: now,
+                    counts: VecDeque::new(),
+                });
+                if let Some(f) = frames {
+                    entry.counts.push_back((now, f));
+                    while entry.counts.len() > 2
+                        && entry
+                            .counts
+                            .get(1)
+                            .is_some_and(|(t, _)| now.duration_since(*t) >= LOAD_WINDOW)
+                    {
+                        entry.counts.pop_front();
+                    }
+                }
+                let rpm = window_rate(&entry.counts, LOAD_WINDOW);
+                let first_seen = entry.first_seen;
+                drop(entry);
+                instances.push(InstanceLoad {
+                    session_id: id,
+                    requests_per_minute: rpm,
+                    in_flight: 0.0,
+                    started_at: first_seen.duration_since(a.epoch),
+                });
+            }
+            let snapshot = Snapshot {
+                instances,
+                waiting_calls: 0,
+            };
+            let state = a.states.get(&key).map(|s| s.clone()).unwrap_or_default();
+            let outcome = policy.decide(&state, &snapshot, clock);
+            a.states.insert(key.clone(), outcome.state);
+            let o = &outcome.observed;
+            match outcome.decision {
+                Decision::Hold { reason } => {
+                    tracing::debug!(app = %key, instances = o.instances,
+                        rpm = o.requests_per_minute, ?reason, "autoscaler holds");
+                }
+                Decision::ScaleUp { by, reason } => {
+                    tracing::info!(app = %key, instances = o.instances, by,
+                        rpm = o.requests_per_minute, ?reason, "autoscaler scales up");
+                    let root = root_ctx(&*host, &ws);
+                    let ctx = startup_ctx(&manifest, &root);
+                    let Some(me) = self.me.upgrade() else { return };
+                    let mut starts = tokio::task::JoinSet::new();
+                    for _ in 0..by {
+                        let (me, ctx, key) = (me.clone(), ctx.clone(), key.clone());
+                        starts.spawn(async move {
+                            let req = StartRequest {
+                                app_id: key,
+                                fresh: true,
+                                ..Default::default()
+                            };
+                            me.start(&ctx, req).await
+                        });
+                    }
+                    while let Some(r) = starts.join_next().await {
+                        match r {
+                            Ok(Ok(s)) => {
+                                a.started.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                let id = s.get("id").and_then(Value::as_str).unwrap_or("");
+                                tracing::info!(app = %key, session = %id,
+                                    "autoscaler started an instance");
+                            }
+                            Ok(Err(e)) => {
+                                tracing::warn!(app = %key, error = %e, "autoscaler start failed")
+                            }
+                            Err(e) => {
+                                tracing::warn!(app = %key, error = %e, "autoscaler start panicked")
+                            }
+                        }
+                    }
+                }
+                Decision::ScaleDown { stop, reason } => {
+                    if reason == DownReason::ToZero {
+                        // The next instance (a lazy start's) starts a new idle clock.
+                        a.states.remove(&key);
+                    }
+                    tracing::info!(app = %key, instances = o.instances, stop = stop.len(),
+                        rpm = o.requests_per_minute, ?reason, "autoscaler scales down");
+                    for id in stop {
+                        // A start in progress (a lazy start's) is never stopped.
+                        let Some(s) = sessions.iter().find(|s| {
+                            s.get("id").and_then(Value::as_str) == Some(id.as_str())
+                                && s.get("status").and_then(Value::as_str) == Some("running")
+                        }) else {
+                            continue;
+                        };
+                        if !self.claim_stop(&id).await {
+                            continue;
+                        }
+                        match self.stop_record(s).await {
+                            Ok(()) => {
+                                a.stopped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                a.samples.remove(&id);
+                                tracing::info!(app = %key, session = %id,
+                                    "autoscaler stopped an instance");
+                            }
+                            Err(e) => {
+                                tracing::info!(session = %id, error = %e, "autoscaler stop failed")
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        a.samples.retain(|id, _| live_sessions.contains(id));
+        a.states.retain(|k, _| live_apps.contains(k));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_per_minute_from_frame_counters() {
+        let s = Duration::from_secs;
+        assert_eq!(rate_per_minute(10, 70, s(60)), 60.0);
+        assert_eq!(rate_per_minute(0, 30, s(2)), 900.0);
+        assert_eq!(rate_per_minute(5, 5, s(2)), 0.0);
+        assert_eq!(
+            rate_per_minute(0, 30, Duration::ZERO),
+            0.0,
+            "no time passed"
+        );
+        assert_eq!(rate_per_minute(30, 4, s(2)), 0.0, "a new connection");
+        assert!((rate_per_minute(0, 1, Duration::from_millis(500)) - 120.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn requests_per_minute_over_the_window() {
+        let t = Instant::now();
+        let at = |ms: u64, c: u64| (t + Duration::from_millis(ms), c);
+        let w = Duration::from_secs(5);
+        assert_eq!(window_rate(&VecDeque::new(), w), 0.0);
+        assert_eq!(
+            window_rate(&VecDeque::from([at(0, 9)]), w),
+            0.0,
+            "one sample"
+        );
+        // One stray frame within half a second reads over the whole window.
+        assert!((window_rate(&VecDeque::from([at(0, 3), at(500, 4)]), w) - 12.0).abs() < 1e-9);
+        // Load over a span longer than the window reads over that span.
+        let load = VecDeque::from([at(0, 0), at(5_000, 250), at(10_000, 500)]);
+        assert!((window_rate(&load, w) - 3000.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_lease_outlives_several_passes() {
+        assert_eq!(lease_ttl(Duration::from_secs(2)), MIN_LEASE);
+        assert_eq!(
+            lease_ttl(Duration::from_millis(200)),
+            Duration::from_secs(15)
+        );
+        assert_eq!(lease_ttl(Duration::from_secs(10)), Duration::from_secs(30));
+    }
+}
