@@ -205,6 +205,32 @@ async def test_an_idle_app_scales_to_zero_and_the_next_call_starts_it(user):
     assert len(running) == 1 and running[0].split("/")[-1] == who.split("/")[-1], (running, who)
 
 
+@pytest.mark.timeout_s(80)
+async def test_edit_app_changes_the_autoscaling_config_live(user):
+    """`edit_app(autoscaling_config=…)` then `commit_app`: the next passes use the new
+    config — here a higher `min_instances` pre-warms instances without any load, and a
+    lower `max_instances` later stops the excess."""
+    api, controller, _ = user
+    app = await controller.install(
+        source=SERVING_SCRIPT,
+        manifest=_manifest("Edited echo", min_instances=1, max_instances=3),
+        overwrite=True,
+    )
+    app_id = app["id"]
+    await controller.start(app_id, wait_for_service="echo")
+    assert len(await _instances(controller, app_id)) == 1
+    config = dict(_manifest("x")["autoscaling"], min_instances=3, max_instances=3)
+    await controller.edit_app(app_id, autoscaling_config=config)
+    await controller.commit_app(app_id)
+    await _until(lambda: _instances_exactly(controller, app_id, 3), 30, "pre-warmed to three")
+    config = dict(config, min_instances=1, max_instances=2)
+    await controller.edit_app(app_id, autoscaling_config=config)
+    await controller.commit_app(app_id)
+    await _until(lambda: _instances_exactly(controller, app_id, 2), 30, "capped at two")
+    svc = await api.get_service(f"echo@{app_id}")
+    assert (await svc.echo(1))[1] == 1
+
+
 async def _instances_at_least(controller, app_id, n):
     ids = await _instances(controller, app_id)
     return ids if len(ids) >= n else None
