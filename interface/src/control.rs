@@ -27,6 +27,10 @@ pub struct ClientPresence {
     /// control plane samples it to tell an active client from an idle one (DESIGN.md
     /// "load counters"; apps-workers.md §1.5 step 12, inactivity stop).
     pub frames_in: u64,
+    /// Calls delivered to this connection (frames with a `session`) that it has not
+    /// answered yet (`….resolve` / `….reject`), now: the calls in flight at an app
+    /// instance (apps-workers.md §5; the autoscaler's concurrency metric).
+    pub calls_in_flight: u64,
 }
 
 /// A point-in-time copy of the router's load and traffic counters (all monotonic since

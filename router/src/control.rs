@@ -16,6 +16,7 @@ fn presence(c: &Conn) -> ClientPresence {
         user: c.user.clone(),
         can_write: c.can_write,
         frames_in: c.frames_in.load(std::sync::atomic::Ordering::Relaxed),
+        calls_in_flight: c.calls_in_flight(),
     }
 }
 
@@ -224,6 +225,52 @@ mod tests {
             0,
             "receiving is not sending"
         );
+    }
+
+    #[test]
+    fn calls_in_flight_count_calls_delivered_until_answered() {
+        let (r, _queues) = router_with(&["caller", "app"]);
+        let ctl: &dyn RouterControl = &r;
+        let caller = r.inner.table.get("w", "caller").expect("connected");
+        let app = r.inner.table.get("w", "app").expect("connected");
+        let frame = |to: &str, method: &str, session: Option<&str>| {
+            let mut h = rhizo_protocol::value::map([
+                ("type", "method".into()),
+                ("to", to.into()),
+                ("method", method.into()),
+            ]);
+            if let Some(s) = session {
+                rhizo_protocol::value::set(&mut h, "session", s.into());
+            }
+            Bytes::from(rhizo_protocol::message::encode_frame(&h, None))
+        };
+        for s in ["s1", "s2", "s3"] {
+            r.route_from(&caller, frame("w/app", "services.echo.echo", Some(s)))
+                .unwrap();
+        }
+        // A notification (no session) awaits no answer.
+        r.route_from(&caller, frame("w/app", "services.echo.log", None))
+            .unwrap();
+        assert_eq!(ctl.client("w/app").unwrap().calls_in_flight, 3);
+        assert_eq!(ctl.client("w/caller").unwrap().calls_in_flight, 0);
+        r.route_from(&app, frame("w/caller", "s1.resolve", None))
+            .unwrap();
+        r.route_from(&app, frame("w/caller", "s2.reject", None))
+            .unwrap();
+        r.route_from(&app, frame("w/caller", "s9.heartbeat", None))
+            .unwrap();
+        assert_eq!(ctl.client("w/app").unwrap().calls_in_flight, 1);
+        // The manager's calls count too; extra answers never go below zero.
+        assert!(ctl.deliver(
+            "w/app",
+            frame("w/app", "services.built-in.ping", Some("m1"))
+        ));
+        assert_eq!(ctl.client("w/app").unwrap().calls_in_flight, 2);
+        for s in ["s3", "m1", "x", "y"] {
+            r.route_from(&app, frame("w/caller", &format!("{s}.resolve"), None))
+                .unwrap();
+        }
+        assert_eq!(ctl.client("w/app").unwrap().calls_in_flight, 0);
     }
 
     #[test]

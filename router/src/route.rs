@@ -292,6 +292,9 @@ impl Router {
         cache: &mut RouteCache,
     ) -> Result<(), RouteError> {
         let view = HeaderView::parse(frame)?;
+        if let Some(m) = view.method(frame) {
+            conn.note_sent_method(m);
+        }
         let raw_to = view.target(frame)?.ok_or(RouteError::NoTarget)?;
         // Normalise without allocating: a relative target is `<own ws>/<raw_to>`.
         let (ws, cid) = match raw_to.split_once('/') {
@@ -438,8 +441,13 @@ impl Router {
                 if target.ws != conn.ws {
                     conn.note_foreign_target(&target);
                 }
+                let call = view.session(frame).is_some();
                 self.push(&target, Outbound::Binary(out))
-                    .map_err(|_| RouteError::SlowPeer(format!("{ws}/{cid}")))
+                    .map_err(|_| RouteError::SlowPeer(format!("{ws}/{cid}")))?;
+                if call {
+                    target.call_delivered();
+                }
+                Ok(())
             }
             Destination::Held => {
                 let addr = format!("{ws}/{cid}");
@@ -518,7 +526,14 @@ impl Router {
     /// was in flight while its caller's connection dropped reaches it after it reconnects.
     pub fn deliver(&self, to: &str, frame: Bytes) -> bool {
         match self.inner.table.get_addr(to) {
-            Some(target) => self.push(&target, Outbound::Binary(frame)).is_ok(),
+            Some(target) => {
+                let call = is_call(&frame);
+                let ok = self.push(&target, Outbound::Binary(frame)).is_ok();
+                if ok && call {
+                    target.call_delivered();
+                }
+                ok
+            }
             None => match self.locate_addr(to) {
                 Some(node) => self.send_remote(&node, Kind::Unicast, to, &frame).is_ok(),
                 None => !is_call(&frame) && self.hold(to, frame, false),

@@ -57,6 +57,12 @@ pub struct Conn {
     /// Binary frames received from this connection (one relaxed add per frame on its own
     /// reader task; read by the control plane through `ClientPresence::frames_in`).
     pub frames_in: std::sync::atomic::AtomicU64,
+    /// Calls this connection was sent that await its answer (frames with a `session`),
+    /// minus the answers it sent back (`….resolve` / `….reject` methods), never below 0:
+    /// the calls in flight at a service provider, sampled by the control plane through
+    /// `ClientPresence::calls_in_flight` (the autoscaler's concurrency metric). One relaxed
+    /// add on delivery, one saturating subtract on an answer.
+    calls_in_flight: std::sync::atomic::AtomicU64,
     /// Addresses in other workspaces this connection has sent frames to; only its own
     /// reader touches it, so the lock is uncontended. Lets each foreign target learn its
     /// callers once instead of on every frame.
@@ -96,10 +102,35 @@ impl Conn {
             egress,
             superseded: AtomicBool::new(false),
             frames_in: std::sync::atomic::AtomicU64::new(0),
+            calls_in_flight: std::sync::atomic::AtomicU64::new(0),
             foreign_targets: Mutex::new(HashSet::new()),
             last_foreign_target: std::sync::atomic::AtomicU64::new(0),
             foreign_callers: Mutex::new(HashSet::new()),
         }
+    }
+
+    /// Counts a call delivered to this connection (a frame with a `session`).
+    pub fn call_delivered(&self) {
+        self.calls_in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Counts an answer this connection sent when `method` (of a frame it sent) is a
+    /// promise callback (`<session>.resolve` / `<session>.reject`).
+    pub fn note_sent_method(&self, method: &str) {
+        if method.ends_with(".resolve") || method.ends_with(".reject") {
+            let _ = self.calls_in_flight.fetch_update(
+                std::sync::atomic::Ordering::Relaxed,
+                std::sync::atomic::Ordering::Relaxed,
+                |n| n.checked_sub(1),
+            );
+        }
+    }
+
+    /// Calls delivered to this connection and not answered yet.
+    pub fn calls_in_flight(&self) -> u64 {
+        self.calls_in_flight
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The same connection record carried by `transport`.

@@ -174,6 +174,8 @@ impl Router {
                     if self.push(&t, Outbound::Binary(frame.clone())).is_err() {
                         let e = RouteError::SlowPeer(head.target.to_owned());
                         self.reject_back(head.origin, head.target, &frame, &e.to_string());
+                    } else if is_call(&frame) {
+                        t.call_delivered();
                     }
                 }
                 None if is_call(&frame) => {
