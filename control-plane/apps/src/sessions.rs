@@ -6,7 +6,10 @@
 //! They sit behind [`SessionStore`] so that the whole cluster reads one set:
 //! * [`MemorySessions`] — one node: a map in this process.
 //! * [`RedisSessions`] — nodes sharing a Redis (`--redis-uri`): a key per record, a set per
-//!   workspace of disabled workers, `SET NX PX` locks.
+//!   workspace of disabled workers, `SET NX PX` locks, a key per instance load figure.
+//!
+//! They also carry the autoscaler's load figures (requests per minute per instance), which
+//! the node holding an instance's connection publishes with a TTL and the leader reads.
 //!
 //! Both run through one contract test suite (`control-plane/apps/tests/sessions.rs`).
 
@@ -17,7 +20,7 @@ pub use self::redis::RedisSessions;
 use async_trait::async_trait;
 use dashmap::DashMap;
 use serde_json::Value;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 /// The session store could not be reached or answered nonsense (Redis down, a record
@@ -77,6 +80,12 @@ pub trait SessionStore: Send + Sync + 'static {
         worker_id: &str,
         disabled: bool,
     ) -> StoreResult<()>;
+    /// Publishes the load (requests per minute) of each session in `loads`, each figure
+    /// expiring `ttl` from now (the autoscaler: a node publishes what it sampled of the
+    /// instances whose connection it holds). A figure replaces the session's previous one.
+    async fn put_loads(&self, loads: &[(String, f64)], ttl: Duration) -> StoreResult<()>;
+    /// The published, unexpired load figures of those `ids` that have one.
+    async fn loads(&self, ids: &[String]) -> StoreResult<HashMap<String, f64>>;
 }
 
 /// The `id` of a record, or the error [`SessionStore::put`] gives for one without.
@@ -98,6 +107,7 @@ pub struct MemorySessions {
     records: DashMap<String, (Value, Option<Instant>)>,
     locks: DashMap<String, (String, Instant)>,
     disabled: DashMap<String, HashSet<String>>,
+    loads: DashMap<String, (f64, Instant)>,
 }
 
 fn live<T>(entry: &(T, Option<Instant>)) -> bool {
@@ -192,6 +202,29 @@ impl SessionStore for MemorySessions {
             set.remove(worker_id);
         }
         Ok(())
+    }
+
+    async fn put_loads(&self, loads: &[(String, f64)], ttl: Duration) -> StoreResult<()> {
+        let now = Instant::now();
+        self.loads.retain(|_, e| e.1 > now);
+        let until = now + ttl;
+        for (id, rpm) in loads {
+            self.loads.insert(id.clone(), (*rpm, until));
+        }
+        Ok(())
+    }
+
+    async fn loads(&self, ids: &[String]) -> StoreResult<HashMap<String, f64>> {
+        let now = Instant::now();
+        Ok(ids
+            .iter()
+            .filter_map(|id| {
+                self.loads
+                    .get(id)
+                    .filter(|e| e.1 > now)
+                    .map(|e| (id.clone(), e.0))
+            })
+            .collect())
     }
 }
 

@@ -5,7 +5,7 @@
 
 use rhizo_apps::{LockGuard, MemorySessions, RedisSessions, SessionStore};
 use serde_json::json;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
@@ -190,6 +190,50 @@ async fn exercise(a: Arc<dyn SessionStore>, b: Arc<dyn SessionStore>) {
     assert_eq!(
         a.disabled_workers("ws").await.unwrap(),
         HashSet::from(["ws/d:w".to_owned()])
+    );
+
+    // --- instance loads (the autoscaler's published figures)
+    let x = "ws/_rapp_lx__rlb".to_owned();
+    let y = "ws/_rapp_ly__rlb".to_owned();
+    let unknown = "ws/_rapp_never__rlb".to_owned();
+    assert!(a.loads(&[]).await.unwrap().is_empty());
+    assert!(a
+        .loads(&[x.clone(), unknown.clone()])
+        .await
+        .unwrap()
+        .is_empty());
+    a.put_loads(&[], Duration::from_secs(5)).await.unwrap();
+    let short = Duration::from_millis(200);
+    a.put_loads(&[(x.clone(), 120.5), (y.clone(), 0.0)], short)
+        .await
+        .unwrap();
+    let got = b
+        .loads(&[x.clone(), y.clone(), unknown.clone()])
+        .await
+        .unwrap();
+    assert_eq!(
+        got,
+        HashMap::from([(x.clone(), 120.5), (y.clone(), 0.0)]),
+        "read by another node; unknown ids left out"
+    );
+    // A newer figure replaces the old one (and renews its TTL); the other expires.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    b.put_loads(&[(x.clone(), 3000.0)], Duration::from_secs(5))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        a.loads(&[x.clone(), y.clone()]).await.unwrap(),
+        HashMap::from([(x.clone(), 3000.0)]),
+        "y expired, x renewed"
+    );
+    a.put_loads(&[(x.clone(), 1.0)], Duration::from_millis(50))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    assert!(
+        b.loads(std::slice::from_ref(&x)).await.unwrap().is_empty(),
+        "expired"
     );
 }
 

@@ -14,11 +14,17 @@
 //!   frame counter (`frames_in`, frames the client sent — answers, calls, registrations)
 //!   over the passes of the last [`LOAD_WINDOW`] (5 s), per minute of that window
 //!   ([`window_rate`]); the reference's window is up to 60 s. A starting instance counts
-//!   with 0 (its connecting and registering is not load). Only instances whose
-//!   connection is on this node can be sampled (`ServiceHost::client`); an instance
-//!   connected to another node counts with 0 requests per minute (the cluster-wide
-//!   publication of load is not built yet). An instance seen for the first time counts 0
-//!   until the next pass gives it a baseline.
+//!   with 0 (its connecting and registering is not load). Only the node holding an
+//!   instance's connection can sample it (`ServiceHost::client`), so **every** node, leader
+//!   or not, samples on every pass the running instances whose connection it holds and
+//!   publishes each one's requests per minute to the session store
+//!   ([`SessionStore::put_loads`](crate::SessionStore::put_loads); with Redis a key
+//!   `P:apps:load:<id>` each) with a TTL of three passes, at least 5 s ([`load_ttl`]). The
+//!   leader's snapshot takes an instance's figure from its own sample when it holds the
+//!   connection, else the figure published by the node that does, else 0 (nobody
+//!   published one: the instance is connecting, or its node died and the figure expired).
+//!   An instance seen for the first time counts 0 until the next pass gives it a baseline;
+//!   a published figure is at most one pass older than a local one.
 //! * **Not sampled**: calls in flight are 0 (the router does not count them yet) and the
 //!   calls waiting for a lazy start are 0 (lazy start wakes a scaled-to-zero app by
 //!   itself), so `metric_type: "concurrency"` sees no signal and only enforces
@@ -32,7 +38,8 @@
 //! * **Leader** (§5.4): the store lock `autoscaler-leader`, taken with `SET NX PX` and
 //!   extended (compare and extend) every pass; its TTL is 15 s or three passes, whichever
 //!   is longer. With the in-memory store (one node) this node always leads. A node that
-//!   loses the lease drops its states. The lease is not released on shutdown: it expires.
+//!   loses the lease drops its decision states (not its samples: it keeps publishing). The
+//!   lease is not released on shutdown: it expires.
 
 use super::run::{startup_ctx, StartRequest};
 use super::ServerApps;
@@ -41,7 +48,7 @@ use crate::sessions::{app_of, ws_of, LockGuard};
 use crate::workers::root_ctx;
 use dashmap::DashMap;
 use serde_json::Value;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Weak;
 use std::time::{Duration, Instant};
 
@@ -123,6 +130,15 @@ pub(crate) fn rate_per_minute(before: u64, after: u64, elapsed: Duration) -> f64
 /// The lease TTL for passes every `interval`.
 fn lease_ttl(interval: Duration) -> Duration {
     MIN_LEASE.max(interval.saturating_mul(3))
+}
+
+/// The shortest life of a published load figure.
+const MIN_LOAD_TTL: Duration = Duration::from_secs(5);
+
+/// How long a load figure published by a pass every `interval` lives: three passes, at
+/// least [`MIN_LOAD_TTL`] (a node that dies stops counting within it).
+fn load_ttl(interval: Duration) -> Duration {
+    MIN_LOAD_TTL.max(interval.saturating_mul(3))
 }
 
 /// Runs autoscaler passes until the controller is dropped.
@@ -228,17 +244,65 @@ impl ServerApps {
                 .or_default()
                 .push(s);
         }
+        let now = Instant::now();
+        // Every node, leader or not, samples the instances whose connection it holds and
+        // publishes their load for the leader (module doc, "Load").
+        let mut local: HashMap<String, f64> = HashMap::new();
+        let mut live_sessions = HashSet::new();
+        for s in apps.values().flatten() {
+            let Some(id) = s.get("id").and_then(Value::as_str) else {
+                continue;
+            };
+            live_sessions.insert(id.to_owned());
+            // A starting instance's own traffic (connecting, registering) is not
+            // load: it is counted, with 0, until it runs.
+            let running = s.get("status").and_then(Value::as_str) == Some("running");
+            let frames = host.client(id).filter(|_| running).map(|p| p.frames_in);
+            let mut entry = a.samples.entry(id.to_owned()).or_insert_with(|| Samples {
+                first_seen: now,
+                counts: VecDeque::new(),
+            });
+            let Some(f) = frames else { continue };
+            entry.counts.push_back((now, f));
+            while entry.counts.len() > 2
+                && entry
+                    .counts
+                    .get(1)
+                    .is_some_and(|(t, _)| now.duration_since(*t) >= LOAD_WINDOW)
+            {
+                entry.counts.pop_front();
+            }
+            local.insert(id.to_owned(), window_rate(&entry.counts, LOAD_WINDOW));
+        }
+        a.samples.retain(|id, _| live_sessions.contains(id));
+        if !local.is_empty() {
+            let loads: Vec<(String, f64)> = local.iter().map(|(k, v)| (k.clone(), *v)).collect();
+            let ttl = load_ttl(self.options.autoscale_interval);
+            if let Err(e) = self.sessions.put_loads(&loads, ttl).await {
+                tracing::debug!(error = %e, "instance loads not published");
+            }
+        }
         // The lease is kept (extended) even while there is nothing to scale, so that
-        // leadership stays put; a node that does not lead forgets what it sampled.
+        // leadership stays put; a node that does not lead forgets its decisions.
         if !self.autoscale_leader().await || apps.is_empty() {
             a.states.clear();
-            a.samples.clear();
             return;
         }
-        let now = Instant::now();
+        // The instances connected elsewhere: the figures their nodes published.
+        let remote: Vec<String> = live_sessions
+            .iter()
+            .filter(|id| !local.contains_key(*id))
+            .cloned()
+            .collect();
+        let published = match self.sessions.loads(&remote).await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::debug!(error = %e, "published instance loads not read");
+                HashMap::new()
+            }
+        };
         let clock = now.duration_since(a.epoch);
-        let mut live_sessions = std::collections::HashSet::new();
-        let mut live_apps = std::collections::HashSet::new();
+        let mut live_apps = HashSet::new();
         for ((ws, app), sessions) in apps {
             let key = format!("{ws}/{app}");
             let Ok(manifest) = self.read_app(&ws, &app, None, false).await else {
@@ -267,29 +331,17 @@ impl ServerApps {
                     .and_then(Value::as_str)
                     .unwrap_or_default()
                     .to_owned();
-                live_sessions.insert(id.clone());
-                // A starting instance's own traffic (connecting, registering) is not
-                // load: it is counted, with 0, until it runs.
                 let running = s.get("status").and_then(Value::as_str) == Some("running");
-                let frames = host.client(&id).filter(|_| running).map(|p| p.frames_in);
-                let mut entry = a.samples.entry(id.clone()).or_insert_with(|| Samples {
-                    first_seen: now,
-                    counts: VecDeque::new(),
-                });
-                if let Some(f) = frames {
-                    entry.counts.push_back((now, f));
-                    while entry.counts.len() > 2
-                        && entry
-                            .counts
-                            .get(1)
-                            .is_some_and(|(t, _)| now.duration_since(*t) >= LOAD_WINDOW)
-                    {
-                        entry.counts.pop_front();
-                    }
-                }
-                let rpm = window_rate(&entry.counts, LOAD_WINDOW);
-                let first_seen = entry.first_seen;
-                drop(entry);
+                let rpm = if running {
+                    local
+                        .get(&id)
+                        .or_else(|| published.get(&id))
+                        .copied()
+                        .unwrap_or(0.0)
+                } else {
+                    0.0
+                };
+                let first_seen = a.samples.get(&id).map_or(now, |e| e.first_seen);
                 instances.push(InstanceLoad {
                     session_id: id,
                     requests_per_minute: rpm,
@@ -378,7 +430,6 @@ impl ServerApps {
                 }
             }
         }
-        a.samples.retain(|id, _| live_sessions.contains(id));
         a.states.retain(|k, _| live_apps.contains(k));
     }
 }
@@ -428,5 +479,11 @@ mod tests {
             Duration::from_secs(15)
         );
         assert_eq!(lease_ttl(Duration::from_secs(10)), Duration::from_secs(30));
+    }
+
+    #[test]
+    fn published_loads_outlive_three_passes() {
+        assert_eq!(load_ttl(Duration::from_millis(500)), MIN_LOAD_TTL);
+        assert_eq!(load_ttl(Duration::from_secs(2)), Duration::from_secs(6));
     }
 }

@@ -7,6 +7,7 @@
 //! | `P:apps:sessions`            | set    | the ids stored (an index; members whose record expired are pruned by `list`) |
 //! | `P:apps:disabled:<ws>`       | set    | disabled worker ids of `<ws>`                  |
 //! | `P:apps:lock:<name>`         | string | the holder's token, `SET NX PX`                |
+//! | `P:apps:load:<id>`           | string | the instance's requests/min (a float), `PX`: the autoscaler's load figure published by the node holding its connection |
 //!
 //! The reference keeps a record as a hash whose scalars read back as strings; rhizo stores
 //! the JSON so that `daemon` stays a boolean on every node. Only rhizo nodes read these keys.
@@ -20,7 +21,7 @@ use super::{lock_token, record_id, LockGuard, SessionStore, StoreError, StoreRes
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde_json::Value;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 use tokio::sync::OnceCell;
 
@@ -100,6 +101,10 @@ impl RedisSessions {
 
     fn lock_key(&self, name: &str) -> String {
         format!("{}:apps:lock:{name}", self.prefix)
+    }
+
+    fn load_key(&self, id: &str) -> String {
+        format!("{}:apps:load:{id}", self.prefix)
     }
 }
 
@@ -266,5 +271,40 @@ impl SessionStore for RedisSessions {
             .await
             .map(|_| ())
             .map_err(err)
+    }
+
+    async fn put_loads(&self, loads: &[(String, f64)], ttl: Duration) -> StoreResult<()> {
+        if loads.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for (id, rpm) in loads {
+            pipe.cmd("SET")
+                .arg(self.load_key(id))
+                .arg(rpm.to_string())
+                .arg("PX")
+                .arg(millis(ttl))
+                .ignore();
+        }
+        let mut conn = self.conn().await?;
+        pipe.query_async::<()>(&mut conn).await.map_err(err)
+    }
+
+    async fn loads(&self, ids: &[String]) -> StoreResult<HashMap<String, f64>> {
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let keys: Vec<String> = ids.iter().map(|id| self.load_key(id)).collect();
+        let mut conn = self.conn().await?;
+        let raws: Vec<Option<String>> = redis::cmd("MGET")
+            .arg(&keys)
+            .query_async(&mut conn)
+            .await
+            .map_err(err)?;
+        Ok(ids
+            .iter()
+            .zip(raws)
+            .filter_map(|(id, raw)| Some((id.clone(), raw?.parse::<f64>().ok()?)))
+            .collect())
     }
 }
