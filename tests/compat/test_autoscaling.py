@@ -35,8 +35,12 @@ async def main():
     })
     await server.register_service({"id": "default", "config": {"visibility": "public"},
                                    "setup": lambda: None})
+    async def slow(x):
+        await asyncio.sleep(0.5)
+        return [me, x]
+
     await server.register_service({"id": "echo", "config": {"visibility": "public"},
-                                   "echo": lambda x: [me, x]})
+                                   "echo": lambda x: [me, x], "slow": slow})
     await server.serve()
 
 asyncio.run(main())
@@ -229,6 +233,37 @@ async def test_edit_app_changes_the_autoscaling_config_live(user):
     await _until(lambda: _instances_exactly(controller, app_id, 2), 30, "capped at two")
     svc = await api.get_service(f"echo@{app_id}")
     assert (await svc.echo(1))[1] == 1
+
+
+@pytest.mark.timeout_s(60)
+async def test_the_concurrency_metric_scales_on_calls_in_flight(user):
+    """`metric_type: "concurrency"`: eight callers each waiting on a 0.5 s call keep ~8
+    calls in flight at one instance, four times its target of 2 → more instances, from
+    the router's in-flight count (few requests per minute: the load metric would not)."""
+    api, controller, _ = user
+    manifest = _manifest("Slow echo", min_instances=1, max_instances=3)
+    manifest["autoscaling"].update(
+        {"metric_type": "concurrency", "target_concurrency_per_instance": 2, "target_requests_per_instance": 100000}
+    )
+    app = await controller.install(source=SERVING_SCRIPT, manifest=manifest, overwrite=True)
+    app_id = app["id"]
+    await controller.start(app_id, wait_for_service="echo")
+    svc = await api.get_service(f"echo@{app_id}")
+    stop = asyncio.Event()
+
+    async def caller(i):
+        while not stop.is_set():
+            assert (await svc.slow(i))[1] == i
+
+    tasks = [asyncio.create_task(caller(i)) for i in range(8)]
+    try:
+        scaled = await _until(
+            lambda: _instances_at_least(controller, app_id, 2), 20, "a second instance"
+        )
+    finally:
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*tasks), 10)
+    assert 2 <= len(scaled) <= 3
 
 
 async def _instances_at_least(controller, app_id, n):

@@ -25,10 +25,12 @@
 //!   published one: the instance is connecting, or its node died and the figure expired).
 //!   An instance seen for the first time counts 0 until the next pass gives it a baseline;
 //!   a published figure is at most one pass older than a local one.
-//! * **Not sampled**: calls in flight are 0 (the router does not count them yet) and the
-//!   calls waiting for a lazy start are 0 (lazy start wakes a scaled-to-zero app by
-//!   itself), so `metric_type: "concurrency"` sees no signal and only enforces
-//!   `min_instances`/`max_instances`.
+//! * **Calls in flight** (`metric_type: "concurrency"`): the router's count of calls
+//!   delivered to the app client and not yet answered (`ClientPresence::calls_in_flight`),
+//!   read at each pass for instances connected to this node; not published, so an
+//!   instance connected to another node than the leader counts with 0. The calls waiting
+//!   for a lazy start are not sampled (0): lazy start wakes a scaled-to-zero app by
+//!   itself.
 //! * **Instances** are the records of the app in the workspace that are not stopped and not
 //!   a verification run (`_stage`), starting ones included (so that a pass does not start
 //!   again what is starting). A pass waits for the starts it makes before the next pass.
@@ -342,10 +344,16 @@ impl ServerApps {
                     0.0
                 };
                 let first_seen = a.samples.get(&id).map_or(now, |e| e.first_seen);
+                // Calls in flight now, counted by the router of the node holding the
+                // connection (not published: a remote instance counts with 0).
+                let in_flight = host
+                    .client(&id)
+                    .filter(|_| running)
+                    .map_or(0.0, |p| p.calls_in_flight as f64);
                 instances.push(InstanceLoad {
                     session_id: id,
                     requests_per_minute: rpm,
-                    in_flight: 0.0,
+                    in_flight,
                     started_at: first_seen.duration_since(a.epoch),
                 });
             }
