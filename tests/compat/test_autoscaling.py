@@ -183,6 +183,7 @@ async def test_instances_follow_the_load_up_and_down(user):
     }
     assert counts.get("up", 0) >= 2 and counts.get("down", 0) >= 2, counts
     assert "rhizo_autoscaler_leader 1" in text
+    assert f'rhizo_app_instances{{workspace="{api.config.workspace}",app="{app_id}"}} 1' in text, text
 
 
 @pytest.mark.timeout_s(60)

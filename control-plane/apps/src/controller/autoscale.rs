@@ -98,6 +98,8 @@ pub(crate) struct Autoscale {
     states: DashMap<String, ScalerState>,
     /// Per session: its frame counter over the last [`LOAD_WINDOW`].
     samples: DashMap<String, Samples>,
+    /// Per `ws/app`: the figures of the last decision (`/metrics`; the leader's only).
+    observed: DashMap<String, crate::autoscaler::Observed>,
     /// Scale events so far (instances started, instances stopped).
     started: std::sync::atomic::AtomicU64,
     stopped: std::sync::atomic::AtomicU64,
@@ -112,6 +114,7 @@ impl Default for Autoscale {
             lease: tokio::sync::Mutex::new(None),
             states: DashMap::new(),
             samples: DashMap::new(),
+            observed: DashMap::new(),
             started: Default::default(),
             stopped: Default::default(),
             leading: Default::default(),
@@ -182,8 +185,61 @@ impl ServerApps {
              rhizo_autoscaler_instances_total{{direction=\"down\"}} {down}\n\
              # HELP rhizo_autoscaler_leader 1 while this node holds the autoscaler's lease.\n\
              # TYPE rhizo_autoscaler_leader gauge\n\
-             rhizo_autoscaler_leader {leading}\n"
+             rhizo_autoscaler_leader {leading}\n{}",
+            self.app_metrics()
         )
+    }
+
+    /// Per autoscaled app (on the leader, from its last decision): instances, requests
+    /// per minute, calls in flight and the instances the metric asks for, labelled
+    /// `workspace` and `app`.
+    fn app_metrics(&self) -> String {
+        let mut rows: Vec<(String, crate::autoscaler::Observed)> = self
+            .autoscale
+            .observed
+            .iter()
+            .map(|e| (e.key().clone(), e.value().clone()))
+            .collect();
+        if rows.is_empty() {
+            return String::new();
+        }
+        rows.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut out = String::new();
+        let series: [(&str, &str, ObservedFigure); 4] = [
+            (
+                "rhizo_app_instances",
+                "Instances of an autoscaled app.",
+                |o| o.instances.into(),
+            ),
+            (
+                "rhizo_app_requests_per_minute",
+                "Requests per minute to an autoscaled app's instances.",
+                |o| o.requests_per_minute,
+            ),
+            (
+                "rhizo_app_calls_in_flight",
+                "Calls in flight at an autoscaled app's instances.",
+                |o| o.in_flight,
+            ),
+            (
+                "rhizo_app_desired_instances",
+                "Instances the autoscaling metric asks for.",
+                |o| o.desired.into(),
+            ),
+        ];
+        for (name, help, value) in series {
+            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
+            for (key, o) in &rows {
+                let (ws, app) = key.split_once('/').unwrap_or((key.as_str(), ""));
+                out.push_str(&format!(
+                    "{name}{{workspace=\"{}\",app=\"{}\"}} {}\n",
+                    label(ws),
+                    label(app),
+                    value(o)
+                ));
+            }
+        }
+        out
     }
 
     /// Whether this node leads the autoscaler: extends its lease, or takes a free one.
@@ -364,6 +420,7 @@ impl ServerApps {
             let state = a.states.get(&key).map(|s| s.clone()).unwrap_or_default();
             let outcome = policy.decide(&state, &snapshot, clock);
             a.states.insert(key.clone(), outcome.state);
+            a.observed.insert(key.clone(), outcome.observed.clone());
             let o = &outcome.observed;
             match outcome.decision {
                 Decision::Hold { reason } => {
@@ -439,11 +496,28 @@ impl ServerApps {
             }
         }
         a.states.retain(|k, _| live_apps.contains(k));
+        a.observed.retain(|k, _| live_apps.contains(k));
     }
+}
+
+/// One figure of an [`crate::autoscaler::Observed`], as a gauge value.
+type ObservedFigure = fn(&crate::autoscaler::Observed) -> f64;
+
+/// A Prometheus label value: backslash, quote and newline escaped.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn metric_labels_are_escaped() {
+        assert_eq!(super::label("ws-a"), "ws-a");
+        assert_eq!(super::label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+
     use super::*;
 
     #[test]
