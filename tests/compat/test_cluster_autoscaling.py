@@ -21,7 +21,7 @@ import pytest
 
 from artifact_helpers import user_token
 from compat_helpers import unique_id
-from test_autoscaling import SERVING_SCRIPT, _manifest
+from test_autoscaling import SERVING_SCRIPT, _manifest, _until
 from test_cluster import Cluster
 
 pytestmark = pytest.mark.rhizo_only
@@ -80,17 +80,6 @@ async def _metrics(http: httpx.AsyncClient, port: int) -> dict:
 
 async def _all_metrics(http, cluster, nodes) -> dict[int, dict]:
     return {i: await _metrics(http, cluster.ports[i]) for i in nodes}
-
-
-async def _until(predicate, timeout: float, what: str, interval: float = 0.25):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = await predicate()
-        if last:
-            return last
-        await asyncio.sleep(interval)
-    raise AssertionError(f"{what} within {timeout}s; last: {last!r}")
 
 
 @pytest.mark.timeout_s(170)
