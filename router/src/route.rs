@@ -441,13 +441,17 @@ impl Router {
                 if target.ws != conn.ws {
                     conn.note_foreign_target(&target);
                 }
+                // Counted before the push: the answer may be routed before push returns.
                 let call = view.session(frame).is_some();
-                self.push(&target, Outbound::Binary(out))
-                    .map_err(|_| RouteError::SlowPeer(format!("{ws}/{cid}")))?;
                 if call {
                     target.call_delivered();
                 }
-                Ok(())
+                self.push(&target, Outbound::Binary(out)).map_err(|_| {
+                    if call {
+                        target.call_undelivered();
+                    }
+                    RouteError::SlowPeer(format!("{ws}/{cid}"))
+                })
             }
             Destination::Held => {
                 let addr = format!("{ws}/{cid}");
@@ -528,9 +532,12 @@ impl Router {
         match self.inner.table.get_addr(to) {
             Some(target) => {
                 let call = is_call(&frame);
-                let ok = self.push(&target, Outbound::Binary(frame)).is_ok();
-                if ok && call {
+                if call {
                     target.call_delivered();
+                }
+                let ok = self.push(&target, Outbound::Binary(frame)).is_ok();
+                if !ok && call {
+                    target.call_undelivered();
                 }
                 ok
             }

@@ -115,15 +115,20 @@ impl Conn {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// Takes back [`Conn::call_delivered`] for a call its queue refused.
+    pub fn call_undelivered(&self) {
+        let _ = self.calls_in_flight.fetch_update(
+            std::sync::atomic::Ordering::Relaxed,
+            std::sync::atomic::Ordering::Relaxed,
+            |n| n.checked_sub(1),
+        );
+    }
+
     /// Counts an answer this connection sent when `method` (of a frame it sent) is a
     /// promise callback (`<session>.resolve` / `<session>.reject`).
     pub fn note_sent_method(&self, method: &str) {
         if method.ends_with(".resolve") || method.ends_with(".reject") {
-            let _ = self.calls_in_flight.fetch_update(
-                std::sync::atomic::Ordering::Relaxed,
-                std::sync::atomic::Ordering::Relaxed,
-                |n| n.checked_sub(1),
-            );
+            self.call_undelivered();
         }
     }
 

@@ -171,11 +171,17 @@ impl Router {
             }
             Kind::Unicast => match self.inner.table.get_addr(head.target) {
                 Some(t) => {
+                    // Counted before the push: the answer may be routed before it returns.
+                    let call = is_call(&frame);
+                    if call {
+                        t.call_delivered();
+                    }
                     if self.push(&t, Outbound::Binary(frame.clone())).is_err() {
+                        if call {
+                            t.call_undelivered();
+                        }
                         let e = RouteError::SlowPeer(head.target.to_owned());
                         self.reject_back(head.origin, head.target, &frame, &e.to_string());
-                    } else if is_call(&frame) {
-                        t.call_delivered();
                     }
                 }
                 None if is_call(&frame) => {
