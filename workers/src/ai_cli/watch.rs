@@ -1,7 +1,9 @@
 //! Tailing a JSONL transcript a CLI appends to (file-watch mode, apps-workers.md §6.1):
 //! [`Tail`] reads the lines added since its last read, from a file that may not exist yet
 //! (created late), may be truncated or replaced (read again from the start), and may end in
-//! a partial line (kept until its newline arrives). Changes are noticed through the `notify`
+//! a partial line (kept until its newline arrives). A replaced file is recognised by its
+//! device and inode, by its birth time where the file system keeps one, and by its first
+//! bytes (a new file often gets the inode just freed by the old one). Changes are noticed through the `notify`
 //! crate (inotify on Linux), with a periodic re-check as a fallback for file systems
 //! without change events.
 
@@ -17,14 +19,22 @@ pub const POLL: Duration = Duration::from_millis(500);
 /// Longest line kept; a longer one is dropped (and its remainder skipped up to its newline).
 pub const MAX_LINE: usize = 16 * 1024 * 1024;
 
+/// How many leading bytes of the file are kept to recognise it.
+const HEAD: usize = 256;
+
+type Identity = (u64, u64, Option<std::time::SystemTime>);
+
 /// A tailer of one file. See the module docs.
 pub struct Tail {
     path: PathBuf,
     offset: u64,
     partial: Vec<u8>,
     skipping: bool,
-    /// The identity of the file read (device, inode), to notice a replaced file.
-    identity: Option<(u64, u64)>,
+    /// The identity of the file read (device, inode, birth time), to notice a replaced file.
+    identity: Option<Identity>,
+    /// The first bytes read (up to [`HEAD`]), compared on each read to notice a file
+    /// replaced under a reused inode.
+    head: Vec<u8>,
     events: mpsc::UnboundedReceiver<()>,
     _watcher: Option<notify::RecommendedWatcher>,
 }
@@ -58,6 +68,7 @@ impl Tail {
             partial: Vec::new(),
             skipping: false,
             identity: None,
+            head: Vec::new(),
             events,
             _watcher: watcher,
         }
@@ -79,11 +90,15 @@ impl Tail {
             return Vec::new();
         };
         let identity = file_identity(&meta);
-        if self.identity.is_some_and(|id| Some(id) != identity) || meta.len() < self.offset {
+        if self.identity.is_some_and(|id| Some(id) != identity)
+            || meta.len() < self.offset
+            || !self.same_head(&mut file)
+        {
             // Replaced or truncated: read it again from the start.
             self.offset = 0;
             self.partial.clear();
             self.skipping = false;
+            self.head.clear();
         }
         self.identity = identity;
         if meta.len() == self.offset || file.seek(SeekFrom::Start(self.offset)).is_err() {
@@ -92,6 +107,10 @@ impl Tail {
         let mut buf = Vec::new();
         if file.read_to_end(&mut buf).is_err() {
             return Vec::new();
+        }
+        if self.head.len() < HEAD && self.offset as usize == self.head.len() {
+            let take = (HEAD - self.head.len()).min(buf.len());
+            self.head.extend_from_slice(&buf[..take]);
         }
         self.offset += buf.len() as u64;
         let mut lines = Vec::new();
@@ -119,14 +138,27 @@ impl Tail {
     }
 }
 
+impl Tail {
+    /// Whether the file still starts with the bytes read from it before.
+    fn same_head(&self, file: &mut std::fs::File) -> bool {
+        if self.head.is_empty() {
+            return true;
+        }
+        let mut now = vec![0; self.head.len()];
+        file.seek(SeekFrom::Start(0)).is_ok()
+            && file.read_exact(&mut now).is_ok()
+            && now == self.head
+    }
+}
+
 #[cfg(unix)]
-fn file_identity(meta: &std::fs::Metadata) -> Option<(u64, u64)> {
+fn file_identity(meta: &std::fs::Metadata) -> Option<Identity> {
     use std::os::unix::fs::MetadataExt;
-    Some((meta.dev(), meta.ino()))
+    Some((meta.dev(), meta.ino(), meta.created().ok()))
 }
 
 #[cfg(not(unix))]
-fn file_identity(_meta: &std::fs::Metadata) -> Option<(u64, u64)> {
+fn file_identity(_meta: &std::fs::Metadata) -> Option<Identity> {
     None
 }
 
@@ -155,6 +187,14 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
         std::fs::write(&path, b"{\"d\":4}\n{\"e\":5}\n").unwrap();
         assert_eq!(t.read_lines(), vec!["{\"d\":4}", "{\"e\":5}"]);
+        // Rewritten in place (same inode) with other leading bytes and a greater length.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"{\"f\":6}\n{\"g\":7}\n{\"h\":8}\n")
+            .unwrap();
+        assert_eq!(t.read_lines(), vec!["{\"f\":6}", "{\"g\":7}", "{\"h\":8}"]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
