@@ -490,7 +490,9 @@ impl Server {
         &self.manager
     }
 
-    /// Graceful shutdown: stop accepting, close every connection with 1001, wait up to
+    /// Graceful shutdown: the control-plane services' own shutdown
+    /// ([`ControlService::shutdown`], up to 2 s each), then stop accepting, close every
+    /// connection with 1001, wait up to
     /// 2 s for them to go while the cluster bus still carries their last frames (and, in a
     /// cluster, up to 2 s more while replies held for them wait for their reconnection
     /// elsewhere), tell the other nodes this one is leaving, then wait up to
@@ -499,6 +501,11 @@ impl Server {
     /// graceful shutdown). Cancel-safe to drop midway
     /// only in the sense that the connections were already told to close.
     pub async fn shutdown(mut self) {
+        // The control-plane services hand over what other nodes should take at once
+        // (the autoscaler's lease), bounded.
+        for s in self.manager.services().iter() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), s.shutdown()).await;
+        }
         // The built-in workers stop their sessions (processes, terminals) first.
         let workers = std::mem::take(&mut *self.workers.lock().await);
         for w in workers {

@@ -98,6 +98,26 @@ pub trait ControlService: Send + Sync + 'static {
     ) -> Option<BoxFuture<'a, ManagerResult<String>>> {
         None
     }
+
+    /// The server is shutting down (called once, before its connections close; bounded
+    /// by the caller): give up what other nodes should take over at once rather than
+    /// when it expires (the autoscaler's leader lease). Nothing by default.
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+
+    /// A `get_service(service_id)` without `config.mode` matched several live services:
+    /// if `service_id` names something this service knows a default selection mode for
+    /// (the server-apps controller: the app's manifest `service_selection_mode` of
+    /// `svc@app_id`, apps-workers.md §5), the future answers that mode (`"random"`,
+    /// `"first"`, …), or `None` when the app sets none. `None` (the default): not ours.
+    fn selection_mode<'a>(
+        &'a self,
+        _ctx: &'a Ctx,
+        _service_id: &'a str,
+    ) -> Option<BoxFuture<'a, Option<String>>> {
+        None
+    }
 }
 
 /// Calls `function` of `service` with arguments given by name (missing optional ones are

@@ -35,8 +35,8 @@ async def main():
     })
     await server.register_service({"id": "default", "config": {"visibility": "public"},
                                    "setup": lambda: None})
-    async def slow(x):
-        await asyncio.sleep(0.5)
+    async def slow(x, seconds=0.5):
+        await asyncio.sleep(seconds)
         return [me, x]
 
     await server.register_service({"id": "echo", "config": {"visibility": "public"},
@@ -129,7 +129,8 @@ async def test_instances_follow_the_load_up_and_down(user):
     assert await _instances(controller, app_id) == [first["id"]]
 
     # Load: ~50 calls/s from a client that resolves the service anew for every call
-    # (random selection among the instances), far above 60 requests/min per instance.
+    # without a mode (the app's `service_selection_mode: "random"` picks among the
+    # instances), far above 60 requests/min per instance.
     answered_by: dict[str, float] = {}
     stop = asyncio.Event()
     calls = 0
@@ -137,7 +138,7 @@ async def test_instances_follow_the_load_up_and_down(user):
     async def load():
         nonlocal calls
         while not stop.is_set():
-            svc = await api.get_service(f"echo@{app_id}", {"mode": "random"})
+            svc = await api.get_service(f"echo@{app_id}")
             who, x = await svc.echo(calls)
             assert x == calls
             calls += 1
@@ -265,6 +266,37 @@ async def test_the_concurrency_metric_scales_on_calls_in_flight(user):
         stop.set()
         await asyncio.wait_for(asyncio.gather(*tasks), 10)
     assert 2 <= len(scaled) <= 3
+
+
+@pytest.mark.timeout_s(80)
+async def test_a_scale_down_lets_the_calls_in_flight_finish(user):
+    """An instance chosen for a scale-down is stopped once its calls in flight are
+    answered (within a 10 s grace), not while a caller waits on it: two instances each
+    serving a 4 s call, `max_instances` lowered to 1 → both calls are answered, and only
+    then does one instance stop."""
+    api, controller, _ = user
+    app = await controller.install(
+        source=SERVING_SCRIPT,
+        manifest=_manifest("Drained echo", min_instances=2, max_instances=2),
+        overwrite=True,
+    )
+    app_id = app["id"]
+    await controller.start(app_id, wait_for_service="echo")
+    two = await _until(lambda: _instances_exactly(controller, app_id, 2), 30, "two instances")
+    ws = api.config.workspace
+    services = [await api.get_service(f"{ws}/{sid.split('/')[-1]}:echo") for sid in two]
+    calls = [asyncio.ensure_future(svc.slow(i, 4)) for i, svc in enumerate(services)]
+    await asyncio.sleep(0.5)
+    config = dict(_manifest("x")["autoscaling"], min_instances=1, max_instances=1)
+    await controller.edit_app(app_id, autoscaling_config=config)
+    await controller.commit_app(app_id)
+    await asyncio.sleep(2)
+    assert len(await _instances(controller, app_id)) == 2, "stopped while a call was in flight"
+    answers = await asyncio.wait_for(asyncio.gather(*calls), 15)
+    assert sorted(x for _, x in answers) == [0, 1]
+    assert {who.split("/")[-1] for who, _ in answers} == {sid.split("/")[-1] for sid in two}
+    left = await _until(lambda: _instances_exactly(controller, app_id, 1), 15, "one instance")
+    assert left[0] in two
 
 
 async def _instances_at_least(controller, app_id, n):

@@ -471,4 +471,19 @@ impl ControlService for ServerApps {
             self.lazy_start(ctx, want).await.map_err(ManagerError::from)
         }))
     }
+
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        Box::pin(self.autoscale_shutdown())
+    }
+
+    fn selection_mode<'a>(
+        &'a self,
+        ctx: &'a Ctx,
+        service_id: &'a str,
+    ) -> Option<BoxFuture<'a, Option<String>>> {
+        let want = lazy::LazyTarget::parse(ctx, service_id)?;
+        Some(Box::pin(
+            async move { self.service_selection_mode(&want).await },
+        ))
+    }
 }

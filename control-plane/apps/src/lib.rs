@@ -20,4 +20,4 @@ pub mod workers;
 
 pub use controller::{AppsOptions, ServerApps};
 pub use error::{AppsError, AppsResult};
-pub use sessions::{LockGuard, MemorySessions, RedisSessions, SessionStore, StoreError};
+pub use sessions::{Load, LockGuard, MemorySessions, RedisSessions, SessionStore, StoreError};

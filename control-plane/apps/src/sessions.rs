@@ -80,12 +80,47 @@ pub trait SessionStore: Send + Sync + 'static {
         worker_id: &str,
         disabled: bool,
     ) -> StoreResult<()>;
-    /// Publishes the load (requests per minute) of each session in `loads`, each figure
-    /// expiring `ttl` from now (the autoscaler: a node publishes what it sampled of the
-    /// instances whose connection it holds). A figure replaces the session's previous one.
-    async fn put_loads(&self, loads: &[(String, f64)], ttl: Duration) -> StoreResult<()>;
+    /// Publishes the [`Load`] of each session in `loads`, each figure expiring `ttl` from
+    /// now (the autoscaler: a node publishes what it sampled of the instances whose
+    /// connection it holds). A figure replaces the session's previous one.
+    async fn put_loads(&self, loads: &[(String, Load)], ttl: Duration) -> StoreResult<()>;
     /// The published, unexpired load figures of those `ids` that have one.
-    async fn loads(&self, ids: &[String]) -> StoreResult<HashMap<String, f64>>;
+    async fn loads(&self, ids: &[String]) -> StoreResult<HashMap<String, Load>>;
+}
+
+/// One app instance's load as the node holding its connection sampled it (the
+/// autoscaler's published figures, apps-workers.md §5.2).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Load {
+    /// Frames the instance's client sent per minute over the sampling window.
+    pub requests_per_minute: f64,
+    /// Calls delivered to the instance and not answered yet, at the sample.
+    pub in_flight: f64,
+}
+
+impl Load {
+    /// The figure as stored in Redis: `"<requests_per_minute> <in_flight>"`.
+    pub fn encode(&self) -> String {
+        format!("{} {}", self.requests_per_minute, self.in_flight)
+    }
+
+    /// Parses [`Load::encode`]'s text (a bare number, an older node's, is requests per
+    /// minute with nothing in flight); `None` for anything else.
+    pub fn decode(text: &str) -> Option<Load> {
+        let mut parts = text.split(' ');
+        let requests_per_minute = parts.next()?.parse().ok()?;
+        let in_flight = match parts.next() {
+            Some(v) => v.parse().ok()?,
+            None => 0.0,
+        };
+        if parts.next().is_some() {
+            return None;
+        }
+        Some(Load {
+            requests_per_minute,
+            in_flight,
+        })
+    }
 }
 
 /// The `id` of a record, or the error [`SessionStore::put`] gives for one without.
@@ -107,7 +142,7 @@ pub struct MemorySessions {
     records: DashMap<String, (Value, Option<Instant>)>,
     locks: DashMap<String, (String, Instant)>,
     disabled: DashMap<String, HashSet<String>>,
-    loads: DashMap<String, (f64, Instant)>,
+    loads: DashMap<String, (Load, Instant)>,
 }
 
 fn live<T>(entry: &(T, Option<Instant>)) -> bool {
@@ -204,17 +239,17 @@ impl SessionStore for MemorySessions {
         Ok(())
     }
 
-    async fn put_loads(&self, loads: &[(String, f64)], ttl: Duration) -> StoreResult<()> {
+    async fn put_loads(&self, loads: &[(String, Load)], ttl: Duration) -> StoreResult<()> {
         let now = Instant::now();
         self.loads.retain(|_, e| e.1 > now);
         let until = now + ttl;
-        for (id, rpm) in loads {
-            self.loads.insert(id.clone(), (*rpm, until));
+        for (id, load) in loads {
+            self.loads.insert(id.clone(), (*load, until));
         }
         Ok(())
     }
 
-    async fn loads(&self, ids: &[String]) -> StoreResult<HashMap<String, f64>> {
+    async fn loads(&self, ids: &[String]) -> StoreResult<HashMap<String, Load>> {
         let now = Instant::now();
         Ok(ids
             .iter()

@@ -3,7 +3,7 @@
 //! cluster see it). Redis must be reachable at 127.0.0.1:6379; the test starts a local
 //! `redis-server` if it is down and fails if it cannot.
 
-use rhizo_apps::{LockGuard, MemorySessions, RedisSessions, SessionStore};
+use rhizo_apps::{Load, LockGuard, MemorySessions, RedisSessions, SessionStore};
 use serde_json::json;
 use std::collections::{HashMap, HashSet};
 use std::process::Command;
@@ -203,31 +203,38 @@ async fn exercise(a: Arc<dyn SessionStore>, b: Arc<dyn SessionStore>) {
         .unwrap()
         .is_empty());
     a.put_loads(&[], Duration::from_secs(5)).await.unwrap();
+    let load = |requests_per_minute: f64, in_flight: f64| Load {
+        requests_per_minute,
+        in_flight,
+    };
     let short = Duration::from_millis(200);
-    a.put_loads(&[(x.clone(), 120.5), (y.clone(), 0.0)], short)
-        .await
-        .unwrap();
+    a.put_loads(
+        &[(x.clone(), load(120.5, 3.0)), (y.clone(), load(0.0, 0.0))],
+        short,
+    )
+    .await
+    .unwrap();
     let got = b
         .loads(&[x.clone(), y.clone(), unknown.clone()])
         .await
         .unwrap();
     assert_eq!(
         got,
-        HashMap::from([(x.clone(), 120.5), (y.clone(), 0.0)]),
+        HashMap::from([(x.clone(), load(120.5, 3.0)), (y.clone(), load(0.0, 0.0))]),
         "read by another node; unknown ids left out"
     );
     // A newer figure replaces the old one (and renews its TTL); the other expires.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    b.put_loads(&[(x.clone(), 3000.0)], Duration::from_secs(5))
+    b.put_loads(&[(x.clone(), load(3000.0, 0.5))], Duration::from_secs(5))
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(
         a.loads(&[x.clone(), y.clone()]).await.unwrap(),
-        HashMap::from([(x.clone(), 3000.0)]),
+        HashMap::from([(x.clone(), load(3000.0, 0.5))]),
         "y expired, x renewed"
     );
-    a.put_loads(&[(x.clone(), 1.0)], Duration::from_millis(50))
+    a.put_loads(&[(x.clone(), load(1.0, 1.0))], Duration::from_millis(50))
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(120)).await;
@@ -235,6 +242,26 @@ async fn exercise(a: Arc<dyn SessionStore>, b: Arc<dyn SessionStore>) {
         b.loads(std::slice::from_ref(&x)).await.unwrap().is_empty(),
         "expired"
     );
+}
+
+#[test]
+fn load_figures_round_trip_through_their_text() {
+    let l = Load {
+        requests_per_minute: 1234.5,
+        in_flight: 7.0,
+    };
+    assert_eq!(Load::decode(&l.encode()), Some(l));
+    assert_eq!(
+        Load::decode("60"),
+        Some(Load {
+            requests_per_minute: 60.0,
+            in_flight: 0.0
+        }),
+        "a bare number is requests per minute"
+    );
+    for bad in ["", "x", "1 y", "1 2 3", "1  2"] {
+        assert_eq!(Load::decode(bad), None, "{bad:?}");
+    }
 }
 
 #[tokio::test]

@@ -27,26 +27,41 @@
 //!   a published figure is at most one pass older than a local one.
 //! * **Calls in flight** (`metric_type: "concurrency"`): the router's count of calls
 //!   delivered to the app client and not yet answered (`ClientPresence::calls_in_flight`),
-//!   read at each pass for instances connected to this node; not published, so an
-//!   instance connected to another node than the leader counts with 0. The calls waiting
-//!   for a lazy start are not sampled (0): lazy start wakes a scaled-to-zero app by
-//!   itself.
+//!   read at each pass for instances connected to this node and published with the
+//!   requests per minute (one [`Load`](crate::Load) per instance), so the leader sees
+//!   every node's. The calls **waiting for a lazy start** of the app (callers inside
+//!   `lazy_start`, counted per `ws/app` by [`Autoscale::waiting`]) are published per app
+//!   under the pseudo-session `<ws>/<app>#waiting` and add to the signal as
+//!   [`Snapshot::waiting_calls`]: a burst of calls at an app starting its first instance
+//!   asks for as many instances as it needs at once. Nodes publish one figure per app,
+//!   so when calls wait on several nodes at once the leader sees the last one published
+//!   (a lower bound).
+//! * **Left-behind starts**: a `starting` record more than [`STALE_START_GRACE`] past its
+//!   `startup_timeout` belongs to a node that died while starting it (a live node removes
+//!   a failed start itself); a pass removes it, or it would count as an instance for ever.
 //! * **Instances** are the records of the app in the workspace that are not stopped and not
 //!   a verification run (`_stage`), starting ones included (so that a pass does not start
 //!   again what is starting). A pass waits for the starts it makes before the next pass.
 //!   A starting instance is never stopped (it may be a lazy start's, with a caller
 //!   waiting), and scaling to zero forgets the app's state, so the instance the next call
 //!   starts gets a fresh idle clock.
+//! * **Draining**: an instance chosen for a scale-down is taken out of the count at once
+//!   (its stop lock taken) and stopped by a task of its own once its calls in flight
+//!   are answered, or after [`DRAIN_GRACE`] (10 s) — so a pass is never held by a slow
+//!   call and a caller mid-call is not cut off. New calls can still reach it while it
+//!   drains (callers pick among the registered services).
 //! * **Leader** (§5.4): the store lock `autoscaler-leader`, taken with `SET NX PX` and
 //!   extended (compare and extend) every pass; its TTL is 15 s or three passes, whichever
 //!   is longer. With the in-memory store (one node) this node always leads. A node that
-//!   loses the lease drops its decision states (not its samples: it keeps publishing). The
-//!   lease is not released on shutdown: it expires.
+//!   loses the lease drops its decision states (not its samples: it keeps publishing). A
+//!   node shutting down makes no more passes and releases the lease
+//!   ([`ServerApps::autoscale_shutdown`]), so another node leads at its next pass; a node
+//!   that dies leaves it to expire.
 
 use super::run::{startup_ctx, StartRequest};
 use super::ServerApps;
 use crate::autoscaler::{Decision, DownReason, InstanceLoad, Policy, ScalerState, Snapshot};
-use crate::sessions::{app_of, ws_of, LockGuard};
+use crate::sessions::{app_of, ws_of, Load, LockGuard};
 use crate::workers::root_ctx;
 use dashmap::DashMap;
 use serde_json::Value;
@@ -105,6 +120,46 @@ pub(crate) struct Autoscale {
     stopped: std::sync::atomic::AtomicU64,
     /// Whether the last pass that needed the lease held it.
     leading: std::sync::atomic::AtomicBool,
+    /// Per `ws/app`: the calls on this node waiting for a lazy start of the app.
+    waiting: DashMap<String, u64>,
+    /// Set at shutdown: no more passes, the lease released.
+    closed: std::sync::atomic::AtomicBool,
+    /// The sessions a scale-down is draining and stopping: no longer counted.
+    draining: dashmap::DashSet<String>,
+}
+
+/// One call waiting for a lazy start, counted in [`Autoscale::waiting`] while it lives.
+#[derive(Debug)]
+pub(crate) struct Waiting<'a> {
+    map: &'a DashMap<String, u64>,
+    key: String,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.map.remove_if_mut(&self.key, |_, n| {
+            *n = n.saturating_sub(1);
+            *n == 0
+        });
+    }
+}
+
+impl Autoscale {
+    /// Counts one call waiting for a lazy start of app `key` (`ws/app`) until the guard
+    /// drops.
+    pub(crate) fn waiting(&self, key: &str) -> Waiting<'_> {
+        *self.waiting.entry(key.to_owned()).or_default() += 1;
+        Waiting {
+            map: &self.waiting,
+            key: key.to_owned(),
+        }
+    }
+}
+
+/// The pseudo-session under which a node publishes the calls waiting for a lazy start
+/// of app `key` (`ws/app`).
+fn waiting_id(key: &str) -> String {
+    format!("{key}#waiting")
 }
 
 impl Default for Autoscale {
@@ -118,6 +173,9 @@ impl Default for Autoscale {
             started: Default::default(),
             stopped: Default::default(),
             leading: Default::default(),
+            waiting: DashMap::new(),
+            closed: Default::default(),
+            draining: Default::default(),
         }
     }
 }
@@ -256,6 +314,9 @@ impl ServerApps {
         let a = &self.autoscale;
         let ttl = lease_ttl(self.options.autoscale_interval);
         let mut lease = a.lease.lock().await;
+        if a.closed.load(std::sync::atomic::Ordering::Relaxed) {
+            return false;
+        }
         if let Some(held) = lease.as_ref() {
             match self.sessions.extend(held, ttl).await {
                 Ok(true) => return true,
@@ -284,17 +345,47 @@ impl ServerApps {
         }
     }
 
+    /// Shutdown: no more passes, and the lease released so that another node leads at
+    /// once rather than when it expires.
+    pub(super) async fn autoscale_shutdown(&self) {
+        let a = &self.autoscale;
+        a.closed.store(true, std::sync::atomic::Ordering::Relaxed);
+        let held = a.lease.lock().await.take();
+        a.leading.store(false, std::sync::atomic::Ordering::Relaxed);
+        if let Some(lease) = held {
+            match self.sessions.unlock(&lease).await {
+                Ok(()) => tracing::info!("autoscaler leader lease released"),
+                Err(e) => tracing::info!(error = %e, "autoscaler lease not released; it expires"),
+            }
+        }
+    }
+
     /// One pass over every autoscaled app with instances (module doc).
     pub(super) async fn autoscale_pass(&self) {
+        if self
+            .autoscale
+            .closed
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return;
+        }
         let Ok(host) = self.host().cloned() else {
             return;
         };
         let records = self.records().await;
         let a = &self.autoscale;
         let mut apps: BTreeMap<(String, String), Vec<Value>> = BTreeMap::new();
+        let wall = rhizo_control_plane::tokens::now_secs();
         for s in records {
+            if stale_start(&s, wall) {
+                self.forget_stale_start(&s).await;
+                continue;
+            }
             if s.get("status").and_then(Value::as_str) == Some("stopped")
                 || s.get("_stage").and_then(Value::as_bool) == Some(true)
+                || s.get("id")
+                    .and_then(Value::as_str)
+                    .is_some_and(|id| a.draining.contains(id))
             {
                 continue;
             }
@@ -305,7 +396,7 @@ impl ServerApps {
         let now = Instant::now();
         // Every node, leader or not, samples the instances whose connection it holds and
         // publishes their load for the leader (module doc, "Load").
-        let mut local: HashMap<String, f64> = HashMap::new();
+        let mut local: HashMap<String, Load> = HashMap::new();
         let mut live_sessions = HashSet::new();
         for s in apps.values().flatten() {
             let Some(id) = s.get("id").and_then(Value::as_str) else {
@@ -315,7 +406,9 @@ impl ServerApps {
             // A starting instance's own traffic (connecting, registering) is not
             // load: it is counted, with 0, until it runs.
             let running = s.get("status").and_then(Value::as_str) == Some("running");
-            let frames = host.client(id).filter(|_| running).map(|p| p.frames_in);
+            let presence = host.client(id).filter(|_| running);
+            let frames = presence.as_ref().map(|p| p.frames_in);
+            let in_flight = presence.map_or(0.0, |p| p.calls_in_flight as f64);
             let mut entry = a.samples.entry(id.to_owned()).or_insert_with(|| Samples {
                 first_seen: now,
                 counts: VecDeque::new(),
@@ -330,11 +423,28 @@ impl ServerApps {
             {
                 entry.counts.pop_front();
             }
-            local.insert(id.to_owned(), window_rate(&entry.counts, LOAD_WINDOW));
+            let load = Load {
+                requests_per_minute: window_rate(&entry.counts, LOAD_WINDOW),
+                in_flight,
+            };
+            local.insert(id.to_owned(), load);
         }
         a.samples.retain(|id, _| live_sessions.contains(id));
-        if !local.is_empty() {
-            let loads: Vec<(String, f64)> = local.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        let waiting_here: Vec<(String, Load)> = a
+            .waiting
+            .iter()
+            .map(|e| {
+                let load = Load {
+                    requests_per_minute: 0.0,
+                    in_flight: *e.value() as f64,
+                };
+                (waiting_id(e.key()), load)
+            })
+            .collect();
+        if !local.is_empty() || !waiting_here.is_empty() {
+            let mut loads: Vec<(String, Load)> =
+                local.iter().map(|(k, v)| (k.clone(), *v)).collect();
+            loads.extend(waiting_here);
             let ttl = load_ttl(self.options.autoscale_interval);
             if let Err(e) = self.sessions.put_loads(&loads, ttl).await {
                 tracing::debug!(error = %e, "instance loads not published");
@@ -346,12 +456,17 @@ impl ServerApps {
             a.states.clear();
             return;
         }
-        // The instances connected elsewhere: the figures their nodes published.
-        let remote: Vec<String> = live_sessions
+        // The instances connected elsewhere: the figures their nodes published; and the
+        // calls waiting for each app on any node.
+        let mut remote: Vec<String> = live_sessions
             .iter()
             .filter(|id| !local.contains_key(*id))
             .cloned()
             .collect();
+        remote.extend(
+            apps.keys()
+                .map(|(ws, app)| waiting_id(&format!("{ws}/{app}"))),
+        );
         let published = match self.sessions.loads(&remote).await {
             Ok(m) => m,
             Err(e) => {
@@ -390,32 +505,30 @@ impl ServerApps {
                     .unwrap_or_default()
                     .to_owned();
                 let running = s.get("status").and_then(Value::as_str) == Some("running");
-                let rpm = if running {
+                let load = if running {
                     local
                         .get(&id)
                         .or_else(|| published.get(&id))
                         .copied()
-                        .unwrap_or(0.0)
+                        .unwrap_or_default()
                 } else {
-                    0.0
+                    Load::default()
                 };
                 let first_seen = a.samples.get(&id).map_or(now, |e| e.first_seen);
-                // Calls in flight now, counted by the router of the node holding the
-                // connection (not published: a remote instance counts with 0).
-                let in_flight = host
-                    .client(&id)
-                    .filter(|_| running)
-                    .map_or(0.0, |p| p.calls_in_flight as f64);
                 instances.push(InstanceLoad {
                     session_id: id,
-                    requests_per_minute: rpm,
-                    in_flight,
+                    requests_per_minute: load.requests_per_minute,
+                    in_flight: load.in_flight,
                     started_at: first_seen.duration_since(a.epoch),
                 });
             }
+            // Published by every node with waiting calls (this one's included).
+            let waiting = published
+                .get(&waiting_id(&key))
+                .map_or(0, |l| l.in_flight.clamp(0.0, f64::from(u32::MAX)) as u32);
             let snapshot = Snapshot {
                 instances,
-                waiting_calls: 0,
+                waiting_calls: waiting,
             };
             let state = a.states.get(&key).map(|s| s.clone()).unwrap_or_default();
             let outcome = policy.decide(&state, &snapshot, clock);
@@ -480,23 +593,97 @@ impl ServerApps {
                         if !self.claim_stop(&id).await {
                             continue;
                         }
-                        match self.stop_record(s).await {
-                            Ok(()) => {
-                                a.stopped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                                a.samples.remove(&id);
-                                tracing::info!(app = %key, session = %id,
-                                    "autoscaler stopped an instance");
-                            }
-                            Err(e) => {
-                                tracing::info!(session = %id, error = %e, "autoscaler stop failed")
-                            }
-                        }
+                        let Some(me) = self.me.upgrade() else { return };
+                        a.draining.insert(id.clone());
+                        let (record, key) = (s.clone(), key.clone());
+                        tokio::spawn(async move { me.drain_and_stop(&key, &id, &record).await });
                     }
                 }
             }
         }
         a.states.retain(|k, _| live_apps.contains(k));
         a.observed.retain(|k, _| live_apps.contains(k));
+    }
+}
+
+/// How long a scale-down waits for an instance's calls in flight to be answered before
+/// it stops the instance anyway.
+const DRAIN_GRACE: Duration = Duration::from_secs(10);
+
+/// How often a draining instance's calls in flight are looked at.
+const DRAIN_POLL: Duration = Duration::from_millis(100);
+
+impl ServerApps {
+    /// Scale-down of one instance: waits up to [`DRAIN_GRACE`] for its calls in flight
+    /// to be answered (the router's count when its connection is on this node, else the
+    /// figure its node publishes every pass), then stops it (stop lock already taken).
+    async fn drain_and_stop(&self, key: &str, id: &str, record: &Value) {
+        let a = &self.autoscale;
+        let deadline = Instant::now() + DRAIN_GRACE;
+        loop {
+            let in_flight = match self.host().ok().and_then(|h| h.client(id)) {
+                Some(p) => p.calls_in_flight as f64,
+                None => self
+                    .sessions
+                    .loads(&[id.to_owned()])
+                    .await
+                    .ok()
+                    .and_then(|m| m.get(id).copied())
+                    .map_or(0.0, |l| l.in_flight),
+            };
+            if in_flight <= 0.0 {
+                break;
+            }
+            if Instant::now() >= deadline {
+                tracing::info!(app = %key, session = %id, in_flight,
+                    "instance not drained within the grace; stopping it anyway");
+                break;
+            }
+            tokio::time::sleep(DRAIN_POLL).await;
+        }
+        match self.stop_record(record).await {
+            Ok(()) => {
+                a.stopped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                a.samples.remove(id);
+                tracing::info!(app = %key, session = %id, "autoscaler stopped an instance");
+            }
+            Err(e) => tracing::info!(session = %id, error = %e, "autoscaler stop failed"),
+        }
+        a.draining.remove(id);
+    }
+}
+
+/// How long past its startup timeout a `starting` record is kept before it counts as
+/// left behind by a node that died while starting it.
+const STALE_START_GRACE: f64 = 30.0;
+
+/// Whether `record` is a start that cannot be in progress any more at wall-clock time
+/// `now` (seconds): still `starting` more than [`STALE_START_GRACE`] past its
+/// `startup_timeout` (the node starting it would have given up and removed it; it died).
+fn stale_start(record: &Value, now: u64) -> bool {
+    if record.get("status").and_then(Value::as_str) != Some("starting") {
+        return false;
+    }
+    let (Some(started), Some(timeout)) = (
+        record.get("started_at").and_then(Value::as_u64),
+        record.get("startup_timeout").and_then(Value::as_f64),
+    ) else {
+        return false;
+    };
+    now as f64 > started as f64 + timeout + STALE_START_GRACE
+}
+
+impl ServerApps {
+    /// Removes a start left behind by a dead node ([`stale_start`]), so that it no longer
+    /// counts as an instance (a starting instance is never stopped). Exactly one node
+    /// removes it.
+    async fn forget_stale_start(&self, record: &Value) {
+        let Some(id) = record.get("id").and_then(Value::as_str) else {
+            return;
+        };
+        if let Ok(Some(_)) = self.sessions.remove(id).await {
+            tracing::warn!(session = %id, "removed an app start left behind by a node that died");
+        }
     }
 }
 
@@ -561,6 +748,22 @@ mod tests {
             Duration::from_secs(15)
         );
         assert_eq!(lease_ttl(Duration::from_secs(10)), Duration::from_secs(30));
+    }
+
+    #[test]
+    fn starts_left_behind_are_stale_only_past_their_timeout_and_grace() {
+        let rec = |status: &str| serde_json::json!({"status": status, "started_at": 1000, "startup_timeout": 60.0});
+        assert!(!stale_start(&rec("starting"), 1000));
+        assert!(!stale_start(&rec("starting"), 1090), "within the grace");
+        assert!(stale_start(&rec("starting"), 1091));
+        assert!(!stale_start(&rec("running"), 5000), "only starts");
+        assert!(
+            !stale_start(
+                &serde_json::json!({"status": "starting", "started_at": 1}),
+                5000
+            ),
+            "an older record without a timeout is left alone"
+        );
     }
 
     #[test]

@@ -62,6 +62,7 @@ impl ServerApps {
     pub(crate) async fn lazy_start(&self, ctx: &Ctx, want: LazyTarget) -> AppsResult<String> {
         let not_found = || AppsError::NotFound(format!("Service not found: {}", want.full));
         let key = format!("{}/{}", want.ws, want.app);
+        let _counted = self.autoscale.waiting(&key);
         let lock = self.start_locks.entry(key.clone()).or_default().clone();
         let _one = lock.lock().await;
         if let Some(id) = self.running_service(&want).await? {
@@ -177,16 +178,7 @@ impl ServerApps {
             })
             .collect();
         let pick = if found.len() > 1 {
-            let mode = self
-                .read_app(&want.ws, &want.app, None, false)
-                .await
-                .ok()
-                .and_then(|m| {
-                    m.get("service_selection_mode")
-                        .and_then(Value::as_str)
-                        .map(str::to_owned)
-                });
-            match mode.as_deref() {
+            match self.service_selection_mode(want).await.as_deref() {
                 None | Some("random") => rand::random::<usize>() % found.len(),
                 Some(_) => 0,
             }
@@ -196,6 +188,27 @@ impl ServerApps {
         Ok(found
             .get(pick)
             .map(|cid| format!("{}/{cid}:{}", want.ws, want.name)))
+    }
+}
+
+impl ServerApps {
+    /// The `service_selection_mode` of the app `want` names, from its manifest; for an
+    /// autoscaled app that sets none, `"random"` (its instances are interchangeable, and
+    /// `exact` would fail as soon as a second one starts); `None` when it sets none
+    /// otherwise or the app is not installed.
+    pub(crate) async fn service_selection_mode(&self, want: &LazyTarget) -> Option<String> {
+        let manifest = self.read_app(&want.ws, &want.app, None, false).await.ok()?;
+        if let Some(mode) = manifest
+            .get("service_selection_mode")
+            .and_then(Value::as_str)
+        {
+            return Some(mode.to_owned());
+        }
+        crate::manifest::autoscaling(&manifest)
+            .ok()
+            .flatten()
+            .filter(|c| c.enabled)
+            .map(|_| "random".to_owned())
     }
 }
 

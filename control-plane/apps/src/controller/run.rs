@@ -296,6 +296,7 @@ impl ServerApps {
             "stop_after_inactive": stop_after,
             "status": "starting",
             "started_at": rhizo_control_plane::tokens::now_secs(),
+            "startup_timeout": timeout,
             "_stage": req.stage,
         });
         self.sessions.put(record.clone(), None).await?;

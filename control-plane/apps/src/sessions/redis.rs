@@ -17,7 +17,7 @@
 //! after [`CONNECT_TIMEOUT`] when it cannot connect and after [`RESPONSE_TIMEOUT`] when
 //! Redis does not answer, with a [`StoreError`].
 
-use super::{lock_token, record_id, LockGuard, SessionStore, StoreError, StoreResult};
+use super::{lock_token, record_id, Load, LockGuard, SessionStore, StoreError, StoreResult};
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde_json::Value;
@@ -273,15 +273,15 @@ impl SessionStore for RedisSessions {
             .map_err(err)
     }
 
-    async fn put_loads(&self, loads: &[(String, f64)], ttl: Duration) -> StoreResult<()> {
+    async fn put_loads(&self, loads: &[(String, Load)], ttl: Duration) -> StoreResult<()> {
         if loads.is_empty() {
             return Ok(());
         }
         let mut pipe = redis::pipe();
-        for (id, rpm) in loads {
+        for (id, load) in loads {
             pipe.cmd("SET")
                 .arg(self.load_key(id))
-                .arg(rpm.to_string())
+                .arg(load.encode())
                 .arg("PX")
                 .arg(millis(ttl))
                 .ignore();
@@ -290,7 +290,7 @@ impl SessionStore for RedisSessions {
         pipe.query_async::<()>(&mut conn).await.map_err(err)
     }
 
-    async fn loads(&self, ids: &[String]) -> StoreResult<HashMap<String, f64>> {
+    async fn loads(&self, ids: &[String]) -> StoreResult<HashMap<String, Load>> {
         if ids.is_empty() {
             return Ok(HashMap::new());
         }
@@ -304,7 +304,7 @@ impl SessionStore for RedisSessions {
         Ok(ids
             .iter()
             .zip(raws)
-            .filter_map(|(id, raw)| Some((id.clone(), raw?.parse::<f64>().ok()?)))
+            .filter_map(|(id, raw)| Some((id.clone(), Load::decode(&raw?)?)))
             .collect())
     }
 }

@@ -111,6 +111,10 @@ impl GetServiceInfo {
     }
 }
 
+/// How [`crate::registry::Registry::resolve`]'s error for several matches in `exact`
+/// mode starts.
+const MULTIPLE_FOUND: &str = "Multiple services found for ";
+
 // === impl Manager (service lookup) ===
 
 impl Manager {
@@ -150,7 +154,9 @@ impl Manager {
     /// Resolves `cmd.service_id`; when no live service matches an id naming an app
     /// (`svc@app_id`), a control-plane service that can bring it up (the server-apps
     /// controller's lazy start, apps-workers.md §1.7) does, and the id it answers is
-    /// resolved instead.
+    /// resolved instead. When several match an id naming an app and the caller gave no
+    /// mode, the app's own `service_selection_mode` picks (as the reference does), if a
+    /// control-plane service knows it.
     async fn resolve_or_start(
         &self,
         ctx: &Ctx,
@@ -166,6 +172,20 @@ impl Manager {
                     }
                 }
                 Err(ManagerError::NotFound(missing))
+            }
+            Err(ManagerError::InvalidArgument(several))
+                if mode.is_none()
+                    && cmd.service_id.contains('@')
+                    && several.starts_with(MULTIPLE_FOUND) =>
+            {
+                for s in self.services().iter() {
+                    if let Some(ask) = s.selection_mode(ctx, &cmd.service_id) {
+                        if let Some(app_mode) = ask.await {
+                            return self.registry.resolve(ctx, &cmd.service_id, Some(&app_mode));
+                        }
+                    }
+                }
+                Err(ManagerError::InvalidArgument(several))
             }
             other => other,
         }
