@@ -24,10 +24,11 @@ samples) and writes an SVG chart (and a PNG next to it when ``rsvg-convert`` or
 ``chromium`` is found); BENCHMARKS.md records a run. The generated files are not
 committed.
 
-``--metric concurrency`` runs the same ramp with ``metric_type: "concurrency"``; rhizo
-does not sample calls in flight yet (control-plane/apps/src/controller/autoscale.rs), so
-that metric sees no signal and the instance count only follows ``min_instances`` /
-lazy start — the run shows that, nothing more.
+``--metric concurrency`` runs the ramp with ``metric_type: "concurrency"`` (target
+``--target-concurrency`` calls in flight per instance, 2 by default); give the calls some
+work with ``--work-ms`` (each ``echo`` sleeps that long before answering, so calls in
+flight ≈ rate × work time), e.g. ``--metric concurrency --work-ms 200 --rates
+0,5,20,40,5,0``.
 """
 
 from __future__ import annotations
@@ -67,7 +68,12 @@ async def main():
         "client_id": me, "token": os.environ["HYPHA_TOKEN"],
     })
     await server.register_service({"id": "default", "config": {"visibility": "public"}, "setup": lambda: None})
-    await server.register_service({"id": "echo", "config": {"visibility": "public"}, "echo": lambda x: [me, x]})
+    async def echo(x):
+        if WORK_SECONDS:
+            await asyncio.sleep(WORK_SECONDS)
+        return [me, x]
+
+    await server.register_service({"id": "echo", "config": {"visibility": "public"}, "echo": echo})
     await server.serve()
 
 asyncio.run(main())
@@ -198,7 +204,7 @@ async def run(url: str, args) -> dict:
     else:
         autoscaling["target_concurrency_per_instance"] = args.target_concurrency
     app = await controller.install(
-        source=SERVING_SCRIPT,
+        source=SERVING_SCRIPT.replace("WORK_SECONDS", repr(args.work_ms / 1000)),
         manifest={"name": "Autoscale bench", "type": "python-eval", "version": "0.1.0", "entry_point": "main.py",
                   "wait_for_exit": False, "service_selection_mode": "random", "autoscaling": autoscaling},
         overwrite=True, app_id="autoscale-bench",
@@ -441,6 +447,7 @@ def main() -> None:
     ap.add_argument("--tick-ms", type=int, default=500)
     ap.add_argument("--target", type=float, default=600.0, help="target_requests_per_instance (per minute)")
     ap.add_argument("--target-concurrency", type=float, default=2.0)
+    ap.add_argument("--work-ms", type=float, default=0.0, help="each echo sleeps this long")
     ap.add_argument("--min-instances", type=int, default=0)
     ap.add_argument("--max-instances", type=int, default=5)
     ap.add_argument("--up-cooldown", type=float, default=2.0)
@@ -477,6 +484,7 @@ def main() -> None:
             proc.kill()
     report = {
         "metric": args.metric,
+        "work_ms": args.work_ms,
         "tick_ms": args.tick_ms,
         "autoscaling": {
             "min_instances": args.min_instances, "max_instances": args.max_instances,
