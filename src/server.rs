@@ -163,6 +163,9 @@ impl ServerBuilder {
         );
         let mut services = ServiceSet::default();
         services.add(artifacts).map_err(|e| anyhow::anyhow!(e))?;
+        services
+            .add(login_service(s, uri.as_deref()).await?)
+            .map_err(|e| anyhow::anyhow!(e))?;
         if !s.disable_server_apps {
             services
                 .add(server_apps(s)?)
@@ -170,6 +173,16 @@ impl ServerBuilder {
         }
         for s in self.services {
             services.add(s).map_err(|e| anyhow::anyhow!(e))?;
+        }
+        services
+            .add(task_queue(s)?)
+            .map_err(|e| anyhow::anyhow!(e))?;
+        if !s.disable_agent_skills {
+            // Described in `public`: every control-plane service added before it.
+            let ids = services.iter().map(|c| c.id()).collect();
+            services
+                .add(rhizo_skills::AgentSkills::new(ids))
+                .map_err(|e| anyhow::anyhow!(e))?;
         }
         let (manager, hooks) = rhizo_control_plane::start_with_services(
             config,
@@ -354,6 +367,38 @@ fn server_apps(s: &Settings) -> anyhow::Result<Arc<rhizo_apps::ServerApps>> {
         ),
     };
     Ok(rhizo_apps::ServerApps::new(options, sessions))
+}
+
+/// `public/hypha-login` (workspace-api.md §9.1), with local accounts in the database at
+/// `uri` (in memory without one) when `--enable-local-auth` is on.
+async fn login_service(s: &Settings, uri: Option<&str>) -> anyhow::Result<Arc<dyn ControlService>> {
+    use rhizo_login::{LoginService, UserStore};
+    let users = match (s.enable_local_auth, uri) {
+        (false, _) => None,
+        (true, None) => Some(UserStore::memory()),
+        (true, Some(uri)) => Some(
+            UserStore::connect(uri)
+                .await
+                .context("opening the local accounts table (--database-uri)")?,
+        ),
+    };
+    Ok(LoginService::new(users))
+}
+
+/// The task queue (`public/queue`, workspace-api.md §9.2): its queues in the cluster's
+/// Redis with `--redis-uri` (a task pushed on one node pops on any), else in memory.
+fn task_queue(s: &Settings) -> anyhow::Result<Arc<rhizo_queue::TaskQueue>> {
+    let store: Arc<dyn rhizo_queue::QueueStore> = match s.redis_uri.as_deref() {
+        None => Arc::new(rhizo_queue::MemoryQueues::new()),
+        Some(uri) => Arc::new(
+            rhizo_queue::RedisQueues::new(uri, &s.redis_prefix)
+                .map_err(|e| anyhow::anyhow!("--redis-uri: {e}"))?,
+        ),
+    };
+    Ok(rhizo_queue::TaskQueue::new(
+        store,
+        rhizo_queue::QueueLimits::default(),
+    ))
 }
 
 /// The Bus picked once at start: Redis with `--redis-uri` (node id = the server id), else

@@ -151,6 +151,11 @@ pub struct Settings {
     /// Turn server apps off (no `public/server-apps`, no built-in workers).
     #[arg(long, env = "RHIZO_DISABLE_SERVER_APPS")]
     pub disable_server_apps: bool,
+    /// Local accounts on the log-in page (`public/hypha-login`, `/login`): people sign up
+    /// and log in with e-mail + password (argon2 hashes in the `--database-uri` database)
+    /// instead of an external identity provider. Off: the page only accepts a token.
+    #[arg(long, env = "HYPHA_ENABLE_LOCAL_AUTH")]
+    pub enable_local_auth: bool,
     /// Where the front-end packages the server serves live (the hypha-rpc JS client at
     /// `/assets/hypha-rpc-websocket.mjs`, Pyodide at `/assets/pyodide/`): the `node_modules`
     /// of `assets/package.json`, installed by `bash assets/setup.sh` (tests/run.sh does).
@@ -179,6 +184,10 @@ pub struct Settings {
     /// `~/.cache/rhizo-conda-envs`; at most 10 environments, 30 days each).
     #[arg(long, env = "CONDA_CACHE_DIR")]
     pub conda_cache_dir: Option<PathBuf>,
+    /// Turn the agent-skills documents off (`/{ws}/agent-skills/…`, `/ws/agent-skills/…`
+    /// and `public/agent-skills` then answer 404 / are absent).
+    #[arg(long, env = "HYPHA_DISABLE_AGENT_SKILLS")]
+    pub disable_agent_skills: bool,
 }
 
 /// A setting that cannot be used, found before anything is bound. `rhizo serve` exits
