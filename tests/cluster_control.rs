@@ -454,7 +454,7 @@ async fn a_singleton_on_one_node_binds_the_name_on_another() {
     }
     let refused = refused.expect("B refuses the name of A's singleton");
     assert!(
-        refused.contains("singleton service with the name 'solo'"),
+        refused.contains("A singleton service with the same name (solo)"),
         "{refused}"
     );
     drop((owner, other));

@@ -40,28 +40,28 @@ pub fn emit(router: &dyn RouterControl, ws: &str, kind: &str, data: Value) {
 }
 
 /// Checks the names a client in `ws` wants to subscribe to: no names that point into
-/// another workspace (workspace-api.md §5.5). Errors: [`ManagerError::InvalidArgument`].
+/// another workspace (workspace-api.md §5.5). Errors: [`ManagerError::Permission`] (the text says "forbidden").
 pub fn check_subscription(ws: &str, name: &str) -> ManagerResult<()> {
+    /// A permission error, as the reference raises one, that says it is forbidden.
+    fn foreign_events(name: &str) -> ManagerError {
+        ManagerError::Permission(format!(
+            "Permission denied: subscribing to events of another workspace is forbidden ({name})"
+        ))
+    }
     if SYSTEM_EVENTS.contains(&name) {
         return Ok(());
     }
     let foreign = |prefix: &str| prefix != ws;
     if let Some((first, _)) = name.split_once('/') {
         if foreign(first) {
-            return Err(ManagerError::InvalidArgument(format!(
-                "Cannot subscribe to events of another workspace: {name}"
-            )));
+            return Err(foreign_events(name));
         }
     } else if let Some((first, _)) = name.split_once(':') {
         if first.starts_with("ws-") && foreign(first) {
-            return Err(ManagerError::InvalidArgument(format!(
-                "Cannot subscribe to events of another workspace: {name}"
-            )));
+            return Err(foreign_events(name));
         }
     } else if name.starts_with("ws-") && foreign(name) {
-        return Err(ManagerError::InvalidArgument(format!(
-            "Cannot subscribe to events of another workspace: {name}"
-        )));
+        return Err(foreign_events(name));
     }
     Ok(())
 }

@@ -231,3 +231,20 @@ async def test_unregister_own_service_when_name_is_shared(workspace_pair, connec
     assert f"{ws}/{owner.config.client_id}:shared" in ids
     assert f"{ws}/{member.config.client_id}:shared" not in ids
     assert await (await owner.get_service("shared")).who() == "owner"
+
+
+async def test_reference_wording_clients_match_on(connect):
+    """The refusals worded as the reference words them (issue 16 item 7)."""
+    a = await connect(client_id=unique_id("a"))
+    b = await connect(client_id=unique_id("b"))
+    exc = await expect_error(a.list_services({"workspace": b.config.workspace}, include_unlisted=True))
+    assert f"Cannot include unlisted services from workspace {b.config.workspace}" in str(exc)
+    exc = await expect_error(a.list_services({"workspace": "*"}, include_unlisted=True))
+    assert "Cannot include unlisted services when searching all workspaces" in str(exc)
+    exc = await expect_error(a.subscribe(f"{b.config.workspace}/some_event"))
+    assert "forbidden" in str(exc)
+    await a.register_service({"id": "solo", "config": {"singleton": True}, "f": lambda: 1})
+    a2 = await connect(client_id=unique_id("a2"), workspace=a.config.workspace,
+                       token=await a.generate_token())
+    exc = await expect_error(a2.register_service({"id": "solo", "config": {"singleton": True}, "f": lambda: 2}))
+    assert "A singleton service with the same name" in str(exc)

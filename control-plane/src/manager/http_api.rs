@@ -87,7 +87,9 @@ impl Manager {
         kwargs: Value,
         mode: Option<&str>,
     ) -> ManagerResult<Value> {
-        if service_id == "ws" {
+        // `ws` (rhizo's name) and `~` (the reference's id of the default service) both
+        // name the manager's own functions, run here.
+        if service_id == "ws" || service_id == "~" {
             let call = Call {
                 method: format!("services.default.{function_key}"),
                 from: ctx.from.clone(),

@@ -129,9 +129,16 @@ impl Registry {
         include_unlisted: bool,
     ) -> ManagerResult<Vec<Value>> {
         let ws = query.ws.clone().unwrap_or_else(|| ctx.ws.clone());
+        // The reference's wording (clients and test suites match on it).
+        if include_unlisted && ws == "*" {
+            return Err(ManagerError::Permission(
+                "Cannot include unlisted services when searching all workspaces.".into(),
+            ));
+        }
         if include_unlisted && ws != ctx.ws {
             return Err(ManagerError::Permission(format!(
-                "include_unlisted is only allowed for your own workspace {}",
+                "Cannot include unlisted services from workspace {ws}. Only services from \
+                 your current workspace ({}) can include unlisted services.",
                 ctx.ws
             )));
         }

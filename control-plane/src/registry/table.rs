@@ -118,10 +118,12 @@ impl ServiceRecord {
 }
 
 /// The refusal of `record` because the singleton rule (workspace-api.md §2.4) binds its
-/// name in its workspace.
+/// name in its workspace, in the reference's wording (clients match on "A singleton
+/// service with the same name").
 pub(crate) fn singleton_taken(record: &ServiceRecord) -> ManagerError {
     ManagerError::InvalidArgument(format!(
-        "A singleton service with the name '{}' already exists in workspace {}",
+        "A singleton service with the same name ({}) already exists in the workspace ({}), \
+         please remove it first or use a different name.",
         record.name, record.ws
     ))
 }

@@ -112,7 +112,8 @@ impl Workspaces {
     }
 
     /// `register_service_type(type_info)` in the caller's workspace (§2.6): persisted and
-    /// announced as `workspace_changed`; returns the type with its full id `ws/id`.
+    /// announced as `workspace_changed`; returns the type with its id as given (`id` or
+    /// `ws/id`, as the reference returns it).
     ///
     /// Errors: [`ManagerError::Permission`] (no write permission, another workspace),
     /// [`ManagerError::InvalidArgument`] (no id or definition), [`ManagerError::NotFound`]
@@ -154,7 +155,7 @@ impl Workspaces {
             )));
         }
         self.changed(&ctx.ws).await?;
-        info["id"] = json!(format!("{ws}/{id}"));
+        info["id"] = json!(raw);
         Ok(value::from_json(&info))
     }
 
