@@ -66,8 +66,16 @@ const READINESS_STORE_TIMEOUT: std::time::Duration = std::time::Duration::from_s
 
 /// `/health/readiness`: 200 when the store answers a query within 3 s (the in-memory
 /// store always does), else 503 with the store's error, so that a balancer stops sending
-/// clients to an instance whose database is gone.
+/// clients to an instance whose database is gone; 503 also while something started
+/// with the instance has not finished ([`Manager::set_pending`]: the startup functions).
 async fn readiness(State(m): State<Arc<Manager>>) -> Response {
+    if let Some(what) = m.pending() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "DOWN", "detail": {"startup": format!("waiting for {what}")}})),
+        )
+            .into_response();
+    }
     let store = match tokio::time::timeout(READINESS_STORE_TIMEOUT, m.store().ping()).await {
         Ok(r) => r.map_err(|e| e.to_string()),
         Err(_) => Err("no answer within 3 s".to_owned()),

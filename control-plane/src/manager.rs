@@ -146,6 +146,9 @@ pub struct Manager {
     /// The cluster channel's queue and the fetches waiting on other nodes
     /// ([`crate::cluster`]).
     pub(crate) cluster: crate::cluster::Cluster,
+    /// What `/health/readiness` reports as not done yet (e.g. the startup functions of
+    /// `--startup-functions`, workspace-api.md §9.4); `None` once ready.
+    pending: std::sync::Mutex<Option<String>>,
 }
 
 /// A callback the manager hands to a client as an encoded method (`<session>.<name>` on
@@ -230,7 +233,19 @@ impl Manager {
             root_user: value::from_json(&root),
             services,
             cluster: crate::cluster::Cluster::new(),
+            pending: std::sync::Mutex::new(None),
         })
+    }
+
+    /// Marks the instance as not ready while `what` (e.g. `"startup functions"`) runs:
+    /// `/health/readiness` answers 503 with it until `set_pending(None)`.
+    pub fn set_pending(&self, what: Option<String>) {
+        *self.pending.lock().unwrap_or_else(|e| e.into_inner()) = what;
+    }
+
+    /// What keeps the instance from being ready, if anything ([`Manager::set_pending`]).
+    pub fn pending(&self) -> Option<String> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// The manager's client id, `manager-<server_id>`.
