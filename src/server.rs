@@ -177,6 +177,10 @@ impl ServerBuilder {
         services
             .add(task_queue(s)?)
             .map_err(|e| anyhow::anyhow!(e))?;
+        // `ws-user-root/admin-utils` (workspace-api.md §9.3), for the root user.
+        services
+            .add(rhizo_admin::AdminUtils::new())
+            .map_err(|e| anyhow::anyhow!(e))?;
         if !s.disable_agent_skills {
             // Described in `public`: every control-plane service added before it.
             let ids = services.iter().map(|c| c.id()).collect();
@@ -207,6 +211,8 @@ impl ServerBuilder {
         });
         let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
+            // The peer address reaches the handlers (blocked addresses, §9.3).
+            let app = app.into_make_service_with_connect_info::<SocketAddr>();
             axum::serve(listener, app)
                 .with_graceful_shutdown(async {
                     let _ = stop_rx.await;

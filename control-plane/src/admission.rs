@@ -176,10 +176,14 @@ impl Manager {
             self.workspaces.ensure_personal(&ws, &owner).await;
         }
         // Explicit grants win; listed ownership only fills in where the token grants nothing.
+        // Owners are listed by user id or by e-mail (workspace-api.md §2.5).
         let permission = user.permission(&ws).or_else(|| {
-            self.workspaces
-                .owned_by(&ws, &user.id)
-                .then_some(Permission::Admin)
+            let owns = self.workspaces.owned_by(&ws, &user.id)
+                || user
+                    .email
+                    .as_deref()
+                    .is_some_and(|e| !e.is_empty() && self.workspaces.owned_by(&ws, e));
+            owns.then_some(Permission::Admin)
         });
         let Some(permission) = permission else {
             return Err(setup_error(format!(
@@ -342,6 +346,9 @@ impl Manager {
             .and_then(|s| s.origin);
         if origin.as_deref().is_some_and(|o| self.tokens.is_revoked(o)) {
             return Err(auth_error(TokenError::Revoked));
+        }
+        if let Some(reason) = self.tokens.blocklist().user(&user.id) {
+            return Err(auth_error(reason));
         }
         let permission = user
             .permission(conn.ws)

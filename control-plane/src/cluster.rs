@@ -54,6 +54,9 @@
 //! | `removed` | `keys`: [`ws/cid:name@app`] | published on unregister |
 //! | `client_gone` | `ws`, `cid` | published when a local client leaves |
 //! | `revoked` | `hash` (SHA-256 hex), `exp` (unix s) | published by `revoke_token` |
+//! | `blocked` | `kind` (`user`/`ip`), `key`, `reason`, `exp` (unix s) | published by `block_user`/`block_ip` |
+//! | `unblocked` | `kind`, `key` | published by `unblock_user`/`unblock_ip` |
+//! | `kick` | `addr` (`ws/cid`), `code`, `reason` | published by `kickout_client` |
 //! | `fetch` | `req` (u64), `ws`, `cid`, `name`, `timeout` (s) | to the provider's node |
 //! | `fetched` | `req`, then `ok`: object, or `err`: text and `kind` | back to the asker |
 //! | `call` | `req`, `to` (`ws/cid`), `method`, `args`: [value], `kwargs` (map or nil), `ws`, `user` (the caller's), `timeout` (s) | to the callee's node |
@@ -118,6 +121,24 @@ pub enum Msg {
         hash: String,
         /// Unix seconds.
         exp: u64,
+    },
+    /// A user or address was blocked until `exp` (see [`crate::blocklist`]).
+    Blocked(crate::storage::Block),
+    /// The block of a user or address was lifted.
+    Unblocked {
+        /// `user` or `ip`.
+        kind: crate::storage::BlockKind,
+        /// The user id or address.
+        key: String,
+    },
+    /// Close the client at `addr` if it is connected to the receiving node.
+    Kick {
+        /// `ws/cid`.
+        addr: String,
+        /// WebSocket close code.
+        code: u16,
+        /// Close reason.
+        reason: String,
     },
     /// Asks the receiving node to fetch a local provider's service object.
     Fetch {
@@ -228,6 +249,24 @@ impl Msg {
                 m.push(("hash", s(hash)));
                 m.push(("exp", Value::from(*exp)));
             }
+            Msg::Blocked(b) => {
+                m.push(("op", s("blocked")));
+                m.push(("kind", s(b.kind.as_str())));
+                m.push(("key", s(&b.key)));
+                m.push(("reason", s(&b.reason)));
+                m.push(("exp", Value::from(b.expires_at)));
+            }
+            Msg::Unblocked { kind, key } => {
+                m.push(("op", s("unblocked")));
+                m.push(("kind", s(kind.as_str())));
+                m.push(("key", s(key)));
+            }
+            Msg::Kick { addr, code, reason } => {
+                m.push(("op", s("kick")));
+                m.push(("addr", s(addr)));
+                m.push(("code", Value::from(*code)));
+                m.push(("reason", s(reason)));
+            }
             Msg::Fetch {
                 req,
                 ws,
@@ -309,6 +348,21 @@ impl Msg {
             "revoked" => Msg::Revoked {
                 hash: text("hash")?,
                 exp: num("exp")?,
+            },
+            "blocked" => Msg::Blocked(crate::storage::Block {
+                kind: crate::storage::BlockKind::parse(get_str(&v, "kind")?)?,
+                key: text("key")?,
+                reason: text("reason").unwrap_or_default(),
+                expires_at: get(&v, "exp").and_then(Value::as_i64)?,
+            }),
+            "unblocked" => Msg::Unblocked {
+                kind: crate::storage::BlockKind::parse(get_str(&v, "kind")?)?,
+                key: text("key")?,
+            },
+            "kick" => Msg::Kick {
+                addr: text("addr")?,
+                code: u16::try_from(num("code")?).ok()?,
+                reason: text("reason").unwrap_or_default(),
             },
             "fetch" => Msg::Fetch {
                 req: num("req")?,
@@ -461,6 +515,13 @@ impl Manager {
         tokio::spawn(run(Arc::downgrade(self), rx));
         self.router.cluster_attach(hooks);
         self.router.cluster_publish(Msg::Hello.encode());
+    }
+
+    /// Publishes `msg` to the other nodes (nothing on a single node).
+    pub(crate) fn announce(&self, msg: Msg) {
+        if !self.router.node_id().is_empty() {
+            self.router.cluster_publish(msg.encode());
+        }
     }
 
     /// Publishes a token revocation to the other nodes.
@@ -625,6 +686,24 @@ impl Manager {
                 self.tokens.note_revoked(&hash, exp);
                 self.close_sessions_of(&hash, None);
             }
+            Msg::Blocked(block) => {
+                let user = (block.kind == crate::storage::BlockKind::User)
+                    .then(|| (block.key.clone(), block.reason.clone()));
+                self.tokens.blocklist().note(block);
+                if let Some((id, reason)) = user {
+                    self.close_sessions_of_user(&id, &reason);
+                }
+            }
+            Msg::Unblocked { kind, key } => {
+                self.tokens.blocklist().note_unblocked(kind, &key);
+            }
+            Msg::Kick { addr, code, reason } => {
+                let reason = rhizo_interface::CloseReason::Admin {
+                    code,
+                    message: reason,
+                };
+                self.router.close(&addr, None, reason);
+            }
             Msg::Fetch {
                 req,
                 ws,
@@ -709,6 +788,21 @@ mod tests {
             Msg::Revoked {
                 hash: "ab".into(),
                 exp: 7,
+            },
+            Msg::Blocked(crate::storage::Block {
+                kind: crate::storage::BlockKind::Ip,
+                key: "10.0.0.1".into(),
+                reason: "r".into(),
+                expires_at: 9,
+            }),
+            Msg::Unblocked {
+                kind: crate::storage::BlockKind::User,
+                key: "u".into(),
+            },
+            Msg::Kick {
+                addr: "w/c".into(),
+                code: 4000,
+                reason: "bye".into(),
             },
             Msg::Fetch {
                 req: 3,

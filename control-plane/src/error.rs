@@ -191,10 +191,15 @@ impl ApiError {
     }
 }
 
-/// A token that does not verify (invalid, expired, revoked): 401 with the reason.
+/// A token that does not verify (invalid, expired, revoked): 401 with the reason; one
+/// of a blocked user: 403, as the reference.
 impl From<crate::tokens::TokenError> for ApiError {
     fn from(e: crate::tokens::TokenError) -> Self {
-        ApiError::new(StatusCode::UNAUTHORIZED, e.to_string())
+        let status = match e {
+            crate::tokens::TokenError::Blocked(_) => StatusCode::FORBIDDEN,
+            _ => StatusCode::UNAUTHORIZED,
+        };
+        ApiError::new(status, e.to_string())
     }
 }
 

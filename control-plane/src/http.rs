@@ -42,8 +42,14 @@ pub fn routes(manager: Arc<Manager>) -> axum::Router {
 
 /// Wraps the whole HTTP app (both planes' routes): every request is counted by route
 /// template and status for `/metrics`, and CORS is open as in the reference.
+/// A request from a blocked address is refused before any route runs
+/// ([`crate::blocklist::refuse_blocked_ips`]; counted too).
 pub fn layers(manager: Arc<Manager>, app: axum::Router) -> axum::Router {
     app.layer(axum::middleware::from_fn_with_state(
+        manager.clone(),
+        crate::blocklist::refuse_blocked_ips,
+    ))
+    .layer(axum::middleware::from_fn_with_state(
         manager,
         metrics::count_requests,
     ))

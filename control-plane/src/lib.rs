@@ -10,7 +10,7 @@
 //! * The domains, each owning its state, the persistence of that state and the events
 //!   it emits: [`registry`] — services, resolution, listing; [`workspaces`] — workspace
 //!   records, lifecycle, settings; [`tokens`] — JWTs in the reference format and their
-//!   revocation; [`sessions`] — live sessions by address (limits, revocation);
+//!   revocation; [`blocklist`] — blocked users and addresses; [`sessions`] — live sessions by address (limits, revocation);
 //!   [`event_log`] — the `log_event` rows.
 //! * [`events`] — the workspace event frames (§6.3). [`storage`] — the [`storage::Store`]
 //!   every domain writes through: in memory or SQL.
@@ -20,6 +20,7 @@
 //! The control plane reaches clients only through the router, like any peer.
 
 pub mod admission;
+pub mod blocklist;
 pub mod cluster;
 pub mod config;
 pub mod error;

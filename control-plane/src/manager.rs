@@ -441,18 +441,45 @@ impl Manager {
         Err(ManagerError::MethodNotFound(m.to_owned()))
     }
 
-    /// The service object of a control-plane service named by `service_id`: `public/<id>`
-    /// or `public/<manager_id>:<id>` (what the object's own `id` says), if one is
-    /// registered.
+    /// The service object of a control-plane service named by `service_id`:
+    /// `<workspace>/<id>` or `<workspace>/<manager_id>:<id>` (what the object's own `id`
+    /// says) where `<workspace>` is the service's ([`ControlService::workspace`]), if one
+    /// is registered there.
     pub(crate) fn control_service_object(&self, service_id: &str) -> Option<Value> {
-        let rest = service_id.strip_prefix("public/")?;
+        let (ws, rest) = service_id.split_once('/')?;
         let id = match rest.split_once(':') {
             Some((cid, id)) if cid == self.manager_id || cid == "*" => id,
             Some(_) => return None,
             None => rest,
         };
+        if self.services.get(id)?.workspace() != ws {
+            return None;
+        }
         self.services
             .service_object(id, &self.addr, &self.config.public_base_url)
+    }
+
+    /// [`Manager::control_service_object`] for the caller `ctx`: a protected service
+    /// ([`ControlService::visibility`]) only for callers who may read its workspace.
+    ///
+    /// Errors: [`ManagerError::Permission`] (`Permission denied for service: …`).
+    pub(crate) fn control_service_object_for(
+        &self,
+        ctx: &Ctx,
+        service_id: &str,
+    ) -> ManagerResult<Option<Value>> {
+        let Some(svc) = self.control_service_object(service_id) else {
+            return Ok(None);
+        };
+        let cfg = value::get(&svc, "config");
+        let protected = cfg.and_then(|c| value::get_str(c, "visibility")) == Some("protected");
+        let ws = cfg.and_then(|c| value::get_str(c, "workspace")).unwrap_or("public");
+        if protected && !ctx.user.can(ws, Permission::Read) {
+            return Err(ManagerError::Permission(format!(
+                "Permission denied for service: {service_id}"
+            )));
+        }
+        Ok(Some(svc))
     }
 
     /// The control-plane services this manager exposes.

@@ -58,6 +58,19 @@ pub trait ControlService: Send + Sync + 'static {
         "generic"
     }
 
+    /// The workspace it is listed in (default `"public"`; admin utilities:
+    /// `"ws-user-root"`). `get_service("<workspace>/<id>")` finds it there only.
+    fn workspace(&self) -> &'static str {
+        "public"
+    }
+
+    /// `config.visibility`: `"public"` (default) or `"protected"` — then only callers
+    /// who may read [`ControlService::workspace`] get the service object; the service
+    /// still checks every call itself.
+    fn visibility(&self) -> &'static str {
+        "public"
+    }
+
     /// Its functions.
     fn functions(&self) -> &'static [FunctionSpec];
 
@@ -277,6 +290,13 @@ pub trait ServiceHost: Send + Sync + 'static {
     fn sign_token(&self, _user: &UserInfo, _expires_in: u64) -> String {
         String::new()
     }
+
+    /// The manager itself, for services that administer the server as a whole (the
+    /// admin utilities, workspace-api.md §9.3); `None` once it is gone (or in hosts made
+    /// for tests). Other services use the narrower methods above.
+    fn manager(&self) -> Option<Arc<Manager>> {
+        None
+    }
 }
 
 /// The [`ServiceHost`] of a [`Manager`], holding it weakly (the manager owns the
@@ -284,6 +304,10 @@ pub trait ServiceHost: Send + Sync + 'static {
 pub(crate) struct ManagerHost(pub(crate) std::sync::Weak<Manager>);
 
 impl ServiceHost for ManagerHost {
+    fn manager(&self) -> Option<Arc<Manager>> {
+        self.0.upgrade()
+    }
+
     fn caller(&self, token: Option<&str>, url_ws: &str) -> ManagerResult<Ctx> {
         let m = self
             .0
@@ -474,10 +498,11 @@ impl ServiceSet {
     pub fn service_object(&self, id: &str, manager_addr: &str, public_url: &str) -> Option<Value> {
         let s = self.get(id)?;
         let manager_id = manager_addr.trim_start_matches("*/");
+        let ws = s.workspace();
         let mut entries = vec![
             (
                 Value::from("id"),
-                Value::from(format!("public/{manager_id}:{id}")),
+                Value::from(format!("{ws}/{manager_id}:{id}")),
             ),
             (Value::from("name"), Value::from(s.name())),
             (Value::from("description"), Value::from(s.description())),
@@ -485,9 +510,9 @@ impl ServiceSet {
             (
                 Value::from("config"),
                 value::map([
-                    ("visibility", "public".into()),
+                    ("visibility", s.visibility().into()),
                     ("require_context", true.into()),
-                    ("workspace", "public".into()),
+                    ("workspace", ws.into()),
                 ]),
             ),
         ];

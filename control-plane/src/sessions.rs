@@ -21,6 +21,9 @@ pub struct Session {
     pub origin: Option<String>,
 }
 
+/// `(key, count)` pairs sorted by key.
+pub type Counts = Vec<(String, usize)>;
+
 /// Sessions by `"<ws>/<cid>"`, with a per-user count.
 #[derive(Debug, Default)]
 pub struct Sessions {
@@ -88,6 +91,30 @@ impl Sessions {
     /// Connections `user_id` holds on this instance.
     pub fn count_for(&self, user_id: &str) -> usize {
         self.per_user.get(user_id).map_or(0, |n| *n)
+    }
+
+    /// Sessions of this node per user id and per workspace, each sorted by key (the
+    /// admin utilities' `get_resource_usage`).
+    pub fn usage(&self) -> (Counts, Counts) {
+        let collect = |m: &DashMap<String, usize>| {
+            let mut v: Vec<(String, usize)> = m
+                .iter()
+                .filter(|e| *e.value() > 0)
+                .map(|e| (e.key().clone(), *e.value()))
+                .collect();
+            v.sort();
+            v
+        };
+        (collect(&self.per_user), collect(&self.per_ws))
+    }
+
+    /// Addresses of the sessions of user `user_id`.
+    pub fn with_user(&self, user_id: &str) -> Vec<String> {
+        self.by_addr
+            .iter()
+            .filter(|s| s.user_id == user_id)
+            .map(|s| s.key().clone())
+            .collect()
     }
 
     /// Addresses of the sessions descending from the token with SHA-256 hex `origin`.

@@ -9,7 +9,8 @@
 //! What is stored:
 //! * workspace records ([`WorkspaceRecord`], workspace-api.md §2.5);
 //! * revoked tokens, as the SHA-256 hex of the token ([`token_hash`], §1.4 and §5.4);
-//! * event logs ([`EventLog`], the `event_logs` table of §2.10, queried as in §5.5).
+//! * event logs ([`EventLog`], the `event_logs` table of §2.10, queried as in §5.5);
+//! * blocked users and IP addresses ([`Block`], §9.3).
 //!
 //! Times are integers: revocation expiry in unix seconds, event timestamps in unix
 //! milliseconds (UTC).
@@ -63,6 +64,51 @@ pub struct EventLog {
     pub timestamp_ms: i64,
     /// Payload, if any.
     pub data: Option<serde_json::Value>,
+}
+
+/// What a [`Block`] applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BlockKind {
+    /// A user id: its tokens are refused everywhere.
+    User,
+    /// An IP address: its connections and HTTP requests are refused.
+    Ip,
+}
+
+// === impl BlockKind ===
+
+impl BlockKind {
+    /// `"user"` or `"ip"`, as stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BlockKind::User => "user",
+            BlockKind::Ip => "ip",
+        }
+    }
+
+    /// The kind stored as `s`, if it is one.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "user" => Some(BlockKind::User),
+            "ip" => Some(BlockKind::Ip),
+            _ => None,
+        }
+    }
+}
+
+/// One row of the `blocks` table (workspace-api.md §9.3): `key` (a user id or an IP
+/// address) is refused until `expires_at` (unix seconds).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Block {
+    /// User or IP.
+    pub kind: BlockKind,
+    /// The user id or the IP address, as given.
+    pub key: String,
+    /// Why, as given by the admin (may be empty).
+    pub reason: String,
+    /// Unix seconds after which the block no longer applies.
+    pub expires_at: i64,
 }
 
 /// Filters of `get_events` / `get_event_stats` (workspace-api.md §5.5). The workspace and
@@ -185,6 +231,16 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// `(event_type, count)` of the rows matching `filter`, ordered by event type.
     async fn event_stats(&self, filter: &EventFilter) -> Result<Vec<(String, i64)>, StoreError>;
+
+    /// Inserts `block`, or replaces the reason and expiry of the one with the same kind
+    /// and key.
+    async fn put_block(&self, block: &Block) -> Result<(), StoreError>;
+
+    /// Removes the block of `key`; `true` if there was one (expired or not).
+    async fn delete_block(&self, kind: BlockKind, key: &str) -> Result<bool, StoreError>;
+
+    /// The blocks in force at `now_unix` (expiry after it), ordered by kind then key.
+    async fn list_blocks(&self, now_unix: i64) -> Result<Vec<Block>, StoreError>;
 }
 
 /// The SHA-256 of `token` as 64 lowercase hex digits: the key under which a revocation is

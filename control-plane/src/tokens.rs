@@ -25,6 +25,10 @@ pub enum TokenError {
     /// The token was revoked with `revoke_token`.
     #[error("Token has been revoked")]
     Revoked,
+    /// The token's user is blocked (`block_user`, workspace-api.md §9.3): the text is
+    /// `User is blocked: <reason>`.
+    #[error("{0}")]
+    Blocked(String),
 }
 
 // === impl TokenService (revocation) ===
@@ -85,9 +89,11 @@ impl TokenService {
         self.revoked.get(hash).map(|e| *e)
     }
 
-    /// Restores the revocations still in force from the store; returns how many. Call
-    /// once at start, before serving. Errors: the store could not be read.
+    /// Restores the revocations and blocks still in force from the store; returns how
+    /// many revocations. Call once at start, before serving. Errors: the store could not
+    /// be read.
     pub async fn load(&self) -> Result<usize, StoreError> {
+        self.blocklist.load().await?;
         let revocations = self
             .store
             .list_revocations(crate::storage::now_unix())
@@ -118,6 +124,8 @@ pub struct TokenService {
     revoked: dashmap::DashMap<String, u64>,
     /// Where revocations are written (and read at start).
     store: Arc<dyn Store>,
+    /// Blocked users (refused by [`TokenService::verify`]) and addresses.
+    blocklist: crate::blocklist::Blocklist,
 }
 
 impl std::fmt::Debug for TokenService {
@@ -145,8 +153,14 @@ impl TokenService {
             format,
             root_token: root_token.filter(|t| !t.is_empty()),
             revoked: dashmap::DashMap::new(),
+            blocklist: crate::blocklist::Blocklist::new(store.clone()),
             store,
         }
+    }
+
+    /// The blocked users and addresses ([`crate::blocklist`]).
+    pub fn blocklist(&self) -> &crate::blocklist::Blocklist {
+        &self.blocklist
     }
 
     /// A JWT for `user`, valid `expires_in` seconds.
@@ -212,6 +226,9 @@ impl TokenService {
             .format
             .user(&data.claims)
             .map_err(TokenError::Invalid)?;
+        if let Some(reason) = self.blocklist.user(&user.id) {
+            return Err(TokenError::Blocked(reason));
+        }
         Ok((user, Some(origin)))
     }
 

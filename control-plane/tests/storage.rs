@@ -4,7 +4,8 @@
 //! (trust auth); the test starts the local cluster if it is down and fails if it cannot.
 
 use rhizo_control_plane::storage::{
-    now_unix, token_hash, EventFilter, MemoryStore, SqlStore, Store, StoreError, WorkspaceRecord,
+    now_unix, token_hash, Block, BlockKind, EventFilter, MemoryStore, SqlStore, Store, StoreError,
+    WorkspaceRecord,
 };
 use serde_json::json;
 use sqlx::Connection as _;
@@ -94,6 +95,44 @@ async fn exercise(store: Arc<dyn Store>) {
         .revoke_token(&token_hash("tok-keep"), now + 3600)
         .await
         .unwrap();
+
+    // --- blocks
+    assert!(store.list_blocks(now).await.unwrap().is_empty());
+    let block = |kind, key: &str, reason: &str, expires_at| Block {
+        kind,
+        key: key.into(),
+        reason: reason.into(),
+        expires_at,
+    };
+    store
+        .put_block(&block(BlockKind::User, "mallory", "spam", now + 60))
+        .await
+        .unwrap();
+    store
+        .put_block(&block(BlockKind::Ip, "10.0.0.9", "", now + 60))
+        .await
+        .unwrap();
+    store
+        .put_block(&block(BlockKind::User, "old", "", now - 1))
+        .await
+        .unwrap(); // already expired: not listed
+    // Blocking again replaces the reason and the expiry.
+    store
+        .put_block(&block(BlockKind::User, "mallory", "abuse", now + 3600))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.list_blocks(now).await.unwrap(),
+        vec![
+            block(BlockKind::Ip, "10.0.0.9", "", now + 60),
+            block(BlockKind::User, "mallory", "abuse", now + 3600),
+        ]
+    );
+    assert_eq!(store.list_blocks(now + 100).await.unwrap().len(), 1);
+    assert!(store.delete_block(BlockKind::Ip, "10.0.0.9").await.unwrap());
+    assert!(!store.delete_block(BlockKind::Ip, "10.0.0.9").await.unwrap());
+    // The same key under the other kind is a different row.
+    assert!(!store.delete_block(BlockKind::Ip, "mallory").await.unwrap());
 
     // --- event logs
     let logged = store
@@ -198,6 +237,12 @@ async fn check_persisted(store: &dyn Store) {
     assert!(keep.config["bookmarks"].is_array());
     assert!(store.is_revoked(&token_hash("tok-keep")).await.unwrap());
     assert!(!store.is_revoked(&token_hash("tok-a")).await.unwrap());
+    let blocks = store.list_blocks(now_unix()).await.unwrap();
+    assert_eq!(blocks.len(), 1);
+    assert_eq!(
+        (blocks[0].key.as_str(), blocks[0].reason.as_str()),
+        ("mallory", "abuse")
+    );
     check_events(store).await;
 }
 

@@ -23,6 +23,14 @@ pub enum CloseReason {
     Shutdown,
     /// Too many handshakes in flight for too long (1013 "try again later").
     Busy(String),
+    /// An admin closed it (`kickout_client`, workspace-api.md §9.3) with this code (a
+    /// code an endpoint may send: 1000–1003, 1007–1014 or 3000–4999) and reason.
+    Admin {
+        /// WebSocket close code.
+        code: u16,
+        /// Reason.
+        message: String,
+    },
 }
 
 // === impl CloseReason ===
@@ -39,6 +47,7 @@ impl CloseReason {
                 1001
             }
             CloseReason::Busy(_) => 1013,
+            CloseReason::Admin { code, .. } => *code,
         }
     }
 
@@ -48,7 +57,8 @@ impl CloseReason {
             CloseReason::BadAuthPayload(m)
             | CloseReason::Policy(m)
             | CloseReason::SetupFailed(m)
-            | CloseReason::Busy(m) => m.clone(),
+            | CloseReason::Busy(m)
+            | CloseReason::Admin { message: m, .. } => m.clone(),
             CloseReason::FrameTooLarge(limit) => {
                 format!("Frame too large: the limit is {limit} bytes")
             }
@@ -87,7 +97,14 @@ impl CloseReason {
             CloseReason::IdleTimeout(_) => "idle_timeout",
             CloseReason::Shutdown => "shutdown",
             CloseReason::Busy(_) => "busy",
+            CloseReason::Admin { .. } => "admin",
         }
+    }
+
+    /// Whether `code` is one an endpoint may send in a close frame (RFC 6455 §7.4):
+    /// 1000–1003, 1007–1014 or 3000–4999.
+    pub fn sendable(code: u16) -> bool {
+        matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
     }
 
     /// Whether an `{"type":"error"}` text frame precedes the close. Not for a superseded

@@ -5,7 +5,7 @@
 //!
 //! One `std::sync::Mutex` guards all tables; no method awaits while holding it.
 
-use super::{EventFilter, EventLog, Store, StoreError, WorkspaceRecord};
+use super::{Block, BlockKind, EventFilter, EventLog, Store, StoreError, WorkspaceRecord};
 use async_trait::async_trait;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -27,6 +27,8 @@ struct Tables {
     workspaces: BTreeMap<String, WorkspaceRecord>,
     /// Token hash → revocation expiry (unix seconds).
     revoked: BTreeMap<String, i64>,
+    /// Blocks by (kind, key).
+    blocks: BTreeMap<(BlockKind, String), Block>,
     /// Event rows in insertion order (ids increase).
     events: Vec<EventLog>,
     /// The id of the last row appended (ids are never reused, as with an auto-increment).
@@ -95,6 +97,34 @@ impl Store for MemoryStore {
 
     async fn list_workspaces(&self) -> Result<Vec<WorkspaceRecord>, StoreError> {
         Ok(self.tables().workspaces.values().cloned().collect())
+    }
+
+    async fn put_block(&self, block: &Block) -> Result<(), StoreError> {
+        self.tables()
+            .blocks
+            .insert((block.kind, block.key.clone()), block.clone());
+        Ok(())
+    }
+
+    async fn delete_block(&self, kind: BlockKind, key: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .tables()
+            .blocks
+            .remove(&(kind, key.to_owned()))
+            .is_some())
+    }
+
+    async fn list_blocks(&self, now_unix: i64) -> Result<Vec<Block>, StoreError> {
+        let mut out: Vec<Block> = self
+            .tables()
+            .blocks
+            .values()
+            .filter(|b| b.expires_at > now_unix)
+            .cloned()
+            .collect();
+        // The order of the SQL backend: kind as stored text, then key.
+        out.sort_by(|a, b| (a.kind.as_str(), &a.key).cmp(&(b.kind.as_str(), &b.key)));
+        Ok(out)
     }
 
     async fn revoke_token(&self, token_hash: &str, expires_at_unix: i64) -> Result<(), StoreError> {

@@ -3,7 +3,7 @@
 //! auto-increment id of `event_logs`) and the same SQL (`$n` placeholders, `ON CONFLICT`
 //! and `RETURNING` work on both).
 
-use super::{EventFilter, EventLog, Store, StoreError, WorkspaceRecord};
+use super::{Block, BlockKind, EventFilter, EventLog, Store, StoreError, WorkspaceRecord};
 use async_trait::async_trait;
 use sqlx::any::{install_default_drivers, AnyArguments, AnyPoolOptions, AnyRow};
 use sqlx::migrate::Migrator;
@@ -115,6 +115,56 @@ impl Store for SqlStore {
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(workspace_from_row).collect()
+    }
+
+    async fn put_block(&self, block: &Block) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO blocks (kind, block_key, reason, expires_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (kind, block_key) DO UPDATE SET reason = excluded.reason, \
+               expires_at = excluded.expires_at",
+        )
+        .bind(block.kind.as_str())
+        .bind(&block.key)
+        .bind(&block.reason)
+        .bind(block.expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn delete_block(&self, kind: BlockKind, key: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM blocks WHERE kind = $1 AND block_key = $2")
+            .bind(kind.as_str())
+            .bind(key)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn list_blocks(&self, now_unix: i64) -> Result<Vec<Block>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT kind, block_key, reason, expires_at FROM blocks WHERE expires_at > $1 \
+             ORDER BY kind, block_key",
+        )
+        .bind(now_unix)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let kind: String = r.try_get(0)?;
+            let key: String = r.try_get(1)?;
+            // A kind this build does not know (a newer node wrote it) is skipped.
+            let Some(kind) = BlockKind::parse(&kind) else {
+                continue;
+            };
+            out.push(Block {
+                kind,
+                key,
+                reason: r.try_get(2)?,
+                expires_at: r.try_get(3)?,
+            });
+        }
+        Ok(out)
     }
 
     async fn revoke_token(&self, token_hash: &str, expires_at_unix: i64) -> Result<(), StoreError> {

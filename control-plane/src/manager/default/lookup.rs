@@ -203,7 +203,7 @@ impl Manager {
     async fn fetch_service(&self, ctx: &Ctx, cmd: &GetService) -> ManagerResult<Value> {
         let mut svc = if is_manager(&cmd.service_id) {
             self.default_service()
-        } else if let Some(svc) = self.control_service_object(&cmd.service_id) {
+        } else if let Some(svc) = self.control_service_object_for(ctx, &cmd.service_id)? {
             svc
         } else {
             let (r, hide) = self.resolve_or_start(ctx, cmd).await?;
