@@ -10,7 +10,8 @@
 //! only; they are purged when their client leaves.
 //!
 //! * [`resolve`] — `get_service` / `get_service_info` resolution and visibility.
-//! * [`listing`] — `list_services`, `search_services`, `list_clients`.
+//! * [`listing`] — `list_services`, `list_clients`.
+//! * [`search`] — `search_services` (word matching; rhizo has no vector index).
 //! * `replica` — the other nodes' records (issue 10 stage B, [`crate::cluster`]): every
 //!   lookup and listing sees this node's table and the replica together (a key held here
 //!   wins); local changes are announced to the peers under one lock with the table
@@ -19,9 +20,12 @@
 mod listing;
 mod replica;
 mod resolve;
+mod search;
 mod table;
 
 pub use listing::ServiceQuery;
+pub use resolve::{parse_select, Candidates, Criterion};
+pub use search::{parse_order, Search};
 pub use table::{glob, Inserted, Pattern, ServiceRecord, Visibility};
 pub use tokio::sync::broadcast::error::RecvError as WatchError;
 

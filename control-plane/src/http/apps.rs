@@ -84,6 +84,14 @@ async fn serve(
     req: Request,
 ) -> Result<Response, ApiError> {
     let ctx = caller(&m, req.headers(), &q, &ws)?;
+    // The reference answers an unknown workspace (one it would not create for the caller,
+    // i.e. not the caller's own) with a 404 in these words, without the error class.
+    if m.workspaces.get(&ws).is_none() && ws != ctx.user.personal_workspace() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("Workspace {ws} does not exist or is not accessible"),
+        ));
+    }
     let svc = m
         .http_service_object(&ctx, &ws, &service_id, q.get("_mode").map(String::as_str))
         .await?;

@@ -1,13 +1,13 @@
 //! Listing and searching the registry (workspace-api.md §5.1): `list_services` with its
-//! query forms, `search_services`, `list_clients` and the service part of
-//! `get_summary`.
+//! query forms, `list_clients` and the service part of `get_summary` (`search_services`
+//! is in [`super::search`]).
 
 use super::resolve::{presented, visible};
 use super::{Pattern, Registry, Visibility};
 use crate::error::{ManagerError, ManagerResult};
 use crate::manager::Ctx;
 use rhizo_protocol::user::Permission;
-use rhizo_protocol::value::{get, get_str, map};
+use rhizo_protocol::value::{get, map};
 use rmpv::Value;
 
 /// The `query` of `list_services`: a string `ws`, `ws/name`, `ws/cid:name`, `cid:name`
@@ -174,43 +174,6 @@ impl Registry {
             }
         }
         Ok(out)
-    }
-
-    /// Text search: every word of `query` (case-insensitive) must appear in the name,
-    /// description, docs or id of a service the caller may see (public ones anywhere, all
-    /// of its own workspace when it may read it); `offset` hits skipped, at most `limit`.
-    pub fn search(&self, ctx: &Ctx, query: &str, limit: usize, offset: usize) -> Vec<Value> {
-        let words: Vec<String> = query
-            .to_lowercase()
-            .split_whitespace()
-            .map(str::to_owned)
-            .collect();
-        self.find_all(&Pattern::default())
-            .into_iter()
-            .filter(|r| !r.is_built_in())
-            .filter(|r| {
-                r.ws == ctx.ws && ctx.user.can(&r.ws, Permission::Read)
-                    || r.visibility == Visibility::Public
-            })
-            .filter(|r| {
-                let rec = &r.record;
-                let text = [
-                    get_str(rec, "name"),
-                    get_str(rec, "description"),
-                    get_str(rec, "docs"),
-                    Some(r.id().as_str()),
-                ]
-                .iter()
-                .flatten()
-                .map(|s| s.to_lowercase())
-                .collect::<Vec<_>>()
-                .join(" ");
-                words.iter().all(|w| text.contains(w.as_str()))
-            })
-            .skip(offset)
-            .take(limit)
-            .map(|r| r.record)
-            .collect()
     }
 
     /// `list_clients(workspace)`: `{id: "ws/cid", user}` per live client of `ws` (the

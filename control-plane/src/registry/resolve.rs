@@ -69,24 +69,73 @@ pub(super) fn presented(r: &ServiceRecord, hide_authorized: bool) -> Value {
     rec
 }
 
+/// The records a service id names that the caller may see ([`Registry::candidates`]).
+#[derive(Debug)]
+pub struct Candidates {
+    /// The id as looked up, `ws/cid:name@app` (parts the caller left out are `*`).
+    pub full: String,
+    /// The workspace the id names.
+    pub ws: String,
+    /// The visible records, in key order, each with whether `authorized_workspaces` must
+    /// be hidden from the caller. Never empty.
+    pub found: Vec<(ServiceRecord, bool)>,
+}
+
+/// How a `select:` mode picks among the candidates' answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Criterion {
+    /// The smallest number.
+    Min,
+    /// The largest number.
+    Max,
+    /// The first candidate (in key order) that answered at all.
+    FirstSuccess,
+}
+
+/// Parses `select:<criterion>:<function>` into the criterion and the function to call on
+/// every candidate; `None` for another mode.
+///
+/// Errors: [`ManagerError::InvalidArgument`] for a `select:` mode of another shape or an
+/// unknown criterion (the reference's wording).
+pub fn parse_select(mode: &str) -> ManagerResult<Option<(Criterion, String)>> {
+    if !mode.starts_with("select:") {
+        return Ok(None);
+    }
+    let parts: Vec<&str> = mode.split(':').collect();
+    let [_, criterion, function] = parts[..] else {
+        return Err(ManagerError::InvalidArgument(format!(
+            "Invalid select mode format: {mode}. Expected 'select:criteria:function'"
+        )));
+    };
+    let criterion = match criterion {
+        "min" => Criterion::Min,
+        "max" => Criterion::Max,
+        "first_success" => Criterion::FirstSuccess,
+        other => {
+            return Err(ManagerError::InvalidArgument(format!(
+                "Unknown selection criteria: {other}"
+            )))
+        }
+    };
+    if function.is_empty() {
+        return Err(ManagerError::InvalidArgument(format!(
+            "Invalid select mode format: {mode}. Expected 'select:criteria:function'"
+        )));
+    }
+    Ok(Some((criterion, function.to_owned())))
+}
+
 // === impl Registry (resolution) ===
 
 impl Registry {
-    /// Finds the one record `service_id` names for the caller, by `mode` (`exact` —
-    /// the default outside `public` —, `first`, `last`, `random` — the default in
-    /// `public` —, `min_load`, `select:…`), and whether `authorized_workspaces` must be
-    /// hidden from the caller.
+    /// Every record `service_id` names that the caller may see, in key order, each with
+    /// whether `authorized_workspaces` must be hidden from the caller; and the workspace
+    /// the id names.
     ///
-    /// Errors: [`ManagerError::InvalidArgument`] (bad id, workspace `*`, several matches
-    /// in `exact` mode, unknown mode), [`ManagerError::NotFound`]
-    /// (`Service not found: ws/cid:name@app`), [`ManagerError::Permission`] when no match
-    /// is visible to the caller.
-    pub fn resolve(
-        &self,
-        ctx: &Ctx,
-        service_id: &str,
-        mode: Option<&str>,
-    ) -> ManagerResult<(ServiceRecord, bool)> {
+    /// Errors: [`ManagerError::InvalidArgument`] (bad id, workspace `*`),
+    /// [`ManagerError::NotFound`] (`Service not found: ws/cid:name@app`),
+    /// [`ManagerError::Permission`] when no match is visible to the caller.
+    pub fn candidates(&self, ctx: &Ctx, service_id: &str) -> ManagerResult<Candidates> {
         let sid = parse_service_id(ctx, service_id)?;
         if sid.ws == "*" {
             return Err(ManagerError::InvalidArgument(
@@ -121,34 +170,82 @@ impl Registry {
                 sid.ws
             )));
         }
-        let default_mode = if sid.ws == "public" {
-            "random"
-        } else {
-            "exact"
-        };
+        Ok(Candidates {
+            full,
+            ws: sid.ws,
+            found: visible,
+        })
+    }
+
+    /// Finds the one record `service_id` names for the caller, by `mode` (`exact` —
+    /// the default outside `public` —, `first`, `last`, `random` — the default in
+    /// `public` —, `native:random`, `min_load`, `select:<min|max|first_success>:<fn>`),
+    /// and whether `authorized_workspaces` must be hidden from the caller.
+    ///
+    /// `min_load` picks the provider with the fewest calls in flight (ties at random);
+    /// `select:…` needs to call every candidate, which this synchronous lookup cannot:
+    /// here it picks at random, as the reference does when no candidate answers (the
+    /// manager's `get_service` calls them, `crate::manager`'s lookup).
+    ///
+    /// Errors: those of [`Registry::candidates`]; [`ManagerError::InvalidArgument`] for
+    /// several matches in `exact` mode or an unknown mode.
+    pub fn resolve(
+        &self,
+        ctx: &Ctx,
+        service_id: &str,
+        mode: Option<&str>,
+    ) -> ManagerResult<(ServiceRecord, bool)> {
+        let c = self.candidates(ctx, service_id)?;
+        let default_mode = if c.ws == "public" { "random" } else { "exact" };
         let mode = mode.unwrap_or(default_mode);
+        let n = c.found.len();
         let pick = match mode {
             "exact" => {
-                if visible.len() > 1 {
-                    let ids: Vec<String> = visible.iter().map(|(r, _)| r.id()).collect();
+                if n > 1 {
+                    let ids: Vec<String> = c.found.iter().map(|(r, _)| r.id()).collect();
                     return Err(ManagerError::InvalidArgument(format!(
-                        "Multiple services found for {full}: {}; pass a client id or config.mode",
+                        "Multiple services found for {}: {}; pass a client id or config.mode",
+                        c.full,
                         ids.join(", ")
                     )));
                 }
                 0
             }
-            "first" | "min_load" => 0,
-            "last" => visible.len() - 1,
-            "random" | "native:random" => rand::random::<usize>() % visible.len(),
-            m if m.starts_with("select:") => rand::random::<usize>() % visible.len(),
+            "first" => 0,
+            "last" => n - 1,
+            "random" | "native:random" => rand::random::<usize>() % n,
+            "min_load" => self.least_loaded(&c.found),
+            m if m.starts_with("select:") => {
+                parse_select(m)?;
+                rand::random::<usize>() % n
+            }
             m => {
                 return Err(ManagerError::InvalidArgument(format!(
-                    "Invalid service selection mode: {m}"
+                    "Invalid mode: {m}. Mode must be 'random', 'first', 'last', 'exact', \
+                     'min_load', 'native:random', or 'select:criteria:function' format \
+                     (e.g., 'select:min:get_load')"
                 )))
             }
         };
-        Ok(visible.into_iter().nth(pick).expect("index in range"))
+        Ok(c.found.into_iter().nth(pick).expect("index in range"))
+    }
+
+    /// The index of the candidate whose client has the fewest calls in flight (calls
+    /// delivered and not yet answered, as the router counts them); a client this node
+    /// does not hold counts 0, as the reference counts every client that does not report
+    /// its load. Ties are broken at random.
+    fn least_loaded(&self, found: &[(ServiceRecord, bool)]) -> usize {
+        let loads: Vec<u64> = found
+            .iter()
+            .map(|(r, _)| {
+                self.router
+                    .client(&format!("{}/{}", r.ws, r.cid))
+                    .map_or(0, |p| p.calls_in_flight)
+            })
+            .collect();
+        let min = loads.iter().copied().min().unwrap_or(0);
+        let tied: Vec<usize> = (0..loads.len()).filter(|i| loads[*i] == min).collect();
+        tied[rand::random::<usize>() % tied.len()]
     }
 
     /// The stored record `service_id` resolves to ([`Registry::resolve`]), as the caller

@@ -4,7 +4,7 @@
 
 use super::{args, opt_string, Ctx, Manager};
 use crate::error::{ManagerError, ManagerResult};
-use crate::registry::ServiceQuery;
+use crate::registry::{parse_order, Search, ServiceQuery};
 use rhizo_protocol::user::Permission;
 use rhizo_protocol::value::map;
 use rmpv::Value;
@@ -54,29 +54,51 @@ impl Manager {
     }
 }
 
-/// `search_services(query, filters, limit, offset, …)`: text search (at most `limit`
-/// hits, default 5, after skipping `offset`).
+/// `search_services(query, filters, limit, offset, return_fields, order_by, pagination,
+/// include_unlisted)`: see [`crate::registry::Search`] (word matching, not vectors).
 #[derive(Debug)]
 pub(crate) struct SearchServices {
-    query: String,
-    limit: usize,
-    offset: usize,
+    search: Search,
 }
 
 // === impl SearchServices ===
 
 impl SearchServices {
+    /// Lenient, as it cannot refuse: a `query` that is not a string (the reference also
+    /// takes a precomputed vector) matches everything, `filters` that are not a map and
+    /// `return_fields` entries that are not strings are left out, and a `limit` or
+    /// `offset` that is not a non-negative integer takes its default (5, 0).
     pub(crate) fn parse(a: Vec<Value>) -> Self {
-        let [query, _filters, limit, offset, _fields, _order, _pages, _unlisted] = args(a);
+        let [query, filters, limit, offset, fields, order, pages, unlisted] = args(a);
+        let filters = filters
+            .as_map()
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| Some((k.as_str()?.to_owned(), v.clone())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let return_fields = fields.as_array().map(|f| {
+            f.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        });
         SearchServices {
-            query: query.as_str().unwrap_or_default().to_owned(),
-            limit: limit.as_u64().unwrap_or(5) as usize,
-            offset: offset.as_u64().unwrap_or(0) as usize,
+            search: Search {
+                text: opt_string(&query).filter(|q| !q.trim().is_empty()),
+                filters,
+                limit: limit.as_u64().unwrap_or(5) as usize,
+                offset: offset.as_u64().unwrap_or(0) as usize,
+                return_fields,
+                order_by: order.as_str().and_then(parse_order),
+                pagination: pages.as_bool().unwrap_or(false),
+                include_unlisted: unlisted.as_bool().unwrap_or(false),
+            },
         }
     }
 
     pub(crate) fn apply(self, m: &Manager, ctx: &Ctx) -> Value {
-        Value::Array(m.registry.search(ctx, &self.query, self.limit, self.offset))
+        m.registry.search(ctx, &self.search)
     }
 }
 

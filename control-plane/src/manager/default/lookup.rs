@@ -5,6 +5,7 @@
 
 use super::{args, num, Ctx, Manager};
 use crate::error::{ManagerError, ManagerResult};
+use crate::registry::{parse_select, Candidates, Criterion};
 use rhizo_protocol::value::{self, get, get_str};
 use rmpv::Value;
 use std::sync::Arc;
@@ -12,6 +13,8 @@ use std::time::Duration;
 
 /// Default time the manager waits for a provider's service object (GetServiceConfig).
 const GET_SERVICE_TIMEOUT: f64 = 10.0;
+/// Default time a `select:` mode waits for each candidate's answer (the reference's).
+const SELECT_TIMEOUT: f64 = 2.0;
 
 /// The `config` of `get_service` / `get_service_info` (GetServiceConfig).
 #[derive(Debug, Clone, Default)]
@@ -22,6 +25,8 @@ pub(crate) struct LookupConfig {
     timeout: f64,
     /// `camel` or `snake`: rename the object's keys.
     case_conversion: Option<String>,
+    /// Seconds a `select:` mode waits for each candidate (positive; default 2).
+    select_timeout: f64,
 }
 
 // === impl LookupConfig ===
@@ -34,6 +39,9 @@ impl LookupConfig {
                 .filter(|t| *t > 0.0)
                 .unwrap_or(GET_SERVICE_TIMEOUT),
             case_conversion: get_str(config, "case_conversion").map(str::to_owned),
+            select_timeout: num(get(config, "select_timeout"))
+                .filter(|t| *t > 0.0)
+                .unwrap_or(SELECT_TIMEOUT),
         }
     }
 }
@@ -163,6 +171,18 @@ impl Manager {
         cmd: &GetService,
     ) -> ManagerResult<(crate::registry::ServiceRecord, bool)> {
         let mode = cmd.config.mode.as_deref();
+        if let Some((criterion, function)) = mode.map(parse_select).transpose()?.flatten() {
+            match self.registry.candidates(ctx, &cmd.service_id) {
+                // Not running: an app may bring it up below.
+                Err(ManagerError::NotFound(_)) if cmd.service_id.contains('@') => {}
+                found => {
+                    let timeout = Duration::from_secs_f64(cmd.config.select_timeout);
+                    return Ok(self
+                        .select_by_call(found?, criterion, &function, timeout)
+                        .await);
+                }
+            }
+        }
         match self.registry.resolve(ctx, &cmd.service_id, mode) {
             Err(ManagerError::NotFound(missing)) if cmd.service_id.contains('@') => {
                 for s in self.services().iter() {
@@ -257,6 +277,57 @@ impl Manager {
 // === impl Manager (asking a local provider) ===
 
 impl Manager {
+    /// `select:<criterion>:<function>` (workspace-api.md §5.1): calls `function()` on
+    /// every candidate at once, each waiting at most `timeout`, and picks the smallest or
+    /// largest numeric answer, or the first candidate (in key order) that answered;
+    /// candidates that fail, time out or (for min/max) answer no number are skipped. When
+    /// none is left, one is picked at random, as the reference does.
+    async fn select_by_call(
+        &self,
+        c: Candidates,
+        criterion: Criterion,
+        function: &str,
+        timeout: Duration,
+    ) -> (crate::registry::ServiceRecord, bool) {
+        let mut found = c.found;
+        if found.len() == 1 {
+            return found.remove(0);
+        }
+        let asks = found.iter().map(|(r, _)| {
+            let to = format!("{}/{}", r.ws, r.cid);
+            let method = format!("services.{}.{function}", r.name);
+            async move {
+                let call = self.call_client(&to, &method, Vec::new(), timeout);
+                match tokio::time::timeout(timeout, call).await {
+                    Ok(Ok(v)) => Some(v),
+                    _ => None,
+                }
+            }
+        });
+        let answers = futures_util::future::join_all(asks).await;
+        let numbers = || {
+            answers
+                .iter()
+                .enumerate()
+                .filter_map(|(i, a)| a.as_ref().and_then(|v| num(Some(v))).map(|n| (i, n)))
+        };
+        let by = |a: &(usize, f64), b: &(usize, f64)| a.1.total_cmp(&b.1);
+        let pick = match criterion {
+            // Of equal answers the first wins (`min_by` keeps the first, `max_by` would
+            // keep the last).
+            Criterion::Min => numbers().min_by(by).map(|(i, _)| i),
+            Criterion::Max => numbers()
+                .fold(None::<(usize, f64)>, |best, x| match best {
+                    Some(b) if b.1 >= x.1 => Some(b),
+                    _ => Some(x),
+                })
+                .map(|(i, _)| i),
+            Criterion::FirstSuccess => answers.iter().position(Option::is_some),
+        };
+        let i = pick.unwrap_or_else(|| rand::random::<usize>() % found.len());
+        found.swap_remove(i)
+    }
+
     /// The raw service object of `ws/cid`'s service `name`, from the provider itself
     /// (`services.built-in.get_service`), waiting `timeout` (heartbeats restart it).
     ///
