@@ -316,11 +316,14 @@ impl Manager {
         if self.router.close(&addr, None, why) {
             return Ok(());
         }
+        // Another node has it when its records say so, or (a client that registered
+        // nothing yet) when the directory places some client of `ws` elsewhere.
         let elsewhere = self
             .registry
             .clients_all(ws)
             .iter()
-            .any(|r| r.cid == cid && self.registry.remote_node(r).is_some());
+            .any(|r| r.cid == cid && self.registry.remote_node(r).is_some())
+            || self.router.cluster_client_count(ws) > self.router.client_count(ws);
         if !elsewhere {
             return Err(ManagerError::NotFound(format!(
                 "Client not connected: {addr}"

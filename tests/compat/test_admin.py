@@ -51,6 +51,24 @@ async def _admin(connect, root_token):
     return root, await root.get_service("ws-user-root/admin-utils")
 
 
+async def raw_client(url: str, client_id: str):
+    """A bare WebSocket connection through the handshake (protocol.md §1.3); it does
+    not reconnect, so its close code shows what the server did."""
+    import websockets
+
+    ws = await websockets.connect(url.replace("http", "ws", 1) + "/ws")
+    await ws.send(json.dumps({"client_id": client_id, "workspace": None, "token": None}))
+    info = json.loads(await asyncio.wait_for(ws.recv(), 10))
+    assert info["type"] == "connection_info", info
+    return ws, info
+
+
+async def closed_with(ws, timeout: float = 10.0):
+    """``(code, reason)`` of the close frame the server sent."""
+    await asyncio.wait_for(ws.wait_closed(), timeout)
+    return ws.close_code, ws.close_reason
+
+
 async def _wait_for(predicate, timeout: float = 10.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -102,23 +120,21 @@ async def test_workspaces_metrics_and_usage(connect, root_token):
     assert usage["limits"]["max_connections_per_user"] > 0
 
 
-async def test_kickout_client_and_unload_workspace(connect, root_token):
-    root, admin = await _admin(connect, root_token)
-    victim = await connect(client_id=unique_id("victim"))
-    ws, cid = victim.config.workspace, victim.config.client_id
+async def test_kickout_client_and_unload_workspace(connect, root_token, server_url):
+    _, admin = await _admin(connect, root_token)
+    victim, info = await raw_client(server_url, unique_id("victim"))
+    ws, cid = info["workspace"], info["client_id"]
     await admin.kickout_client(ws, cid, 4001, "bye")
-
-    async def gone():
-        return not any(c.endswith(f"/{cid}") for c in await root.list_clients(ws))
-
-    assert await _wait_for(gone), "the kicked client is still listed"
+    assert await closed_with(victim) == (4001, "bye")
     with pytest.raises(Exception, match="Client not connected"):
         await admin.kickout_client(ws, "no-such-client")
+    other, info = await raw_client(server_url, unique_id("victim"))
     with pytest.raises(Exception, match="cannot be sent"):
-        await admin.kickout_client(ws, cid, 1005)
+        await admin.kickout_client(info["workspace"], info["client_id"], 1005)
 
-    other = await connect(client_id=unique_id("unload"))
-    await admin.unload_workspace(other.config.workspace, wait=True, timeout=5)
+    await admin.unload_workspace(info["workspace"], wait=True, timeout=5)
+    code, reason = await closed_with(other)
+    assert (code, reason) == (1001, f"Workspace unloaded: {info['workspace']}")
     with pytest.raises(Exception, match="not found"):
         await admin.unload_workspace("ws-no-such-workspace")
 
@@ -215,3 +231,81 @@ async def test_owners_listed_by_email_may_connect(connect):
     carol_id = unique_id("carol")
     with pytest.raises(Exception, match="Permission denied"):
         await connect(token=token_for(carol_id, f"ws:ws-user-{carol_id}#a"), workspace=ws)
+
+
+async def test_blocks_and_kicks_reach_every_node_of_a_cluster(request, is_external):
+    """Two nodes on one Redis (separate in-memory databases, so only the cluster channel
+    carries the block): a user blocked on one node is kicked and refused on the other, an
+    address blocked on one is refused by the other, and a client on the other node is
+    kicked out from the first."""
+    if is_external:
+        pytest.skip("starts rhizo nodes of its own")
+    import os
+
+    from conftest import ROOT_TOKEN
+    from test_cluster import _ensure_redis
+
+    _ensure_redis()
+    prefix = f"rhizo-compat-admin-{os.getpid()}-{time.monotonic_ns()}"
+    nodes = []
+    clients = []
+    try:
+        for sid in ["adm-a", "adm-b"]:
+            env = {
+                "HYPHA_SERVER_ID": sid,
+                "HYPHA_REDIS_URI": "redis://127.0.0.1:6379/0",
+                "RHIZO_REDIS_PREFIX": prefix,
+            }
+            nodes.append(_start_rhizo(extra_env=env, args=["--database-uri", "memory"]))
+        url_a, url_b = nodes[0][0].url, nodes[1][0].url
+        root = await connect_to_server({"server_url": url_a, "token": ROOT_TOKEN})
+        clients.append(root)
+        admin = await root.get_service("ws-user-root/admin-utils")
+
+        async def both_listed():
+            return sorted(await admin.list_servers()) == ["adm-a", "adm-b"]
+
+        assert await _wait_for(both_listed), await admin.list_servers()
+
+        uid = unique_id("roamer")
+        token = token_for(uid, f"ws:ws-user-{uid}#a")
+        far = await connect_to_server({"server_url": url_b, "token": token})
+        clients.append(far)
+        await admin.block_user(uid, 600, "cluster")
+
+        async def refused_on_b():
+            try:
+                c = await connect_to_server({"server_url": url_b, "token": token})
+            except Exception as e:  # noqa: BLE001 - the refusal is what we wait for
+                return "User is blocked: cluster" in str(e)
+            await c.disconnect()
+            return False
+
+        assert await _wait_for(refused_on_b), "node b still admits the blocked user"
+
+        ip = "10.66.0.3"
+        await admin.block_ip(ip, 600, "cluster")
+
+        async def ip_refused_on_b():
+            r = httpx.get(f"{url_b}/public/services/", headers={"X-Forwarded-For": ip}, timeout=5)
+            return r.status_code == 403
+
+        assert await _wait_for(ip_refused_on_b), "node b still serves the blocked address"
+
+        far_raw, info = await raw_client(url_b, unique_id("far"))
+        ws, cid = info["workspace"], info["client_id"]
+
+        async def kicked_from_a():
+            try:
+                await admin.kickout_client(ws, cid, 4002, "far kick")
+            except Exception as e:  # noqa: BLE001 - until node a's directory knows it
+                assert "Client not connected" in str(e), e
+                return False
+            return True
+
+        assert await _wait_for(kicked_from_a), "node a never found the client of node b"
+        assert await closed_with(far_raw) == (4002, "far kick")
+    finally:
+        await asyncio.gather(*(c.disconnect() for c in clients), return_exceptions=True)
+        for server, stop, workdir in nodes:
+            _stop_rhizo(request, server, stop, workdir)
