@@ -245,7 +245,10 @@ impl Manager {
 
     /// What keeps the instance from being ready, if anything ([`Manager::set_pending`]).
     pub fn pending(&self) -> Option<String> {
-        self.pending.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The manager's client id, `manager-<server_id>`.
@@ -473,7 +476,9 @@ impl Manager {
         };
         let cfg = value::get(&svc, "config");
         let protected = cfg.and_then(|c| value::get_str(c, "visibility")) == Some("protected");
-        let ws = cfg.and_then(|c| value::get_str(c, "workspace")).unwrap_or("public");
+        let ws = cfg
+            .and_then(|c| value::get_str(c, "workspace"))
+            .unwrap_or("public");
         if protected && !ctx.user.can(ws, Permission::Read) {
             return Err(ManagerError::Permission(format!(
                 "Permission denied for service: {service_id}"

@@ -116,7 +116,7 @@ async fn exercise(store: Arc<dyn Store>) {
         .put_block(&block(BlockKind::User, "old", "", now - 1))
         .await
         .unwrap(); // already expired: not listed
-    // Blocking again replaces the reason and the expiry.
+                   // Blocking again replaces the reason and the expiry.
     store
         .put_block(&block(BlockKind::User, "mallory", "abuse", now + 3600))
         .await

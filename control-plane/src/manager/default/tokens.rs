@@ -147,7 +147,9 @@ impl ParseToken {
             .token
             .ok_or_else(|| ManagerError::InvalidArgument("token must be a string".into()))?;
         let user = m.tokens.verify(&token).map_err(|e| match e {
-            TokenError::Expired | TokenError::Revoked | TokenError::Blocked(_) => ManagerError::Permission(e.to_string()),
+            TokenError::Expired | TokenError::Revoked | TokenError::Blocked(_) => {
+                ManagerError::Permission(e.to_string())
+            }
             TokenError::Invalid(_) => ManagerError::InvalidArgument(e.to_string()),
         })?;
         if let Some(w) = &user.scope.current_workspace {
