@@ -1,7 +1,8 @@
-//! The control plane's HTTP routes (workspace-api.md §8.1): health probes,
-//! `/assets/config.json`, `/metrics`, `/{ws}/services/…` and `/{ws}/apps/…`. One function
-//! per area returns a `Router`; [`routes`] merges them. The data plane's routes (`/ws`,
-//! `/rpc`) are the router's: the binary merges both and applies the base path.
+//! The control plane's HTTP routes (workspace-api.md §8.1): the landing page `/`, health
+//! probes and diagnostics, `/assets/config.json`, `/metrics`, `/{ws}/services/…` and
+//! `/{ws}/apps/…`. One function per area returns a `Router`; [`routes`] merges them. The
+//! data plane's routes (`/ws`, `/rpc`) are the router's: the binary merges both and
+//! applies the base path.
 
 use crate::error::ApiError;
 use crate::manager::Manager;
@@ -16,6 +17,8 @@ use std::sync::Arc;
 use tower_http::cors::CorsLayer;
 
 mod apps;
+mod health;
+mod landing;
 mod metrics;
 mod services;
 
@@ -28,6 +31,8 @@ pub fn routes(manager: Arc<Manager>) -> axum::Router {
         .collect();
     let mut app = axum::Router::new()
         .merge(health())
+        .merge(health::routes())
+        .merge(landing::routes())
         .merge(assets())
         .merge(metrics::routes())
         .merge(services::routes())

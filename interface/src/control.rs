@@ -34,9 +34,9 @@ pub struct ClientPresence {
 }
 
 /// A point-in-time copy of the router's load and traffic counters (all monotonic since
-/// start, except the gauges `connections`, `queued_bytes_total`, `queued_bytes_max`,
-/// `bus_inbox_backlog` and `bus_connected`). The `bus_*` figures are those of the cluster
-/// bus (issue 10) and stay 0 on a single node.
+/// start, except the gauges `connections`, `ws_connections`, `queued_bytes_total`,
+/// `queued_bytes_max`, `bus_inbox_backlog` and `bus_connected`). The `bus_*` figures are
+/// those of the cluster bus (issue 10) and stay 0 on a single node.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CountersSnapshot {
     /// Binary frames received from clients.
@@ -58,6 +58,16 @@ pub struct CountersSnapshot {
     pub held: u64,
     /// Connections open now (after the handshake).
     pub connections: u64,
+    /// Connections opened since start, every transport.
+    pub connections_opened: u64,
+    /// Connections ended since start, every transport.
+    pub connections_closed: u64,
+    /// WebSocket connections open now (a part of `connections`).
+    pub ws_connections: u64,
+    /// WebSocket connections opened since start.
+    pub ws_connections_opened: u64,
+    /// WebSocket connections closed for going over the message rate.
+    pub rate_limited_closes: u64,
     /// Bytes waiting in all egress queues now.
     pub queued_bytes_total: u64,
     /// Bytes waiting in the fullest egress queue now.

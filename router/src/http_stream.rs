@@ -409,7 +409,7 @@ impl Router {
         if let Some(old) = self.inner.table.insert(conn.clone()) {
             old.egress.close(CloseReason::Superseded);
         }
-        self.counters().connections.fetch_add(1, Relaxed);
+        self.counters().opened(false);
         tracing::debug!(client = %conn.addr, reconnecting = admission.reconnecting, "stream connected");
 
         let mut keepalive = tokio::time::interval_at(
@@ -532,7 +532,7 @@ impl Downstream {
 impl Drop for Downstream {
     fn drop(&mut self) {
         let router = &self.router;
-        router.counters().connections.fetch_sub(1, Relaxed);
+        router.counters().closed(false);
         router.forget(&self.conn);
     }
 }

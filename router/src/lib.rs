@@ -85,8 +85,8 @@ impl Default for RouterConfig {
     }
 }
 
-/// Load and traffic counters, sampled by the control plane (all monotonic except
-/// `connections`).
+/// Load and traffic counters, sampled by the control plane (all monotonic except the
+/// gauges `connections` and `ws_connections`).
 #[derive(Debug, Default)]
 pub struct Counters {
     /// Binary frames received from clients.
@@ -108,4 +108,63 @@ pub struct Counters {
     pub held: AtomicU64,
     /// Connections currently open (after the handshake).
     pub connections: AtomicU64,
+    /// Connections opened since start, every transport (monotonic).
+    pub connections_opened: AtomicU64,
+    /// Connections ended since start, every transport (monotonic).
+    pub connections_closed: AtomicU64,
+    /// WebSocket connections currently open (a part of `connections`).
+    pub ws_connections: AtomicU64,
+    /// WebSocket connections opened since start (monotonic).
+    pub ws_connections_opened: AtomicU64,
+    /// WebSocket connections closed for going over the message rate (monotonic).
+    pub rate_limited_closes: AtomicU64,
+}
+
+impl Counters {
+    /// A connection passed its handshake: one relaxed increment per counter, once per
+    /// connection (never per frame).
+    pub(crate) fn opened(&self, websocket: bool) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.connections.fetch_add(1, Relaxed);
+        self.connections_opened.fetch_add(1, Relaxed);
+        if websocket {
+            self.ws_connections.fetch_add(1, Relaxed);
+            self.ws_connections_opened.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// A connection counted by [`Counters::opened`] ended.
+    pub(crate) fn closed(&self, websocket: bool) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.connections.fetch_sub(1, Relaxed);
+        self.connections_closed.fetch_add(1, Relaxed);
+        if websocket {
+            self.ws_connections.fetch_sub(1, Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod counters_tests {
+    use super::Counters;
+    use std::sync::atomic::Ordering::Relaxed;
+
+    #[test]
+    fn opened_and_closed_keep_the_gauges_and_totals_apart() {
+        let c = Counters::default();
+        c.opened(true);
+        c.opened(false);
+        c.opened(true);
+        c.closed(true);
+        let read = |a: &std::sync::atomic::AtomicU64| a.load(Relaxed);
+        assert_eq!(read(&c.connections), 2);
+        assert_eq!(read(&c.ws_connections), 1);
+        assert_eq!(read(&c.connections_opened), 3);
+        assert_eq!(read(&c.ws_connections_opened), 2);
+        assert_eq!(read(&c.connections_closed), 1);
+        c.closed(false);
+        assert_eq!(read(&c.connections), 1);
+        assert_eq!(read(&c.ws_connections), 1);
+        assert_eq!(read(&c.connections_closed), 2);
+    }
 }

@@ -125,7 +125,7 @@ impl Router {
         if let Some(old) = self.inner.table.insert(conn.clone()) {
             old.egress.close(CloseReason::Superseded);
         }
-        self.counters().connections.fetch_add(1, Relaxed);
+        self.counters().opened(true);
         tracing::debug!(client = %conn.addr, reconnecting = admission.reconnecting, "connected");
 
         let mut rx = rx;
@@ -149,7 +149,7 @@ impl Router {
                         .await;
             }
         }
-        self.counters().connections.fetch_sub(1, Relaxed);
+        self.counters().closed(true);
         self.forget(&conn);
         // Replies queued but not written (the connection dropped, or they came while it
         // closed) wait for the client's reconnection (`held`).
@@ -217,6 +217,7 @@ impl Router {
                     seen = true;
                     if let (Some(b), Some(Ok(Message::Binary(_) | Message::Text(_)))) = (&mut budget, &msg) {
                         if !b.take(std::time::Instant::now()) {
+                            self.counters().rate_limited_closes.fetch_add(1, Relaxed);
                             return Some(CloseReason::Policy("Rate limit exceeded".into()));
                         }
                     }

@@ -1,6 +1,29 @@
 //! `GET /metrics` in the Prometheus text format (issue: HTTP, item 4): connections, frames
 //! and bytes in/out, queue depths, rejected/dropped frames, per-workspace clients and
-//! services, HTTP requests by route and status.
+//! services, HTTP requests by route and status, as `rhizo_*` families.
+//!
+//! Beside them, the families of the reference server (Hypha 0.21.x) under its own names,
+//! so that its dashboards and alerts keep working — those whose meaning rhizo can fill
+//! honestly (none of them carries labels in the reference, except `event_bus`):
+//!
+//! | reference family | type | filled from |
+//! |---|---|---|
+//! | `rpc_call_total` | counter | frames received from clients (`frames_in`): the reference counts every message a client emits |
+//! | `client_requests_total` | counter | the same (`frames_in`) |
+//! | `websocket_connections` | gauge | WebSocket connections open now (`ws_connections`) |
+//! | `websocket_connections_established_total` | counter | WebSocket connections opened since start (`ws_connections_opened`) |
+//! | `websocket_rate_limited_disconnects_total` | counter | WebSocket connections closed for exceeding the message rate (`rate_limited_closes`) |
+//! | `redis_rpc_active_connections` | gauge | RPC connections open now, every transport (`connections`) |
+//! | `redis_rpc_connections_created_total` | counter | RPC connections opened since start, every transport (`connections_opened`) |
+//! | `redis_rpc_connections_closed_total` | counter | RPC connections ended since start (`connections_closed`) |
+//! | `event_bus_total{event="*",status="processed"}` | counter | envelopes received from other nodes over the cluster bus (`bus_received`; 0 on a single node, where no message crosses a bus) |
+//! | `redis_eventbus_messages_processed_total` | counter | the same (`bus_received`) |
+//! | `process_resident_memory_bytes`, `process_virtual_memory_bytes`, `process_open_fds`, `process_max_fds`, `process_cpu_seconds_total`, `process_start_time_seconds` | gauge / counter | `/proc/self` (Linux), as prometheus_client's process collector, which the reference exports by default |
+//!
+//! Not exported, for want of an honest source: `client_load_current` (requests per minute
+//! of whichever `__rlb` client last reported), `redis_pubsub_latency_seconds` and the other
+//! `redis_eventbus_*` pub/sub bookkeeping, the `*_created` timestamps prometheus_client adds
+//! to each counter, and the `python_*` runtime families.
 
 use crate::manager::Manager;
 use axum::extract::{MatchedPath, Request, State};
@@ -39,6 +62,57 @@ fn escape(label: &str) -> String {
         .replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
+}
+
+/// The standard `process_*` families (as prometheus_client's process collector writes
+/// them); a figure `/proc` did not give is left out.
+fn process_families(out: &mut String, p: &super::health::Process) {
+    let u = |v: Option<u64>| v.map(|v| v as f64);
+    for (name, kind, help, value) in [
+        (
+            "process_virtual_memory_bytes",
+            "gauge",
+            "Virtual memory size in bytes.",
+            u(p.vms_bytes),
+        ),
+        (
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory size in bytes.",
+            u(p.rss_bytes),
+        ),
+        (
+            "process_start_time_seconds",
+            "gauge",
+            "Start time of the process since the Unix epoch, in seconds.",
+            p.start_time_seconds,
+        ),
+        (
+            "process_cpu_seconds_total",
+            "counter",
+            "User and system CPU time spent, in seconds.",
+            p.cpu_seconds,
+        ),
+        (
+            "process_open_fds",
+            "gauge",
+            "Open file descriptors.",
+            u(p.open_fds),
+        ),
+        (
+            "process_max_fds",
+            "gauge",
+            "Maximum number of open file descriptors.",
+            u(p.max_fds),
+        ),
+    ] {
+        if let Some(v) = value {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+            );
+        }
+    }
 }
 
 async fn metrics(State(m): State<Arc<Manager>>) -> impl IntoResponse {
@@ -168,6 +242,73 @@ async fn metrics(State(m): State<Arc<Manager>>) -> impl IntoResponse {
     ] {
         metric(name, kind, help, value);
     }
+    // The reference server's families, under its names (see the module doc).
+    for (name, kind, help, value) in [
+        (
+            "rpc_call_total",
+            "counter",
+            "RPC messages sent by clients, all workspaces.",
+            c.frames_in,
+        ),
+        (
+            "client_requests_total",
+            "counter",
+            "Requests (RPC messages) sent by clients, all workspaces.",
+            c.frames_in,
+        ),
+        (
+            "websocket_connections",
+            "gauge",
+            "Open WebSocket connections.",
+            c.ws_connections,
+        ),
+        (
+            "websocket_connections_established_total",
+            "counter",
+            "WebSocket connections established since start.",
+            c.ws_connections_opened,
+        ),
+        (
+            "websocket_rate_limited_disconnects_total",
+            "counter",
+            "WebSocket connections closed for exceeding the message rate.",
+            c.rate_limited_closes,
+        ),
+        (
+            "redis_rpc_active_connections",
+            "gauge",
+            "Open RPC connections (every transport).",
+            c.connections,
+        ),
+        (
+            "redis_rpc_connections_created_total",
+            "counter",
+            "RPC connections opened since start (every transport).",
+            c.connections_opened,
+        ),
+        (
+            "redis_rpc_connections_closed_total",
+            "counter",
+            "RPC connections ended since start (every transport).",
+            c.connections_closed,
+        ),
+        (
+            "redis_eventbus_messages_processed_total",
+            "counter",
+            "Messages received from other nodes over the cluster bus.",
+            c.bus_received,
+        ),
+    ] {
+        metric(name, kind, help, value);
+    }
+    let _ = writeln!(
+        out,
+        "# HELP event_bus_total Messages on the cluster bus by event and status.\n\
+         # TYPE event_bus_total counter\n\
+         event_bus_total{{event=\"*\",status=\"processed\"}} {}",
+        c.bus_received
+    );
+    process_families(&mut out, &super::health::Process::read());
     let clients = m.router.workspace_counts();
     let _ = writeln!(out, "# HELP rhizo_workspace_clients Connected clients per workspace.\n# TYPE rhizo_workspace_clients gauge");
     for (ws, n) in &clients {
