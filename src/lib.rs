@@ -5,6 +5,7 @@
 pub mod assets;
 pub mod server;
 pub mod settings;
+pub mod startup;
 
 pub use server::{Server, ServerBuilder, StartError};
 pub use settings::{ConfigError, Settings};

@@ -1,8 +1,10 @@
 //! The `rhizo` command: `rhizo serve` runs the router and the control plane in one process
-//! with embedded defaults (DESIGN.md "Modes"); `rhizo worker <kind>` runs a built-in
-//! server-app worker as a client of any Hypha server ([`rhizo_workers::cli`]). The wiring
-//! is [`rhizo::Server`]; this file only parses the command line, starts logging and waits
-//! for a signal.
+//! with embedded defaults (DESIGN.md "Modes"), then its startup functions
+//! ([`rhizo::startup`]); `rhizo worker <kind>` runs a built-in server-app worker as a
+//! client of any Hypha server ([`rhizo_workers::cli`]); `rhizo token` prints a token signed
+//! with the server's secret ([`rhizo::settings::TokenArgs`]). The wiring is
+//! [`rhizo::Server`]; this file only parses the command line, starts logging and waits for
+//! a signal.
 
 use clap::{Parser, Subcommand};
 use rhizo::{Server, Settings, StartError};
@@ -26,6 +28,8 @@ enum Command {
     Serve(Settings),
     /// Run a built-in server-app worker (python-eval, terminal) against a server.
     Worker(rhizo_workers::cli::WorkerArgs),
+    /// Print a token for one workspace, signed with the secret `rhizo serve` uses.
+    Token(rhizo::settings::TokenArgs),
 }
 
 async fn shutdown_signal() {
@@ -50,12 +54,50 @@ async fn shutdown_signal() {
 }
 
 async fn serve(settings: Settings) -> Result<(), StartError> {
+    let functions = settings.startup_functions.clone();
+    let python = settings.python_eval_python.clone();
     let server = Server::builder(settings).bind().await?;
     println!("rhizo listening on {}", server.url());
+    let startup = tokio::select! {
+        r = rhizo::startup::run(&server, &functions, &python) => r,
+        _ = shutdown_signal() => {
+            tracing::info!("shutting down during the startup functions");
+            server.shutdown().await;
+            return Ok(());
+        }
+    };
+    let startup = match startup {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("{e}; stopping");
+            server.shutdown().await;
+            return Err(StartError::Io(e.into()));
+        }
+    };
     shutdown_signal().await;
     tracing::info!("shutting down");
+    startup.stop().await;
     server.shutdown().await;
     Ok(())
+}
+
+/// `rhizo token`: the token alone on standard output.
+fn token(args: rhizo::settings::TokenArgs) -> ExitCode {
+    match args.mint() {
+        Ok(t) => {
+            println!("{t}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            // A bad flag is a usage error; an unreadable secret file is not.
+            if e.is::<rhizo::ConfigError>() {
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
 }
 
 /// Runs `rhizo worker` until a signal or the end of its connection.
@@ -88,6 +130,7 @@ fn main() -> ExitCode {
     let settings = match cli.command {
         Command::Serve(settings) => settings,
         Command::Worker(args) => return worker(args),
+        Command::Token(args) => return token(args),
     };
     // Checked before the runtime starts and anything is bound.
     if let Err(e) = settings.validate() {

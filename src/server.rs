@@ -480,7 +480,7 @@ fn resolve(host: &str, port: u16) -> anyhow::Result<SocketAddr> {
 /// `--jwt-secret`/`HYPHA_JWT_SECRET`, else `JWT_SECRET`, else a secret kept in
 /// `<data_dir>/jwt-secret` so that reconnection tokens survive a restart (protocol.md
 /// §1.7). Empty values count as unset.
-fn jwt_secret(flag: Option<&str>, data_dir: &Path) -> anyhow::Result<String> {
+pub(crate) fn jwt_secret(flag: Option<&str>, data_dir: &Path) -> anyhow::Result<String> {
     if let Some(s) = flag.filter(|s| !s.is_empty()) {
         return Ok(s.to_owned());
     }
