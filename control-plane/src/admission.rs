@@ -395,6 +395,19 @@ impl ControlHooks for Hooks {
         self.0.handle_frame(frame);
     }
 
+    fn stateless_call(
+        &self,
+        token: Option<String>,
+        workspace: Option<String>,
+        body: Bytes,
+    ) -> BoxFuture<'_, (u16, serde_json::Value)> {
+        Box::pin(async move {
+            self.0
+                .stateless_call(token.as_deref(), workspace.as_deref(), &body)
+                .await
+        })
+    }
+
     fn remote_client_gone(&self, addr: &str, callers: Vec<String>) {
         let Some((ws, cid)) = addr.split_once('/') else {
             return;

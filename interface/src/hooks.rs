@@ -66,6 +66,24 @@ pub trait ControlHooks: Send + Sync + 'static {
     /// the `foreign_callers` (addresses in other workspaces that had sent it frames).
     fn disconnected(&self, conn: ConnRef<'_>, foreign_callers: Vec<String>);
 
+    /// A `POST /rpc` for which no stream is open: a stateless call (workspace-api.md
+    /// §8.5). `token` is the request's, `workspace` the query's (if any), `body` one
+    /// msgpack map `{type: "method", to, method, args?, kwargs?}`. Answers the HTTP
+    /// status and the JSON body. The default refuses it (404, no stream).
+    fn stateless_call(
+        &self,
+        token: Option<String>,
+        workspace: Option<String>,
+        body: Bytes,
+    ) -> BoxFuture<'_, (u16, serde_json::Value)> {
+        let _ = (token, body);
+        let ws = workspace.unwrap_or_default();
+        Box::pin(async move {
+            let detail = format!("No active stream in {ws}");
+            (404, serde_json::json!({"success": false, "detail": detail}))
+        })
+    }
+
     /// The remote client `addr` (`"<ws>/<cid>"`, on another node) is gone — it left, or
     /// its node went down or stopped answering — and `callers`, local clients of other
     /// workspaces, had sent it frames: tell them (`client_disconnected`), so their pending

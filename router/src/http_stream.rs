@@ -302,6 +302,24 @@ async fn open_stream(
     router.open_stream(req, token).await
 }
 
+/// A POST from a client without an open stream: a stateless call, answered by the
+/// control plane ([`rhizo_interface::ControlHooks::stateless_call`]) as JSON.
+async fn stateless_call(router: &Router, ws: Option<String>, request: Request) -> Response {
+    let token = request_token(request.headers());
+    let body = match Bytes::from_request(request, &()).await {
+        Ok(b) => b,
+        Err(e) => {
+            return fail(
+                body_error_status(&e),
+                format!("Could not read the message: {e}"),
+            )
+        }
+    };
+    let (status, json) = router.hooks().stateless_call(token, ws, body).await;
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, axum::Json(json)).into_response()
+}
+
 async fn post_message(
     State(router): State<Router>,
     Query(q): Query<HashMap<String, String>>,
@@ -310,15 +328,11 @@ async fn post_message(
     let Some(cid) = param(&q, "client_id") else {
         return fail(StatusCode::BAD_REQUEST, "client_id is required");
     };
-    let Some(ws) = param(&q, "workspace") else {
-        return fail(StatusCode::BAD_REQUEST, "workspace is required");
+    let ws = param(&q, "workspace");
+    let Some(conn) = ws.as_deref().and_then(|ws| router.table().get(ws, &cid)) else {
+        return stateless_call(&router, ws, request).await;
     };
-    let Some(conn) = router.table().get(&ws, &cid) else {
-        return fail(
-            StatusCode::NOT_FOUND,
-            format!("No active stream for {ws}/{cid}"),
-        );
-    };
+    let ws = conn.ws.clone();
     let Transport::HttpStream(creds) = &conn.transport else {
         return fail(
             StatusCode::NOT_FOUND,

@@ -295,19 +295,52 @@ async def test_bad_reconnection_token_is_refused(server_url):
         assert r.json()["success"] is False
 
 
-@pytest.mark.rhizo_only
-async def test_post_without_stream_is_404(server_url):
-    async with httpx.AsyncClient(timeout=10) as http:
-        body = msgpack.packb({"type": "method", "to": "x", "method": "y"})
-        r = await http.post(
-            f"{server_url}/rpc",
-            params={"client_id": unique_id("nostream"), "workspace": "ws-nope"},
-            content=body,
+async def test_post_without_stream_is_a_stateless_call(server_url, connect):
+    """workspace-api.md §8.5: a POST /rpc for which no stream is open runs one call
+    (``{type: "method", to: "<client>:<svc>", method, args?, kwargs?}``) for a caller with
+    ``rw`` on the workspace and answers ``{success, result}`` as JSON."""
+    owner = await connect(client_id=unique_id("stateless"))
+    await owner.register_service(
+        {"id": "calc", "config": {"visibility": "public"}, "add": lambda a, b=10: a + b}
+    )
+    ws, cid = owner.config.workspace, owner.config.client_id
+    token = await owner.generate_token({"permission": "read_write"})
+    reader = await owner.generate_token({"permission": "read"})
+    auth = {"Authorization": f"Bearer {token}"}
+    params = {"client_id": unique_id("caller"), "workspace": ws}
+
+    def call(body, headers=auth, query=params):
+        return http.post(f"{server_url}/rpc", params=query, headers=headers, content=body)
+
+    async with httpx.AsyncClient(timeout=20) as http:
+        r = await call(msgpack.packb({"type": "method", "to": f"{cid}:calc", "method": "add", "args": [1, 2]}))
+        assert r.status_code == 200 and r.json() == {"success": True, "result": 3}, r.text
+        r = await call(
+            msgpack.packb({"type": "method", "to": f"{cid}:calc", "method": "add", "args": [1], "kwargs": {"b": 5}})
         )
-        assert r.status_code == 404
-        assert r.json()["success"] is False
-        assert "No active stream" in r.json()["detail"]
-        r = await http.post(f"{server_url}/rpc", params={"workspace": "x"}, content=body)
+        assert r.json() == {"success": True, "result": 6}, r.text
+        # A full service id works too.
+        r = await call(msgpack.packb({"type": "method", "to": f"{ws}/{cid}:calc", "method": "add", "args": [2, 2]}))
+        assert r.json()["result"] == 4, r.text
+        r = await call(msgpack.packb({"type": "method", "to": f"{cid}:calc", "method": "nope"}))
+        assert r.status_code == 404 and r.json()["detail"] == "Method 'nope' not found", r.text
+        r = await call(msgpack.packb({"type": "ping"}))
+        assert r.status_code == 400 and "type='method'" in r.json()["detail"], r.text
+        r = await call(msgpack.packb({"type": "method", "to": "calc", "method": "add"}))
+        assert r.status_code == 400 and "client_id:service_id" in r.json()["detail"], r.text
+        r = await call(b"\xc1")
+        assert r.status_code == 400 and r.json()["success"] is False, r.text
+        # rw is needed: a read-only token and an anonymous caller are refused.
+        r = await call(
+            msgpack.packb({"type": "method", "to": f"{cid}:calc", "method": "add", "args": [1]}),
+            headers={"Authorization": f"Bearer {reader}"},
+        )
+        assert r.status_code == 403 and "Permission denied" in r.json()["detail"], r.text
+        r = await call(msgpack.packb({"type": "method", "to": "x:y", "method": "y"}), headers={},
+                       query={"client_id": unique_id("nostream"), "workspace": "ws-nope"})
+        assert r.status_code == 403 and r.json()["success"] is False, r.text
+        # client_id stays required.
+        r = await http.post(f"{server_url}/rpc", params={"workspace": ws}, headers=auth, content=b"")
         assert r.status_code == 400
 
 

@@ -87,6 +87,22 @@ impl Manager {
         kwargs: Value,
         mode: Option<&str>,
     ) -> ManagerResult<Value> {
+        self.http_call_with(ctx, ws, service_id, function_key, Vec::new(), kwargs, mode)
+            .await
+    }
+
+    /// [`Manager::http_call`] with positional `args` too (a stateless `POST /rpc`).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn http_call_with(
+        self: &Arc<Self>,
+        ctx: &Ctx,
+        ws: &str,
+        service_id: &str,
+        function_key: &str,
+        args: Vec<Value>,
+        kwargs: Value,
+        mode: Option<&str>,
+    ) -> ManagerResult<Value> {
         // `ws` (rhizo's name) and `~` (the reference's id of the default service) both
         // name the manager's own functions, run here.
         if service_id == "ws" || service_id == "~" {
@@ -96,7 +112,7 @@ impl Manager {
                 ws: ctx.ws.clone(),
                 user: user_value(&ctx.user),
                 session: None,
-                args: Vec::new(),
+                args,
                 kwargs: kwargs.as_map().cloned().unwrap_or_default(),
                 promise: Promise::None,
             };
@@ -122,7 +138,7 @@ impl Manager {
                 ws: ctx.ws.clone(),
                 user: user.clone(),
                 session: None,
-                args: Vec::new(),
+                args: args.clone(),
                 kwargs: kwargs.as_map().cloned().unwrap_or_default(),
                 promise: Promise::None,
             };
@@ -134,15 +150,99 @@ impl Manager {
                 return result;
             }
         }
+        let kwargs = kwargs
+            .as_map()
+            .is_some_and(|m| !m.is_empty())
+            .then_some(kwargs);
         self.call_client_as(
             target,
             method,
-            Vec::new(),
-            Some(kwargs),
+            args,
+            kwargs,
             (&ctx.ws, &user),
             HTTP_CALL_TIMEOUT,
         )
         .await
+    }
+
+    /// A `POST /rpc` without an open stream (workspace-api.md §8.5 "stateless call"):
+    /// `body` is one msgpack map `{type: "method", to: "<client>:<svc>" (or a full
+    /// service id), method, args?, kwargs?}`, run for the caller of `token` in `ws` (the
+    /// query's workspace, else the token's or the caller's own), which needs `rw` there.
+    /// Answers the HTTP status and `{success: true, result}` or `{success: false, detail}`.
+    pub async fn stateless_call(
+        self: &Arc<Self>,
+        token: Option<&str>,
+        ws: Option<&str>,
+        body: &[u8],
+    ) -> (u16, serde_json::Value) {
+        let fail = |status: u16, detail: String| {
+            (
+                status,
+                serde_json::json!({"success": false, "detail": detail}),
+            )
+        };
+        let user = match token {
+            None => crate::http::anonymous_http_user(),
+            Some(t) => match self.tokens.verify(t) {
+                Ok(u) => u,
+                Err(e) => {
+                    let detail = e.to_string();
+                    return fail(crate::error::ApiError::from(e).status.as_u16(), detail);
+                }
+            },
+        };
+        let ctx = self.http_ctx(user, ws.unwrap_or(""));
+        let ws = ws.map(str::to_owned).unwrap_or_else(|| ctx.ws.clone());
+        if !ctx
+            .user
+            .can(&ws, rhizo_protocol::user::Permission::ReadWrite)
+        {
+            return fail(403, format!("Permission denied for workspace {ws}"));
+        }
+        let ctx = Ctx {
+            from: format!("{ws}/{}", ctx.cid),
+            ws: ws.clone(),
+            ..ctx
+        };
+        let Ok(message) = rmpv::decode::read_value(&mut &body[..]) else {
+            return fail(400, "The body is not one msgpack value".into());
+        };
+        if get_str(&message, "type") != Some("method") {
+            return fail(400, "Stateless calls require type='method'".into());
+        }
+        let Some(to) = get_str(&message, "to").filter(|t| t.contains(':')) else {
+            return fail(
+                400,
+                "Invalid target format, expected 'client_id:service_id'".into(),
+            );
+        };
+        let Some(method) = get_str(&message, "method").filter(|m| !m.is_empty()) else {
+            return fail(400, "method must be a non-empty string".into());
+        };
+        let args = match get(&message, "args") {
+            None | Some(Value::Nil) => Vec::new(),
+            Some(Value::Array(a)) => a.clone(),
+            Some(_) => return fail(400, "args must be a list".into()),
+        };
+        let kwargs = match get(&message, "kwargs") {
+            None | Some(Value::Nil) => Value::Map(Vec::new()),
+            Some(m @ Value::Map(_)) => m.clone(),
+            Some(_) => return fail(400, "kwargs must be a map".into()),
+        };
+        match self
+            .http_call_with(&ctx, &ws, to, method, args, kwargs, None)
+            .await
+        {
+            Ok(result) => (
+                200,
+                serde_json::json!({"success": true, "result": value::to_json(&result)}),
+            ),
+            Err(ManagerError::NotFound(d)) if d.ends_with(" not found.") => {
+                fail(404, format!("Method '{method}' not found"))
+            }
+            Err(e) => fail(e.status().as_u16(), e.wire()),
+        }
     }
 }
 
