@@ -450,7 +450,10 @@ impl ServerApps {
         .await?;
         let committed = self.read_app(&ws, &alias, None, false).await?;
         if daemon {
-            // Daemon apps run from their installation on (§1.8).
+            // Daemon apps run from their installation on (§1.8). Inside a daemon pass: a
+            // worker connecting meanwhile starts a pass of its own (`ensure_daemons`),
+            // which must find this instance rather than start a second one.
+            let _one_pass = self.daemon_pass.lock().await;
             let req = StartRequest {
                 app_id: c.app_id.clone(),
                 fresh: true,
