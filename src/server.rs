@@ -203,7 +203,11 @@ impl ServerBuilder {
             .assets_dir
             .clone()
             .unwrap_or_else(crate::assets::default_dir);
-        let app = http_app(&router, &manager, &base, &assets);
+        let mut extra = Vec::new();
+        if s.enable_mcp {
+            extra.push(rhizo_mcp::routes(manager.clone()));
+        }
+        let app = http_app(&router, &manager, &base, &assets, extra);
         // Small frames flow both ways on every socket: without TCP_NODELAY, Nagle plus
         // delayed ACKs add milliseconds to calls.
         let listener = listener.tap_io(|tcp| {
@@ -334,17 +338,22 @@ fn find_program(program: &std::path::Path) -> Option<std::path::PathBuf> {
 
 /// The HTTP app of both planes under `base` (`""` or e.g. `"/hypha"`): the router's `/ws`
 /// and `/rpc`, the control plane's routes, the front-end packages of `assets`
-/// ([`crate::assets`]), and the control plane's layers over all of them.
+/// ([`crate::assets`]), the optional MCP/A2A routes `extra` (`--enable-mcp`, `--enable-a2a`),
+/// and the control plane's layers over all of them.
 pub fn http_app(
     router: &Router,
     manager: &Arc<Manager>,
     base: &str,
     assets: &std::path::Path,
+    extra: Vec<axum::Router>,
 ) -> axum::Router {
-    let app = rhizo_control_plane::http::routes(manager.clone())
+    let mut app = rhizo_control_plane::http::routes(manager.clone())
         .merge(crate::assets::routes(assets))
         .merge(rhizo_router::ws::routes(router.clone()))
         .merge(rhizo_router::http_stream::routes(router.clone()));
+    for r in extra {
+        app = app.merge(r);
+    }
     let app = rhizo_control_plane::http::layers(manager.clone(), app);
     if base.is_empty() {
         app

@@ -159,6 +159,10 @@ pub struct Settings {
     /// and `public/agent-skills` then answer 404 / are absent).
     #[arg(long, env = "HYPHA_DISABLE_AGENT_SKILLS", help_heading = FEATURES)]
     pub disable_agent_skills: bool,
+    /// Serve every service as an MCP server (streamable HTTP at
+    /// `/{ws}/mcp/{service_id}/mcp`, SSE at `…/sse`, info at `/{ws}/mcp/{service_id}`).
+    #[arg(long, env = "HYPHA_ENABLE_MCP", help_heading = FEATURES)]
+    pub enable_mcp: bool,
     /// Python functions to run once the server is bound, each `module_or_file.py:function`
     /// (repeatable; space-separated in the environment). Each is awaited with a root
     /// connection to `public` and keeps it (with the services it registered) until the

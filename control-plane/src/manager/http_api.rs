@@ -127,6 +127,23 @@ impl Manager {
         if get_str(member, "_rtype") != Some("method") {
             return Ok(member.clone());
         }
+        self.http_invoke_member(ctx, member, args, kwargs).await
+    }
+
+    /// Calls the encoded method `member` of a service object (`{_rtype: "method",
+    /// _rtarget, _rmethod, …}`) with positional `args` and keyword arguments `kwargs` (a
+    /// map; empty or nil for none) on behalf of the HTTP caller `ctx`, waiting at most
+    /// [`HTTP_CALL_TIMEOUT`]. Methods of control-plane services run in this manager.
+    ///
+    /// Errors: [`ManagerError::InvalidArgument`] when `member` is not an encoded method,
+    /// the callee's error ([`ManagerError::Remote`]), or a [`ManagerError::Timeout`].
+    pub async fn http_invoke_member(
+        self: &Arc<Self>,
+        ctx: &Ctx,
+        member: &Value,
+        args: Vec<Value>,
+        kwargs: Value,
+    ) -> ManagerResult<Value> {
         let (target, method) = method_route(member)?;
         let user = user_value(&ctx.user);
         // A control-plane service (e.g. `public/artifact-manager`): its methods target this
