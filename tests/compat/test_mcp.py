@@ -364,3 +364,39 @@ async def test_service_of_a_javascript_client(mcp_server_url):
                 await asyncio.wait_for(proc.wait(), 10)
             except asyncio.TimeoutError:
                 proc.kill()
+
+
+async def test_sse_session_is_reaped_when_its_stream_closes(mcp_server_url, mcp_connect):
+    prov = await _calculator(mcp_connect)
+    ws = prov.config.workspace
+    base = f"{mcp_server_url}/{ws}/mcp/calc/sse"
+    ping = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
+    async with httpx.AsyncClient(timeout=10) as http:
+        async with http.stream("GET", base) as stream:
+            assert stream.headers["content-type"].startswith("text/event-stream")
+            lines = stream.aiter_lines()
+            event = data = None
+            while data is None:
+                line = await asyncio.wait_for(lines.__anext__(), 10)
+                if line.startswith("event:"):
+                    event = line.split(":", 1)[1].strip()
+                elif line.startswith("data:"):
+                    data = line.split(":", 1)[1].strip()
+            assert event == "endpoint"
+            assert data.startswith(f"/{ws}/mcp/calc/sse/messages/?session_id=")
+            endpoint = f"{mcp_server_url}{data}"
+            # The session takes messages while its stream is open...
+            r = await http.post(endpoint, json=ping)
+            assert r.status_code == 202, r.text
+            # ...and a body that is not JSON-RPC is refused without ending it.
+            r = await http.post(endpoint, content=b"[1, 2")
+            assert r.status_code == 400 and "Could not parse message" in r.json()["error"]
+            r = await http.post(endpoint, json=ping)
+            assert r.status_code == 202, r.text
+        # The stream is closed: the session is gone.
+        for _ in range(50):
+            r = await http.post(endpoint, json=ping)
+            if r.status_code == 404:
+                break
+            await asyncio.sleep(0.1)
+        assert r.status_code == 404, r.text

@@ -65,6 +65,8 @@ pub enum Kind {
 pub struct ToolEntry {
     /// MCP tool name (`_`-joined path for auto-wrapped services).
     pub name: String,
+    /// The member's dotted path in the service (`math.add`), also accepted as its name.
+    pub path: String,
     /// The encoded method.
     pub member: Value,
     /// `description` of the MCP tool.
@@ -212,9 +214,15 @@ impl Adapter {
         get(&self.service, name).filter(|v| is_method(v))
     }
 
-    /// The tool named `name`.
+    /// The tool named `name` (or, for auto-wrapped services, at the dotted path `name`).
     pub fn tool(&self, name: &str) -> Option<&ToolEntry> {
-        self.tools.iter().find(|t| t.name == name)
+        self.tools
+            .iter()
+            .find(|t| t.name == name)
+            .or_else(|| match self.kind {
+                Kind::Auto => self.tools.iter().find(|t| t.path == name),
+                _ => None,
+            })
     }
 
     /// The resource of `uri`; for auto-wrapped string fields also the `_` spelling of the
@@ -290,6 +298,7 @@ impl Adapter {
                 match tool_definition(key, f, None) {
                     Some((description, input_schema)) => self.tools.push(ToolEntry {
                         name: key.to_owned(),
+                        path: format!("tools.{key}"),
                         member: f.clone(),
                         description,
                         input_schema,
@@ -354,6 +363,7 @@ impl Adapter {
                     if self.tools.iter().all(|t| t.name != name) {
                         self.tools.push(ToolEntry {
                             name,
+                            path: path.join("."),
                             member,
                             description,
                             input_schema,
@@ -722,6 +732,11 @@ mod tests {
         assert_eq!(a.kind, Kind::Auto);
         let names: Vec<_> = a.tools.iter().map(|t| t.name.as_str()).collect();
         assert_eq!(names, ["add", "math_mul"]);
+        assert_eq!(
+            a.tool("math.mul").map(|t| t.name.as_str()),
+            Some("math_mul")
+        );
+        assert!(a.tool("math").is_none());
         assert_eq!(a.tools[0].description, "does add");
         assert_eq!(a.tools[0].input_schema["required"], json!(["a"]));
         assert_eq!(a.excluded.len(), 1);
