@@ -207,6 +207,9 @@ impl ServerBuilder {
         if s.enable_mcp {
             extra.push(rhizo_mcp::routes(manager.clone()));
         }
+        if s.enable_a2a {
+            extra.push(rhizo_a2a::routes(manager.clone()));
+        }
         let app = http_app(&router, &manager, &base, &assets, extra);
         // Small frames flow both ways on every socket: without TCP_NODELAY, Nagle plus
         // delayed ACKs add milliseconds to calls.

@@ -163,6 +163,10 @@ pub struct Settings {
     /// `/{ws}/mcp/{service_id}/mcp`, SSE at `…/sse`, info at `/{ws}/mcp/{service_id}`).
     #[arg(long, env = "HYPHA_ENABLE_MCP", help_heading = FEATURES)]
     pub enable_mcp: bool,
+    /// Serve services of type `a2a` as A2A agents (`/{ws}/a2a/{service_id}/`, agent card
+    /// at its `.well-known/agent-card.json`, info at `/{ws}/a2a-info/{service_id}`).
+    #[arg(long, env = "HYPHA_ENABLE_A2A", help_heading = FEATURES)]
+    pub enable_a2a: bool,
     /// Python functions to run once the server is bound, each `module_or_file.py:function`
     /// (repeatable; space-separated in the environment). Each is awaited with a root
     /// connection to `public` and keeps it (with the services it registered) until the
