@@ -278,7 +278,13 @@ fn spawn_builtin_workers(
         current_workspace: Some("public".into()),
     };
     let token = manager.tokens.sign(&user, 10 * 365 * 24 * 3600);
-    let mut kinds = vec![WorkerKind::PythonEval, WorkerKind::Terminal];
+    // The MCP and A2A proxies need no program of their own.
+    let mut kinds = vec![
+        WorkerKind::PythonEval,
+        WorkerKind::Terminal,
+        WorkerKind::McpProxy,
+        WorkerKind::A2aProxy,
+    ];
     // The browser worker needs a Chromium; its page settings come from RHIZO_BROWSER_*.
     let mut browser = rhizo_workers::browser::BrowserOptions::from_env().unwrap_or_else(|e| {
         tracing::warn!(error = %e, "browser worker settings ignored");

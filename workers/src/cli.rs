@@ -19,7 +19,8 @@ pub const DEFAULT_SERVER_URL: &str = "http://127.0.0.1:9527";
 /// Flags of `rhizo worker`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct WorkerArgs {
-    /// Which worker: `python-eval`, `terminal`, `ai-cli`, `browser` or `conda`.
+    /// Which worker: `python-eval`, `terminal`, `ai-cli`, `browser`, `conda`, `mcp-proxy` or
+    /// `a2a-proxy`.
     #[arg(value_parser = clap::builder::ValueParser::new(parse_kind))]
     pub kind: WorkerKind,
     /// The server, http(s)://host:port or a ws(s):// URL (default http://127.0.0.1:9527;

@@ -17,6 +17,10 @@
 //! - [`WorkerKind::Conda`] (types `["conda-jupyter-kernel"]`, [`conda`]): a Jupyter kernel
 //!   per session in a cached Python environment built with `uv` for the app's
 //!   dependencies, with `execute` in that kernel.
+//! - [`WorkerKind::McpProxy`] (types `["mcp-server"]`, [`mcp_proxy`]): MCP servers reached
+//!   over streamable HTTP or SSE become Hypha services (tools, resources, prompts).
+//! - [`WorkerKind::A2aProxy`] (types `["a2a-agent"]`, [`a2a_proxy`]): A2A agents become
+//!   Hypha services (skills, `run`, `agent_card`).
 //!
 //! A call may touch a session only when its trusted workspace (`ws` of the frame header)
 //! is the session's workspace, or its user holds admin there: the controller calls a
@@ -26,11 +30,13 @@
 //! Start one with [`start_worker`] (the server does for its built-in workers) or from the
 //! command line with `rhizo worker <kind>` ([`cli`]).
 
+pub mod a2a_proxy;
 pub mod ai_cli;
 pub mod browser;
 pub mod cli;
 pub mod conda;
 mod error;
+pub mod mcp_proxy;
 pub mod python_eval;
 mod session;
 pub mod terminal;
@@ -62,6 +68,10 @@ pub enum WorkerKind {
     Browser,
     /// `conda` (§4.3), app type `conda-jupyter-kernel`.
     Conda,
+    /// `mcp-proxy` (§4.5), app type `mcp-server`.
+    McpProxy,
+    /// `a2a-proxy` (§4.6), app type `a2a-agent`.
+    A2aProxy,
 }
 
 impl WorkerKind {
@@ -73,6 +83,8 @@ impl WorkerKind {
             WorkerKind::AiCli => "ai-cli",
             WorkerKind::Browser => "browser",
             WorkerKind::Conda => "conda",
+            WorkerKind::McpProxy => "mcp-proxy",
+            WorkerKind::A2aProxy => "a2a-proxy",
         }
     }
 
@@ -84,6 +96,8 @@ impl WorkerKind {
             WorkerKind::AiCli => "ai-cli-worker",
             WorkerKind::Browser => "browser-worker",
             WorkerKind::Conda => "conda-worker",
+            WorkerKind::McpProxy => "mcp-proxy-worker",
+            WorkerKind::A2aProxy => "a2a-proxy-worker",
         }
     }
 }
@@ -105,8 +119,11 @@ impl std::str::FromStr for WorkerKind {
             "ai-cli" | "code-agent" => Ok(WorkerKind::AiCli),
             "browser" => Ok(WorkerKind::Browser),
             "conda" | "conda-jupyter-kernel" => Ok(WorkerKind::Conda),
+            "mcp-proxy" | "mcp-server" => Ok(WorkerKind::McpProxy),
+            "a2a-proxy" | "a2a-agent" => Ok(WorkerKind::A2aProxy),
             other => Err(format!(
-                "unknown worker kind {other:?}; expected python-eval, terminal, ai-cli, browser or conda"
+                "unknown worker kind {other:?}; expected python-eval, terminal, ai-cli, browser, \
+                 conda, mcp-proxy or a2a-proxy"
             )),
         }
     }
@@ -184,6 +201,8 @@ enum Running {
     AiCli(Arc<ai_cli::hypha::AiCliWorker>),
     Browser(Arc<browser::BrowserWorker>),
     Conda(Arc<conda::Conda>),
+    /// mcp-proxy and a2a-proxy.
+    Proxy(Arc<mcp_proxy::proxy::ProxyHost>),
 }
 
 /// A started worker: its connection and sessions. Dropping it without
@@ -223,6 +242,7 @@ impl RunningWorker {
             Running::AiCli(w) => w.stop_all().await,
             Running::Browser(w) => w.stop_all().await,
             Running::Conda(w) => w.stop_all().await,
+            Running::Proxy(w) => w.stop_all(),
         }
         // Dropping disconnects.
     }
@@ -237,6 +257,7 @@ impl Drop for RunningWorker {
             // Dropping the browser kills its process.
             Running::Browser(_) => {}
             Running::Conda(w) => w.kill_all_now(),
+            Running::Proxy(w) => w.stop_all(),
         }
         self.client.disconnect();
     }
@@ -271,7 +292,11 @@ pub async fn start_worker_with(
     let files = fetch::AppFiles::new().context("setting up the HTTP client")?;
     let python = match kind {
         WorkerKind::PythonEval | WorkerKind::Conda => Some(resolve_program(&opts.python)?),
-        WorkerKind::Terminal | WorkerKind::AiCli | WorkerKind::Browser => None,
+        WorkerKind::Terminal
+        | WorkerKind::AiCli
+        | WorkerKind::Browser
+        | WorkerKind::McpProxy
+        | WorkerKind::A2aProxy => None,
     };
     let connect = ConnectOptions {
         client_id: opts.client_id.clone(),
@@ -396,6 +421,37 @@ pub async fn start_worker_with(
             let f = conda::functions(&w);
             (Running::Conda(w), f, record)
         }
+        WorkerKind::McpProxy => {
+            let w = Arc::new(mcp_proxy::host(
+                opts.server_url.clone(),
+                Arc::downgrade(&client),
+            ));
+            let record = service::record(
+                "MCP Proxy Worker",
+                "MCP proxy worker for connecting to MCP servers: each server of an mcp-server \
+                 app (streamable HTTP or SSE) becomes a service with its tools, resources and \
+                 prompts.",
+                &[mcp_proxy::APP_TYPE],
+                &opts.visibility,
+            );
+            let f = mcp_proxy::proxy::functions(&w);
+            (Running::Proxy(w), f, record)
+        }
+        WorkerKind::A2aProxy => {
+            let w = Arc::new(a2a_proxy::host(
+                opts.server_url.clone(),
+                Arc::downgrade(&client),
+            ));
+            let record = service::record(
+                "A2A Proxy Worker",
+                "A2A proxy worker for connecting to A2A agents: each agent of an a2a-agent app \
+                 becomes a service with its skills, run and agent_card.",
+                &[a2a_proxy::APP_TYPE],
+                &opts.visibility,
+            );
+            let f = mcp_proxy::proxy::functions(&w);
+            (Running::Proxy(w), f, record)
+        }
     };
     let service_id = client
         .register_service_record(&id, record, functions)
@@ -466,6 +522,8 @@ mod tests {
             WorkerKind::AiCli,
             WorkerKind::Browser,
             WorkerKind::Conda,
+            WorkerKind::McpProxy,
+            WorkerKind::A2aProxy,
         ] {
             assert_eq!(k.to_string().parse::<WorkerKind>(), Ok(k));
         }
