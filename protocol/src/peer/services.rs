@@ -100,6 +100,11 @@ pub fn visible_to(record: &Value, own_ws: &str, caller_ws: &str) -> bool {
         .is_some_and(|a| a.iter().any(|w| w.as_str() == Some(caller_ws)))
 }
 
+/// The value at the dotted `path` of `record` (`"a.b"` → `record.a.b`).
+fn nested<'a>(record: &'a Value, path: &str) -> Option<&'a Value> {
+    path.split('.').try_fold(record, |v, k| value::get(v, k))
+}
+
 fn workspace_of(addr: &str) -> &str {
     addr.split_once('/').map(|(w, _)| w).unwrap_or_default()
 }
@@ -248,6 +253,11 @@ impl LocalServices {
         }
         let mut obj = s.record.clone();
         for m in &s.members {
+            // A nested member the record already spells out (`tools: {add: …}` for
+            // `tools.add`) is described there, not again under its dotted name.
+            if m.contains('.') && nested(&s.record, m).is_some() {
+                continue;
+            }
             value::set(&mut obj, m, self.encode_member(name, m));
         }
         Ok(obj)
@@ -262,5 +272,36 @@ impl LocalServices {
             "",
             &self.server_url,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::value::map;
+
+    #[test]
+    fn nested_members_spelled_out_in_the_record_are_not_repeated_flat() {
+        let mut local = LocalServices::new("ws-a/c1", "http://h");
+        let mut record = service_record("ws-a/c1", "svc", map([("visibility", "public".into())]));
+        let own = map([
+            ("_rtype", "method".into()),
+            ("_rschema", map([("name", "add".into())])),
+        ]);
+        value::set(&mut record, "tools", map([("add", own.clone())]));
+        local.register(
+            "svc",
+            record,
+            vec!["tools.add".into(), "other.x".into(), "top".into()],
+        );
+        let obj = local.describe("svc", "ws-a").unwrap();
+        assert_eq!(nested(&obj, "tools.add"), Some(&own));
+        assert!(value::get(&obj, "tools.add").is_none());
+        // Members the record does not spell out keep their dotted names.
+        assert_eq!(
+            value::get_str(value::get(&obj, "other.x").unwrap(), "_rmethod"),
+            Some("services.svc.other.x")
+        );
+        assert!(value::get(&obj, "top").is_some());
     }
 }
