@@ -22,6 +22,8 @@ mod landing;
 mod metrics;
 mod services;
 
+pub use services::caller;
+
 /// The control plane's routes, with their state.
 pub fn routes(manager: Arc<Manager>) -> axum::Router {
     let own: Vec<axum::Router> = manager

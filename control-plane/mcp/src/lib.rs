@@ -30,13 +30,12 @@ pub mod sse;
 
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, OriginalUri, Path, Query, Request, State};
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{any, get};
 use handler::{resolve, Handler, ResolveError, Resolved, Target};
-use rhizo_control_plane::error::ApiError;
-use rhizo_control_plane::http::{anonymous_http_user, request_token};
-use rhizo_control_plane::manager::{Ctx, Manager};
+use rhizo_control_plane::http::caller;
+use rhizo_control_plane::manager::Manager;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use serde_json::json;
@@ -130,21 +129,6 @@ fn endpoint(rest: &str) -> Endpoint<'_> {
     }
 }
 
-/// The caller of a request (anonymous without a token).
-fn caller(
-    m: &Manager,
-    headers: &HeaderMap,
-    query: &BTreeMap<String, String>,
-    ws: &str,
-) -> Result<Ctx, ApiError> {
-    let token = request_token(headers).or_else(|| query.get("token").cloned());
-    let user = match token {
-        None => anonymous_http_user(),
-        Some(t) => m.tokens.verify(&t)?,
-    };
-    Ok(m.http_ctx(user, ws))
-}
-
 fn resolve_failure(service_id: &str, e: ResolveError) -> Response {
     match e {
         ResolveError::NotFound(_) => error_response(
@@ -181,7 +165,14 @@ async fn dispatch(
     let body = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
         Ok(b) => b,
         Err(_) => {
-            return error_response(413, format!("The request exceeds {MAX_BODY_BYTES} bytes"))
+            // The rest of the body is left unread, so the connection cannot carry another
+            // request: say so, or a pooling client would send its next one into it.
+            let mut r = error_response(413, format!("The request exceeds {MAX_BODY_BYTES} bytes"));
+            r.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+            return r;
         }
     };
     // Posting into an SSE session needs only its (unguessable) session id: the stream's

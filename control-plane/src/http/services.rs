@@ -37,9 +37,11 @@ pub(super) fn routes() -> axum::Router<Arc<Manager>> {
         .layer(DefaultBodyLimit::max(16 * 1024 * 1024))
 }
 
-/// The caller's context for a request to workspace `ws`. Errors: 401 when the token does
-/// not verify.
-pub(super) fn caller(
+/// The caller's context for an HTTP request to workspace `ws`, from the token of
+/// `Authorization: Bearer …`, the `access_token` cookie or the `token` query parameter
+/// (anonymous without one; workspace-api.md §1.7). Errors: 401 when the token does not
+/// verify.
+pub fn caller(
     m: &Manager,
     headers: &HeaderMap,
     query: &BTreeMap<String, String>,
