@@ -52,6 +52,7 @@ fi
 
 echo "== cargo build (the binary the compat suite starts)"
 cargo build --bin rhizo
+cargo build -p rhizo-client --examples
 echo "== cargo test"
 cargo test --workspace --all-targets
 

@@ -19,12 +19,60 @@
 //!
 //! A handler may also return a remote generator ([`Client::generator`], `generator.rs`).
 //!
-//! Not implemented: message_cache chunking of large calls, reconnection, encryption.
+//! # Typed services and calls
+//!
+//! [`Client::service`] builds a service of typed async functions: each takes a serde +
+//! `schemars` argument struct, so callers in any language pass keyword or positional
+//! arguments and see its JSON schema (`_rschema`, `service_schema`: Python's
+//! `__schema__`, the MCP endpoints, the agent-skills pages). [`Client::get_service`]
+//! returns a [`ServiceProxy`] whose calls decode their replies into Rust types; both
+//! fail with [`RpcError`]. `client/examples/` has a service and a caller.
+//!
+//! ```
+//! use rhizo_client::{Client, ConnectOptions, RpcError};
+//!
+//! #[derive(serde::Deserialize, schemars::JsonSchema)]
+//! struct AddArgs {
+//!     a: i64,
+//!     b: i64,
+//! }
+//!
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # // A rhizo server in-process, on a free port.
+//! # let settings = rhizo::Settings::parse_from(["rhizo", "--port", "0", "--jwt-secret", "doc"])?;
+//! # let server = rhizo::Server::builder(settings).in_memory().bind().await?;
+//! let url = server.url(); // e.g. "http://127.0.0.1:9527"
+//! let provider = Client::connect(url, ConnectOptions::default()).await?;
+//! let id = provider
+//!     .service("calc")
+//!     .config(serde_json::json!({"visibility": "public"}))
+//!     .function("add", "Add two numbers.", |args: AddArgs| async move {
+//!         Ok::<_, RpcError>(args.a + args.b)
+//!     })
+//!     .register()
+//!     .await?;
+//!
+//! let caller = Client::connect(url, ConnectOptions::default()).await?;
+//! let sum: i64 = caller.get_service(&id).await?.call("add", (2, 3)).await?;
+//! assert_eq!(sum, 5);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Not implemented: message_cache chunking of large calls, reconnection, encryption;
+//! typed events, callbacks and streams.
 
+mod error;
 mod generator;
+mod proxy;
 pub mod raw;
+mod typed;
 
+pub use error::RpcError;
 pub use generator::GENERATOR_IDLE;
+pub use proxy::{ServiceProxy, DEFAULT_CALL_TIMEOUT};
+pub use typed::{function_schema, CallContext, ServiceBuilder};
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
@@ -354,6 +402,20 @@ impl Client {
         fields: Value,
         functions: Vec<(&str, Handler)>,
     ) -> Result<String, ClientError> {
+        self.register_described(id, fields, functions, Vec::new())
+            .await
+    }
+
+    /// [`Client::register_service_record`], with the `_rdoc` and `_rschema` that members
+    /// are described with: `(member, doc, schema)`. They are in place before the manager
+    /// hears of the service, so that its first `get_service` sees them.
+    async fn register_described(
+        &self,
+        id: &str,
+        fields: Value,
+        functions: Vec<(&str, Handler)>,
+        docs: Vec<(String, String, Value)>,
+    ) -> Result<String, ClientError> {
         let me = format!("{}/{}", self.workspace(), self.client_id());
         let config = rhizo_protocol::value::get(&fields, "config")
             .cloned()
@@ -377,11 +439,14 @@ impl Client {
             .lock()
             .expect("handlers lock")
             .insert(id.to_owned(), functions);
-        self.shared
-            .lock()
-            .peer
-            .services_mut()
-            .register(id, record.clone(), members);
+        {
+            let mut st = self.shared.lock();
+            let services = st.peer.services_mut();
+            services.register(id, record.clone(), members);
+            for (member, doc, schema) in docs {
+                services.describe_member(id, &member, &doc, schema);
+            }
+        }
         self.manager_call("register_service", vec![record]).await?;
         Ok(format!("{me}:{id}"))
     }

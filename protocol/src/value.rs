@@ -87,6 +87,35 @@ pub fn method(
     doc: &str,
     server: &str,
 ) -> Value {
+    method_with_schema(target, method, promise, name, doc, None, server)
+}
+
+/// Like [`method`], with the method's `_rschema` (`{name, description, parameters}`, the
+/// shape of hypha-rpc's `schema_function`); `None` gives the schema [`method`] sends (no
+/// parameters).
+pub fn method_with_schema(
+    target: &str,
+    method: &str,
+    promise: RPromise,
+    name: &str,
+    doc: &str,
+    schema: Option<&Value>,
+    server: &str,
+) -> Value {
+    let schema = match schema {
+        Some(s) => s.clone(),
+        None => map([
+            ("name", name.into()),
+            ("description", doc.into()),
+            (
+                "parameters",
+                map([
+                    ("type", "object".into()),
+                    ("properties", Value::Map(vec![])),
+                ]),
+            ),
+        ]),
+    };
     let promise = match promise {
         RPromise::Compact => Value::from("*"),
         RPromise::Explicit => Value::Boolean(true),
@@ -99,20 +128,7 @@ pub fn method(
         ("_rpromise", promise),
         ("_rname", name.into()),
         ("_rdoc", doc.into()),
-        (
-            "_rschema",
-            map([
-                ("name", name.into()),
-                ("description", doc.into()),
-                (
-                    "parameters",
-                    map([
-                        ("type", "object".into()),
-                        ("properties", Value::Map(vec![])),
-                    ]),
-                ),
-            ]),
-        ),
+        ("_rschema", schema),
         ("_rasync", Value::Boolean(true)),
         ("_rserver", server.into()),
     ])

@@ -1,6 +1,7 @@
 //! A client's own services as the RPC peer needs them (protocol.md §3.7, §4.5–4.6): the
-//! records it registered and their member names, to answer `services.built-in.*` itself
-//! and to refuse calls into services, members or protected services it must not serve —
+//! records it registered and their member names (with the docs and schemas of members
+//! that have them), to answer `services.built-in.*` itself and to refuse calls into
+//! services, members or protected services it must not serve —
 //! plus the methods it handed out to one caller (a remote generator's `next` and `close`,
 //! §4.3), which only that caller may call.
 //! Handlers stay with the driver; [`super::RpcPeer`] with [`super::Role::Client`] routes
@@ -8,7 +9,7 @@
 
 use super::{reply, Transmit};
 use crate::message::Call;
-use crate::value::{self, get_str, map, method as encoded_method, RPromise};
+use crate::value::{self, get_str, map, method_with_schema as encoded_method, RPromise};
 use rmpv::Value;
 use std::collections::HashMap;
 
@@ -40,6 +41,18 @@ struct LocalService {
     name: String,
     record: Value,
     members: Vec<String>,
+    /// Docs and schemas of members that have them ([`LocalServices::describe_member`]).
+    docs: HashMap<String, MemberDoc>,
+}
+
+/// What the encoded method of a member says about it (§3.1): its `_rdoc` and its
+/// `_rschema` (`{name, description, parameters}`, hypha-rpc's `schema_function` shape).
+#[derive(Debug, Clone, PartialEq)]
+struct MemberDoc {
+    /// `_rdoc`.
+    doc: String,
+    /// `_rschema`.
+    schema: Value,
 }
 
 // === service records ===
@@ -152,7 +165,32 @@ impl LocalServices {
             name: name.to_owned(),
             record,
             members,
+            docs: HashMap::new(),
         });
+    }
+
+    /// Sets the `_rdoc` and `_rschema` (`{name, description, parameters}`, hypha-rpc's
+    /// `schema_function` shape) that member `member` of the registered service `service`
+    /// is described with, instead of an empty doc and a schema without parameters;
+    /// whether the service was there. [`LocalServices::register`] again forgets them.
+    pub fn describe_member(
+        &mut self,
+        service: &str,
+        member: &str,
+        doc: &str,
+        schema: Value,
+    ) -> bool {
+        match self.services.iter_mut().find(|s| s.name == service) {
+            Some(s) => {
+                let doc = MemberDoc {
+                    doc: doc.to_owned(),
+                    schema,
+                };
+                s.docs.insert(member.to_owned(), doc);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Removes service `name`; whether it was there.
@@ -237,7 +275,7 @@ impl LocalServices {
         if name == "built-in" {
             let mut obj = built_in_record(&self.addr);
             for m in ["ping", "get_service"] {
-                value::set(&mut obj, m, self.encode_member("built-in", m));
+                value::set(&mut obj, m, self.encode_member("built-in", m, None));
             }
             return Ok(obj);
         }
@@ -258,18 +296,19 @@ impl LocalServices {
             if m.contains('.') && nested(&s.record, m).is_some() {
                 continue;
             }
-            value::set(&mut obj, m, self.encode_member(name, m));
+            value::set(&mut obj, m, self.encode_member(name, m, s.docs.get(m)));
         }
         Ok(obj)
     }
 
-    fn encode_member(&self, service: &str, member: &str) -> Value {
+    fn encode_member(&self, service: &str, member: &str, doc: Option<&MemberDoc>) -> Value {
         encoded_method(
             &self.addr,
             &format!("services.{service}.{member}"),
             RPromise::Compact,
             member,
-            "",
+            doc.map_or("", |d| d.doc.as_str()),
+            doc.map(|d| &d.schema),
             &self.server_url,
         )
     }
@@ -303,5 +342,38 @@ mod tests {
             Some("services.svc.other.x")
         );
         assert!(value::get(&obj, "top").is_some());
+    }
+
+    #[test]
+    fn described_members_carry_their_doc_and_schema() {
+        let mut local = LocalServices::new("ws-a/c1", "http://h");
+        let record = service_record("ws-a/c1", "svc", Value::Nil);
+        local.register("svc", record, vec!["add".into(), "plain".into()]);
+        let schema = map([
+            ("name", "add".into()),
+            ("description", "Adds.".into()),
+            (
+                "parameters",
+                map([
+                    ("type", "object".into()),
+                    (
+                        "properties",
+                        map([("a", map([("type", "integer".into())]))]),
+                    ),
+                ]),
+            ),
+        ]);
+        assert!(local.describe_member("svc", "add", "Adds.", schema.clone()));
+        assert!(!local.describe_member("nope", "add", "", Value::Nil));
+        let obj = local.describe("svc", "ws-a").unwrap();
+        let add = value::get(&obj, "add").unwrap();
+        assert_eq!(value::get(add, "_rschema"), Some(&schema));
+        assert_eq!(get_str(add, "_rdoc"), Some("Adds."));
+        // Members without a doc keep the empty one.
+        let plain = value::get(&obj, "plain").unwrap();
+        assert_eq!(get_str(plain, "_rdoc"), Some(""));
+        let props = value::get(value::get(plain, "_rschema").unwrap(), "parameters")
+            .and_then(|p| value::get(p, "properties"));
+        assert_eq!(props, Some(&Value::Map(vec![])));
     }
 }
