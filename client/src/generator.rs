@@ -28,7 +28,7 @@ fn stop_iteration() -> Value {
 /// One served generator: its stream (taken when it ends or closes) and a wake-up for the
 /// idle watch.
 struct Served {
-    stream: AsyncMutex<Option<BoxStream<'static, Value>>>,
+    stream: AsyncMutex<Option<BoxStream<'static, Result<Value, String>>>>,
     touched: tokio::sync::Notify,
 }
 
@@ -40,13 +40,55 @@ impl Client {
     /// handler: `{_rtype: "generator", _rserver, _rtarget: <this client>, _rmethod:
     /// "gen-<id>.next", _rclose_method: "gen-<id>.close", _rpromise: "*", _rdoc}`.
     pub fn generator(&self, caller: &str, items: BoxStream<'static, Value>) -> Value {
+        GeneratorHost::of(self).serve(caller, items.map(Ok).boxed())
+    }
+
+    /// How many generator methods are exposed now (two per live generator).
+    pub fn generators_exposed(&self) -> usize {
+        self.shared.objects.lock().expect("objects lock").len()
+    }
+}
+
+/// What serving a generator needs of a [`Client`], detached from its lifetime (a typed
+/// generator function's handler keeps one).
+#[derive(Clone)]
+pub(crate) struct GeneratorHost {
+    shared: Weak<Shared>,
+    /// This client's `ws/cid` (`_rtarget`).
+    addr: String,
+    /// `_rserver`.
+    server: String,
+}
+
+impl GeneratorHost {
+    pub(crate) fn of(client: &Client) -> Self {
+        GeneratorHost {
+            shared: Arc::downgrade(&client.shared),
+            addr: format!("{}/{}", client.workspace(), client.client_id()),
+            server: client.info["public_base_url"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        }
+    }
+
+    /// Serves `items` to `caller` (see [`Client::generator`]); an `Err` item rejects that
+    /// `next` call with its text (the caller's iteration raises it) and ends the stream.
+    pub(crate) fn serve(
+        &self,
+        caller: &str,
+        items: BoxStream<'static, Result<Value, String>>,
+    ) -> Value {
         let id = format!("gen-{}", random_id());
         let (next, close) = (format!("{id}.next"), format!("{id}.close"));
         let served = Arc::new(Served {
             stream: AsyncMutex::new(Some(items)),
             touched: tokio::sync::Notify::new(),
         });
-        let weak = Arc::downgrade(&self.shared);
+        let weak = self.shared.clone();
+        let Some(shared) = self.shared.upgrade() else {
+            return stop_iteration();
+        };
         let next_handler: Handler = {
             let (served, weak, paths) =
                 (served.clone(), weak.clone(), [next.clone(), close.clone()]);
@@ -60,7 +102,12 @@ impl Client {
                         None => None,
                     };
                     match item {
-                        Some(v) => Ok(v),
+                        Some(Ok(v)) => Ok(v),
+                        Some(Err(e)) => {
+                            *stream = None;
+                            withdraw(&weak, &paths);
+                            Err(e)
+                        }
                         None => {
                             *stream = None;
                             withdraw(&weak, &paths);
@@ -83,37 +130,25 @@ impl Client {
             })
         };
         {
-            let mut st = self.shared.lock();
+            let mut st = shared.lock();
             st.peer.services_mut().expose(next.clone(), caller);
             st.peer.services_mut().expose(close.clone(), caller);
         }
         {
-            let mut objects = self.shared.objects.lock().expect("objects lock");
+            let mut objects = shared.objects.lock().expect("objects lock");
             objects.insert(next.clone(), next_handler);
             objects.insert(close.clone(), close_handler);
         }
         tokio::spawn(watch_idle(served, weak, [next.clone(), close.clone()]));
-        let addr = format!("{}/{}", self.workspace(), self.client_id());
         map([
             ("_rtype", "generator".into()),
-            (
-                "_rserver",
-                self.info["public_base_url"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .into(),
-            ),
-            ("_rtarget", addr.into()),
+            ("_rserver", self.server.as_str().into()),
+            ("_rtarget", self.addr.as_str().into()),
             ("_rmethod", next.into()),
             ("_rclose_method", close.into()),
             ("_rpromise", "*".into()),
             ("_rdoc", "Remote generator".into()),
         ])
-    }
-
-    /// How many generator methods are exposed now (two per live generator).
-    pub fn generators_exposed(&self) -> usize {
-        self.shared.objects.lock().expect("objects lock").len()
     }
 }
 

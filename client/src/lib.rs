@@ -26,7 +26,11 @@
 //! arguments and see its JSON schema (`_rschema`, `service_schema`: Python's
 //! `__schema__`, the MCP endpoints, the agent-skills pages). [`Client::get_service`]
 //! returns a [`ServiceProxy`] whose calls decode their replies into Rust types; both
-//! fail with [`RpcError`]. `client/examples/` has a service and a caller.
+//! fail with [`RpcError`]. Streams go both ways: [`ServiceBuilder::generator`] serves a
+//! Rust `Stream` as a remote generator (an async iterator for Python callers) and
+//! [`ServiceProxy::call_stream`] iterates any remote generator (a Python async generator's
+//! included) as a `Stream`. `client/examples/` has a service, a caller, a stream service
+//! (`stream`) and a stream caller (`stream_caller`).
 //!
 //! ```
 //! use rhizo_client::{Client, ConnectOptions, RpcError};
@@ -61,7 +65,7 @@
 //! ```
 //!
 //! Not implemented: message_cache chunking of large calls, reconnection, encryption;
-//! typed events, callbacks and streams.
+//! typed events and callbacks.
 
 mod error;
 mod generator;
@@ -360,6 +364,21 @@ impl Client {
             Ok(Err(e)) => Err(e.into()),
             Err(_) => Err(ClientError::Closed),
         }
+    }
+
+    /// Sends a call to `method` on `to` without waiting for its reply (which is ignored
+    /// when it comes); for the `close` of a remote generator a stream stopped early.
+    pub(crate) fn call_detached(&self, to: &str, method: &str, args: Vec<Value>) {
+        let req = CallRequest::new(to, method, args, Duration::from_secs(30));
+        let (tx, _rx) = oneshot::channel();
+        let mut st = self.shared.lock();
+        if st.closed {
+            return;
+        }
+        st.peer.call(now(), req, tx);
+        self.shared.flush(&mut st);
+        drop(st);
+        self.shared.wake.notify_one();
     }
 
     /// Calls a method of the manager's `default` service, e.g. `list_services`.

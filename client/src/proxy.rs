@@ -3,6 +3,8 @@
 //! manager's `list_services` and `generate_token`.
 
 use crate::{Client, RpcError};
+use futures_util::stream::BoxStream;
+use futures_util::StreamExt;
 use rhizo_protocol::value::{self, from_json, get_str, to_json};
 use rmpv::Value;
 use serde::de::DeserializeOwned;
@@ -128,12 +130,7 @@ impl<'a> ServiceProxy<'a> {
         name: &str,
         args: impl Serialize,
     ) -> Result<R, RpcError> {
-        let args = match to_value(&args)? {
-            Json::Null => Vec::new(),
-            Json::Array(a) => a.iter().map(from_json).collect(),
-            v => vec![from_json(&v)],
-        };
-        self.invoke(name, args, None).await
+        self.invoke(name, positional(&args)?, None).await
     }
 
     /// Calls function `name` with keyword arguments `kwargs` (a struct or a map, e.g.
@@ -146,15 +143,99 @@ impl<'a> ServiceProxy<'a> {
         name: &str,
         kwargs: impl Serialize,
     ) -> Result<R, RpcError> {
-        let kwargs = match to_value(&kwargs)? {
-            v @ Json::Object(_) => from_json(&v),
-            other => {
-                return Err(RpcError::Encode(format!(
-                    "keyword arguments must be a map, not {other}"
-                )))
-            }
+        self.invoke(name, Vec::new(), Some(keywords(&kwargs)?))
+            .await
+    }
+
+    /// Calls generator function `name` (a typed Rust generator, or a Python function that
+    /// returns a generator) with positional `args` as [`ServiceProxy::call`] does, and
+    /// iterates the remote generator it returns: each item decodes as a `T`. The stream
+    /// ends after the last item or the first error; dropped before that, it sends the
+    /// generator's `close` so the callee stops it.
+    ///
+    /// Errors (as items): those of [`ServiceProxy::call`]; [`RpcError::Decode`] when the
+    /// reply is not a generator or an item is not a `T`.
+    ///
+    /// ```no_run
+    /// # async fn run(proxy: rhizo_client::ServiceProxy<'_>) -> Result<(), rhizo_client::RpcError> {
+    /// use futures_util::StreamExt;
+    /// let mut counts = proxy.call_stream::<i64>("count", (3,)).await?;
+    /// while let Some(n) = counts.next().await {
+    ///     println!("{}", n?);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn call_stream<T: DeserializeOwned + Send + 'a>(
+        &self,
+        name: &str,
+        args: impl Serialize,
+    ) -> Result<BoxStream<'a, Result<T, RpcError>>, RpcError> {
+        let args = positional(&args)?;
+        let v: Value = self.invoke_raw(name, args, None).await?;
+        self.remote_generator(name, &v)
+    }
+
+    /// Like [`ServiceProxy::call_stream`], with keyword arguments as
+    /// [`ServiceProxy::call_kwargs`] takes them.
+    pub async fn call_stream_kwargs<T: DeserializeOwned + Send + 'a>(
+        &self,
+        name: &str,
+        kwargs: impl Serialize,
+    ) -> Result<BoxStream<'a, Result<T, RpcError>>, RpcError> {
+        let kwargs = keywords(&kwargs)?;
+        let v: Value = self.invoke_raw(name, Vec::new(), Some(kwargs)).await?;
+        self.remote_generator(name, &v)
+    }
+
+    /// The stream of the remote generator `v` (`{_rtype: "generator", _rtarget,
+    /// _rmethod, _rclose_method?}`) that function `name` returned.
+    fn remote_generator<T: DeserializeOwned + Send + 'a>(
+        &self,
+        name: &str,
+        v: &Value,
+    ) -> Result<BoxStream<'a, Result<T, RpcError>>, RpcError> {
+        let target = get_str(v, "_rtarget");
+        let next = get_str(v, "_rmethod");
+        let (Some("generator"), Some(target), Some(next)) = (get_str(v, "_rtype"), target, next)
+        else {
+            return Err(RpcError::Decode(format!(
+                "`{name}` returned {v}, not a generator"
+            )));
         };
-        self.invoke(name, Vec::new(), Some(kwargs)).await
+        let remote = RemoteGenerator {
+            client: self.client,
+            target: target.to_owned(),
+            next: next.to_owned(),
+            close: get_str(v, "_rclose_method").map(str::to_owned),
+            timeout: self.timeout,
+            done: false,
+        };
+        Ok(futures_util::stream::unfold(remote, |mut g| async move {
+            if g.done {
+                return None;
+            }
+            let item = g
+                .client
+                .call_with(&g.target, &g.next, Vec::new(), None, g.timeout)
+                .await;
+            let item = match item {
+                Ok(v) if get_str(&v, "_rtype") == Some("stop_iteration") => {
+                    g.finish();
+                    return None;
+                }
+                Ok(v) => {
+                    serde_json::from_value(to_json(&v)).map_err(|e| RpcError::Decode(e.to_string()))
+                }
+                Err(e) => Err(e.into()),
+            };
+            // After an error the callee has ended (or lost) the generator.
+            if item.is_err() {
+                g.finish();
+            }
+            Some((item, g))
+        })
+        .boxed())
     }
 
     async fn invoke<R: DeserializeOwned>(
@@ -163,6 +244,16 @@ impl<'a> ServiceProxy<'a> {
         args: Vec<Value>,
         kwargs: Option<Value>,
     ) -> Result<R, RpcError> {
+        let v = self.invoke_raw(name, args, kwargs).await?;
+        serde_json::from_value(to_json(&v)).map_err(|e| RpcError::Decode(e.to_string()))
+    }
+
+    async fn invoke_raw(
+        &self,
+        name: &str,
+        args: Vec<Value>,
+        kwargs: Option<Value>,
+    ) -> Result<Value, RpcError> {
         let m = self
             .method(name)
             .ok_or_else(|| RpcError::NoSuchFunction(name.to_owned()))?;
@@ -171,11 +262,55 @@ impl<'a> ServiceProxy<'a> {
                 "function `{name}` has no _rtarget/_rmethod"
             )));
         };
-        let v = self
+        Ok(self
             .client
             .call_with(target, path, args, kwargs, self.timeout)
-            .await?;
-        serde_json::from_value(to_json(&v)).map_err(|e| RpcError::Decode(e.to_string()))
+            .await?)
+    }
+}
+
+/// A consumed remote generator; sends its `close` when dropped before it ended.
+struct RemoteGenerator<'a> {
+    client: &'a Client,
+    target: String,
+    next: String,
+    close: Option<String>,
+    timeout: Duration,
+    done: bool,
+}
+
+impl RemoteGenerator<'_> {
+    /// The generator ended (or failed) on the callee's side: nothing to close.
+    fn finish(&mut self) {
+        self.done = true;
+    }
+}
+
+impl Drop for RemoteGenerator<'_> {
+    fn drop(&mut self) {
+        if let (false, Some(close)) = (self.done, &self.close) {
+            self.client.call_detached(&self.target, close, Vec::new());
+        }
+    }
+}
+
+/// Positional arguments: a tuple or list is the arguments, `()` none, anything else the one
+/// argument.
+fn positional(args: &impl Serialize) -> Result<Vec<Value>, RpcError> {
+    Ok(match to_value(args)? {
+        Json::Null => Vec::new(),
+        Json::Array(a) => a.iter().map(from_json).collect(),
+        v => vec![from_json(&v)],
+    })
+}
+
+/// Keyword arguments: a struct or a map.
+fn keywords(kwargs: &impl Serialize) -> Result<Value, RpcError> {
+    match to_value(kwargs)? {
+        v @ Json::Object(_) => Ok(from_json(&v)),
+        other => Err(RpcError::Encode(format!(
+            "keyword arguments must be a map, not {other}"
+        ))),
     }
 }
 

@@ -13,7 +13,9 @@
 //! Values cross as JSON (through `serde_json::Value`): msgpack binary arrives as a list of
 //! numbers, and a result that does not serialize to JSON fails the call.
 
+use crate::generator::GeneratorHost;
 use crate::{handler, Client, Handler, RpcError};
+use futures_util::{Stream, StreamExt};
 use rhizo_protocol::message::Call;
 use rhizo_protocol::value::{from_json, to_json};
 use schemars::JsonSchema;
@@ -190,6 +192,65 @@ impl<'a> ServiceBuilder<'a> {
                 let out = serde_json::to_value(out)
                     .map_err(|e| format!("TypeError: {fname}() result not serializable: {e}"))?;
                 Ok(from_json(&out))
+            }
+        });
+        self.functions.retain(|g| g.name != name);
+        self.functions.push(Function {
+            name: name.to_owned(),
+            doc: doc.to_owned(),
+            schema: function_schema::<A>(name, doc),
+            handler: h,
+        });
+        self
+    }
+
+    /// Adds generator function `name`, documented by `doc`: `f` turns the call's arguments
+    /// (decoded as for [`ServiceBuilder::function`]) into a stream whose items the caller
+    /// iterates as a remote generator — in Python, `async for x in await svc.name(...)`;
+    /// in Rust, [`crate::ServiceProxy::call_stream`]. The stream is dropped when it ends,
+    /// when the caller stops early (hypha-rpc's `close`), or after
+    /// [`crate::GENERATOR_IDLE`] without a request for the next item. An item that does
+    /// not serialize to JSON fails that request and ends the stream.
+    pub fn generator<A, T, F, S>(self, name: &str, doc: &str, f: F) -> Self
+    where
+        A: DeserializeOwned + JsonSchema + Send + 'static,
+        T: Serialize + Send + 'static,
+        F: Fn(A) -> S + Send + Sync + 'static,
+        S: Stream<Item = T> + Send + 'static,
+    {
+        self.try_generator(name, doc, move |args: A| {
+            f(args).map(Ok::<T, std::convert::Infallible>)
+        })
+    }
+
+    /// Like [`ServiceBuilder::generator`], for a stream of `Result`s: an `Err` item fails
+    /// the caller's request for it with the error's text (a Python caller's `async for`
+    /// raises it) and ends the stream.
+    pub fn try_generator<A, T, E, F, S>(mut self, name: &str, doc: &str, f: F) -> Self
+    where
+        A: DeserializeOwned + JsonSchema + Send + 'static,
+        T: Serialize + Send + 'static,
+        E: Display + Send + 'static,
+        F: Fn(A) -> S + Send + Sync + 'static,
+        S: Stream<Item = Result<T, E>> + Send + 'static,
+    {
+        let fields = struct_fields::<A>();
+        let f = Arc::new(f);
+        let fname: Arc<str> = name.into();
+        let host = GeneratorHost::of(self.client);
+        let h = handler(move |call: Call| {
+            let (f, fname, host) = (f.clone(), fname.clone(), host.clone());
+            async move {
+                let args = arguments(&call, fields, &fname)?;
+                let args: A = serde_json::from_value(args)
+                    .map_err(|e| format!("TypeError: {fname}() invalid arguments: {e}"))?;
+                let items = f(args).map(move |item| {
+                    let item = item.map_err(|e| e.to_string())?;
+                    let item = serde_json::to_value(item)
+                        .map_err(|e| format!("TypeError: {fname}() item not serializable: {e}"))?;
+                    Ok(from_json(&item))
+                });
+                Ok(host.serve(&call.from, items.boxed()))
             }
         });
         self.functions.retain(|g| g.name != name);

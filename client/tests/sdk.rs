@@ -303,3 +303,103 @@ async fn calls_fail_as_disconnected_or_timed_out() {
     let after = svc.call::<i64>("wait", (1, 2)).await;
     assert_eq!(after.err(), Some(RpcError::Disconnected));
 }
+
+#[derive(Deserialize, JsonSchema)]
+struct CountArgs {
+    /// How many numbers to stream.
+    n: u64,
+}
+
+/// A provider with the public `counter` service: `count(n)` streams 0..n, `flaky(n)`
+/// streams 0..n and then fails; the full id.
+async fn counter(url: &str) -> (Client, String) {
+    let c = Client::connect(url, ConnectOptions::default())
+        .await
+        .unwrap();
+    let id = c
+        .service("counter")
+        .config(json!({"visibility": "public"}))
+        .generator("count", "Count up to n.", |args: CountArgs| {
+            futures_util::stream::iter(0..args.n)
+        })
+        .try_generator("flaky", "Count up to n, then fail.", |args: CountArgs| {
+            let items = (0..args.n)
+                .map(Ok)
+                .chain([Err(RpcError::remote("ValueError: flaked"))]);
+            futures_util::stream::iter(items)
+        })
+        .register()
+        .await
+        .unwrap();
+    (c, id)
+}
+
+/// Waits until `prov` serves `n` generator methods (two per live generator).
+async fn exposed(prov: &Client, n: usize) {
+    for _ in 0..100 {
+        if prov.generators_exposed() == n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(prov.generators_exposed(), n);
+}
+
+#[tokio::test]
+async fn a_typed_generator_streams_to_a_rust_caller() {
+    use futures_util::StreamExt;
+    let s = server().await;
+    let (prov, id) = counter(s.url()).await;
+    let caller = Client::connect(s.url(), ConnectOptions::default())
+        .await
+        .unwrap();
+    let svc = caller.get_service(&id).await.unwrap();
+    let schema = svc.schema("count").expect("count has a schema");
+    assert_eq!(schema["description"], "Count up to n.");
+    assert_eq!(schema["parameters"]["properties"]["n"]["type"], "integer");
+
+    // All items, in order; then the generator is withdrawn.
+    let all: Vec<Result<u64, RpcError>> = svc
+        .call_stream("count", (5,))
+        .await
+        .unwrap()
+        .collect()
+        .await;
+    assert_eq!(all, (0..5).map(Ok).collect::<Vec<_>>());
+    let kw: Vec<Result<u64, RpcError>> = svc
+        .call_stream_kwargs("count", json!({"n": 2}))
+        .await
+        .unwrap()
+        .collect()
+        .await;
+    assert_eq!(kw, vec![Ok(0), Ok(1)]);
+    exposed(&prov, 0).await;
+
+    // Dropped early: the caller closes it and the provider drops it.
+    let mut many = svc.call_stream::<u64>("count", (1_000_000,)).await.unwrap();
+    assert_eq!(many.next().await, Some(Ok(0)));
+    assert_eq!(many.next().await, Some(Ok(1)));
+    exposed(&prov, 2).await;
+    drop(many);
+    exposed(&prov, 0).await;
+
+    // An error item ends the stream with the callee's text.
+    let flaky: Vec<Result<u64, RpcError>> = svc
+        .call_stream("flaky", (2,))
+        .await
+        .unwrap()
+        .collect()
+        .await;
+    assert_eq!(
+        flaky,
+        vec![Ok(0), Ok(1), Err(RpcError::remote("ValueError: flaked"))]
+    );
+    exposed(&prov, 0).await;
+
+    // Bad arguments fail the call itself.
+    let err = svc.call_stream::<u64>("count", ("x",)).await.err().unwrap();
+    assert!(
+        err.to_string().contains("count() invalid arguments"),
+        "{err}"
+    );
+}

@@ -9,6 +9,11 @@ bad arguments, and finds the schema in ``get_service_info``, the agent-skills pa
 MCP endpoint. The other way round, ``client/examples/caller.rs`` calls a Python
 ``add`` positionally and with keyword arguments.
 
+Streams both ways: Python iterates the typed Rust generator ``count(n)`` of
+``client/examples/stream.rs`` (``async for i in await svc.count(n=3)``), and
+``client/examples/stream_caller.rs`` iterates a Python async generator ``count(n)``
+through the SDK's ``call_stream``.
+
 The example binaries are built by ``cargo build -p rhizo-client --examples`` (tests/run.sh
 does so); they are looked up next to ``RHIZO_BIN`` (``<dir>/examples/<name>``), then under
 ``$CARGO_TARGET_DIR`` and ``target/``; the tests skip with a message when it is missing.
@@ -52,8 +57,8 @@ def _example_binary(name: str) -> Path:
     return found
 
 
-async def _start_example(server_url: str):
-    binary = _example_binary("service")
+async def _start_example(server_url: str, name: str = "service"):
+    binary = _example_binary(name)
     proc = await asyncio.create_subprocess_exec(
         str(binary),
         server_url,
@@ -194,3 +199,55 @@ async def test_the_rust_caller_calls_a_python_service(connect, server_url):
             await proc.wait()
     assert proc.returncode == 0, err.decode(errors="replace")
     assert out.decode().strip() == "add(2, 3) = 5, add(a=2, b=3) = 5"
+
+
+async def test_python_iterates_a_rust_generator(connect, server_url):
+    proc, sid = await _start_example(server_url, "stream")
+    try:
+        client = await connect()
+        svc = await client.get_service(sid)
+        schema = svc.count.__schema__
+        assert schema["description"] == "Count from 0 up to n."
+        assert schema["parameters"]["properties"]["n"]["type"] == "integer"
+        assert [i async for i in await svc.count(n=3)] == [0, 1, 2]
+        assert [i async for i in await svc.count(0)] == []
+        # Stopping early closes the Rust generator; the service goes on serving.
+        seen = []
+        async for i in await svc.count(n=1000):
+            seen.append(i)
+            if len(seen) == 2:
+                break
+        assert seen == [0, 1]
+        assert [i async for i in await svc.count(n=2)] == [0, 1]
+        with pytest.raises(Exception, match=r"count\(\) invalid arguments"):
+            await svc.count(n="x")
+    finally:
+        await _stop_example(proc)
+
+
+async def test_the_rust_caller_iterates_a_python_generator(connect, server_url):
+    binary = _example_binary("stream_caller")
+    client = await connect()
+
+    async def count(n):
+        for i in range(n):
+            yield i
+
+    info = await client.register_service(
+        {"id": "counter", "config": {"visibility": "public"}, "count": count}
+    )
+    proc = await asyncio.create_subprocess_exec(
+        str(binary),
+        server_url,
+        info.id,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), 20)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 0, err.decode(errors="replace")
+    assert out.decode().strip() == "count(n=3) = [0, 1, 2]"
