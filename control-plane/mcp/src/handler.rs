@@ -2,7 +2,8 @@
 //! and `prompts/*` for the Hypha service of the request ([`Target`]), calling its functions
 //! as the HTTP caller (workspace-api.md §8.1).
 
-use crate::adapter::{self, Adapter, Kind, ResourceSource};
+use crate::adapter::{Adapter, Kind, ResourceSource};
+use crate::results;
 use rhizo_control_plane::error::ManagerError;
 use rhizo_control_plane::manager::{Ctx, Manager};
 use rhizo_protocol::value;
@@ -289,7 +290,7 @@ impl ServerHandler for Handler {
         };
         Ok(match result {
             Ok(v) => {
-                let content = adapter::content_blocks(&v);
+                let content = results::content_blocks(&v);
                 CallToolResponse::from(parse::<CallToolResult>(json!({"content": content}))?)
             }
             Err(e) => tool_error(e),
@@ -340,13 +341,13 @@ impl ServerHandler for Handler {
                     .native(&r, "read_resource", json!({"uri": uri}))
                     .await
                     .ok_or_else(not_found)??;
-                adapter::resource_contents(&uri, "text/plain", &got)
+                results::resource_contents(&uri, "text/plain", &got)
             }
             _ => {
                 let entry = r.adapter.resource(&uri).ok_or_else(not_found)?;
                 let text = match &entry.source {
                     ResourceSource::Text(t) => t.clone(),
-                    ResourceSource::Read(f) => adapter::text_of(
+                    ResourceSource::Read(f) => results::text_of(
                         &self
                             .call(&r, f, &json!({}))
                             .await
@@ -403,7 +404,7 @@ impl ServerHandler for Handler {
             }
         };
         Ok(GetPromptResponse::from(parse::<GetPromptResult>(
-            adapter::prompt_result(&name, &result),
+            results::prompt_result(&name, &result),
         )?))
     }
 }

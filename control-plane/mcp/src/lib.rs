@@ -26,6 +26,7 @@
 
 pub mod adapter;
 pub mod handler;
+pub mod results;
 pub mod sse;
 
 use axum::body::Body;
