@@ -57,6 +57,26 @@ def _example_binary(name: str) -> Path:
     return found
 
 
+async def _run_caller(binary: Path, server_url: str, service_id: str) -> bytes:
+    """Runs a caller example against ``service_id`` to completion; its stdout (fails on a
+    non-zero exit, with its stderr)."""
+    proc = await asyncio.create_subprocess_exec(
+        str(binary),
+        server_url,
+        service_id,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), 20)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 0, err.decode(errors="replace")
+    return out
+
+
 async def _start_example(server_url: str, name: str = "service"):
     binary = _example_binary(name)
     proc = await asyncio.create_subprocess_exec(
@@ -184,20 +204,7 @@ async def test_the_rust_caller_calls_a_python_service(connect, server_url):
     info = await client.register_service(
         {"id": "calc", "config": {"visibility": "public"}, "add": add}
     )
-    proc = await asyncio.create_subprocess_exec(
-        str(binary),
-        server_url,
-        info.id,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), 20)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    assert proc.returncode == 0, err.decode(errors="replace")
+    out = await _run_caller(binary, server_url, info.id)
     assert out.decode().strip() == "add(2, 3) = 5, add(a=2, b=3) = 5"
 
 
@@ -236,18 +243,5 @@ async def test_the_rust_caller_iterates_a_python_generator(connect, server_url):
     info = await client.register_service(
         {"id": "counter", "config": {"visibility": "public"}, "count": count}
     )
-    proc = await asyncio.create_subprocess_exec(
-        str(binary),
-        server_url,
-        info.id,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), 20)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    assert proc.returncode == 0, err.decode(errors="replace")
+    out = await _run_caller(binary, server_url, info.id)
     assert out.decode().strip() == "count(n=3) = [0, 1, 2]"
