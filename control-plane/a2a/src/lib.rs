@@ -15,7 +15,7 @@
 //! - `GET /{ws}/a2a-info/{service_id}` (and `GET /{ws}/a2a/{service_id}[/]`): the
 //!   service, its card and endpoints.
 //!
-//! The caller is the token of `Authorization: Bearer …` or the `access_token` cookie
+//! The caller is the token of `Authorization: Bearer …`, the `access_token` cookie or `?token=`
 //! (anonymous without one); the service must be visible to it (404 otherwise, 400 for a
 //! service that is not of type `a2a`). Tasks live in memory, bounded ([`tasks`]).
 //!

@@ -12,9 +12,9 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::Json;
-use rhizo_control_plane::http::{anonymous_http_user, request_token};
+use rhizo_control_plane::http::caller;
 use rhizo_control_plane::manager::{Ctx, Manager};
-use rhizo_control_plane::{ApiError, ManagerError};
+use rhizo_control_plane::ManagerError;
 use rhizo_protocol::value::{from_json, get as member, get_str, to_json};
 use rmpv::Value as Mp;
 use serde_json::{json, Value};
@@ -99,14 +99,7 @@ async fn resolve(
     ws: &str,
     sid: &str,
 ) -> Result<Agent, Refusal> {
-    let user = match request_token(headers) {
-        None => anonymous_http_user(),
-        Some(t) => m.tokens.verify(&t).map_err(|e| {
-            let detail = e.to_string();
-            Refusal::Token(ApiError::from(e).status, detail)
-        })?,
-    };
-    let ctx = m.http_ctx(user, ws);
+    let ctx = caller(m, headers, query, ws).map_err(|e| Refusal::Token(e.status, e.detail))?;
     let mode = query.get("_mode").map(String::as_str);
     let refuse = |e: ManagerError| match e {
         ManagerError::NotFound(_) | ManagerError::Permission(_) => Refusal::NotFound,
